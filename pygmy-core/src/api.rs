@@ -1,0 +1,227 @@
+//! The wire format: the seed's JSON envelope, shared by the server (which
+//! writes it) and the client SDK (which reads it).
+//!
+//! Every response carries `status` (`"Success"` or `"Failed"`),
+//! `validation_code` (the HTTP status) and `message`; successes add `item`
+//! (a list of books, or the updated book) or `order`. Fields are declared in
+//! the order the seed printed them (sorted), so the bytes match its examples.
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::{Book, ItemId, Order, OrderId};
+
+/// `"Success"` or `"Failed"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Status {
+    /// The request did what it asked.
+    Success,
+    /// It did not; `message` says why.
+    Failed,
+}
+
+/// The seed's empty `message` object on reads: `{}`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Empty {}
+
+/// `GET /lookup`, `GET /search`, `GET /item...`: a list of books.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ItemsResponse {
+    /// The books found (one for a lookup).
+    pub item: Vec<Book>,
+    /// Always `{}`.
+    pub message: Empty,
+    /// Always `Success`.
+    pub status: Status,
+    /// Always 200.
+    pub validation_code: u16,
+}
+
+impl ItemsResponse {
+    /// A 200 answer with these books.
+    pub fn new(item: Vec<Book>) -> Self {
+        ItemsResponse {
+            item,
+            message: Empty {},
+            status: Status::Success,
+            validation_code: 200,
+        }
+    }
+}
+
+/// The `order` object of a buy: its id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderRef {
+    /// The order's id.
+    pub id: OrderId,
+}
+
+/// `GET /buy?id=` (frontend) and `GET /buy/<id>` (order service).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuyResponse {
+    /// `Item with id N bought successfully.`
+    pub message: String,
+    /// The order taken.
+    pub order: OrderRef,
+    /// Always `Success`.
+    pub status: Status,
+    /// Always 200.
+    pub validation_code: u16,
+}
+
+impl BuyResponse {
+    /// The seed's answer to a successful buy.
+    pub fn new(item: ItemId, order: OrderId) -> Self {
+        BuyResponse {
+            message: format!("Item with id {item} bought successfully."),
+            order: OrderRef { id: order },
+            status: Status::Success,
+            validation_code: 200,
+        }
+    }
+}
+
+/// `PUT /item/<id>`: 201 with the book as it is after the update.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UpdateResponse {
+    /// The updated book (the seed sent `{}`; a client that ignores it works).
+    pub item: Book,
+    /// Always `{}`.
+    pub message: Empty,
+    /// Always `Success`.
+    pub status: Status,
+    /// Always 201.
+    pub validation_code: u16,
+}
+
+impl UpdateResponse {
+    /// A 201 answer with the updated book.
+    pub fn new(item: Book) -> Self {
+        UpdateResponse {
+            item,
+            message: Empty {},
+            status: Status::Success,
+            validation_code: 201,
+        }
+    }
+}
+
+/// `GET /orders`: every order the replica holds, by id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrdersResponse {
+    /// Always `{}`.
+    pub message: Empty,
+    /// The orders, by ascending id.
+    pub order: Vec<Order>,
+    /// Always `Success`.
+    pub status: Status,
+    /// Always 200.
+    pub validation_code: u16,
+}
+
+impl OrdersResponse {
+    /// A 200 answer with these orders.
+    pub fn new(order: Vec<Order>) -> Self {
+        OrdersResponse {
+            message: Empty {},
+            order,
+            status: Status::Success,
+            validation_code: 200,
+        }
+    }
+}
+
+/// Any failure: `{"message": "...", "status": "Failed", "validation_code": C}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorResponse {
+    /// What went wrong, for a person.
+    pub message: String,
+    /// Always `Failed`.
+    pub status: Status,
+    /// The HTTP status.
+    pub validation_code: u16,
+}
+
+impl ErrorResponse {
+    /// A failure with this HTTP status and message.
+    pub fn new(code: u16, message: impl Into<String>) -> Self {
+        ErrorResponse {
+            message: message.into(),
+            status: Status::Failed,
+            validation_code: code,
+        }
+    }
+}
+
+/// `GET /health`: whether the node serves, and what it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthResponse {
+    /// The node's name in the topology.
+    pub node: String,
+    /// `frontend`, `catalog` or `order`.
+    pub role: String,
+    /// `ok` once the node serves (a replica serves once it caught up).
+    pub state: String,
+}
+
+/// The body of `PUT /item/<id>`: a change of stock and/or a new price.
+///
+/// `count` is a delta, as the seed's buy used it (`{"count": -1}` sells one,
+/// `{"count": 10}` restocks ten); `cost` replaces the price.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ItemUpdate {
+    /// Change of stock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<i64>,
+    /// New price.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<crate::types::Cost>,
+}
+
+/// The body of `POST /invalidate` on a frontend, pushed by the catalog after
+/// each change to a book.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invalidation {
+    /// The book that changed.
+    pub item: ItemId,
+    /// Its topic.
+    pub topic: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::default_books;
+
+    #[test]
+    fn buy_matches_the_seed_example() {
+        let json =
+            serde_json::to_string(&BuyResponse::new(ItemId(1), OrderId(196))).expect("serializes");
+        assert_eq!(
+            json,
+            r#"{"message":"Item with id 1 bought successfully.","order":{"id":196},"status":"Success","validation_code":200}"#
+        );
+    }
+
+    #[test]
+    fn lookup_matches_the_seed_example() {
+        let book = default_books().swap_remove(2);
+        let json = serde_json::to_string(&ItemsResponse::new(vec![book])).expect("serializes");
+        assert_eq!(
+            json,
+            r#"{"item":[{"cost":9,"count":100,"id":3,"title":"Xen and the Art of Surviving Graduate School.","topic":"graduate school"}],"message":{},"status":"Success","validation_code":200}"#
+        );
+    }
+
+    #[test]
+    fn failure_matches_the_seed_example() {
+        let json = serde_json::to_string(&ErrorResponse::new(
+            404,
+            "The item with id 1 is no longer present in the catalog server",
+        ))
+        .expect("serializes");
+        assert_eq!(
+            json,
+            r#"{"message":"The item with id 1 is no longer present in the catalog server","status":"Failed","validation_code":404}"#
+        );
+    }
+}

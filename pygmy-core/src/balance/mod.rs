@@ -1,0 +1,161 @@
+//! Choosing which replica of a backend serves a request.
+//!
+//! A [`Replicas`] set holds each replica's health (passive: consecutive
+//! connection failures eject it for a cool-down, after which one request may
+//! try it again) and requests in flight. A [`Balancer`] turns that into the
+//! order in which to try the replicas for one request: healthy ones first,
+//! in the balancer's preference, then ejected ones as a last resort, so a
+//! request is never refused while any replica might answer.
+
+mod round_robin;
+
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+pub use self::round_robin::RoundRobin;
+
+/// How a replica set judges health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthPolicy {
+    /// Consecutive failures that eject a replica.
+    pub failures_to_eject: u32,
+    /// How long an ejected replica is skipped before one request tries it.
+    pub cool_down: Duration,
+}
+
+impl Default for HealthPolicy {
+    fn default() -> Self {
+        HealthPolicy {
+            failures_to_eject: 1,
+            cool_down: Duration::from_millis(500),
+        }
+    }
+}
+
+/// One replica: its address and what the balancer knows of it.
+#[derive(Debug)]
+pub struct Replica {
+    /// The node's name in the topology.
+    pub name: String,
+    /// Its base URL, e.g. `http://127.0.0.1:8011`.
+    pub url: String,
+    in_flight: AtomicUsize,
+    failures: AtomicU32,
+    ejected_until: Mutex<Option<Instant>>,
+}
+
+impl Replica {
+    /// Requests sent to it and not yet answered.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Whether requests should go elsewhere first.
+    pub fn is_ejected(&self, now: Instant) -> bool {
+        self.lock_ejection().is_some_and(|until| now < until)
+    }
+
+    fn lock_ejection(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        self.ejected_until
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The replicas of one backend service.
+#[derive(Debug)]
+pub struct Replicas {
+    replicas: Vec<Replica>,
+    policy: HealthPolicy,
+}
+
+/// Marks a request in flight on a replica until dropped.
+#[derive(Debug)]
+pub struct InFlight<'a> {
+    replica: &'a Replica,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.replica.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Replicas {
+    /// A set of `(name, url)` replicas, in configured order.
+    pub fn new(replicas: impl IntoIterator<Item = (String, String)>, policy: HealthPolicy) -> Self {
+        Replicas {
+            replicas: replicas
+                .into_iter()
+                .map(|(name, url)| Replica {
+                    name,
+                    url: url.trim_end_matches('/').to_owned(),
+                    in_flight: AtomicUsize::new(0),
+                    failures: AtomicU32::new(0),
+                    ejected_until: Mutex::new(None),
+                })
+                .collect(),
+            policy,
+        }
+    }
+
+    /// The replicas, in configured order.
+    pub fn all(&self) -> &[Replica] {
+        &self.replicas
+    }
+
+    /// How many there are.
+    pub fn len(&self) -> usize {
+        self.replicas.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.replicas.is_empty()
+    }
+
+    /// Counts a request on replica `index` until the guard drops.
+    pub fn start(&self, index: usize) -> InFlight<'_> {
+        let replica = &self.replicas[index];
+        replica.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight { replica }
+    }
+
+    /// Replica `index` answered: it is healthy again.
+    pub fn record_success(&self, index: usize) {
+        let replica = &self.replicas[index];
+        replica.failures.store(0, Ordering::Relaxed);
+        *replica.lock_ejection() = None;
+    }
+
+    /// Replica `index` could not be reached (or failed with a 5xx); after
+    /// enough in a row it is ejected for the cool-down.
+    pub fn record_failure(&self, index: usize) {
+        let replica = &self.replicas[index];
+        let failures = replica.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if failures >= self.policy.failures_to_eject {
+            *replica.lock_ejection() = Some(Instant::now() + self.policy.cool_down);
+        }
+    }
+
+    /// The order in which to try the replicas: `preferred` (a balancer's
+    /// order over all indexes) with the ejected ones moved to the end.
+    pub fn plan(&self, preferred: impl IntoIterator<Item = usize>) -> Vec<usize> {
+        let now = Instant::now();
+        let (mut healthy, ejected): (Vec<usize>, Vec<usize>) = preferred
+            .into_iter()
+            .filter(|&i| i < self.replicas.len())
+            .partition(|&i| !self.replicas[i].is_ejected(now));
+        healthy.extend(ejected);
+        healthy
+    }
+}
+
+/// A policy for spreading requests over replicas. Synchronous and cheap: it
+/// runs on every request.
+pub trait Balancer: Send + Sync {
+    /// The order in which to try `replicas` for one request, best first.
+    /// Every replica appears once; ejected ones come last.
+    fn plan(&self, replicas: &Replicas) -> Vec<usize>;
+}

@@ -1,0 +1,60 @@
+//! The frontend's cache of serialized read responses.
+//!
+//! Keys are `lookup:<id>` and `search:<topic>` ([`lookup_key`],
+//! [`search_key`]); values are the response bodies, ready to send. A fill
+//! is guarded by a generation: take [`Cache::generation`] *before* asking a
+//! backend, pass it to [`Cache::fill`], and the fill is dropped if the key
+//! was invalidated in between. So a slow miss cannot put old data back after
+//! a buy.
+
+mod lru;
+mod none;
+
+use bytes::Bytes;
+
+pub use self::lru::LruCache;
+pub use self::none::NoCache;
+use crate::types::ItemId;
+
+/// Hit, miss and eviction counts since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Gets that found a value.
+    pub hits: u64,
+    /// Gets that found none.
+    pub misses: u64,
+    /// Values pushed out by the size bound or expired by the TTL.
+    pub evictions: u64,
+    /// Fills dropped because their key was invalidated during the miss.
+    pub stale_fills: u64,
+}
+
+/// A cache of response bodies. Synchronous: every call is short and never
+/// waits on I/O.
+pub trait Cache: Send + Sync {
+    /// The value of `key`, if cached and not expired.
+    fn get(&self, key: &str) -> Option<Bytes>;
+
+    /// A token to take before the backend read whose result will fill.
+    fn generation(&self) -> u64;
+
+    /// Stores `value` under `key` unless `key` was invalidated after
+    /// `generation` was taken; returns whether it stored.
+    fn fill(&self, key: &str, value: Bytes, generation: u64) -> bool;
+
+    /// Drops `key`; a fill that began before this call will be refused.
+    fn invalidate(&self, key: &str);
+
+    /// Counts since start.
+    fn stats(&self) -> CacheStats;
+}
+
+/// The cache key of `GET /lookup?id=<id>`.
+pub fn lookup_key(id: ItemId) -> String {
+    format!("lookup:{id}")
+}
+
+/// The cache key of `GET /search?topic=<topic>`.
+pub fn search_key(topic: &str) -> String {
+    format!("search:{topic}")
+}

@@ -1,0 +1,76 @@
+//! The catalog in memory.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+
+use super::{checked_stock, CatalogCommand, CatalogMachine, CatalogOutcome, CatalogStore};
+use crate::error::StoreError;
+use crate::journal::memory::{MemoryJournal, MemoryState};
+use crate::types::{Book, ItemId};
+
+/// The books, by id.
+#[derive(Debug, Default)]
+pub struct CatalogState {
+    books: BTreeMap<ItemId, Book>,
+}
+
+impl MemoryState for CatalogState {
+    type Machine = CatalogMachine;
+
+    fn execute(&mut self, cmd: &CatalogCommand) -> CatalogOutcome {
+        let item = cmd.item();
+        let Some(book) = self.books.get_mut(&item) else {
+            return CatalogOutcome::NoSuchItem { item };
+        };
+        match cmd {
+            CatalogCommand::Sell { .. } if book.count > 0 => {
+                book.count -= 1;
+                CatalogOutcome::Sold { book: book.clone() }
+            }
+            CatalogCommand::Sell { .. } => CatalogOutcome::SoldOut { item },
+            CatalogCommand::Update { count, cost, .. } => {
+                let next = match checked_stock(book.count, count.unwrap_or(0)) {
+                    Ok(next) => next,
+                    Err(reason) => return CatalogOutcome::Refused { item, reason },
+                };
+                book.count = next;
+                if let Some(cost) = cost {
+                    book.cost = *cost;
+                }
+                CatalogOutcome::Updated { book: book.clone() }
+            }
+        }
+    }
+}
+
+/// The in-memory catalog store.
+pub type MemoryCatalog = MemoryJournal<CatalogState>;
+
+#[async_trait]
+impl CatalogStore for MemoryCatalog {
+    async fn seed(&self, books: Vec<Book>) -> Result<bool, StoreError> {
+        Ok(self.write(|state| {
+            if !state.books.is_empty() {
+                return false;
+            }
+            state.books = books.into_iter().map(|b| (b.id, b)).collect();
+            true
+        }))
+    }
+
+    async fn book(&self, id: ItemId) -> Result<Option<Book>, StoreError> {
+        Ok(self.read(|state| state.books.get(&id).cloned()))
+    }
+
+    async fn books(&self, topic: Option<String>) -> Result<Vec<Book>, StoreError> {
+        Ok(self.read(|state| {
+            state
+                .books
+                .values()
+                .filter(|b| topic.as_deref().is_none_or(|t| b.topic == t))
+                .cloned()
+                .collect()
+        }))
+    }
+}

@@ -1,0 +1,134 @@
+//! The catalog: books and their stock.
+//!
+//! Changes are [`CatalogCommand`]s applied through the journal (so they
+//! replicate); reads are the [`CatalogStore`] methods. A sale is one
+//! conditional step at the store: a copy is taken only if one is there, so
+//! stock never goes below zero however many buys race.
+
+pub mod memory;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::error::StoreError;
+use crate::journal::{Journal, Machine};
+use crate::types::{Book, Cost, ItemId};
+
+/// The most copies of one book the store holds (a bound that keeps every
+/// sum exact).
+pub const MAX_COUNT: i64 = 1_000_000_000_000;
+
+/// A change to the catalog.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CatalogCommand {
+    /// Sell one copy of `item` if there is one in stock.
+    Sell {
+        /// The book.
+        item: ItemId,
+    },
+    /// Change the stock of `item` by `count` (a delta) and/or set its cost.
+    /// Both or neither: a change that would take stock below 0 changes
+    /// nothing.
+    Update {
+        /// The book.
+        item: ItemId,
+        /// Stock delta.
+        count: Option<i64>,
+        /// New price.
+        cost: Option<Cost>,
+    },
+}
+
+impl CatalogCommand {
+    /// The book the command is about.
+    pub fn item(&self) -> ItemId {
+        match self {
+            CatalogCommand::Sell { item } | CatalogCommand::Update { item, .. } => *item,
+        }
+    }
+}
+
+/// What a catalog command answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CatalogOutcome {
+    /// One copy was taken; the book as it is after the sale.
+    Sold {
+        /// The book after the sale.
+        book: Book,
+    },
+    /// No copy in stock: nothing changed.
+    SoldOut {
+        /// The book.
+        item: ItemId,
+    },
+    /// There is no book with this id: nothing changed.
+    NoSuchItem {
+        /// The id asked for.
+        item: ItemId,
+    },
+    /// The update was made; the book as it is after it.
+    Updated {
+        /// The book after the update.
+        book: Book,
+    },
+    /// The update was impossible (stock below zero or past [`MAX_COUNT`]):
+    /// nothing changed.
+    Refused {
+        /// The book.
+        item: ItemId,
+        /// Why, for a person.
+        reason: String,
+    },
+}
+
+impl CatalogOutcome {
+    /// The book as the command left it, if it changed.
+    pub fn changed_book(&self) -> Option<&Book> {
+        match self {
+            CatalogOutcome::Sold { book } | CatalogOutcome::Updated { book } => Some(book),
+            _ => None,
+        }
+    }
+}
+
+/// The catalog as a replicated state machine.
+#[derive(Debug, Clone, Copy)]
+pub struct CatalogMachine;
+
+impl Machine for CatalogMachine {
+    type Command = CatalogCommand;
+    type Outcome = CatalogOutcome;
+}
+
+/// The new stock after `delta`, or why it is impossible. Shared by both
+/// backends, so that they refuse the same updates.
+pub(crate) fn checked_stock(count: i64, delta: i64) -> Result<i64, String> {
+    match count.checked_add(delta) {
+        Some(next) if next < 0 => Err(format!(
+            "stock cannot go below 0 (it is {count}, the change is {delta})"
+        )),
+        Some(next) if next <= MAX_COUNT => Ok(next),
+        _ => Err(format!("stock cannot exceed {MAX_COUNT}")),
+    }
+}
+
+/// A catalog replica's storage: the journal of changes, and the reads.
+///
+/// Reads see every change whose `apply` returned before the read began.
+#[async_trait]
+pub trait CatalogStore: Journal<CatalogMachine> {
+    /// Inserts `books` if the catalog has none yet (a new replica); returns
+    /// whether it did. Not journaled: every replica seeds the same books
+    /// from the same configuration. Durable when it returns.
+    async fn seed(&self, books: Vec<Book>) -> Result<bool, StoreError>;
+
+    /// The book with this id.
+    async fn book(&self, id: ItemId) -> Result<Option<Book>, StoreError>;
+
+    /// Every book, or those of `topic` (exact match), by id.
+    async fn books(&self, topic: Option<String>) -> Result<Vec<Book>, StoreError>;
+}

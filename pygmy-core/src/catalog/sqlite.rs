@@ -1,0 +1,139 @@
+//! The catalog in SQLite.
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
+
+use super::{checked_stock, CatalogCommand, CatalogMachine, CatalogOutcome, CatalogStore};
+use crate::error::StoreError;
+use crate::journal::sqlite::{SqliteJournal, SqliteMachine};
+use crate::types::{Book, Cost, ItemId};
+
+const COLUMNS: &str = "cost_cents, count, id, title, topic";
+
+fn book_from_row(row: &Row<'_>) -> rusqlite::Result<Book> {
+    let cents: i64 = row.get(0)?;
+    Ok(Book {
+        cost: Cost::from_cents(cents)
+            .ok_or_else(|| rusqlite::Error::IntegralValueOutOfRange(0, cents))?,
+        count: row.get(1)?,
+        id: ItemId(row.get(2)?),
+        title: row.get(3)?,
+        topic: row.get(4)?,
+    })
+}
+
+fn select_book(conn: &Connection, id: ItemId) -> Result<Option<Book>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM books WHERE id = ?1"))?;
+    Ok(stmt.query_row([id.0], book_from_row).optional()?)
+}
+
+fn sell(tx: &Transaction<'_>, item: ItemId) -> Result<CatalogOutcome, StoreError> {
+    // The check and the decrement are one statement: no copy is taken that
+    // is not there, whatever runs beside it.
+    let sold = tx
+        .prepare_cached(&format!(
+            "UPDATE books SET count = count - 1 WHERE id = ?1 AND count > 0 RETURNING {COLUMNS}"
+        ))?
+        .query_row([item.0], book_from_row)
+        .optional()?;
+    Ok(match sold {
+        Some(book) => CatalogOutcome::Sold { book },
+        None if select_book(tx, item)?.is_some() => CatalogOutcome::SoldOut { item },
+        None => CatalogOutcome::NoSuchItem { item },
+    })
+}
+
+fn update(
+    tx: &Transaction<'_>,
+    item: ItemId,
+    count: Option<i64>,
+    cost: Option<Cost>,
+) -> Result<CatalogOutcome, StoreError> {
+    // One writer transaction (IMMEDIATE): nothing changes the row between
+    // this read and the write below.
+    let Some(mut book) = select_book(tx, item)? else {
+        return Ok(CatalogOutcome::NoSuchItem { item });
+    };
+    book.count = match checked_stock(book.count, count.unwrap_or(0)) {
+        Ok(next) => next,
+        Err(reason) => return Ok(CatalogOutcome::Refused { item, reason }),
+    };
+    if let Some(cost) = cost {
+        book.cost = cost;
+    }
+    tx.prepare_cached("UPDATE books SET count = ?2, cost_cents = ?3 WHERE id = ?1")?
+        .execute(params![item.0, book.count, book.cost.cents()])?;
+    Ok(CatalogOutcome::Updated { book })
+}
+
+impl SqliteMachine for CatalogMachine {
+    const SCHEMA: &'static str = "
+CREATE TABLE IF NOT EXISTS books (
+    id         INTEGER PRIMARY KEY,
+    title      TEXT    NOT NULL,
+    topic      TEXT    NOT NULL,
+    cost_cents INTEGER NOT NULL CHECK (cost_cents >= 0),
+    count      INTEGER NOT NULL CHECK (count >= 0)
+);
+CREATE INDEX IF NOT EXISTS books_topic ON books (topic);
+";
+
+    fn execute(tx: &Transaction<'_>, cmd: &CatalogCommand) -> Result<CatalogOutcome, StoreError> {
+        match cmd {
+            CatalogCommand::Sell { item } => sell(tx, *item),
+            CatalogCommand::Update { item, count, cost } => update(tx, *item, *count, *cost),
+        }
+    }
+}
+
+/// The SQLite catalog store.
+pub type SqliteCatalog = SqliteJournal<CatalogMachine>;
+
+#[async_trait]
+impl CatalogStore for SqliteCatalog {
+    async fn seed(&self, books: Vec<Book>) -> Result<bool, StoreError> {
+        self.write(move |tx| {
+            let existing: i64 = tx.query_row("SELECT COUNT(*) FROM books", [], |r| r.get(0))?;
+            if existing > 0 {
+                return Ok(false);
+            }
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO books (id, title, topic, cost_cents, count) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for book in &books {
+                insert.execute(params![
+                    book.id.0,
+                    book.title,
+                    book.topic,
+                    book.cost.cents(),
+                    book.count
+                ])?;
+            }
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn book(&self, id: ItemId) -> Result<Option<Book>, StoreError> {
+        self.read(move |conn| select_book(conn, id)).await
+    }
+
+    async fn books(&self, topic: Option<String>) -> Result<Vec<Book>, StoreError> {
+        self.read(move |conn| {
+            let books = match topic {
+                Some(topic) => conn
+                    .prepare_cached(&format!(
+                        "SELECT {COLUMNS} FROM books WHERE topic = ?1 ORDER BY id"
+                    ))?
+                    .query_map([topic], book_from_row)?
+                    .collect::<Result<Vec<_>, _>>()?,
+                None => conn
+                    .prepare_cached(&format!("SELECT {COLUMNS} FROM books ORDER BY id"))?
+                    .query_map([], book_from_row)?
+                    .collect::<Result<Vec<_>, _>>()?,
+            };
+            Ok(books)
+        })
+        .await
+    }
+}

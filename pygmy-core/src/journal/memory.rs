@@ -1,0 +1,151 @@
+//! An in-memory journal, for tests and for a node that needs no durability.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+
+use super::{Applied, Entry, HighWater, Journal, Machine, Op, OpId, Source};
+use crate::error::StoreError;
+
+/// A service's state kept in memory, with the command semantics on it.
+pub trait MemoryState: Default + Send + 'static {
+    /// The service this is the state of.
+    type Machine: Machine;
+
+    /// Applies `cmd`; must match the SQLite backend's semantics exactly
+    /// (the conformance suite checks that it does).
+    fn execute(
+        &mut self,
+        cmd: &<Self::Machine as Machine>::Command,
+    ) -> <Self::Machine as Machine>::Outcome;
+}
+
+type Command<S> = <<S as MemoryState>::Machine as Machine>::Command;
+type Outcome<S> = <<S as MemoryState>::Machine as Machine>::Outcome;
+
+struct Inner<S: MemoryState> {
+    state: S,
+    outcomes: HashMap<OpId, Outcome<S>>,
+    log: BTreeMap<(String, u64), Op<Command<S>>>,
+    high_waters: BTreeMap<String, u64>,
+}
+
+/// A [`Journal`] whose state and log live in memory behind one mutex.
+pub struct MemoryJournal<S: MemoryState> {
+    inner: Mutex<Inner<S>>,
+}
+
+impl<S: MemoryState> Default for MemoryJournal<S> {
+    fn default() -> Self {
+        MemoryJournal {
+            inner: Mutex::new(Inner {
+                state: S::default(),
+                outcomes: HashMap::new(),
+                log: BTreeMap::new(),
+                high_waters: BTreeMap::new(),
+            }),
+        }
+    }
+}
+
+impl<S: MemoryState> MemoryJournal<S> {
+    /// An empty journal.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Runs `f` over the state (a short read, under the lock).
+    pub fn read<R>(&self, f: impl FnOnce(&S) -> R) -> R {
+        f(&self.lock().state)
+    }
+
+    /// Runs `f` over the state to change it outside the journal (seeding).
+    pub fn write<R>(&self, f: impl FnOnce(&mut S) -> R) -> R {
+        f(&mut self.lock().state)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner<S>> {
+        // A panic while holding the lock leaves the state as the last
+        // complete step left it (every step below is all-or-nothing).
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[async_trait]
+impl<S: MemoryState> Journal<S::Machine> for MemoryJournal<S> {
+    async fn apply(
+        &self,
+        source: Source,
+        op: Op<Command<S>>,
+    ) -> Result<Applied<Outcome<S>>, StoreError> {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let (origin, origin_seq, local) = match source {
+            Source::Local { node } => {
+                let next = inner.high_waters.get(&node).copied().unwrap_or(0) + 1;
+                (node, next, true)
+            }
+            Source::Peer { origin, origin_seq } => (origin, origin_seq, false),
+        };
+        let high = inner.high_waters.entry(origin.clone()).or_insert(0);
+        if let Some(outcome) = inner.outcomes.get(&op.id).cloned() {
+            if !local {
+                *high = (*high).max(origin_seq);
+            }
+            return Ok(Applied {
+                outcome,
+                fresh: false,
+                origin_seq: None,
+            });
+        }
+        *high = (*high).max(origin_seq);
+        let outcome = inner.state.execute(&op.cmd);
+        inner.outcomes.insert(op.id.clone(), outcome.clone());
+        inner.log.insert((origin, origin_seq), op);
+        Ok(Applied {
+            outcome,
+            fresh: true,
+            origin_seq: local.then_some(origin_seq),
+        })
+    }
+
+    async fn entries(
+        &self,
+        origin: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Entry<Command<S>>>, StoreError> {
+        let inner = self.lock();
+        let start = (origin.to_owned(), after.saturating_add(1));
+        let end = (origin.to_owned(), u64::MAX);
+        Ok(inner
+            .log
+            .range(start..=end)
+            .take(limit)
+            .map(|((origin, origin_seq), op)| Entry {
+                origin: origin.clone(),
+                origin_seq: *origin_seq,
+                op: op.clone(),
+            })
+            .collect())
+    }
+
+    async fn high_waters(&self) -> Result<Vec<HighWater>, StoreError> {
+        Ok(self
+            .lock()
+            .high_waters
+            .iter()
+            .map(|(origin, &seq)| HighWater {
+                origin: origin.clone(),
+                seq,
+            })
+            .collect())
+    }
+
+    async fn outcome(&self, id: &OpId) -> Result<Option<Outcome<S>>, StoreError> {
+        Ok(self.lock().outcomes.get(id).cloned())
+    }
+}

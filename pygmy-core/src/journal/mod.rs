@@ -1,0 +1,155 @@
+//! The journal: a replicated service's state as a state machine of commands.
+//!
+//! Each service (catalog, order) is a [`Machine`]: a set of commands and
+//! their outcomes. Every change is an [`Op`], a command under a unique
+//! [`OpId`]; a [`Journal`] applies ops to the service's state and records
+//! each one with its outcome in the same transaction, so that
+//!
+//! - applying the same op id twice changes nothing and returns the recorded
+//!   outcome (a retry, or a peer's repeat, is harmless);
+//! - the ops a replica applied can be read back, per origin and in order,
+//!   which is what a replica that was down catches up from.
+//!
+//! Replication backends ([`crate::replication`]) decide *where* an op is
+//! applied; the journal decides *what* it does. The stores of each service
+//! ([`crate::catalog::CatalogStore`], [`crate::order::OrderStore`]) are
+//! journals with that service's reads on top.
+
+pub mod memory;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
+
+use std::fmt::Debug;
+
+use async_trait::async_trait;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::StoreError;
+
+/// A replicated service: what commands it takes and what they answer.
+pub trait Machine: Send + Sync + 'static {
+    /// A change to the service's state. Applying a command must be
+    /// deterministic: the same state and command give the same outcome on
+    /// every replica.
+    type Command: Clone + Debug + PartialEq + Serialize + DeserializeOwned + Send + Sync + 'static;
+    /// What a command answered; recorded with the op, so a repeat answers
+    /// the same.
+    type Outcome: Clone + Debug + PartialEq + Serialize + DeserializeOwned + Send + Sync + 'static;
+}
+
+/// An op's unique id, chosen by whoever first proposes it (for a buy, derived
+/// from the idempotency key, so a retried buy is the same op).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct OpId(pub String);
+
+impl OpId {
+    /// A fresh random id, for an op that has no natural key (a `PUT /item`).
+    pub fn random() -> OpId {
+        OpId(uuid::Uuid::new_v4().to_string())
+    }
+}
+
+impl std::fmt::Display for OpId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A command under its op id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Op<C> {
+    /// Unique per change; a repeat of the id is ignored.
+    pub id: OpId,
+    /// What to do.
+    pub cmd: C,
+}
+
+/// Where an op being applied comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Source {
+    /// Proposed to this replica, which numbers it in its own sequence.
+    Local {
+        /// This replica's name, recorded as the op's origin.
+        node: String,
+    },
+    /// Shipped by a peer: the op was first applied at `origin` as its
+    /// `origin_seq`-th op.
+    Peer {
+        /// The replica that first applied the op.
+        origin: String,
+        /// Its number in the origin's sequence.
+        origin_seq: u64,
+    },
+}
+
+/// An op as a journal holds it: the op, where it was first applied, and
+/// its place in that origin's sequence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry<C> {
+    /// The replica that first applied the op.
+    pub origin: String,
+    /// Its number in that origin's sequence (from 1, without gaps).
+    pub origin_seq: u64,
+    /// The op.
+    pub op: Op<C>,
+}
+
+/// The result of [`Journal::apply`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Applied<O> {
+    /// The op's outcome: new, or the recorded one for a repeat.
+    pub outcome: O,
+    /// False if the op id had been applied before (nothing changed now).
+    pub fresh: bool,
+    /// For a fresh local op, its number in this replica's own sequence.
+    pub origin_seq: Option<u64>,
+}
+
+/// How far a replica has applied the ops of one origin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HighWater {
+    /// The origin replica.
+    pub origin: String,
+    /// The highest `origin_seq` of it applied here (0 for none).
+    pub seq: u64,
+}
+
+/// A service's state with its op log.
+///
+/// Every method may be called concurrently. Errors are the store's own; an
+/// op's refusal (sold out, unknown item) is an outcome, not an error.
+#[async_trait]
+pub trait Journal<M: Machine>: Send + Sync {
+    /// Applies `op` and records it, atomically: either the state change, the
+    /// op's record (with its outcome) and the origin's high-water mark are
+    /// all stored, or none is. Durable when it returns `Ok`.
+    ///
+    /// Idempotent by op id: if `op.id` was applied before, nothing changes
+    /// (except a peer origin's high-water mark, which only rises) and the
+    /// recorded outcome is returned with `fresh == false`. So a caller may
+    /// retry after any error.
+    async fn apply(
+        &self,
+        source: Source,
+        op: Op<M::Command>,
+    ) -> Result<Applied<M::Outcome>, StoreError>;
+
+    /// The ops first applied at `origin` with `origin_seq > after`, in
+    /// order, at most `limit` of them. Only ops recorded here are returned
+    /// (a peer op whose id this replica already had under another origin is
+    /// not).
+    async fn entries(
+        &self,
+        origin: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Entry<M::Command>>, StoreError>;
+
+    /// For each origin seen, the highest `origin_seq` applied here.
+    async fn high_waters(&self) -> Result<Vec<HighWater>, StoreError>;
+
+    /// The recorded outcome of op `id`, if it was applied here.
+    async fn outcome(&self, id: &OpId) -> Result<Option<M::Outcome>, StoreError>;
+}

@@ -1,0 +1,295 @@
+//! A journal in a SQLite file (rusqlite, bundled SQLite, WAL mode).
+//!
+//! One writer connection behind a mutex and a few reader connections; every
+//! call runs on tokio's blocking pool, never on the async runtime. Commits
+//! are `synchronous = FULL`: a write is on disk when `apply` returns.
+
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+
+use super::{Applied, Entry, HighWater, Journal, Machine, Op, OpId, Source};
+use crate::error::StoreError;
+
+/// A service whose state lives in SQLite tables beside the journal's.
+pub trait SqliteMachine: Machine {
+    /// `CREATE TABLE IF NOT EXISTS ...` for the service's own tables.
+    const SCHEMA: &'static str;
+
+    /// Applies `cmd` inside `tx` (the journal commits it with the op's
+    /// record). Must match the in-memory backend's semantics exactly.
+    fn execute(tx: &Transaction<'_>, cmd: &Self::Command) -> Result<Self::Outcome, StoreError>;
+}
+
+const JOURNAL_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS journal_ops (
+    seq        INTEGER PRIMARY KEY,
+    op_id      TEXT    NOT NULL UNIQUE,
+    origin     TEXT    NOT NULL,
+    origin_seq INTEGER NOT NULL,
+    command    TEXT    NOT NULL,
+    outcome    TEXT    NOT NULL,
+    UNIQUE (origin, origin_seq)
+);
+CREATE TABLE IF NOT EXISTS journal_origins (
+    origin     TEXT    PRIMARY KEY,
+    high_water INTEGER NOT NULL
+);
+";
+
+const READERS: usize = 4;
+
+/// A [`Journal`] in one SQLite file, generic over the service it stores.
+pub struct SqliteJournal<M> {
+    writer: Arc<Mutex<Connection>>,
+    readers: Arc<Vec<Mutex<Connection>>>,
+    next_reader: AtomicUsize,
+    path: PathBuf,
+    _machine: PhantomData<fn() -> M>,
+}
+
+fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    let open_err = |reason: String| StoreError::Open {
+        path: path.display().to_string(),
+        reason,
+    };
+    let conn = Connection::open(path).map_err(|e| open_err(e.to_string()))?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(|e| open_err(e.to_string()))?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(|e| open_err(e.to_string()))?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(|e| open_err(e.to_string()))?;
+    Ok(conn)
+}
+
+fn lock(conn: &Mutex<Connection>) -> std::sync::MutexGuard<'_, Connection> {
+    // A panic mid-statement rolls the open transaction back when the
+    // `Transaction` drops, so the connection is still consistent.
+    conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl<M: SqliteMachine> SqliteJournal<M> {
+    /// Opens (creating if needed) the database at `path`, with the
+    /// journal's tables and the service's.
+    ///
+    /// Blocking: call it before serving, or from a blocking task.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
+                path: dir.display().to_string(),
+                reason: e.to_string(),
+            })?;
+        }
+        let writer = open_connection(&path)?;
+        writer
+            .execute_batch(JOURNAL_SCHEMA)
+            .and_then(|()| writer.execute_batch(M::SCHEMA))
+            .map_err(|e| StoreError::Open {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+        let readers = (0..READERS)
+            .map(|_| open_connection(&path).map(Mutex::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(SqliteJournal {
+            writer: Arc::new(Mutex::new(writer)),
+            readers: Arc::new(readers),
+            next_reader: AtomicUsize::new(0),
+            path,
+            _machine: PhantomData,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` in one `IMMEDIATE` transaction on the writer, committed if
+    /// `f` succeeds, on the blocking pool.
+    pub async fn write<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<R, StoreError> + Send + 'static,
+    {
+        let writer = Arc::clone(&self.writer);
+        tokio::task::spawn_blocking(move || {
+            let mut conn = lock(&writer);
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let result = f(&tx)?;
+            tx.commit()?;
+            Ok(result)
+        })
+        .await?
+    }
+
+    /// Runs `f` on a reader connection (a consistent snapshot per statement;
+    /// use a transaction inside `f` for more), on the blocking pool.
+    pub async fn read<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+    {
+        let readers = Arc::clone(&self.readers);
+        let index = self.next_reader.fetch_add(1, Ordering::Relaxed) % readers.len();
+        tokio::task::spawn_blocking(move || f(&lock(&readers[index]))).await?
+    }
+}
+
+fn high_water(tx: &Connection, origin: &str) -> Result<u64, StoreError> {
+    let seq: Option<i64> = tx
+        .query_row(
+            "SELECT high_water FROM journal_origins WHERE origin = ?1",
+            [origin],
+            |row| row.get(0),
+        )
+        .optional()?;
+    Ok(seq.map_or(0, |s| s.max(0) as u64))
+}
+
+fn raise_high_water(tx: &Connection, origin: &str, seq: u64) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO journal_origins (origin, high_water) VALUES (?1, ?2)
+         ON CONFLICT (origin) DO UPDATE SET high_water = max(high_water, excluded.high_water)",
+        params![origin, to_sql_seq(seq)?],
+    )?;
+    Ok(())
+}
+
+fn to_sql_seq(seq: u64) -> Result<i64, StoreError> {
+    i64::try_from(seq).map_err(|_| StoreError::Corrupt(format!("sequence {seq} out of range")))
+}
+
+fn apply_in<M: SqliteMachine>(
+    tx: &Transaction<'_>,
+    source: Source,
+    op: &Op<M::Command>,
+) -> Result<Applied<M::Outcome>, StoreError> {
+    let (origin, origin_seq, local) = match source {
+        Source::Local { node } => {
+            let next = high_water(tx, &node)? + 1;
+            (node, next, true)
+        }
+        Source::Peer { origin, origin_seq } => (origin, origin_seq, false),
+    };
+    let recorded: Option<String> = tx
+        .query_row(
+            "SELECT outcome FROM journal_ops WHERE op_id = ?1",
+            [&op.id.0],
+            |row| row.get(0),
+        )
+        .optional()?;
+    if let Some(recorded) = recorded {
+        if !local {
+            raise_high_water(tx, &origin, origin_seq)?;
+        }
+        return Ok(Applied {
+            outcome: serde_json::from_str(&recorded)?,
+            fresh: false,
+            origin_seq: None,
+        });
+    }
+    let outcome = M::execute(tx, &op.cmd)?;
+    tx.execute(
+        "INSERT INTO journal_ops (op_id, origin, origin_seq, command, outcome)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            op.id.0,
+            origin,
+            to_sql_seq(origin_seq)?,
+            serde_json::to_string(&op.cmd)?,
+            serde_json::to_string(&outcome)?,
+        ],
+    )?;
+    raise_high_water(tx, &origin, origin_seq)?;
+    Ok(Applied {
+        outcome,
+        fresh: true,
+        origin_seq: local.then_some(origin_seq),
+    })
+}
+
+#[async_trait]
+impl<M: SqliteMachine> Journal<M> for SqliteJournal<M> {
+    async fn apply(
+        &self,
+        source: Source,
+        op: Op<M::Command>,
+    ) -> Result<Applied<M::Outcome>, StoreError> {
+        self.write(move |tx| apply_in::<M>(tx, source, &op)).await
+    }
+
+    async fn entries(
+        &self,
+        origin: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Entry<M::Command>>, StoreError> {
+        let origin = origin.to_owned();
+        let after = to_sql_seq(after)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT op_id, origin_seq, command FROM journal_ops
+                 WHERE origin = ?1 AND origin_seq > ?2 ORDER BY origin_seq LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![origin, after, limit], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, String>(2)?,
+                ))
+            })?;
+            let mut entries = Vec::new();
+            for row in rows {
+                let (id, origin_seq, command) = row?;
+                entries.push(Entry {
+                    origin: origin.clone(),
+                    origin_seq: origin_seq.max(0) as u64,
+                    op: Op {
+                        id: OpId(id),
+                        cmd: serde_json::from_str(&command)?,
+                    },
+                });
+            }
+            Ok(entries)
+        })
+        .await
+    }
+
+    async fn high_waters(&self) -> Result<Vec<HighWater>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT origin, high_water FROM journal_origins ORDER BY origin")?;
+            let rows = stmt.query_map([], |row| {
+                Ok(HighWater {
+                    origin: row.get(0)?,
+                    seq: row.get::<_, i64>(1)?.max(0) as u64,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn outcome(&self, id: &OpId) -> Result<Option<M::Outcome>, StoreError> {
+        let id = id.0.clone();
+        self.read(move |conn| {
+            let recorded: Option<String> = conn
+                .query_row(
+                    "SELECT outcome FROM journal_ops WHERE op_id = ?1",
+                    [id],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            Ok(recorded.map(|r| serde_json::from_str(&r)).transpose()?)
+        })
+        .await
+    }
+}

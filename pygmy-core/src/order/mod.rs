@@ -1,0 +1,70 @@
+//! The order service: one order per successful buy.
+//!
+//! An order is recorded under the buy's idempotency key: recording the same
+//! key again returns the order already there, so a retried buy never makes
+//! a second order. Ids are assigned in apply order (1, 2, ...), which is the
+//! same on every replica that applies the same ops in the same order.
+
+pub mod memory;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::error::StoreError;
+use crate::journal::{Journal, Machine, OpId};
+use crate::types::{IdempotencyKey, ItemId, Order};
+
+/// A change to the orders.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderCommand {
+    /// Record the order of a buy whose sale the catalog made.
+    Record {
+        /// The buy's idempotency key.
+        key: IdempotencyKey,
+        /// The book sold.
+        item: ItemId,
+        /// When the order was taken (RFC 3339, chosen by the proposer so
+        /// that every replica records the same time).
+        created: String,
+    },
+}
+
+impl OrderCommand {
+    /// The op id of recording the order of `key`: one op per key.
+    pub fn op_id(key: &IdempotencyKey) -> OpId {
+        OpId(format!("order:{key}"))
+    }
+}
+
+/// What an order command answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderOutcome {
+    /// The order of the key: new, or the one recorded before.
+    Recorded {
+        /// The order.
+        order: Order,
+    },
+}
+
+/// The order service as a replicated state machine.
+#[derive(Debug, Clone, Copy)]
+pub struct OrderMachine;
+
+impl Machine for OrderMachine {
+    type Command = OrderCommand;
+    type Outcome = OrderOutcome;
+}
+
+/// An order replica's storage: the journal of orders, and the reads.
+#[async_trait]
+pub trait OrderStore: Journal<OrderMachine> {
+    /// The order recorded under `key`.
+    async fn order_by_key(&self, key: &IdempotencyKey) -> Result<Option<Order>, StoreError>;
+
+    /// Every order, by ascending id.
+    async fn orders(&self) -> Result<Vec<Order>, StoreError>;
+}

@@ -1,0 +1,103 @@
+//! An in-process [`Transport`] between replicators, for tests: calls go
+//! straight to the peer's [`Replicator::handle`], and a replica can be cut off
+//! from the others (both ways).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+
+use async_trait::async_trait;
+
+use super::{Replicator, Transport};
+use crate::error::TransportError;
+use crate::journal::Machine;
+
+/// Routes calls to replicators registered by name.
+pub struct Loopback<M: Machine> {
+    peers: RwLock<HashMap<String, Weak<dyn Replicator<M>>>>,
+    cut: Mutex<HashSet<String>>,
+}
+
+impl<M: Machine> Default for Loopback<M> {
+    fn default() -> Self {
+        Loopback {
+            peers: RwLock::new(HashMap::new()),
+            cut: Mutex::new(HashSet::new()),
+        }
+    }
+}
+
+impl<M: Machine> Loopback<M> {
+    /// An empty network.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Makes `replicator` reachable as `name`.
+    pub fn register(&self, name: &str, replicator: &Arc<dyn Replicator<M>>) {
+        self.peers
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_owned(), Arc::downgrade(replicator));
+    }
+
+    /// The transport for the replica `caller`: its calls fail while it or
+    /// the callee is cut off, as across a real partition.
+    pub fn endpoint(self: &Arc<Self>, caller: &str) -> Arc<Endpoint<M>> {
+        Arc::new(Endpoint {
+            net: Arc::clone(self),
+            caller: caller.to_owned(),
+        })
+    }
+
+    fn is_cut(&self, name: &str) -> bool {
+        self.cut
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(name)
+    }
+
+    /// Cuts `name` off from every other replica (`true`), or heals it.
+    pub fn set_cut(&self, name: &str, cut: bool) {
+        let mut set = self.cut.lock().unwrap_or_else(|p| p.into_inner());
+        if cut {
+            set.insert(name.to_owned());
+        } else {
+            set.remove(name);
+        }
+    }
+}
+
+/// One replica's side of a [`Loopback`] network.
+pub struct Endpoint<M: Machine> {
+    net: Arc<Loopback<M>>,
+    caller: String,
+}
+
+#[async_trait]
+impl<M: Machine> Transport for Endpoint<M> {
+    async fn call(&self, peer: &str, rpc: &str, body: Vec<u8>) -> Result<Vec<u8>, TransportError> {
+        let unreachable = |reason: &str| TransportError::Unreachable {
+            peer: peer.to_owned(),
+            reason: reason.to_owned(),
+        };
+        if self.net.is_cut(peer) || self.net.is_cut(&self.caller) {
+            return Err(unreachable("cut off"));
+        }
+        let target = self
+            .net
+            .peers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(peer)
+            .and_then(Weak::upgrade)
+            .ok_or_else(|| unreachable("not running"))?;
+        target
+            .handle(rpc, &body)
+            .await
+            .map_err(|err| TransportError::Status {
+                peer: peer.to_owned(),
+                status: err.http_status(),
+                body: err.to_string(),
+            })
+    }
+}

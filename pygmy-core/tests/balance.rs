@@ -1,0 +1,76 @@
+//! The balancer: rotation, and ejected replicas tried last.
+
+use std::time::Duration;
+
+use pygmy_core::balance::{Balancer, HealthPolicy, Replicas, RoundRobin};
+
+fn replicas(n: usize, policy: HealthPolicy) -> Replicas {
+    Replicas::new(
+        (0..n).map(|i| (format!("r{i}"), format!("http://127.0.0.1:{}/", 9000 + i))),
+        policy,
+    )
+}
+
+#[test]
+fn round_robin_rotates_the_first_choice() {
+    let set = replicas(3, HealthPolicy::default());
+    let rr = RoundRobin::default();
+    let firsts: Vec<usize> = (0..6).map(|_| rr.plan(&set)[0]).collect();
+    assert_eq!(firsts, vec![0, 1, 2, 0, 1, 2]);
+    let mut all = rr.plan(&set);
+    all.sort_unstable();
+    assert_eq!(all, vec![0, 1, 2]);
+    assert_eq!(set.all()[0].url, "http://127.0.0.1:9000");
+}
+
+#[test]
+fn an_ejected_replica_is_tried_last_until_it_answers() {
+    let set = replicas(
+        2,
+        HealthPolicy {
+            failures_to_eject: 2,
+            cool_down: Duration::from_secs(60),
+        },
+    );
+    let rr = RoundRobin::default();
+    set.record_failure(0);
+    // One failure is not enough under this policy.
+    assert_eq!(rr.plan(&set), vec![0, 1]);
+    set.record_failure(0);
+    for _ in 0..4 {
+        assert_eq!(rr.plan(&set), vec![1, 0]);
+    }
+    set.record_success(0);
+    let firsts: Vec<usize> = (0..2).map(|_| rr.plan(&set)[0]).collect();
+    assert_eq!(firsts.len(), 2);
+    assert!(firsts.contains(&0) && firsts.contains(&1));
+}
+
+#[test]
+fn the_cool_down_ends() {
+    let set = replicas(
+        2,
+        HealthPolicy {
+            failures_to_eject: 1,
+            cool_down: Duration::ZERO,
+        },
+    );
+    set.record_failure(1);
+    let rr = RoundRobin::default();
+    let firsts: Vec<usize> = (0..2).map(|_| rr.plan(&set)[0]).collect();
+    assert_eq!(firsts, vec![0, 1]);
+}
+
+#[test]
+fn in_flight_is_counted_while_the_guard_lives() {
+    let set = replicas(1, HealthPolicy::default());
+    {
+        let _a = set.start(0);
+        let _b = set.start(0);
+        assert_eq!(set.all()[0].in_flight(), 2);
+    }
+    assert_eq!(set.all()[0].in_flight(), 0);
+    assert!(RoundRobin::default()
+        .plan(&replicas(0, HealthPolicy::default()))
+        .is_empty());
+}

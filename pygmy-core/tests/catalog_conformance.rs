@@ -1,0 +1,341 @@
+//! The catalog store contract, run against every backend.
+
+use std::sync::Arc;
+
+use pygmy_core::catalog::memory::MemoryCatalog;
+use pygmy_core::catalog::sqlite::SqliteCatalog;
+use pygmy_core::catalog::{CatalogCommand, CatalogOutcome, CatalogStore};
+use pygmy_core::journal::{Op, OpId, Source};
+use pygmy_core::types::{default_books, Cost, ItemId};
+
+fn local() -> Source {
+    Source::Local {
+        node: "catalog-a".to_owned(),
+    }
+}
+
+fn op(id: &str, cmd: CatalogCommand) -> Op<CatalogCommand> {
+    Op {
+        id: OpId(id.to_owned()),
+        cmd,
+    }
+}
+
+fn sell(id: &str, item: i64) -> Op<CatalogCommand> {
+    op(id, CatalogCommand::Sell { item: ItemId(item) })
+}
+
+fn restock(id: &str, item: i64, count: i64) -> Op<CatalogCommand> {
+    op(
+        id,
+        CatalogCommand::Update {
+            item: ItemId(item),
+            count: Some(count),
+            cost: None,
+        },
+    )
+}
+
+async fn seeded(store: &Arc<dyn CatalogStore>, stock: i64) {
+    let books = default_books()
+        .into_iter()
+        .map(|mut b| {
+            b.count = stock;
+            b
+        })
+        .collect();
+    assert!(store.seed(books).await.expect("seed"));
+}
+
+async fn count(store: &Arc<dyn CatalogStore>, item: i64) -> i64 {
+    store
+        .book(ItemId(item))
+        .await
+        .expect("read")
+        .expect("book exists")
+        .count
+}
+
+async fn seeds_once_and_reads(store: Arc<dyn CatalogStore>) {
+    seeded(&store, 100).await;
+    assert!(!store.seed(default_books()).await.expect("seed again"));
+    assert_eq!(store.books(None).await.expect("all").len(), 7);
+    let ds = store
+        .books(Some("distributed systems".to_owned()))
+        .await
+        .expect("topic");
+    assert_eq!(ds.iter().map(|b| b.id.0).collect::<Vec<_>>(), vec![1, 2, 5]);
+    assert!(store
+        .books(Some("no such topic".to_owned()))
+        .await
+        .expect("topic")
+        .is_empty());
+    // A topic is a value, never SQL.
+    assert!(store
+        .books(Some("' OR '1'='1".to_owned()))
+        .await
+        .expect("topic")
+        .is_empty());
+    assert_eq!(store.book(ItemId(99)).await.expect("read"), None);
+    assert_eq!(
+        store.book(ItemId(3)).await.expect("read"),
+        Some(default_books()[2].clone())
+    );
+}
+
+async fn sells_until_sold_out(store: Arc<dyn CatalogStore>) {
+    seeded(&store, 2).await;
+    for (n, left) in [(1, 1), (2, 0)] {
+        let outcome = store
+            .apply(local(), sell(&format!("s{n}"), 1))
+            .await
+            .expect("sell");
+        match outcome.outcome {
+            CatalogOutcome::Sold { book } => assert_eq!(book.count, left),
+            other => panic!("expected a sale, got {other:?}"),
+        }
+    }
+    let outcome = store.apply(local(), sell("s3", 1)).await.expect("sell");
+    assert_eq!(outcome.outcome, CatalogOutcome::SoldOut { item: ItemId(1) });
+    assert_eq!(count(&store, 1).await, 0);
+    let outcome = store.apply(local(), sell("s4", 42)).await.expect("sell");
+    assert_eq!(
+        outcome.outcome,
+        CatalogOutcome::NoSuchItem { item: ItemId(42) }
+    );
+}
+
+async fn updates_are_checked_and_atomic(store: Arc<dyn CatalogStore>) {
+    seeded(&store, 5).await;
+    let applied = store
+        .apply(local(), restock("u1", 2, 10))
+        .await
+        .expect("restock");
+    assert!(matches!(applied.outcome, CatalogOutcome::Updated { ref book } if book.count == 15));
+    // Below zero: refused, and the cost that came with it is not applied either.
+    let refused = store
+        .apply(
+            local(),
+            op(
+                "u2",
+                CatalogCommand::Update {
+                    item: ItemId(2),
+                    count: Some(-16),
+                    cost: Cost::whole(99),
+                },
+            ),
+        )
+        .await
+        .expect("apply");
+    assert!(matches!(refused.outcome, CatalogOutcome::Refused { .. }));
+    let book = store.book(ItemId(2)).await.expect("read").expect("exists");
+    assert_eq!(
+        (book.count, book.cost),
+        (15, Cost::whole(10).expect("cost"))
+    );
+    let overflow = store
+        .apply(local(), restock("u3", 2, i64::MAX))
+        .await
+        .expect("apply");
+    assert!(matches!(overflow.outcome, CatalogOutcome::Refused { .. }));
+    let priced = store
+        .apply(
+            local(),
+            op(
+                "u4",
+                CatalogCommand::Update {
+                    item: ItemId(2),
+                    count: None,
+                    cost: Cost::from_cents(1250),
+                },
+            ),
+        )
+        .await
+        .expect("apply");
+    assert!(
+        matches!(priced.outcome, CatalogOutcome::Updated { ref book } if book.cost.cents() == 1250 && book.count == 15)
+    );
+}
+
+async fn an_op_id_applies_once(store: Arc<dyn CatalogStore>) {
+    seeded(&store, 5).await;
+    let first = store.apply(local(), sell("same", 1)).await.expect("sell");
+    let again = store.apply(local(), sell("same", 1)).await.expect("sell");
+    assert!(first.fresh);
+    assert!(!again.fresh);
+    assert_eq!(first.outcome, again.outcome);
+    assert_eq!(count(&store, 1).await, 4);
+    // Even from a peer, under another origin.
+    let from_peer = store
+        .apply(
+            Source::Peer {
+                origin: "catalog-b".to_owned(),
+                origin_seq: 7,
+            },
+            sell("same", 1),
+        )
+        .await
+        .expect("sell");
+    assert!(!from_peer.fresh);
+    assert_eq!(count(&store, 1).await, 4);
+    assert_eq!(
+        store.outcome(&OpId("same".to_owned())).await.expect("read"),
+        Some(first.outcome)
+    );
+    assert_eq!(
+        store
+            .outcome(&OpId("other".to_owned()))
+            .await
+            .expect("read"),
+        None
+    );
+}
+
+async fn the_log_reads_back_per_origin(store: Arc<dyn CatalogStore>) {
+    seeded(&store, 5).await;
+    for n in 1..=3 {
+        let applied = store
+            .apply(local(), sell(&format!("l{n}"), 1))
+            .await
+            .expect("sell");
+        assert_eq!(applied.origin_seq, Some(n));
+    }
+    store
+        .apply(
+            Source::Peer {
+                origin: "catalog-b".to_owned(),
+                origin_seq: 4,
+            },
+            restock("p4", 3, 1),
+        )
+        .await
+        .expect("peer op");
+    let ours = store.entries("catalog-a", 1, 10).await.expect("entries");
+    assert_eq!(
+        ours.iter()
+            .map(|e| (e.origin_seq, e.op.id.0.as_str()))
+            .collect::<Vec<_>>(),
+        vec![(2, "l2"), (3, "l3")]
+    );
+    assert_eq!(
+        store
+            .entries("catalog-a", 0, 1)
+            .await
+            .expect("entries")
+            .len(),
+        1
+    );
+    let theirs = store.entries("catalog-b", 0, 10).await.expect("entries");
+    assert_eq!(theirs.len(), 1);
+    assert_eq!(theirs[0].op, restock("p4", 3, 1));
+    let mut waters = store.high_waters().await.expect("waters");
+    waters.sort_by(|a, b| a.origin.cmp(&b.origin));
+    assert_eq!(
+        waters
+            .iter()
+            .map(|w| (w.origin.as_str(), w.seq))
+            .collect::<Vec<_>>(),
+        vec![("catalog-a", 3), ("catalog-b", 4)]
+    );
+}
+
+async fn concurrent_sales_never_oversell(store: Arc<dyn CatalogStore>) {
+    seeded(&store, 10).await;
+    let mut tasks = Vec::new();
+    for n in 0..50 {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            store.apply(local(), sell(&format!("c{n}"), 1)).await
+        }));
+    }
+    let mut sold = 0;
+    for task in tasks {
+        if let CatalogOutcome::Sold { .. } = task.await.expect("task").expect("sell").outcome {
+            sold += 1;
+        }
+    }
+    assert_eq!(sold, 10);
+    assert_eq!(count(&store, 1).await, 0);
+    assert_eq!(
+        store.entries("catalog-a", 0, 100).await.expect("log").len(),
+        50
+    );
+}
+
+macro_rules! suite {
+    ($backend:ident, $make:expr) => {
+        mod $backend {
+            use super::*;
+
+            async fn store() -> (Arc<dyn CatalogStore>, Option<tempfile::TempDir>) {
+                $make
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn seeds_once_and_reads() {
+                let (store, _dir) = store().await;
+                super::seeds_once_and_reads(store).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sells_until_sold_out() {
+                let (store, _dir) = store().await;
+                super::sells_until_sold_out(store).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn updates_are_checked_and_atomic() {
+                let (store, _dir) = store().await;
+                super::updates_are_checked_and_atomic(store).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn an_op_id_applies_once() {
+                let (store, _dir) = store().await;
+                super::an_op_id_applies_once(store).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn the_log_reads_back_per_origin() {
+                let (store, _dir) = store().await;
+                super::the_log_reads_back_per_origin(store).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn concurrent_sales_never_oversell() {
+                let (store, _dir) = store().await;
+                super::concurrent_sales_never_oversell(store).await;
+            }
+        }
+    };
+}
+
+suite!(memory, (Arc::new(MemoryCatalog::new()), None));
+suite!(sqlite, {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteCatalog::open(dir.path().join("catalog.db")).expect("open");
+    (Arc::new(store), Some(dir))
+});
+
+#[tokio::test]
+async fn sqlite_catalog_survives_a_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("nested").join("catalog.db");
+    {
+        let store: Arc<dyn CatalogStore> = Arc::new(SqliteCatalog::open(&path).expect("open"));
+        seeded(&store, 3).await;
+        store.apply(local(), sell("d1", 1)).await.expect("sell");
+    }
+    let store: Arc<dyn CatalogStore> = Arc::new(SqliteCatalog::open(&path).expect("reopen"));
+    assert_eq!(count(&store, 1).await, 2);
+    assert!(
+        !store
+            .apply(local(), sell("d1", 1))
+            .await
+            .expect("repeat")
+            .fresh
+    );
+    assert_eq!(
+        store
+            .apply(local(), sell("d2", 1))
+            .await
+            .expect("sell")
+            .origin_seq,
+        Some(2)
+    );
+}
