@@ -1,1 +1,2 @@
+//! `pygmy-client`: the command line (written next).
 fn main() {}

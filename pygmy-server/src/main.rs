@@ -1,1 +1,131 @@
-fn main() {}
+//! `pygmy-server`: runs one node, every node of a topology, or the default
+//! local store.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use pygmy_server::config::Topology;
+use pygmy_server::node::{bind, run_node, Cluster};
+use tracing::Instrument;
+
+/// Runs Pygmy book store nodes.
+///
+/// With no options, runs the default local store (a frontend on
+/// 127.0.0.1:8010, two catalog and two order replicas), with data under
+/// ./data and logs under ./logs.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// The topology file (default: the embedded local topology).
+    #[arg(long, short, env = "PYGMY_CONFIG")]
+    config: Option<PathBuf>,
+    /// Run only this node of the topology (default: all of them).
+    #[arg(long, short)]
+    node: Option<String>,
+    /// Print the topology (the default one, or --config's) as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let topology = match &args.config {
+        Some(path) => Topology::load(path),
+        None => Ok(Topology::default_local()),
+    };
+    let topology = match topology {
+        Ok(topology) => topology,
+        Err(err) => {
+            eprintln!("pygmy-server: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.print_config {
+        print!("{}", topology.to_toml());
+        return ExitCode::SUCCESS;
+    }
+    let nodes: Vec<String> = match &args.node {
+        Some(name) if topology.node(name).is_none() => {
+            eprintln!("pygmy-server: no node named {name:?} in the topology");
+            return ExitCode::from(2);
+        }
+        Some(name) => vec![name.clone()],
+        None => topology.nodes.iter().map(|n| n.name.clone()).collect(),
+    };
+    let _logs = match pygmy_server::logging::init(&topology.log_dir, &nodes) {
+        Ok(guard) => guard,
+        Err(err) => {
+            eprintln!(
+                "pygmy-server: cannot set up logs in {}: {err}",
+                topology.log_dir.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("pygmy-server: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match args.node {
+            Some(name) => {
+                let node = topology.node(&name).map(|n| n.addr);
+                let listener = bind(node.unwrap_or_else(|| ([127, 0, 0, 1], 0).into())).await?;
+                run_node(&topology, &name, listener, shutdown_signal())
+                    .instrument(tracing::info_span!("node", node = %name))
+                    .await
+            }
+            None => {
+                let cluster = Cluster::start(topology).await?;
+                tracing::info!(
+                    frontend = ?cluster.topology().of_role(pygmy_server::config::Role::Frontend).map(|n| n.addr).collect::<Vec<_>>(),
+                    "store running; Ctrl-C stops it"
+                );
+                cluster.run_until(shutdown_signal()).await
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(%err, "exiting");
+            eprintln!("pygmy-server: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(%err, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(%err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("Ctrl-C: shutting down"),
+        () = terminate => tracing::info!("SIGTERM: shutting down"),
+    }
+}

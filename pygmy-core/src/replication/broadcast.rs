@@ -34,6 +34,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use super::{Replicator, Transport};
 use crate::error::{ReplicationError, TransportError};
@@ -186,14 +187,18 @@ impl<M: Machine> Broadcast<M> {
             suspected: Mutex::new(HashMap::new()),
         });
         let starter = Arc::clone(&shared);
-        let mut tasks = vec![tokio::spawn(async move {
-            starter.catch_up().await;
-            starter.ready.store(true, Ordering::Release);
-            tracing::info!(node = %starter.config.node, "caught up; serving");
-        })];
+        // The tasks log inside the caller's span (the node's, in a server).
+        let mut tasks = vec![tokio::spawn(
+            async move {
+                starter.catch_up().await;
+                starter.ready.store(true, Ordering::Release);
+                tracing::info!("caught up; serving");
+            }
+            .in_current_span(),
+        )];
         for peer in peers {
             let shipper = Arc::clone(&shared);
-            tasks.push(tokio::spawn(async move { shipper.ship_to(peer).await }));
+            tasks.push(tokio::spawn(shipper.ship_to(peer).in_current_span()));
         }
         Ok(Broadcast { shared, tasks })
     }

@@ -1,0 +1,182 @@
+//! Typed clients of the backend nodes, used by the server for its
+//! node-to-node calls and by tests and checkers to read each replica.
+
+use pygmy_core::api::{
+    BuyResponse, HealthResponse, Invalidation, ItemUpdate, ItemsResponse, OrdersResponse,
+    UpdateResponse,
+};
+use pygmy_core::types::{Book, IdempotencyKey, ItemId, Order, OrderId};
+use reqwest::Method;
+
+use crate::error::ClientError;
+use crate::http::{ClientOptions, Http, IDEMPOTENCY_HEADER};
+
+/// A client of one catalog replica.
+#[derive(Debug, Clone)]
+pub struct CatalogClient {
+    http: Http,
+}
+
+impl CatalogClient {
+    /// A client of the catalog replica at `url`.
+    pub fn new(url: &str, options: &ClientOptions) -> Result<Self, ClientError> {
+        Ok(CatalogClient {
+            http: Http::new(url, options)?,
+        })
+    }
+
+    /// The same over an existing HTTP client (sharing its connection pool).
+    pub fn from_http(http: Http) -> Self {
+        CatalogClient { http }
+    }
+
+    /// Every book (`GET /item`), or those of `topic` (`GET /item?topic=`).
+    pub async fn items(&self, topic: Option<&str>) -> Result<Vec<Book>, ClientError> {
+        let query: Vec<(&str, &str)> = topic.map(|t| ("topic", t)).into_iter().collect();
+        let url = self.http.url(&["item"], &query);
+        let response: ItemsResponse = self.http.send(self.http.request(Method::GET, url)).await?;
+        Ok(response.item)
+    }
+
+    /// The book with this id (`GET /item/<id>`).
+    pub async fn item(&self, id: ItemId) -> Result<Book, ClientError> {
+        let id = id.to_string();
+        let url = self.http.url(&["item", &id], &[]);
+        let response: ItemsResponse = self.http.send(self.http.request(Method::GET, url)).await?;
+        response
+            .item
+            .into_iter()
+            .next()
+            .ok_or_else(|| ClientError::Decode {
+                url: self.http.base().to_string(),
+                reason: "an item lookup answered no item".to_owned(),
+            })
+    }
+
+    /// Changes stock (a delta) and/or cost (`PUT /item/<id>`, internal).
+    pub async fn update(&self, id: ItemId, update: &ItemUpdate) -> Result<Book, ClientError> {
+        let id = id.to_string();
+        let url = self.http.url(&["item", &id], &[]);
+        let request = self.http.request(Method::PUT, url).json(update);
+        let response: UpdateResponse = self.http.send(request).await?;
+        Ok(response.item)
+    }
+
+    /// Sells one copy under `key` (`POST /item/<id>/sell`, internal): the
+    /// same key sells at most once. Returns the book after the sale.
+    pub async fn sell(&self, id: ItemId, key: &IdempotencyKey) -> Result<Book, ClientError> {
+        let id = id.to_string();
+        let url = self.http.url(&["item", &id, "sell"], &[]);
+        let request = self
+            .http
+            .request(Method::POST, url)
+            .header(IDEMPOTENCY_HEADER, key.as_str());
+        let response: ItemsResponse = self.http.send(request).await?;
+        response
+            .item
+            .into_iter()
+            .next()
+            .ok_or_else(|| ClientError::Decode {
+                url: self.http.base().to_string(),
+                reason: "a sale answered no item".to_owned(),
+            })
+    }
+
+    /// `GET /health`.
+    pub async fn health(&self) -> Result<HealthResponse, ClientError> {
+        health(&self.http).await
+    }
+}
+
+/// A client of one order replica.
+#[derive(Debug, Clone)]
+pub struct OrderClient {
+    http: Http,
+}
+
+impl OrderClient {
+    /// A client of the order replica at `url`.
+    pub fn new(url: &str, options: &ClientOptions) -> Result<Self, ClientError> {
+        Ok(OrderClient {
+            http: Http::new(url, options)?,
+        })
+    }
+
+    /// The same over an existing HTTP client (sharing its connection pool).
+    pub fn from_http(http: Http) -> Self {
+        OrderClient { http }
+    }
+
+    /// Buys one copy of `item` under `key` (`GET /buy/<item>`).
+    pub async fn buy(&self, item: ItemId, key: &IdempotencyKey) -> Result<OrderId, ClientError> {
+        let item = item.to_string();
+        let url = self.http.url(&["buy", &item], &[]);
+        let request = self
+            .http
+            .request(Method::GET, url)
+            .header(IDEMPOTENCY_HEADER, key.as_str());
+        let response: BuyResponse = self.http.send(request).await?;
+        Ok(response.order.id)
+    }
+
+    /// Every order this replica holds (`GET /orders`).
+    pub async fn orders(&self) -> Result<Vec<Order>, ClientError> {
+        let url = self.http.url(&["orders"], &[]);
+        let response: OrdersResponse = self.http.send(self.http.request(Method::GET, url)).await?;
+        Ok(response.order)
+    }
+
+    /// `GET /health`.
+    pub async fn health(&self) -> Result<HealthResponse, ClientError> {
+        health(&self.http).await
+    }
+}
+
+/// A client of a node's internal endpoints: replication calls and cache
+/// invalidation.
+#[derive(Debug, Clone)]
+pub struct InternalClient {
+    http: Http,
+}
+
+impl InternalClient {
+    /// A client of the node at `url`.
+    pub fn new(url: &str, options: &ClientOptions) -> Result<Self, ClientError> {
+        Ok(InternalClient {
+            http: Http::new(url, options)?,
+        })
+    }
+
+    /// The same over an existing HTTP client (sharing its connection pool).
+    pub fn from_http(http: Http) -> Self {
+        InternalClient { http }
+    }
+
+    /// `POST /replication/<rpc>` with a JSON body; the JSON answer.
+    pub async fn replicate(&self, rpc: &str, body: Vec<u8>) -> Result<bytes::Bytes, ClientError> {
+        let url = self.http.url(&["replication", rpc], &[]);
+        let request = self
+            .http
+            .request(Method::POST, url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
+        self.http.send_raw(request).await
+    }
+
+    /// `POST /invalidate` on a frontend: drop the cached reads of a book.
+    pub async fn invalidate(&self, invalidation: &Invalidation) -> Result<(), ClientError> {
+        let url = self.http.url(&["invalidate"], &[]);
+        let request = self.http.request(Method::POST, url).json(invalidation);
+        self.http.send_raw(request).await.map(drop)
+    }
+
+    /// `GET /health`.
+    pub async fn health(&self) -> Result<HealthResponse, ClientError> {
+        health(&self.http).await
+    }
+}
+
+async fn health(http: &Http) -> Result<HealthResponse, ClientError> {
+    let url = http.url(&["health"], &[]);
+    http.send(http.request(Method::GET, url)).await
+}

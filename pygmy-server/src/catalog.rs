@@ -1,0 +1,288 @@
+//! The catalog node: books and stock, one replica of the catalog service.
+//!
+//! Reads come from the local store (refused while the replica catches up);
+//! changes go through the replicator, and after each one the node pushes an
+//! invalidation of the book and its topic to every frontend before it
+//! answers, so no frontend serves the old value from its cache afterwards.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use http::{Method, StatusCode};
+use pygmy_client::InternalClient;
+use pygmy_core::api::{Invalidation, ItemsResponse, UpdateResponse};
+use pygmy_core::catalog::{
+    CatalogCommand, CatalogMachine, CatalogOutcome, CatalogStore, MAX_COUNT,
+};
+use pygmy_core::journal::{Op, OpId};
+use pygmy_core::replication::Replicator;
+use pygmy_core::types::{Book, Cost, ItemId};
+use serde_json::Value;
+
+use crate::api::{json, parse_item_id, ApiError, ApiResult, Request};
+use crate::node::{health, method_not_allowed, replication_call, route_not_found, Identity};
+use crate::server::{parse_json, Handler};
+
+/// How long a change waits, at most, for the frontends to drop the book.
+const INVALIDATION_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// A catalog replica.
+pub struct CatalogNode {
+    identity: Identity,
+    store: Arc<dyn CatalogStore>,
+    replicator: Arc<dyn Replicator<CatalogMachine>>,
+    frontends: Vec<InternalClient>,
+}
+
+impl CatalogNode {
+    /// A catalog replica over `store`, replicated by `replicator`, pushing
+    /// invalidations to `frontends`.
+    pub fn new(
+        identity: Identity,
+        store: Arc<dyn CatalogStore>,
+        replicator: Arc<dyn Replicator<CatalogMachine>>,
+        frontends: Vec<InternalClient>,
+    ) -> Self {
+        CatalogNode {
+            identity,
+            store,
+            replicator,
+            frontends,
+        }
+    }
+
+    fn ensure_ready(&self) -> Result<(), ApiError> {
+        if self.replicator.is_ready() {
+            Ok(())
+        } else {
+            Err(ApiError::Unavailable(format!(
+                "{} is catching up with its peers",
+                self.identity.name
+            )))
+        }
+    }
+
+    async fn book(&self, id: ItemId) -> Result<Book, ApiError> {
+        self.store
+            .book(id)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("No item with id {id} in the catalog")))
+    }
+
+    /// `GET /item`, `GET /item?id=`, `GET /item?topic=` (both: the book if
+    /// it is of the topic).
+    async fn query(&self, req: &Request) -> ApiResult {
+        self.ensure_ready()?;
+        let topic = req.param("topic").map(str::to_owned);
+        let books = match req.param("id") {
+            Some(raw) => {
+                let book = self.book(parse_item_id(raw)?).await?;
+                let matches = topic.as_deref().is_none_or(|t| t == book.topic);
+                if matches {
+                    vec![book]
+                } else {
+                    Vec::new()
+                }
+            }
+            None => self.store.books(topic).await?,
+        };
+        Ok(json(StatusCode::OK, &ItemsResponse::new(books)))
+    }
+
+    /// `PUT /item/<id>`: `{"count": delta}` and/or `{"cost": value}`.
+    async fn update(&self, req: &Request, id: ItemId) -> ApiResult {
+        req.authorize(self.identity.token.as_deref())?;
+        let (count, cost) = parse_update(&parse_json::<Value>(&req.body)?)?;
+        let op = Op {
+            id: OpId::random(),
+            cmd: CatalogCommand::Update {
+                item: id,
+                count,
+                cost,
+            },
+        };
+        match self.change(op).await? {
+            CatalogOutcome::Updated { book } => {
+                Ok(json(StatusCode::CREATED, &UpdateResponse::new(book)))
+            }
+            CatalogOutcome::Refused { reason, .. } => Err(ApiError::Unprocessable(reason)),
+            CatalogOutcome::NoSuchItem { item } => Err(ApiError::NotFound(format!(
+                "No item with id {item} in the catalog"
+            ))),
+            other => Err(ApiError::Internal(format!("an update answered {other:?}"))),
+        }
+    }
+
+    /// `POST /item/<id>/sell` (internal): one copy, once per key.
+    async fn sell(&self, req: &Request, id: ItemId) -> ApiResult {
+        req.authorize(self.identity.token.as_deref())?;
+        let key = req.idempotency_key()?.ok_or_else(|| {
+            ApiError::BadRequest("a sale needs an Idempotency-Key header".to_owned())
+        })?;
+        let op = Op {
+            id: OpId(format!("sale:{key}")),
+            cmd: CatalogCommand::Sell { item: id },
+        };
+        match self.change(op).await? {
+            CatalogOutcome::Sold { book } if book.id == id => {
+                Ok(json(StatusCode::OK, &ItemsResponse::new(vec![book])))
+            }
+            CatalogOutcome::SoldOut { item } if item == id => Err(ApiError::out_of_stock(id)),
+            CatalogOutcome::NoSuchItem { item } if item == id => Err(ApiError::NotFound(format!(
+                "No item with id {id} in the catalog"
+            ))),
+            _ => Err(ApiError::Unprocessable(format!(
+                "the idempotency key {key} was used to buy another item"
+            ))),
+        }
+    }
+
+    /// Proposes `op`; after a change, drops the book from every frontend's
+    /// cache before answering.
+    async fn change(&self, op: Op<CatalogCommand>) -> Result<CatalogOutcome, ApiError> {
+        self.ensure_ready()?;
+        let outcome = self.replicator.propose(op).await?;
+        if let Some(book) = outcome.changed_book() {
+            self.invalidate(book).await;
+        }
+        Ok(outcome)
+    }
+
+    async fn invalidate(&self, book: &Book) {
+        let invalidation = Invalidation {
+            item: book.id,
+            topic: book.topic.clone(),
+        };
+        let mut pushes = tokio::task::JoinSet::new();
+        for frontend in &self.frontends {
+            let frontend = frontend.clone();
+            let invalidation = invalidation.clone();
+            pushes.spawn(async move {
+                let result =
+                    tokio::time::timeout(INVALIDATION_TIMEOUT, frontend.invalidate(&invalidation))
+                        .await;
+                match result {
+                    Ok(Ok(())) => {}
+                    Ok(Err(err)) => tracing::warn!(%err, "a frontend did not take an invalidation"),
+                    Err(_) => tracing::warn!("a frontend did not answer an invalidation in time"),
+                }
+            });
+        }
+        while pushes.join_next().await.is_some() {}
+    }
+}
+
+/// Checks a `PUT /item` body: an object with `count` (an integer delta)
+/// and/or `cost` (a price), nothing else. 400 for a malformed body, 422 for
+/// an impossible value.
+fn parse_update(body: &Value) -> Result<(Option<i64>, Option<Cost>), ApiError> {
+    let Value::Object(fields) = body else {
+        return Err(ApiError::BadRequest(
+            "the body must be a JSON object with \"count\" and/or \"cost\"".to_owned(),
+        ));
+    };
+    if let Some(unknown) = fields.keys().find(|k| *k != "count" && *k != "cost") {
+        return Err(ApiError::BadRequest(format!(
+            "unknown field {unknown:?}: only \"count\" and \"cost\" can change"
+        )));
+    }
+    let count = match fields.get("count") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => match n.as_i64() {
+            Some(delta) if delta.abs() <= MAX_COUNT => Some(delta),
+            Some(_) => {
+                return Err(ApiError::Unprocessable(format!(
+                    "count must be within ±{MAX_COUNT}"
+                )))
+            }
+            None => {
+                return Err(ApiError::Unprocessable(format!(
+                    "count must be a whole number, not {n}"
+                )))
+            }
+        },
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "count must be a number, not {other}"
+            )))
+        }
+    };
+    let cost = match fields.get("cost") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => {
+            Some(Cost::from_json(n).map_err(|e| ApiError::Unprocessable(e.to_string()))?)
+        }
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "cost must be a number, not {other}"
+            )))
+        }
+    };
+    if count.is_none() && cost.is_none() {
+        return Err(ApiError::BadRequest(
+            "nothing to update: give \"count\" and/or \"cost\"".to_owned(),
+        ));
+    }
+    Ok((count, cost))
+}
+
+#[async_trait]
+impl Handler for CatalogNode {
+    async fn handle(&self, req: Request) -> ApiResult {
+        let method = req.method.clone();
+        match (&method, req.path().as_slice()) {
+            (&Method::GET, ["item"]) => self.query(&req).await,
+            (&Method::GET, ["item", id]) => {
+                self.ensure_ready()?;
+                let book = self.book(parse_item_id(id)?).await?;
+                Ok(json(StatusCode::OK, &ItemsResponse::new(vec![book])))
+            }
+            (&Method::PUT, ["item", "propagate", _]) => {
+                // The seed's propagation endpoint: here, a shipment of ops.
+                replication_call(&self.identity, &*self.replicator, "ship", &req).await
+            }
+            (&Method::PUT, ["item", id]) => self.update(&req, parse_item_id(id)?).await,
+            (&Method::POST, ["item", id, "sell"]) => self.sell(&req, parse_item_id(id)?).await,
+            (&Method::POST, ["replication", rpc]) => {
+                replication_call(&self.identity, &*self.replicator, rpc, &req).await
+            }
+            (&Method::GET, ["health"]) => Ok(health(&self.identity, self.replicator.is_ready())),
+            (
+                _,
+                ["item"]
+                | ["item", _]
+                | ["item", "propagate", _]
+                | ["item", _, "sell"]
+                | ["health"],
+            ) => Err(method_not_allowed(&method)),
+            _ => Err(route_not_found(&req)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<(Option<i64>, Option<Cost>), ApiError> {
+        parse_update(&serde_json::from_str(text).expect("json"))
+    }
+
+    #[test]
+    fn update_bodies_are_checked() {
+        assert_eq!(parse(r#"{"count": -1}"#).expect("ok"), (Some(-1), None));
+        assert_eq!(
+            parse(r#"{"cost": 12.5}"#).expect("ok").1.map(Cost::cents),
+            Some(1250)
+        );
+        let status = |text| parse(text).map(|_| ()).map_err(|e| e.status().as_u16());
+        assert_eq!(status(r#"{"count": 1.5}"#), Err(422));
+        assert_eq!(status(r#"{"cost": -3}"#), Err(422));
+        assert_eq!(status(r#"{"count": 1e13}"#), Err(422));
+        assert_eq!(status(r#"{"count": "1"}"#), Err(400));
+        assert_eq!(status(r#"{"title": "x"}"#), Err(400));
+        assert_eq!(status(r#"{}"#), Err(400));
+        assert_eq!(status(r#"[1]"#), Err(400));
+    }
+}

@@ -1,0 +1,426 @@
+//! The topology file: every node of a Pygmy cluster, and how they behave.
+//!
+//! One TOML file names each node (role, name, address, data dir) and the
+//! cluster-wide settings; `docs/topology.md` documents every key, and
+//! `examples/` has examples. [`Topology::default_local`] is the embedded
+//! default that `pygmy-server` runs with no file.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use pygmy_core::types::{default_books, Book};
+use serde::{Deserialize, Serialize};
+
+/// What a node does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Serves `search`, `lookup` and `buy` to users, with a cache.
+    Frontend,
+    /// A replica of the catalog (books and stock).
+    Catalog,
+    /// A replica of the order service.
+    Order,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Frontend => "frontend",
+            Role::Catalog => "catalog",
+            Role::Order => "order",
+        })
+    }
+}
+
+/// How a backend service replicates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Replication {
+    /// The seed's protocol, improved (see `pygmy_core::replication::broadcast`).
+    #[default]
+    Broadcast,
+}
+
+/// Where a backend keeps its data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    /// A SQLite file under the node's `data_dir`.
+    #[default]
+    Sqlite,
+    /// In memory: lost at exit (tests, demos).
+    Memory,
+}
+
+/// How the frontend spreads requests over replicas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BalancerKind {
+    /// Each request starts at the next replica (the seed's).
+    #[default]
+    RoundRobin,
+}
+
+/// The frontend's cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Keys kept at most; 0 turns the cache off.
+    #[serde(default = "CacheConfig::default_capacity")]
+    pub capacity: usize,
+    /// Longest life of a cached value, in milliseconds (a backstop: changes
+    /// invalidate at once).
+    #[serde(default = "CacheConfig::default_ttl_ms")]
+    pub ttl_ms: u64,
+}
+
+impl CacheConfig {
+    fn default_capacity() -> usize {
+        4096
+    }
+    fn default_ttl_ms() -> u64 {
+        30_000
+    }
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            capacity: Self::default_capacity(),
+            ttl_ms: Self::default_ttl_ms(),
+        }
+    }
+}
+
+/// One node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Unique name: in logs, file names and replication.
+    pub name: String,
+    /// What it does.
+    pub role: Role,
+    /// Where it listens (and where the others reach it).
+    pub addr: SocketAddr,
+    /// Where a backend keeps its database (default `data/<name>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// For an order replica: its preferred catalog replica (default: the
+    /// catalog replica in the same position).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catalog: Option<String>,
+}
+
+/// A whole cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Topology {
+    /// Where each node writes `<name>.log`.
+    #[serde(default = "Topology::default_log_dir")]
+    pub log_dir: PathBuf,
+    /// The cluster token internal endpoints demand (none: open).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// A TOML file of books to start the catalog with (default: the seed's
+    /// seven). Relative to the topology file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catalog_file: Option<PathBuf>,
+    /// Replication of both backend services.
+    #[serde(default)]
+    pub replication: Replication,
+    /// Storage of both backend services.
+    #[serde(default)]
+    pub store: StoreKind,
+    /// The frontend's balancer.
+    #[serde(default)]
+    pub balancer: BalancerKind,
+    /// The frontend's cache.
+    #[serde(default)]
+    pub cache: CacheConfig,
+    /// Largest request body, in bytes.
+    #[serde(default = "Topology::default_max_body")]
+    pub max_body_bytes: usize,
+    /// Longest time to receive a request, in milliseconds.
+    #[serde(default = "Topology::default_read_timeout_ms")]
+    pub read_timeout_ms: u64,
+    /// The nodes.
+    #[serde(rename = "node")]
+    pub nodes: Vec<NodeConfig>,
+}
+
+/// A topology file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not a valid topology.
+    #[error("invalid topology {path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The topology is inconsistent.
+    #[error("invalid topology: {0}")]
+    Invalid(String),
+    /// No node of that name.
+    #[error("no node named {0:?} in the topology")]
+    UnknownNode(String),
+}
+
+/// The books of a catalog file: `[[book]]` tables.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CatalogFile {
+    book: Vec<Book>,
+}
+
+impl Topology {
+    fn default_log_dir() -> PathBuf {
+        PathBuf::from("logs")
+    }
+    fn default_max_body() -> usize {
+        64 * 1024
+    }
+    fn default_read_timeout_ms() -> u64 {
+        10_000
+    }
+
+    /// The embedded default: the seed's layout on loopback, one frontend on
+    /// 8010 and two replicas each of catalog and order from 8011 up.
+    pub fn default_local() -> Topology {
+        let node = |name: &str, role, port: u16| NodeConfig {
+            name: name.to_owned(),
+            role,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            data_dir: (role != Role::Frontend).then(|| PathBuf::from("data").join(name)),
+            catalog: None,
+        };
+        Topology {
+            log_dir: Self::default_log_dir(),
+            token: None,
+            catalog_file: None,
+            replication: Replication::default(),
+            store: StoreKind::default(),
+            balancer: BalancerKind::default(),
+            cache: CacheConfig::default(),
+            max_body_bytes: Self::default_max_body(),
+            read_timeout_ms: Self::default_read_timeout_ms(),
+            nodes: vec![
+                node("frontend", Role::Frontend, 8010),
+                node("catalog-a", Role::Catalog, 8011),
+                node("order-a", Role::Order, 8012),
+                node("catalog-b", Role::Catalog, 8013),
+                node("order-b", Role::Order, 8014),
+            ],
+        }
+    }
+
+    /// Reads and checks a topology file. A relative `catalog_file` is
+    /// resolved against the file's directory.
+    pub fn load(path: &Path) -> Result<Topology, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let mut topology = Topology::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.display().to_string(),
+                message,
+            },
+            other => other,
+        })?;
+        if let (Some(file), Some(dir)) = (&topology.catalog_file, path.parent()) {
+            if file.is_relative() {
+                topology.catalog_file = Some(dir.join(file));
+            }
+        }
+        Ok(topology)
+    }
+
+    /// Parses and checks a topology from TOML text.
+    pub fn parse(text: &str) -> Result<Topology, ConfigError> {
+        let topology: Topology = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: "<text>".to_owned(),
+            message: e.to_string(),
+        })?;
+        topology.validate()?;
+        Ok(topology)
+    }
+
+    /// The topology as a TOML file a user can edit.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let mut names = HashSet::new();
+        let mut addrs = HashSet::new();
+        for node in &self.nodes {
+            let valid_name = !node.name.is_empty()
+                && node
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !valid_name {
+                return Err(ConfigError::Invalid(format!(
+                    "node name {:?}: use letters, digits, - and _",
+                    node.name
+                )));
+            }
+            if !names.insert(node.name.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "two nodes are named {:?}",
+                    node.name
+                )));
+            }
+            if node.addr.port() != 0 && !addrs.insert(node.addr) {
+                return Err(ConfigError::Invalid(format!(
+                    "two nodes listen on {}",
+                    node.addr
+                )));
+            }
+            if let Some(catalog) = &node.catalog {
+                if node.role != Role::Order {
+                    return Err(ConfigError::Invalid(format!(
+                        "{}: only order nodes name a catalog",
+                        node.name
+                    )));
+                }
+                if self.node(catalog).map(|c| c.role) != Some(Role::Catalog) {
+                    return Err(ConfigError::Invalid(format!(
+                        "{}: {catalog:?} is not a catalog node",
+                        node.name
+                    )));
+                }
+            }
+        }
+        for role in [Role::Frontend, Role::Catalog, Role::Order] {
+            if self.of_role(role).next().is_none() {
+                return Err(ConfigError::Invalid(format!("there is no {role} node")));
+            }
+        }
+        if self.token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+            return Err(ConfigError::Invalid("the token is empty".to_owned()));
+        }
+        Ok(())
+    }
+
+    /// The node named `name`.
+    pub fn node(&self, name: &str) -> Option<&NodeConfig> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// The nodes of `role`, in file order.
+    pub fn of_role(&self, role: Role) -> impl Iterator<Item = &NodeConfig> {
+        self.nodes.iter().filter(move |n| n.role == role)
+    }
+
+    /// The `(name, url)` of each node of `role`, in file order.
+    pub fn urls(&self, role: Role) -> Vec<(String, String)> {
+        self.of_role(role)
+            .map(|n| (n.name.clone(), format!("http://{}", n.addr)))
+            .collect()
+    }
+
+    /// The catalog replica order replica `node` prefers: its `catalog`, or
+    /// the catalog in the same position among catalogs as it among orders.
+    pub fn preferred_catalog(&self, node: &NodeConfig) -> Option<String> {
+        if let Some(catalog) = &node.catalog {
+            return Some(catalog.clone());
+        }
+        let position = self
+            .of_role(Role::Order)
+            .position(|n| n.name == node.name)?;
+        let catalogs: Vec<_> = self.of_role(Role::Catalog).collect();
+        catalogs
+            .get(position % catalogs.len().max(1))
+            .map(|c| c.name.clone())
+    }
+
+    /// The data directory of `node`.
+    pub fn data_dir(&self, node: &NodeConfig) -> PathBuf {
+        node.data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("data").join(&node.name))
+    }
+
+    /// The books the catalog starts with.
+    pub fn books(&self) -> Result<Vec<Book>, ConfigError> {
+        let Some(path) = &self.catalog_file else {
+            return Ok(default_books());
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let file: CatalogFile = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let mut ids = HashSet::new();
+        for book in &file.book {
+            if !ids.insert(book.id) {
+                return Err(ConfigError::Invalid(format!(
+                    "book id {} appears twice",
+                    book.id
+                )));
+            }
+            if !(0..=pygmy_core::catalog::MAX_COUNT).contains(&book.count) {
+                return Err(ConfigError::Invalid(format!(
+                    "book {}: bad count {}",
+                    book.id, book.count
+                )));
+            }
+        }
+        Ok(file.book)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_prints_and_parses_back() {
+        let default = Topology::default_local();
+        let text = default.to_toml();
+        assert_eq!(Topology::parse(&text).expect("parses"), default);
+        let frontend = default.of_role(Role::Frontend).next().expect("frontend");
+        assert_eq!(frontend.addr.port(), 8010);
+    }
+
+    #[test]
+    fn order_replicas_pair_with_catalogs_by_position() {
+        let topology = Topology::default_local();
+        let order_b = topology.node("order-b").expect("order-b");
+        assert_eq!(
+            topology.preferred_catalog(order_b).as_deref(),
+            Some("catalog-b")
+        );
+    }
+
+    #[test]
+    fn inconsistent_topologies_are_refused() {
+        let mut twice = Topology::default_local();
+        twice.nodes[2].name = "catalog-a".to_owned();
+        assert!(Topology::parse(&twice.to_toml()).is_err());
+        let mut no_order = Topology::default_local();
+        no_order.nodes.retain(|n| n.role != Role::Order);
+        assert!(Topology::parse(&no_order.to_toml()).is_err());
+        assert!(Topology::parse("log_dir = 3").is_err());
+        let typo = Topology::default_local()
+            .to_toml()
+            .replace("role = \"catalog\"", "role = \"catalogue\"");
+        assert!(Topology::parse(&typo).is_err());
+    }
+}

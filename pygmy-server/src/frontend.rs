@@ -1,0 +1,263 @@
+//! The frontend node: `search`, `lookup` and `buy` for users, with a cache
+//! of read responses and a balancer over each backend's replicas.
+//!
+//! Reads are served from the cache, or from a catalog replica (retried on
+//! the next replica if one cannot answer) and then cached, unless the key
+//! was invalidated meanwhile. A buy goes to an order replica under an
+//! idempotency key (the client's, or one minted here), so that it can be
+//! retried on another replica without buying twice. The cache is never
+//! used to decide a buy.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use pygmy_client::{CatalogClient, ClientError, OrderClient};
+use pygmy_core::api::{BuyResponse, Empty, Invalidation, ItemsResponse, Status};
+use pygmy_core::balance::{Balancer, Replicas};
+use pygmy_core::cache::{lookup_key, search_key, Cache};
+use pygmy_core::types::IdempotencyKey;
+use serde::Serialize;
+
+use crate::api::{json, json_bytes, parse_item_id, to_bytes, ApiError, ApiResult, Request};
+use crate::node::{health, method_not_allowed, route_not_found, Identity};
+use crate::server::{parse_json, Handler};
+
+/// The replicas of one backend service and a client for each.
+pub struct Backend<C> {
+    replicas: Replicas,
+    clients: Vec<C>,
+}
+
+impl<C> Backend<C> {
+    /// A backend of these replicas, `clients[i]` reaching `replicas[i]`.
+    pub fn new(replicas: Replicas, clients: Vec<C>) -> Self {
+        assert_eq!(replicas.len(), clients.len(), "one client per replica");
+        Backend { replicas, clients }
+    }
+}
+
+/// Counts of what the frontend served, for `/metrics`.
+#[derive(Debug, Default)]
+struct Counters {
+    lookups: AtomicU64,
+    searches: AtomicU64,
+    buys: AtomicU64,
+    failovers: AtomicU64,
+}
+
+/// A frontend.
+pub struct FrontendNode {
+    identity: Identity,
+    cache: Arc<dyn Cache>,
+    balancer: Arc<dyn Balancer>,
+    catalogs: Backend<CatalogClient>,
+    orders: Backend<OrderClient>,
+    counters: Counters,
+}
+
+impl FrontendNode {
+    /// A frontend over these backends.
+    pub fn new(
+        identity: Identity,
+        cache: Arc<dyn Cache>,
+        balancer: Arc<dyn Balancer>,
+        catalogs: Backend<CatalogClient>,
+        orders: Backend<OrderClient>,
+    ) -> Self {
+        FrontendNode {
+            identity,
+            cache,
+            balancer,
+            catalogs,
+            orders,
+            counters: Counters::default(),
+        }
+    }
+
+    /// Calls `call` on the replicas of `backend` in the balancer's order
+    /// until one answers; a replica failure (unreachable, 5xx) moves on to
+    /// the next. Only for calls that are safe to repeat: reads, and buys
+    /// under an idempotency key.
+    async fn on_replicas<'a, C, T, F, Fut>(
+        &self,
+        backend: &'a Backend<C>,
+        call: F,
+    ) -> Result<T, ApiError>
+    where
+        F: Fn(&'a C) -> Fut,
+        Fut: Future<Output = Result<T, ClientError>>,
+    {
+        let mut last = None;
+        for (attempt, index) in self
+            .balancer
+            .plan(&backend.replicas)
+            .into_iter()
+            .enumerate()
+        {
+            if attempt > 0 {
+                self.counters.failovers.fetch_add(1, Ordering::Relaxed);
+            }
+            let result = {
+                let _in_flight = backend.replicas.start(index);
+                call(&backend.clients[index]).await
+            };
+            match result {
+                Ok(value) => {
+                    backend.replicas.record_success(index);
+                    return Ok(value);
+                }
+                Err(err) if err.is_replica_failure() => {
+                    let replica = &backend.replicas.all()[index].name;
+                    tracing::warn!(%replica, %err, "replica failed; trying the next");
+                    backend.replicas.record_failure(index);
+                    last = Some(err);
+                }
+                Err(err) => {
+                    backend.replicas.record_success(index);
+                    return Err(err.into());
+                }
+            }
+        }
+        Err(ApiError::Unavailable(match last {
+            Some(err) => format!("no replica could answer: {err}"),
+            None => "no replica is configured".to_owned(),
+        }))
+    }
+
+    /// Answers from the cache, or fills it from `load`.
+    async fn cached<Fut>(&self, key: String, load: Fut) -> ApiResult
+    where
+        Fut: Future<Output = Result<Bytes, ApiError>>,
+    {
+        if let Some(body) = self.cache.get(&key) {
+            return Ok(json_bytes(StatusCode::OK, body));
+        }
+        // Taken before the backend read: an invalidation that lands while
+        // the read is under way makes the fill below a no-op.
+        let generation = self.cache.generation();
+        let body = load.await?;
+        self.cache.fill(&key, body.clone(), generation);
+        Ok(json_bytes(StatusCode::OK, body))
+    }
+
+    async fn lookup(&self, req: &Request) -> ApiResult {
+        self.counters.lookups.fetch_add(1, Ordering::Relaxed);
+        let id = parse_item_id(req.required("id")?)?;
+        self.cached(lookup_key(id), async {
+            let book = self.on_replicas(&self.catalogs, |c| c.item(id)).await?;
+            to_bytes(&ItemsResponse::new(vec![book]))
+        })
+        .await
+    }
+
+    async fn search(&self, req: &Request) -> ApiResult {
+        self.counters.searches.fetch_add(1, Ordering::Relaxed);
+        let topic = req.required("topic")?;
+        self.cached(search_key(topic), async {
+            let books = self
+                .on_replicas(&self.catalogs, |c| c.items(Some(topic)))
+                .await?;
+            to_bytes(&ItemsResponse::new(books))
+        })
+        .await
+    }
+
+    async fn buy(&self, req: &Request) -> ApiResult {
+        self.counters.buys.fetch_add(1, Ordering::Relaxed);
+        let id = parse_item_id(req.required("id")?)?;
+        let key = req.idempotency_key()?.unwrap_or_else(IdempotencyKey::mint);
+        let order = self.on_replicas(&self.orders, |o| o.buy(id, &key)).await?;
+        // The catalog pushed the invalidation before the sale was answered;
+        // dropping the lookup here too costs nothing and covers a push lost
+        // on the way.
+        self.cache.invalidate(&lookup_key(id));
+        Ok(json(StatusCode::OK, &BuyResponse::new(id, order)))
+    }
+
+    /// `POST /invalidate` (internal): the catalog says a book changed.
+    fn invalidate(&self, req: &Request) -> ApiResult {
+        req.authorize(self.identity.token.as_deref())?;
+        let invalidation: Invalidation = parse_json(&req.body)?;
+        self.cache.invalidate(&lookup_key(invalidation.item));
+        self.cache.invalidate(&search_key(&invalidation.topic));
+        Ok(json(StatusCode::OK, &Acknowledged::default()))
+    }
+
+    fn metrics(&self) -> ApiResult {
+        let stats = self.cache.stats();
+        let c = &self.counters;
+        let lines = [
+            (
+                "pygmy_frontend_lookups_total",
+                c.lookups.load(Ordering::Relaxed),
+            ),
+            (
+                "pygmy_frontend_searches_total",
+                c.searches.load(Ordering::Relaxed),
+            ),
+            ("pygmy_frontend_buys_total", c.buys.load(Ordering::Relaxed)),
+            (
+                "pygmy_frontend_failovers_total",
+                c.failovers.load(Ordering::Relaxed),
+            ),
+            ("pygmy_cache_hits_total", stats.hits),
+            ("pygmy_cache_misses_total", stats.misses),
+            ("pygmy_cache_evictions_total", stats.evictions),
+            ("pygmy_cache_stale_fills_total", stats.stale_fills),
+        ];
+        let mut text = String::new();
+        for (name, value) in lines {
+            text.push_str(&format!(
+                "# TYPE {name} counter\n{name}{{node=\"{}\"}} {value}\n",
+                self.identity.name
+            ));
+        }
+        let mut response = http::Response::new(http_body_util::Full::new(Bytes::from(text)));
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain; version=0.0.4"),
+        );
+        Ok(response)
+    }
+}
+
+/// `{"message": {}, "status": "Success", "validation_code": 200}`.
+#[derive(Debug, Serialize)]
+struct Acknowledged {
+    message: Empty,
+    status: Status,
+    validation_code: u16,
+}
+
+impl Default for Acknowledged {
+    fn default() -> Self {
+        Acknowledged {
+            message: Empty {},
+            status: Status::Success,
+            validation_code: 200,
+        }
+    }
+}
+
+#[async_trait]
+impl Handler for FrontendNode {
+    async fn handle(&self, req: Request) -> ApiResult {
+        let method = req.method.clone();
+        match (&method, req.path().as_slice()) {
+            (&Method::GET, ["lookup"]) => self.lookup(&req).await,
+            (&Method::GET, ["search"]) => self.search(&req).await,
+            (&Method::GET, ["buy"]) => self.buy(&req).await,
+            (&Method::POST, ["invalidate"]) => self.invalidate(&req),
+            (&Method::GET, ["health"]) => Ok(health(&self.identity, true)),
+            (&Method::GET, ["metrics"]) => self.metrics(),
+            (_, ["lookup"] | ["search"] | ["buy"] | ["invalidate"] | ["health"] | ["metrics"]) => {
+                Err(method_not_allowed(&method))
+            }
+            _ => Err(route_not_found(&req)),
+        }
+    }
+}

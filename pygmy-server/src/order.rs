@@ -1,0 +1,127 @@
+//! The order node: one replica of the order service.
+//!
+//! A buy is two idempotent steps under the buy's key: the catalog sells one
+//! copy (its conditional sale is the single point of truth), then the order
+//! is recorded through the replicator. A retry with the same key after any
+//! failure completes the same order; it never sells a second copy.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use http::{Method, StatusCode};
+use pygmy_client::CatalogClient;
+use pygmy_core::api::{BuyResponse, OrdersResponse};
+use pygmy_core::journal::Op;
+use pygmy_core::order::{OrderCommand, OrderMachine, OrderOutcome, OrderStore};
+use pygmy_core::replication::Replicator;
+use pygmy_core::types::{IdempotencyKey, ItemId, Order};
+
+use crate::api::{json, parse_item_id, ApiError, ApiResult, Request};
+use crate::node::{health, method_not_allowed, replication_call, route_not_found, Identity};
+use crate::server::Handler;
+
+/// An order replica.
+pub struct OrderNode {
+    identity: Identity,
+    store: Arc<dyn OrderStore>,
+    replicator: Arc<dyn Replicator<OrderMachine>>,
+    /// The catalog replicas, the preferred one first.
+    catalogs: Vec<CatalogClient>,
+}
+
+impl OrderNode {
+    /// An order replica over `store`, replicated by `replicator`, selling
+    /// through `catalogs` (preferred first).
+    pub fn new(
+        identity: Identity,
+        store: Arc<dyn OrderStore>,
+        replicator: Arc<dyn Replicator<OrderMachine>>,
+        catalogs: Vec<CatalogClient>,
+    ) -> Self {
+        OrderNode {
+            identity,
+            store,
+            replicator,
+            catalogs,
+        }
+    }
+
+    /// `GET /buy/<item>`.
+    async fn buy(&self, req: &Request, item: ItemId) -> ApiResult {
+        let key = req.idempotency_key()?.unwrap_or_else(IdempotencyKey::mint);
+        let order = match self.store.order_by_key(&key).await? {
+            Some(order) => order,
+            None => {
+                self.sell(item, &key).await?;
+                self.record(item, &key).await?
+            }
+        };
+        if order.item_id != item {
+            return Err(ApiError::Unprocessable(format!(
+                "the idempotency key {key} was used to buy item {}",
+                order.item_id
+            )));
+        }
+        Ok(json(StatusCode::OK, &BuyResponse::new(item, order.id)))
+    }
+
+    /// Has a catalog replica sell one copy under `key`: the preferred one,
+    /// then the others if it cannot be reached (safe: the sale is keyed).
+    async fn sell(&self, item: ItemId, key: &IdempotencyKey) -> Result<(), ApiError> {
+        let mut last = None;
+        for catalog in &self.catalogs {
+            match catalog.sell(item, key).await {
+                Ok(_) => return Ok(()),
+                Err(err) if err.is_replica_failure() => {
+                    tracing::debug!(%err, "catalog replica failed a sale; trying the next");
+                    last = Some(err);
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Err(ApiError::Unavailable(match last {
+            Some(err) => format!("no catalog replica could sell: {err}"),
+            None => "no catalog replica is configured".to_owned(),
+        }))
+    }
+
+    async fn record(&self, item: ItemId, key: &IdempotencyKey) -> Result<Order, ApiError> {
+        let op = Op {
+            id: OrderCommand::op_id(key),
+            cmd: OrderCommand::Record {
+                key: key.clone(),
+                item,
+                created: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            },
+        };
+        let OrderOutcome::Recorded { order } = self.replicator.propose(op).await?;
+        Ok(order)
+    }
+}
+
+#[async_trait]
+impl Handler for OrderNode {
+    async fn handle(&self, req: Request) -> ApiResult {
+        let method = req.method.clone();
+        match (&method, req.path().as_slice()) {
+            (&Method::GET, ["buy", item]) => self.buy(&req, parse_item_id(item)?).await,
+            (&Method::GET, ["orders"]) => {
+                let orders = self.store.orders().await?;
+                Ok(json(StatusCode::OK, &OrdersResponse::new(orders)))
+            }
+            (&Method::PUT, ["update"]) => {
+                // The seed's propagation endpoint: here, a shipment of ops.
+                replication_call(&self.identity, &*self.replicator, "ship", &req).await
+            }
+            (&Method::POST, ["replication", rpc]) => {
+                replication_call(&self.identity, &*self.replicator, rpc, &req).await
+            }
+            (&Method::GET, ["health"]) => Ok(health(&self.identity, self.replicator.is_ready())),
+            (_, ["buy", _] | ["orders"] | ["update"] | ["health"]) => {
+                Err(method_not_allowed(&method))
+            }
+            _ => Err(route_not_found(&req)),
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! Replicas that stop: reads and buys go on through the others, and a
+//! replica that comes back catches up before it serves.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Options, TestCluster};
+use pygmy_client::ClientError;
+use pygmy_core::types::ItemId;
+use pygmy_server::config::Role;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_and_buys_survive_a_stopped_catalog_replica() {
+    let mut test = TestCluster::start(Options::default()).await;
+    let store = test.store();
+    test.cluster.stop_node("catalog-0").await.expect("stop");
+    // Lookups are not cached yet, so each of these reaches a catalog.
+    for id in 1..=7 {
+        let started = std::time::Instant::now();
+        store.lookup(ItemId(id)).await.expect("lookup fails over");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "failover must not hang"
+        );
+    }
+    // Order replica 0 prefers catalog 0, which is down: it falls over.
+    let mut orders = Vec::new();
+    for _ in 0..4 {
+        orders.push(store.buy(ItemId(2)).await.expect("buy fails over"));
+    }
+    assert_eq!(
+        test.catalog("catalog-1")
+            .item(ItemId(2))
+            .await
+            .expect("read")
+            .count,
+        96
+    );
+
+    // Back, it catches up from catalog-1 before it serves.
+    test.cluster
+        .restart_node("catalog-0")
+        .await
+        .expect("restart");
+    test.cluster
+        .wait_healthy(Duration::from_secs(10))
+        .await
+        .expect("healthy");
+    assert_eq!(test.stocks(ItemId(2)).await, vec![96, 96]);
+    // And takes writes again.
+    store.buy(ItemId(2)).await.expect("buy");
+    test.eventually("stocks converge", || async {
+        test.stocks(ItemId(2)).await == vec![95, 95]
+    })
+    .await;
+    test.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buys_survive_a_stopped_order_replica_and_it_gets_what_it_missed() {
+    let mut test = TestCluster::start(Options::default()).await;
+    let store = test.store();
+    test.cluster.stop_node("order-0").await.expect("stop");
+    let mut sold = Vec::new();
+    for _ in 0..4 {
+        sold.push(store.buy(ItemId(6)).await.expect("buy fails over"));
+    }
+    test.cluster.restart_node("order-0").await.expect("restart");
+    test.cluster
+        .wait_healthy(Duration::from_secs(10))
+        .await
+        .expect("healthy");
+    let a = test.order("order-0").orders().await.expect("orders");
+    let b = test.order("order-1").orders().await.expect("orders");
+    assert_eq!(a, b);
+    assert_eq!(a.iter().map(|o| o.id).collect::<Vec<_>>(), sold);
+    test.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_every_replica_down_the_answer_is_a_quick_503() {
+    let mut test = TestCluster::start(Options::default()).await;
+    for name in test
+        .names(Role::Catalog)
+        .into_iter()
+        .chain(test.names(Role::Order))
+    {
+        test.cluster.stop_node(&name).await.expect("stop");
+    }
+    let store = test.store();
+    let started = std::time::Instant::now();
+    assert!(matches!(
+        store.lookup(ItemId(1)).await,
+        Err(ClientError::Unavailable(_))
+    ));
+    assert!(matches!(
+        store.search("graduate school").await,
+        Err(ClientError::Unavailable(_))
+    ));
+    assert!(matches!(
+        store.buy(ItemId(1)).await,
+        Err(ClientError::Unavailable(_))
+    ));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+    test.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_role_alone_answers_what_it_can() {
+    let mut test = TestCluster::start(Options::default()).await;
+    for name in ["frontend", "catalog-1", "order-0", "order-1"] {
+        test.cluster.stop_node(name).await.expect("stop");
+    }
+    // A catalog replica alone serves reads and takes updates.
+    let catalog = test.catalog("catalog-0");
+    assert_eq!(catalog.items(None).await.expect("items").len(), 7);
+    let update = pygmy_core::api::ItemUpdate {
+        count: Some(5),
+        cost: None,
+    };
+    assert_eq!(
+        catalog
+            .update(ItemId(7), &update)
+            .await
+            .expect("update")
+            .count,
+        105
+    );
+
+    // An order replica alone (catalog-0 still up) takes buys.
+    test.cluster
+        .restart_node("order-0")
+        .await
+        .expect("start order-0");
+    test.cluster
+        .wait_healthy(Duration::from_secs(10))
+        .await
+        .expect("healthy");
+    let key = pygmy_core::types::IdempotencyKey::mint();
+    test.order("order-0")
+        .buy(ItemId(7), &key)
+        .await
+        .expect("buy");
+    assert_eq!(catalog.item(ItemId(7)).await.expect("read").count, 104);
+
+    // A frontend alone, with no backend: clear 503s, never a hang.
+    for name in ["catalog-0", "order-0"] {
+        test.cluster.stop_node(name).await.expect("stop");
+    }
+    test.cluster
+        .restart_node("frontend")
+        .await
+        .expect("start frontend");
+    test.cluster
+        .wait_healthy(Duration::from_secs(10))
+        .await
+        .expect("healthy");
+    assert!(matches!(
+        test.store().lookup(ItemId(1)).await,
+        Err(ClientError::Unavailable(_))
+    ));
+    test.shutdown().await;
+}

@@ -1,0 +1,172 @@
+//! The whole store (1 frontend, 2 catalog and 2 order replicas, SQLite)
+//! driven through the SDK, as a user and the checks would.
+
+mod common;
+
+use common::{Options, TestCluster};
+use pygmy_client::ClientError;
+use pygmy_core::api::ItemUpdate;
+use pygmy_core::types::{default_books, Cost, IdempotencyKey, ItemId};
+use pygmy_server::config::Role;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookup_search_and_buy_through_the_frontend() {
+    let test = TestCluster::start(Options::default()).await;
+    let store = test.store();
+
+    let book = store.lookup(ItemId(3)).await.expect("lookup");
+    assert_eq!(book, default_books()[2]);
+    let found = store.search("distributed systems").await.expect("search");
+    assert_eq!(
+        found.iter().map(|b| b.id.0).collect::<Vec<_>>(),
+        vec![1, 2, 5]
+    );
+    assert!(store.search("cooking").await.expect("search").is_empty());
+    assert!(matches!(
+        store.lookup(ItemId(404)).await,
+        Err(ClientError::NotFound(_))
+    ));
+
+    let first = store.buy(ItemId(3)).await.expect("buy");
+    let second = store.buy(ItemId(3)).await.expect("buy");
+    assert_ne!(first, second);
+    // The cached lookup was invalidated by the buys.
+    assert_eq!(store.lookup(ItemId(3)).await.expect("lookup").count, 98);
+    assert_eq!(test.stocks(ItemId(3)).await, vec![98, 98]);
+    let a = test.order("order-0").orders().await.expect("orders");
+    let b = test.order("order-1").orders().await.expect("orders");
+    assert_eq!(a.len(), 2);
+    assert_eq!(a, b, "order replicas hold the same orders");
+    assert!(matches!(
+        store.buy(ItemId(404)).await,
+        Err(ClientError::NotFound(_))
+    ));
+    test.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_buy_retried_with_its_key_makes_one_order() {
+    let test = TestCluster::start(Options::default()).await;
+    let store = test.store();
+    let key = IdempotencyKey::parse("retry-me-1").expect("key");
+    let first = store.buy_with_key(ItemId(1), &key).await.expect("buy");
+    for _ in 0..3 {
+        assert_eq!(
+            store.buy_with_key(ItemId(1), &key).await.expect("retry"),
+            first
+        );
+    }
+    // Straight to the other order replica: still the same order.
+    assert_eq!(
+        test.order("order-1")
+            .buy(ItemId(1), &key)
+            .await
+            .expect("retry"),
+        first
+    );
+    assert_eq!(test.stocks(ItemId(1)).await, vec![99, 99]);
+    // The same key for another item is refused.
+    assert!(matches!(
+        store.buy_with_key(ItemId(2), &key).await,
+        Err(ClientError::Unprocessable(_))
+    ));
+    assert_eq!(test.stocks(ItemId(2)).await, vec![100, 100]);
+    test.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_is_replicated_and_no_frontend_serves_the_old_value() {
+    let test = TestCluster::start(Options::default()).await;
+    let store = test.store();
+    // Fill the frontend's cache.
+    assert_eq!(store.lookup(ItemId(4)).await.expect("lookup").count, 100);
+    assert_eq!(
+        store.search("graduate school").await.expect("search")[1].count,
+        100
+    );
+
+    let update = ItemUpdate {
+        count: Some(-30),
+        cost: Cost::from_cents(1999),
+    };
+    let updated = test
+        .catalog("catalog-1")
+        .update(ItemId(4), &update)
+        .await
+        .expect("update");
+    assert_eq!((updated.count, updated.cost.cents()), (70, 1999));
+
+    // The catalog pushed the invalidation before it answered.
+    let looked_up = store.lookup(ItemId(4)).await.expect("lookup");
+    assert_eq!((looked_up.count, looked_up.cost.cents()), (70, 1999));
+    let searched = store.search("graduate school").await.expect("search");
+    assert_eq!(
+        searched.iter().find(|b| b.id == ItemId(4)).map(|b| b.count),
+        Some(70)
+    );
+    assert_eq!(test.stocks(ItemId(4)).await, vec![70, 70]);
+
+    let too_many = ItemUpdate {
+        count: Some(-71),
+        cost: None,
+    };
+    assert!(matches!(
+        test.catalog("catalog-0").update(ItemId(4), &too_many).await,
+        Err(ClientError::Unprocessable(_))
+    ));
+    test.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_reports_its_health() {
+    let test = TestCluster::start(Options::default()).await;
+    for name in test.names(Role::Catalog) {
+        let health = test.catalog(&name).health().await.expect("health");
+        assert_eq!(
+            (
+                health.node.as_str(),
+                health.role.as_str(),
+                health.state.as_str()
+            ),
+            (name.as_str(), "catalog", "ok")
+        );
+    }
+    for name in test.names(Role::Order) {
+        assert_eq!(
+            test.order(&name).health().await.expect("health").role,
+            "order"
+        );
+    }
+    let metrics = reqwest::get(format!("{}/metrics", test.url("frontend")))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(metrics.contains("pygmy_cache_hits_total"));
+    test.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_keeps_its_data_across_a_restart() {
+    let mut test = TestCluster::start(Options::default()).await;
+    let store = test.store();
+    let order = store.buy(ItemId(5)).await.expect("buy");
+    for name in test
+        .names(Role::Catalog)
+        .into_iter()
+        .chain(test.names(Role::Order))
+    {
+        test.cluster.restart_node(&name).await.expect("restart");
+    }
+    test.cluster
+        .wait_healthy(std::time::Duration::from_secs(10))
+        .await
+        .expect("healthy");
+    assert_eq!(test.stocks(ItemId(5)).await, vec![99, 99]);
+    let orders = test.order("order-0").orders().await.expect("orders");
+    assert_eq!(orders.iter().map(|o| o.id).collect::<Vec<_>>(), vec![order]);
+    // Ids go on after the restart.
+    assert!(store.buy(ItemId(5)).await.expect("buy") > order);
+    test.shutdown().await;
+}
