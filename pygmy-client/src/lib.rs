@@ -1,5 +1,5 @@
-//! The Pygmy client: a typed SDK of the book store, and the `pygmy-client`
-//! command line.
+//! The Pygmy client: a typed SDK of the book store, the load generator and
+//! the invariant checker, and the `pygmy-client` command line.
 //!
 //! # Layout
 //! - [`Client`] (`store.rs`): a store's frontend: `lookup`, `search`, `buy`.
@@ -7,12 +7,17 @@
 //!   internal endpoints, which the server uses for node-to-node calls.
 //! - [`http`]: the shared HTTP plumbing (pooled reqwest client, envelope
 //!   decoding), and [`ClientError`] (`error.rs`): failures by kind.
+//! - [`load`]: the load generator (closed or fixed-rate open loop, HDR
+//!   histograms).
+//! - [`check`]: the checker of the store's promises over replica states.
 //! - `src/main.rs`: the CLI.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod check;
 mod error;
 pub mod http;
+pub mod load;
 pub mod nodes;
 mod store;
 

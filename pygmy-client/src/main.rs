@@ -1,2 +1,296 @@
-//! `pygmy-client`: the command line (written next).
-fn main() {}
+//! `pygmy-client`: look up, search and buy books, and drive load at a store.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use pygmy_client::check::{check, Expected, ReplicaUrls};
+use pygmy_client::load::{self, LoadConfig, Mix};
+use pygmy_client::{Client, ClientError, ClientOptions};
+use pygmy_core::types::{Book, IdempotencyKey, ItemId};
+
+/// The Pygmy book store's command line.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// The store's frontend.
+    #[arg(
+        long,
+        global = true,
+        env = "PYGMY_FRONTEND",
+        default_value = "http://127.0.0.1:8010"
+    )]
+    frontend: String,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show one book: `pygmy-client lookup 1`.
+    Lookup {
+        /// The book's id.
+        id: i64,
+    },
+    /// List the books of a topic: `pygmy-client search "distributed systems"`.
+    Search {
+        /// The topic.
+        topic: String,
+    },
+    /// Buy one copy: `pygmy-client buy 1`.
+    Buy {
+        /// The book's id.
+        id: i64,
+        /// Idempotency key: the same key buys at most once.
+        #[arg(long)]
+        key: Option<String>,
+    },
+    /// Drive load at the store and report latency and throughput:
+    /// `pygmy-client load --requests 1000`.
+    Load(LoadArgs),
+}
+
+#[derive(Debug, Args)]
+struct LoadArgs {
+    /// Stop after this many requests (default 1000 unless --duration).
+    #[arg(long)]
+    requests: Option<u64>,
+    /// Stop after this long (`30s`, `2m`).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// Requests in flight at most.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Fixed rate in requests per second (open loop); default: closed loop.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// `session` (the seed client's: search, lookup, buy if in stock) or
+    /// weights like `lookup=45,search=45,buy=10`.
+    #[arg(long, default_value = "session")]
+    mix: Mix,
+    /// Seed of the random choices.
+    #[arg(long, default_value_t = 677)]
+    seed: u64,
+    /// Item ids to use, as `FIRST-LAST`.
+    #[arg(long, default_value = "1-7", value_parser = parse_items)]
+    items: Items,
+    /// Topics to search, comma-separated.
+    #[arg(long, default_value = "distributed systems,graduate school")]
+    topics: String,
+    /// Write the figures as JSON to this file.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// After the run, check the store's promises on every replica (the run
+    /// must be the only writer). Replicas: --topology, or the default local
+    /// topology's.
+    #[arg(long)]
+    check: bool,
+    /// The topology file naming the replicas, for --check.
+    #[arg(long)]
+    topology: Option<PathBuf>,
+}
+
+/// A range of item ids.
+#[derive(Debug, Clone)]
+struct Items(Vec<ItemId>);
+
+fn parse_items(text: &str) -> Result<Items, String> {
+    let (first, last) = text.split_once('-').unwrap_or((text, text));
+    let first: i64 = first
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?}: expected FIRST-LAST"))?;
+    let last: i64 = last
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?}: expected FIRST-LAST"))?;
+    if first > last || last - first > 1_000_000 {
+        return Err(format!("{text:?}: expected FIRST-LAST with FIRST <= LAST"));
+    }
+    Ok(Items((first..=last).map(ItemId).collect()))
+}
+
+/// A failure of the command, with its exit code.
+struct Failure {
+    message: String,
+    code: u8,
+}
+
+impl From<ClientError> for Failure {
+    fn from(err: ClientError) -> Self {
+        Failure {
+            message: err.to_string(),
+            code: 1,
+        }
+    }
+}
+
+fn fail(message: impl Into<String>) -> Failure {
+    Failure {
+        message: message.into(),
+        code: 1,
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("pygmy-client: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(execute(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("pygmy-client: {}", failure.message);
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+async fn execute(cli: Cli) -> Result<(), Failure> {
+    let store = Client::new(&cli.frontend)?;
+    match cli.command {
+        Command::Lookup { id } => {
+            let book = store.lookup(ItemId(id)).await?;
+            print_books(&[book], cli.json);
+        }
+        Command::Search { topic } => {
+            let books = store.search(&topic).await?;
+            print_books(&books, cli.json);
+        }
+        Command::Buy { id, key } => {
+            let order = match key {
+                Some(key) => {
+                    let key = IdempotencyKey::parse(&key).map_err(|e| fail(e.to_string()))?;
+                    store.buy_with_key(ItemId(id), &key).await?
+                }
+                None => store.buy(ItemId(id)).await?,
+            };
+            if cli.json {
+                println!("{}", serde_json::json!({ "item": id, "order": order }));
+            } else {
+                println!("Bought item {id}: order {order}");
+            }
+        }
+        Command::Load(args) => run_load(&store, args, cli.json).await?,
+    }
+    Ok(())
+}
+
+fn print_books(books: &[Book], json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(books).unwrap_or_default()
+        );
+        return;
+    }
+    if books.is_empty() {
+        println!("No books.");
+    }
+    for b in books {
+        println!(
+            "{:>4}  {}  [{}]  cost {}  in stock {}",
+            b.id, b.title, b.topic, b.cost, b.count
+        );
+    }
+}
+
+async fn run_load(store: &Client, args: LoadArgs, json: bool) -> Result<(), Failure> {
+    let config = LoadConfig {
+        requests: args.requests.or(if args.duration.is_none() {
+            Some(1000)
+        } else {
+            None
+        }),
+        duration: args.duration,
+        concurrency: args.concurrency,
+        rate: args.rate.filter(|r| *r > 0.0),
+        mix: args.mix,
+        seed: args.seed,
+        items: args.items.0,
+        topics: args
+            .topics
+            .split(',')
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+            .collect(),
+        progress: !json,
+    };
+    if config.topics.is_empty() || config.items.is_empty() {
+        return Err(fail("give at least one topic and one item"));
+    }
+    // Fail fast, with one clear line, if the store is not there.
+    store.search(&config.topics[0]).await?;
+    let replicas = if args.check {
+        let urls = match &args.topology {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?;
+                ReplicaUrls::from_topology(&text)
+                    .map_err(|e| fail(format!("{}: {e}", path.display())))?
+            }
+            None => ReplicaUrls::default_local(),
+        };
+        let clients = urls.clients(&ClientOptions::default())?;
+        let before = clients.collect().await?;
+        Some((clients, Expected::baseline(&before)))
+    } else {
+        None
+    };
+
+    let report = load::run(store, &config).await;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
+    } else {
+        print!("{report}");
+    }
+    if let Some(path) = &args.report {
+        let text = serde_json::to_string_pretty(&report).map_err(|e| fail(e.to_string()))?;
+        std::fs::write(path, text)
+            .map_err(|e| fail(format!("cannot write {}: {e}", path.display())))?;
+    }
+    let Some((clients, expected)) = replicas else {
+        return Ok(());
+    };
+    // Replicas that lag get a moment to converge ("once quiet").
+    let mut violations = Vec::new();
+    for _ in 0..50 {
+        let state = clients.collect().await?;
+        violations = check(&expected, &state, &report.acked_buys);
+        if violations.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    if violations.is_empty() {
+        println!(
+            "check: ok ({} catalog and {} order replicas; {} acknowledged buys present everywhere)",
+            clients.catalogs.len(),
+            clients.orders.len(),
+            report.acked_buys.len()
+        );
+        Ok(())
+    } else {
+        for v in &violations {
+            println!("check: VIOLATION {v}");
+        }
+        Err(fail(format!(
+            "{} violations of the store's promises",
+            violations.len()
+        )))
+    }
+}

@@ -12,6 +12,8 @@
 //!   failure to an HTTP status and the JSON envelope.
 //! - [`transport`]: replication calls over HTTP.
 //! - [`logging`]: stdout and one log file per node.
+//! - [`testing`]: a real cluster on loopback for tests (this crate's and
+//!   the client's).
 //!
 //! `src/main.rs` is only the command line.
 #![forbid(unsafe_code)]
@@ -25,6 +27,7 @@ pub mod logging;
 pub mod node;
 pub mod order;
 pub mod server;
+pub mod testing;
 pub mod transport;
 
 pub use config::Topology;

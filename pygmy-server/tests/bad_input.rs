@@ -1,11 +1,9 @@
 //! Every endpoint, fed bad input: each gets the JSON envelope with the
 //! right status, and nothing changes.
 
-mod common;
-
-use common::{Options, TestCluster, TOKEN};
 use pygmy_core::api::{ErrorResponse, Status};
 use pygmy_core::types::ItemId;
+use pygmy_server::testing::{Options, TestCluster, TOKEN};
 use reqwest::Method;
 
 struct Case {
@@ -216,7 +214,7 @@ async fn a_slow_client_times_out() {
         ..Options::default()
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut topology = common::topology(&options, dir.path());
+    let mut topology = pygmy_server::testing::topology(&options, dir.path());
     topology.read_timeout_ms = 300;
     let cluster = pygmy_server::Cluster::start(topology).await.expect("start");
     let addr = cluster.topology().node("catalog-0").expect("node").addr;

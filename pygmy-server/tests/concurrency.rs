@@ -2,14 +2,12 @@
 //! with 10 in stock, through the frontend, spread over both order replicas
 //! (and so over both catalog replicas).
 
-mod common;
-
 use std::sync::Arc;
 
-use common::{Options, TestCluster};
 use pygmy_client::ClientError;
 use pygmy_core::types::ItemId;
 use pygmy_server::config::Role;
+use pygmy_server::testing::{Options, TestCluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_buys_of_ten_copies_sell_exactly_ten() {

@@ -1,14 +1,12 @@
 //! Replicas that stop: reads and buys go on through the others, and a
 //! replica that comes back catches up before it serves.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Options, TestCluster};
 use pygmy_client::ClientError;
 use pygmy_core::types::ItemId;
 use pygmy_server::config::Role;
+use pygmy_server::testing::{Options, TestCluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_and_buys_survive_a_stopped_catalog_replica() {

@@ -1,13 +1,11 @@
 //! The whole store (1 frontend, 2 catalog and 2 order replicas, SQLite)
 //! driven through the SDK, as a user and the checks would.
 
-mod common;
-
-use common::{Options, TestCluster};
 use pygmy_client::ClientError;
 use pygmy_core::api::ItemUpdate;
 use pygmy_core::types::{default_books, Cost, IdempotencyKey, ItemId};
 use pygmy_server::config::Role;
+use pygmy_server::testing::{Options, TestCluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lookup_search_and_buy_through_the_frontend() {

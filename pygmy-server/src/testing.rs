@@ -1,24 +1,30 @@
-//! The harness of the integration tests: a real cluster on 127.0.0.1:0,
-//! with its data in a temporary directory, driven through the SDK.
-#![allow(dead_code)] // each test file uses a part of it
+//! A harness for tests: a real cluster on 127.0.0.1:0, with its data in a
+//! temporary directory, and typed clients of each of its nodes. Used by
+//! this crate's integration tests and by `pygmy-client`'s.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::config::{NodeConfig, Role, StoreKind, Topology};
+use crate::Cluster;
 use pygmy_client::{CatalogClient, Client, ClientOptions, OrderClient};
 use pygmy_core::types::{Book, ItemId};
-use pygmy_server::config::{NodeConfig, Role, StoreKind, Topology};
-use pygmy_server::Cluster;
 
+/// The cluster token of test clusters.
 pub const TOKEN: &str = "test-cluster-token";
 
 /// How to build the test cluster.
+#[derive(Debug, Clone)]
 pub struct Options {
+    /// Catalog replicas.
     pub catalogs: usize,
+    /// Order replicas.
     pub orders: usize,
+    /// The cluster token (default [`TOKEN`]).
     pub token: Option<String>,
     /// Stock of every book (None: the seed's 100).
     pub stock: Option<i64>,
+    /// Where the backends keep their data.
     pub store: StoreKind,
 }
 
@@ -34,8 +40,11 @@ impl Default for Options {
     }
 }
 
+/// A running test cluster; its directory is removed when it drops.
 pub struct TestCluster {
+    /// The nodes.
     pub cluster: Cluster,
+    /// Data and logs.
     pub dir: tempfile::TempDir,
 }
 
@@ -43,6 +52,8 @@ fn any_port() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
 }
 
+/// The topology of a test cluster: a frontend, then `catalog-<i>` and
+/// `order-<i>` replicas, all on port 0, with data and logs under `dir`.
 pub fn topology(options: &Options, dir: &std::path::Path) -> Topology {
     let mut topology = Topology::default_local();
     topology.log_dir = dir.join("logs");
@@ -72,9 +83,11 @@ pub fn topology(options: &Options, dir: &std::path::Path) -> Topology {
                 b
             })
             .collect();
-        let text = toml::to_string(&BookFile { book: books }).expect("books serialize");
+        let text = toml::to_string(&BookFile { book: books }).unwrap_or_default();
         let path = dir.join("books.toml");
-        std::fs::write(&path, text).expect("write books");
+        if let Err(err) = std::fs::write(&path, text) {
+            panic!("cannot write {}: {err}", path.display());
+        }
         topology.catalog_file = Some(path);
     }
     topology
@@ -86,8 +99,13 @@ struct BookFile {
 }
 
 impl TestCluster {
+    /// Starts a cluster and waits until every node is healthy. Panics if it
+    /// cannot: this is for tests.
     pub async fn start(options: Options) -> TestCluster {
-        let dir = tempfile::tempdir().expect("tempdir");
+        let dir = match tempfile::tempdir() {
+            Ok(dir) => dir,
+            Err(err) => panic!("cannot make a temporary directory: {err}"),
+        };
         let topology = topology(&options, dir.path());
         let cluster = Cluster::start(topology).await.expect("cluster starts");
         cluster
@@ -97,14 +115,17 @@ impl TestCluster {
         TestCluster { cluster, dir }
     }
 
+    /// `http://addr` of node `name`.
     pub fn url(&self, name: &str) -> String {
         self.cluster.url(name).expect("node exists")
     }
 
+    /// A client of the frontend.
     pub fn store(&self) -> Client {
         Client::new(&self.url("frontend")).expect("client")
     }
 
+    /// Client options with the cluster's token.
     pub fn options(&self) -> ClientOptions {
         ClientOptions {
             token: self.cluster.topology().token.clone(),
@@ -112,14 +133,17 @@ impl TestCluster {
         }
     }
 
+    /// A client of catalog replica `name`.
     pub fn catalog(&self, name: &str) -> CatalogClient {
         CatalogClient::new(&self.url(name), &self.options()).expect("client")
     }
 
+    /// A client of order replica `name`.
     pub fn order(&self, name: &str) -> OrderClient {
         OrderClient::new(&self.url(name), &self.options()).expect("client")
     }
 
+    /// The names of the nodes of `role`.
     pub fn names(&self, role: Role) -> Vec<String> {
         self.cluster
             .topology()
@@ -159,6 +183,7 @@ impl TestCluster {
         panic!("{what} did not happen within 10 s");
     }
 
+    /// Stops every node; panics if one failed.
     pub async fn shutdown(self) {
         self.cluster.shutdown().await.expect("clean shutdown");
     }

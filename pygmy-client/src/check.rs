@@ -1,0 +1,522 @@
+//! The invariant checker: the promises of a Pygmy store, verified over the
+//! states collected from every replica after a run.
+//!
+//! [`check`] is a plain function over a [`ClusterState`], so the load
+//! generator's `--check`, the tests and the fault tests all use the same
+//! one. [`collect`] reads a state from live replicas.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use pygmy_core::types::{Book, ItemId, Order, OrderId};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ClientError;
+use crate::nodes::{CatalogClient, OrderClient};
+
+/// What every replica held at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClusterState {
+    /// Each catalog replica's books, by replica name.
+    pub catalogs: BTreeMap<String, Vec<Book>>,
+    /// Each order replica's orders, by replica name.
+    pub orders: BTreeMap<String, Vec<Order>>,
+}
+
+/// A buy the store answered with success.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AckedBuy {
+    /// The book bought.
+    pub item: ItemId,
+    /// The order id the store answered.
+    pub order: OrderId,
+}
+
+/// What the store should hold for each item: `initial + restocks`, to be
+/// found as stock plus orders on every replica.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Expected {
+    /// Stock plus orders of each item before the run.
+    pub initial: BTreeMap<ItemId, i64>,
+    /// Stock added during the run (by `PUT /item`), per item.
+    pub restocks: BTreeMap<ItemId, i64>,
+}
+
+impl Expected {
+    /// The baseline of a state taken before a run: for each item, its
+    /// stock plus its orders, on the first catalog and order replicas.
+    pub fn baseline(before: &ClusterState) -> Expected {
+        let mut initial: BTreeMap<ItemId, i64> = BTreeMap::new();
+        if let Some(books) = before.catalogs.values().next() {
+            for book in books {
+                initial.insert(book.id, book.count);
+            }
+        }
+        if let Some(orders) = before.orders.values().next() {
+            for order in orders {
+                *initial.entry(order.item_id).or_insert(0) += 1;
+            }
+        }
+        Expected {
+            initial,
+            restocks: BTreeMap::new(),
+        }
+    }
+}
+
+/// A broken promise.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Violation {
+    /// Stock below zero on a replica.
+    Oversell {
+        /// The catalog replica.
+        replica: String,
+        /// The book.
+        item: ItemId,
+        /// Its stock there.
+        count: i64,
+    },
+    /// Stock plus orders is not initial stock plus restocks.
+    Conservation {
+        /// The catalog replica whose stock was used.
+        catalog: String,
+        /// The order replica whose orders were used.
+        order: String,
+        /// The book.
+        item: ItemId,
+        /// Initial stock plus restocks.
+        expected: i64,
+        /// Stock plus orders found.
+        found: i64,
+    },
+    /// Two catalog replicas hold different books.
+    CatalogDivergence {
+        /// One replica.
+        a: String,
+        /// The other.
+        b: String,
+        /// The items on which they differ.
+        items: Vec<ItemId>,
+    },
+    /// Two order replicas hold different orders.
+    OrderDivergence {
+        /// One replica.
+        a: String,
+        /// The other.
+        b: String,
+        /// The order ids on which they differ.
+        orders: Vec<OrderId>,
+    },
+    /// A buy answered with success is missing from a replica.
+    LostAck {
+        /// The order replica.
+        replica: String,
+        /// The buy.
+        buy: AckedBuy,
+    },
+    /// Two orders with one idempotency key, or two acknowledged buys with
+    /// one order id.
+    Duplicate {
+        /// Where.
+        replica: String,
+        /// What is duplicated.
+        what: String,
+    },
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Violation::Oversell { replica, item, count } => {
+                write!(f, "oversell: item {item} has stock {count} on {replica}")
+            }
+            Violation::Conservation { catalog, order, item, expected, found } => write!(
+                f,
+                "conservation: item {item}: initial + restocks = {expected}, but stock on {catalog} + orders on {order} = {found}"
+            ),
+            Violation::CatalogDivergence { a, b, items } => {
+                write!(f, "divergence: catalog replicas {a} and {b} differ on items {items:?}")
+            }
+            Violation::OrderDivergence { a, b, orders } => {
+                write!(f, "divergence: order replicas {a} and {b} differ on orders {orders:?}")
+            }
+            Violation::LostAck { replica, buy } => write!(
+                f,
+                "lost acknowledgement: order {} (item {}) was answered with success but is not on {replica}",
+                buy.order, buy.item
+            ),
+            Violation::Duplicate { replica, what } => write!(f, "duplicate on {replica}: {what}"),
+        }
+    }
+}
+
+/// Checks every promise that a state can show; returns the violations
+/// found (none: the state keeps them all).
+pub fn check(expected: &Expected, state: &ClusterState, acked: &[AckedBuy]) -> Vec<Violation> {
+    let mut violations = Vec::new();
+    for (replica, books) in &state.catalogs {
+        for book in books.iter().filter(|b| b.count < 0) {
+            violations.push(Violation::Oversell {
+                replica: replica.clone(),
+                item: book.id,
+                count: book.count,
+            });
+        }
+    }
+    check_catalogs_agree(state, &mut violations);
+    check_orders_agree(state, &mut violations);
+    check_conservation(expected, state, &mut violations);
+    check_acknowledged(state, acked, &mut violations);
+    violations
+}
+
+fn check_catalogs_agree(state: &ClusterState, violations: &mut Vec<Violation>) {
+    let mut replicas = state.catalogs.iter();
+    let Some((first, books)) = replicas.next() else {
+        return;
+    };
+    let reference: BTreeMap<ItemId, &Book> = books.iter().map(|b| (b.id, b)).collect();
+    for (name, books) in replicas {
+        let other: BTreeMap<ItemId, &Book> = books.iter().map(|b| (b.id, b)).collect();
+        let ids: BTreeSet<ItemId> = reference.keys().chain(other.keys()).copied().collect();
+        let differing: Vec<ItemId> = ids
+            .into_iter()
+            .filter(|id| reference.get(id) != other.get(id))
+            .collect();
+        if !differing.is_empty() {
+            violations.push(Violation::CatalogDivergence {
+                a: first.clone(),
+                b: name.clone(),
+                items: differing,
+            });
+        }
+    }
+}
+
+fn check_orders_agree(state: &ClusterState, violations: &mut Vec<Violation>) {
+    for (name, orders) in &state.orders {
+        let mut keys = BTreeSet::new();
+        for order in orders {
+            if !keys.insert(&order.key) {
+                violations.push(Violation::Duplicate {
+                    replica: name.clone(),
+                    what: format!("two orders under the key {}", order.key),
+                });
+            }
+        }
+    }
+    let mut replicas = state.orders.iter();
+    let Some((first, orders)) = replicas.next() else {
+        return;
+    };
+    let reference: BTreeMap<OrderId, &Order> = orders.iter().map(|o| (o.id, o)).collect();
+    for (name, orders) in replicas {
+        let other: BTreeMap<OrderId, &Order> = orders.iter().map(|o| (o.id, o)).collect();
+        let ids: BTreeSet<OrderId> = reference.keys().chain(other.keys()).copied().collect();
+        let differing: Vec<OrderId> = ids
+            .into_iter()
+            .filter(|id| reference.get(id) != other.get(id))
+            .collect();
+        if !differing.is_empty() {
+            violations.push(Violation::OrderDivergence {
+                a: first.clone(),
+                b: name.clone(),
+                orders: differing,
+            });
+        }
+    }
+}
+
+fn check_conservation(expected: &Expected, state: &ClusterState, violations: &mut Vec<Violation>) {
+    for (catalog, books) in &state.catalogs {
+        for (order_replica, orders) in &state.orders {
+            let mut sold: BTreeMap<ItemId, i64> = BTreeMap::new();
+            for order in orders {
+                *sold.entry(order.item_id).or_insert(0) += 1;
+            }
+            for book in books {
+                let Some(initial) = expected.initial.get(&book.id) else {
+                    continue;
+                };
+                let want = initial + expected.restocks.get(&book.id).copied().unwrap_or(0);
+                let found = book.count + sold.get(&book.id).copied().unwrap_or(0);
+                if want != found {
+                    violations.push(Violation::Conservation {
+                        catalog: catalog.clone(),
+                        order: order_replica.clone(),
+                        item: book.id,
+                        expected: want,
+                        found,
+                    });
+                }
+            }
+        }
+    }
+}
+
+fn check_acknowledged(state: &ClusterState, acked: &[AckedBuy], violations: &mut Vec<Violation>) {
+    let mut seen = BTreeSet::new();
+    for buy in acked {
+        if !seen.insert(buy.order) {
+            violations.push(Violation::Duplicate {
+                replica: "(answers)".to_owned(),
+                what: format!("order id {} was answered to two buys", buy.order),
+            });
+        }
+    }
+    for (name, orders) in &state.orders {
+        let held: BTreeMap<OrderId, ItemId> = orders.iter().map(|o| (o.id, o.item_id)).collect();
+        for buy in acked {
+            if held.get(&buy.order) != Some(&buy.item) {
+                violations.push(Violation::LostAck {
+                    replica: name.clone(),
+                    buy: *buy,
+                });
+            }
+        }
+    }
+}
+
+/// Where the replicas of a store are: `(name, url)` of each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaUrls {
+    /// The catalog replicas.
+    pub catalogs: Vec<(String, String)>,
+    /// The order replicas.
+    pub orders: Vec<(String, String)>,
+}
+
+/// The node list of a topology file (the other keys are the server's).
+#[derive(Debug, Deserialize)]
+struct TopologyNodes {
+    node: Vec<TopologyNode>,
+}
+
+#[derive(Debug, Deserialize)]
+struct TopologyNode {
+    name: String,
+    role: String,
+    addr: String,
+}
+
+impl ReplicaUrls {
+    /// The replicas of `pygmy-server`'s default local topology.
+    pub fn default_local() -> ReplicaUrls {
+        let node = |name: &str, port: u16| (name.to_owned(), format!("http://127.0.0.1:{port}"));
+        ReplicaUrls {
+            catalogs: vec![node("catalog-a", 8011), node("catalog-b", 8013)],
+            orders: vec![node("order-a", 8012), node("order-b", 8014)],
+        }
+    }
+
+    /// The replicas named in a topology file's `[[node]]` tables.
+    pub fn from_topology(text: &str) -> Result<ReplicaUrls, String> {
+        let file: TopologyNodes = toml::from_str(text).map_err(|e| e.to_string())?;
+        let of_role = |role: &str| {
+            file.node
+                .iter()
+                .filter(|n| n.role == role)
+                .map(|n| (n.name.clone(), format!("http://{}", n.addr)))
+                .collect::<Vec<_>>()
+        };
+        Ok(ReplicaUrls {
+            catalogs: of_role("catalog"),
+            orders: of_role("order"),
+        })
+    }
+
+    /// Clients of every replica.
+    pub fn clients(&self, options: &crate::ClientOptions) -> Result<ReplicaClients, ClientError> {
+        let catalogs = self
+            .catalogs
+            .iter()
+            .map(|(name, url)| Ok((name.clone(), CatalogClient::new(url, options)?)))
+            .collect::<Result<Vec<_>, ClientError>>()?;
+        let orders = self
+            .orders
+            .iter()
+            .map(|(name, url)| Ok((name.clone(), OrderClient::new(url, options)?)))
+            .collect::<Result<Vec<_>, ClientError>>()?;
+        Ok(ReplicaClients { catalogs, orders })
+    }
+}
+
+/// A client of every replica of a store, by name.
+#[derive(Debug, Clone)]
+pub struct ReplicaClients {
+    /// The catalog replicas.
+    pub catalogs: Vec<(String, CatalogClient)>,
+    /// The order replicas.
+    pub orders: Vec<(String, OrderClient)>,
+}
+
+impl ReplicaClients {
+    /// Reads every replica's state (see [`collect`]).
+    pub async fn collect(&self) -> Result<ClusterState, ClientError> {
+        collect(&self.catalogs, &self.orders).await
+    }
+}
+
+/// Reads every replica's state: books from each catalog replica, orders
+/// from each order replica (all reads, in parallel per service).
+pub async fn collect(
+    catalogs: &[(String, CatalogClient)],
+    orders: &[(String, OrderClient)],
+) -> Result<ClusterState, ClientError> {
+    let mut state = ClusterState::default();
+    for (name, client) in catalogs {
+        state
+            .catalogs
+            .insert(name.clone(), client.items(None).await?);
+    }
+    for (name, client) in orders {
+        state.orders.insert(name.clone(), client.orders().await?);
+    }
+    Ok(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pygmy_core::types::{default_books, IdempotencyKey};
+
+    fn order(id: i64, item: i64) -> Order {
+        Order {
+            created: "2026-11-24T00:00:00Z".to_owned(),
+            id: OrderId(id),
+            item_id: ItemId(item),
+            key: IdempotencyKey::parse(&format!("k{id}")).expect("key"),
+        }
+    }
+
+    /// Two catalog and two order replicas after two buys of item 1
+    /// (stock 100 -> 98), both acknowledged.
+    fn clean() -> (Expected, ClusterState, Vec<AckedBuy>) {
+        let before = ClusterState {
+            catalogs: [("c0".to_owned(), default_books())].into(),
+            orders: [("o0".to_owned(), Vec::new())].into(),
+        };
+        let expected = Expected::baseline(&before);
+        let mut books = default_books();
+        books[0].count = 98;
+        let orders = vec![order(1, 1), order(2, 1)];
+        let state = ClusterState {
+            catalogs: [("c0".to_owned(), books.clone()), ("c1".to_owned(), books)].into(),
+            orders: [("o0".to_owned(), orders.clone()), ("o1".to_owned(), orders)].into(),
+        };
+        let acked = vec![
+            AckedBuy {
+                item: ItemId(1),
+                order: OrderId(1),
+            },
+            AckedBuy {
+                item: ItemId(1),
+                order: OrderId(2),
+            },
+        ];
+        (expected, state, acked)
+    }
+
+    fn kinds(violations: &[Violation]) -> Vec<&'static str> {
+        violations
+            .iter()
+            .map(|v| match v {
+                Violation::Oversell { .. } => "oversell",
+                Violation::Conservation { .. } => "conservation",
+                Violation::CatalogDivergence { .. } => "catalog_divergence",
+                Violation::OrderDivergence { .. } => "order_divergence",
+                Violation::LostAck { .. } => "lost_ack",
+                Violation::Duplicate { .. } => "duplicate",
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_clean_state_passes() {
+        let (expected, state, acked) = clean();
+        assert_eq!(check(&expected, &state, &acked), Vec::new());
+    }
+
+    #[test]
+    fn negative_stock_is_an_oversell() {
+        let (expected, mut state, acked) = clean();
+        for books in state.catalogs.values_mut() {
+            books[2].count = -1;
+        }
+        let found = check(&expected, &state, &acked);
+        assert!(kinds(&found).contains(&"oversell"), "{found:?}");
+    }
+
+    #[test]
+    fn a_sale_without_an_order_breaks_conservation() {
+        let (expected, mut state, acked) = clean();
+        for books in state.catalogs.values_mut() {
+            books[0].count = 97;
+        }
+        assert_eq!(
+            kinds(&check(&expected, &state, &acked)),
+            vec!["conservation"; 2 * 2]
+        );
+    }
+
+    #[test]
+    fn restocks_are_counted() {
+        let (mut expected, mut state, acked) = clean();
+        for books in state.catalogs.values_mut() {
+            books[0].count += 5;
+        }
+        assert!(!check(&expected, &state, &acked).is_empty());
+        expected.restocks.insert(ItemId(1), 5);
+        assert_eq!(check(&expected, &state, &acked), Vec::new());
+    }
+
+    #[test]
+    fn replicas_that_differ_are_caught() {
+        let (expected, mut state, acked) = clean();
+        if let Some(books) = state.catalogs.get_mut("c1") {
+            books[4].cost = pygmy_core::types::Cost::whole(1).expect("cost");
+        }
+        let found = check(&expected, &state, &acked);
+        assert_eq!(kinds(&found), vec!["catalog_divergence"]);
+
+        let (expected, mut state, acked) = clean();
+        if let Some(orders) = state.orders.get_mut("o1") {
+            orders[1].item_id = ItemId(2);
+        }
+        let found = kinds(&check(&expected, &state, &acked));
+        assert!(
+            found.contains(&"order_divergence") && found.contains(&"lost_ack"),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn a_lost_acknowledged_buy_is_caught() {
+        let (expected, state, mut acked) = clean();
+        acked.push(AckedBuy {
+            item: ItemId(3),
+            order: OrderId(3),
+        });
+        assert_eq!(
+            kinds(&check(&expected, &state, &acked)),
+            vec!["lost_ack", "lost_ack"]
+        );
+    }
+
+    #[test]
+    fn duplicates_are_caught() {
+        let (expected, mut state, acked) = clean();
+        for orders in state.orders.values_mut() {
+            let mut twin = order(3, 2);
+            twin.key = orders[0].key.clone();
+            orders.push(twin);
+        }
+        let found = kinds(&check(&expected, &state, &acked));
+        assert!(found.contains(&"duplicate"), "{found:?}");
+
+        let (expected, state, mut acked) = clean();
+        acked.push(acked[0]);
+        assert!(kinds(&check(&expected, &state, &acked)).contains(&"duplicate"));
+    }
+}

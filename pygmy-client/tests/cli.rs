@@ -1,0 +1,97 @@
+//! Smoke tests of the `pygmy-client` binary against a real store.
+
+use std::process::Output;
+
+use pygmy_server::testing::{Options, TestCluster};
+use tokio::process::Command;
+
+async fn cli(frontend: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pygmy-client"))
+        .arg("--frontend")
+        .arg(frontend)
+        .args(args)
+        .output()
+        .await
+        .expect("the binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookup_search_buy_and_load_from_the_command_line() {
+    let test = TestCluster::start(Options::default()).await;
+    let frontend = test.url("frontend");
+
+    let out = cli(&frontend, &["lookup", "3"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("Xen and the Art of Surviving Graduate School."));
+
+    let out = cli(&frontend, &["--json", "search", "distributed systems"]).await;
+    assert!(out.status.success());
+    let books: Vec<pygmy_core::types::Book> = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(books.len(), 3);
+
+    let out = cli(&frontend, &["buy", "2", "--key", "cli-test-1"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let again = cli(&frontend, &["buy", "2", "--key", "cli-test-1"]).await;
+    assert_eq!(
+        text(&out.stdout),
+        text(&again.stdout),
+        "the same key, the same order"
+    );
+
+    let out = cli(&frontend, &["lookup", "99"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).starts_with("pygmy-client: not found"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let report = test.dir.path().join("report.json");
+    let report_arg = report.to_str().expect("utf-8 path");
+    let out = cli(
+        &frontend,
+        &[
+            "load",
+            "--requests",
+            "200",
+            "--concurrency",
+            "4",
+            "--report",
+            report_arg,
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("200 requests"),
+        "{}",
+        text(&out.stdout)
+    );
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).expect("report written"))
+            .expect("json");
+    assert_eq!(saved["requests"], 200);
+    test.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_store_is_one_clear_line_and_a_failure() {
+    // Port 9 (discard) on loopback: nothing listens there in a test sandbox.
+    let out = cli("http://127.0.0.1:9", &["lookup", "1"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.starts_with("pygmy-client: cannot reach http://127.0.0.1:9/lookup?id=1"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1);
+    let out = cli("http://127.0.0.1:9", &["load", "--requests", "5"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let out = cli("not a url", &["lookup", "1"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("invalid URL"));
+}

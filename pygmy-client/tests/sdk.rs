@@ -1,0 +1,133 @@
+//! The SDK, the load generator and the checker against a real store.
+
+use pygmy_client::check::{check, Expected, ReplicaUrls};
+use pygmy_client::load::{self, LoadConfig, Mix, Operation};
+use pygmy_client::{Client, ClientError, ClientOptions};
+use pygmy_core::types::{IdempotencyKey, ItemId};
+use pygmy_server::config::Role;
+use pygmy_server::testing::{Options, TestCluster};
+
+fn replica_urls(test: &TestCluster) -> ReplicaUrls {
+    let urls = |role| {
+        test.names(role)
+            .into_iter()
+            .map(|name| {
+                let url = test.url(&name);
+                (name, url)
+            })
+            .collect()
+    };
+    ReplicaUrls {
+        catalogs: urls(Role::Catalog),
+        orders: urls(Role::Order),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sdk_tells_failures_apart() {
+    let test = TestCluster::start(Options {
+        stock: Some(1),
+        ..Options::default()
+    })
+    .await;
+    let store = test.store();
+    assert_eq!(store.lookup(ItemId(1)).await.expect("lookup").count, 1);
+    let key = IdempotencyKey::mint();
+    let order = store.buy_with_key(ItemId(1), &key).await.expect("buy");
+    assert_eq!(
+        store.buy_with_key(ItemId(1), &key).await.expect("same key"),
+        order
+    );
+    assert!(matches!(
+        store.buy(ItemId(1)).await,
+        Err(ClientError::OutOfStock(_))
+    ));
+    assert!(matches!(
+        store.buy(ItemId(99)).await,
+        Err(ClientError::NotFound(_))
+    ));
+    assert!(matches!(
+        store.lookup(ItemId(99)).await,
+        Err(ClientError::NotFound(_))
+    ));
+    // Without the token, an internal call is refused.
+    let no_token =
+        pygmy_client::CatalogClient::new(&test.url("catalog-0"), &ClientOptions::default())
+            .expect("client");
+    let update = pygmy_core::api::ItemUpdate {
+        count: Some(1),
+        cost: None,
+    };
+    assert!(matches!(
+        no_token.update(ItemId(1), &update).await,
+        Err(ClientError::Unauthorized(_))
+    ));
+    test.shutdown().await;
+    // Nothing listens any more: a transport failure, told as such.
+    let err = store.lookup(ItemId(1)).await.expect_err("no store");
+    assert!(
+        matches!(err, ClientError::Transport { connect: true, .. }),
+        "{err:?}"
+    );
+    assert!(matches!(
+        Client::new("ftp://x"),
+        Err(ClientError::InvalidUrl(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_run_keeps_every_promise() {
+    let test = TestCluster::start(Options {
+        stock: Some(40),
+        ..Options::default()
+    })
+    .await;
+    let replicas = replica_urls(&test)
+        .clients(&test.options())
+        .expect("clients");
+    let before = replicas.collect().await.expect("state");
+    let config = LoadConfig {
+        requests: Some(600),
+        concurrency: 12,
+        mix: "lookup=30,search=30,buy=40".parse::<Mix>().expect("mix"),
+        ..LoadConfig::default()
+    };
+    let report = load::run(&test.store(), &config).await;
+    assert_eq!(report.requests, 600);
+    let buys = &report.operations[&Operation::Buy];
+    // Some items sell out (7 items x 40 copies, ~240 buys spread at random).
+    assert_eq!(buys.ok as usize, report.acked_buys.len());
+    assert_eq!(buys.count, buys.ok + buys.errors.values().sum::<u64>());
+    assert!(
+        buys.errors.keys().all(|k| k == "out_of_stock"),
+        "{:?}",
+        buys.errors
+    );
+    let lookups = &report.operations[&Operation::Lookup];
+    assert_eq!(lookups.ok, lookups.count);
+    assert!(lookups.latency_ms.p50 > 0.0 && lookups.latency_ms.p50 <= lookups.latency_ms.max);
+
+    let after = replicas.collect().await.expect("state");
+    assert_eq!(
+        check(&Expected::baseline(&before), &after, &report.acked_buys),
+        Vec::new()
+    );
+    test.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_loop_run_keeps_its_rate() {
+    let test = TestCluster::start(Options::default()).await;
+    let config = LoadConfig {
+        requests: Some(100),
+        rate: Some(200.0),
+        concurrency: 8,
+        ..LoadConfig::default()
+    };
+    let report = load::run(&test.store(), &config).await;
+    assert_eq!(report.requests, 100);
+    // 100 requests due over 0.5 s: the run cannot be shorter than that.
+    assert!(report.elapsed_s >= 0.49, "{}", report.elapsed_s);
+    assert!(report.mode.starts_with("open"));
+    test.shutdown().await;
+}
