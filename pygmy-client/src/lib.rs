@@ -10,6 +10,7 @@
 //! - [`load`]: the load generator (closed or fixed-rate open loop, HDR
 //!   histograms).
 //! - [`check`]: the checker of the store's promises over replica states.
+//! - [`plot`]: a run's figures as an SVG chart.
 //! - `src/main.rs`: the CLI.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -19,6 +20,7 @@ mod error;
 pub mod http;
 pub mod load;
 pub mod nodes;
+pub mod plot;
 mod store;
 
 pub use error::{ClientError, ERROR_KIND_HEADER};

@@ -84,6 +84,9 @@ struct LoadArgs {
     /// Write the figures as JSON to this file.
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Draw latency and throughput over time to this SVG file.
+    #[arg(long)]
+    plot: Option<PathBuf>,
     /// After the run, check the store's promises on every replica (the run
     /// must be the only writer). Replicas: --topology, or the default local
     /// topology's.
@@ -261,6 +264,10 @@ async fn run_load(store: &Client, args: LoadArgs, json: bool) -> Result<(), Fail
     if let Some(path) = &args.report {
         let text = serde_json::to_string_pretty(&report).map_err(|e| fail(e.to_string()))?;
         std::fs::write(path, text)
+            .map_err(|e| fail(format!("cannot write {}: {e}", path.display())))?;
+    }
+    if let Some(path) = &args.plot {
+        std::fs::write(path, pygmy_client::plot::svg(&report))
             .map_err(|e| fail(format!("cannot write {}: {e}", path.display())))?;
     }
     let Some((clients, expected)) = replicas else {

@@ -1,0 +1,42 @@
+# syntax=docker/dockerfile:1
+#
+# One image for every Pygmy node. The role of a container comes from its
+# arguments, e.g. `--config /etc/pygmy/compose.toml --node catalog-a` (see
+# compose.yaml and docs/topology.md).
+
+# Build: the release binary of pygmy-server.
+FROM rust:1-bookworm AS build
+WORKDIR /src
+# Copy only the workspace manifest, the lock file and the crates, so that a
+# local target/, data/ or logs/ never reaches the image.
+COPY Cargo.toml Cargo.lock ./
+COPY pygmy-core pygmy-core
+COPY pygmy-client pygmy-client
+COPY pygmy-server pygmy-server
+# The cache mounts keep the registry and the build directory between builds.
+# The binary is copied out in the same step, because target/ is a cache
+# mount.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked -p pygmy-server \
+    && cp target/release/pygmy-server /usr/local/bin/pygmy-server
+
+# Run: the binary alone on a slim Debian. SQLite is compiled into the binary,
+# and the nodes speak plain HTTP, so no extra library is needed.
+FROM debian:bookworm-slim
+# A new named volume mounted on /var/lib/pygmy takes this directory's owner,
+# so the unprivileged user can write there.
+RUN useradd --system --user-group --no-create-home --home-dir /var/lib/pygmy pygmy \
+    && mkdir -p /var/lib/pygmy \
+    && chown pygmy:pygmy /var/lib/pygmy
+COPY --from=build /usr/local/bin/pygmy-server /usr/local/bin/pygmy-server
+USER pygmy
+# Relative `data_dir` and `log_dir` paths resolve here. Mount a volume on it
+# to keep the data.
+WORKDIR /var/lib/pygmy
+# The default ports: frontend 8010, then catalog-a, order-a, catalog-b,
+# order-b.
+EXPOSE 8010-8014
+# With no arguments, the binary runs the embedded topology on 127.0.0.1,
+# which only the container itself can reach. Pass --config and --node.
+ENTRYPOINT ["pygmy-server"]
