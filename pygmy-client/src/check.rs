@@ -301,7 +301,8 @@ struct TopologyNode {
 }
 
 impl ReplicaUrls {
-    /// The replicas of `pygmy-server`'s default local topology.
+    /// The replicas of `pygmy-server`'s default local topology (a test in
+    /// `tests/sdk.rs` holds the two equal).
     pub fn default_local() -> ReplicaUrls {
         let node = |name: &str, port: u16| (name.to_owned(), format!("http://127.0.0.1:{port}"));
         ReplicaUrls {
@@ -359,7 +360,8 @@ impl ReplicaClients {
 }
 
 /// Reads every replica's state: books from each catalog replica, orders
-/// from each order replica (all reads, in parallel per service).
+/// from each order replica, one after the other (so the state is exact only
+/// when no writes run).
 pub async fn collect(
     catalogs: &[(String, CatalogClient)],
     orders: &[(String, OrderClient)],

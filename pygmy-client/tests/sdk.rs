@@ -131,3 +131,14 @@ async fn an_open_loop_run_keeps_its_rate() {
     assert!(report.mode.starts_with("open"));
     test.shutdown().await;
 }
+
+#[test]
+fn the_default_replicas_are_the_servers_default_topology() {
+    let topology = pygmy_server::config::Topology::default_local();
+    let urls = |role| topology.urls(role);
+    let expected = ReplicaUrls {
+        catalogs: urls(Role::Catalog),
+        orders: urls(Role::Order),
+    };
+    assert_eq!(ReplicaUrls::default_local(), expected);
+}

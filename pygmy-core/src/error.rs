@@ -56,6 +56,9 @@ pub enum ReplicationError {
     /// The peer RPC is not one this backend knows.
     #[error("unknown replication call {0:?}")]
     UnknownRpc(String),
+    /// The replica's configuration is inconsistent.
+    #[error("replication misconfigured: {0}")]
+    Config(String),
 }
 
 /// A call to a peer failed before it produced an answer.
@@ -90,7 +93,7 @@ impl ReplicationError {
             ReplicationError::Unavailable(_) => 503,
             ReplicationError::BadMessage(_) => 400,
             ReplicationError::UnknownRpc(_) => 404,
-            ReplicationError::Store(_) => 500,
+            ReplicationError::Store(_) | ReplicationError::Config(_) => 500,
         }
     }
 }

@@ -68,7 +68,9 @@ async fn connected(replicas: &[Replica]) {
 async fn seeded_store(stock: i64) -> Arc<MemoryCatalog> {
     let store = Arc::new(MemoryCatalog::new());
     let mut books = default_books();
-    books[0].count = stock;
+    for book in &mut books {
+        book.count = stock;
+    }
     store.seed(books).await.expect("seed");
     store
 }
@@ -237,4 +239,95 @@ async fn a_replica_must_be_in_its_own_list() {
         net.endpoint("stranger")
     )
     .is_err());
+}
+
+/// A clean restart of the first replica, with sales of every item going on
+/// at every replica all along: no more sales of an item may be answered
+/// than it had in stock, and the replicas must agree at the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_of_the_first_replica_under_load_never_oversells() {
+    use std::sync::atomic::{AtomicBool, AtomicI64, Ordering::Relaxed};
+    const STOCK: i64 = 150;
+    const ITEMS: usize = 7;
+    const SELLERS: usize = 4;
+    let (net, mut replicas) = cluster(STOCK).await;
+    let sold: Arc<Vec<AtomicI64>> = Arc::new((0..ITEMS).map(|_| AtomicI64::new(0)).collect());
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut sellers = Vec::new();
+    let spawn_seller = |replicator: Arc<dyn Replicator<CatalogMachine>>, name: String| {
+        let (sold, stop) = (Arc::clone(&sold), Arc::clone(&stop));
+        tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(Relaxed) {
+                n += 1;
+                let item = n % ITEMS;
+                let op = Op {
+                    id: OpId(format!("{name}-{n}")),
+                    cmd: CatalogCommand::Sell {
+                        item: ItemId(item as i64 + 1),
+                    },
+                };
+                if let Ok(CatalogOutcome::Sold { .. }) = replicator.propose(op).await {
+                    sold[item].fetch_add(1, Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+    };
+    for (i, r) in replicas.iter().enumerate().skip(1) {
+        for k in 0..SELLERS {
+            sellers.push(spawn_seller(Arc::clone(&r.replicator), format!("s{i}.{k}")));
+        }
+    }
+    // c0 crashes (cut off); the others go on selling through c1 until
+    // little is left...
+    net.set_cut("c0", true);
+    let left = |r: &Replica| {
+        let store = Arc::clone(&r.store);
+        async move {
+            store
+                .books(None)
+                .await
+                .expect("books")
+                .iter()
+                .map(|b| b.count)
+                .sum::<i64>()
+        }
+    };
+    while left(&replicas[1]).await > ITEMS as i64 * 40 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let old = replicas.remove(0);
+    drop((old.replicator, old.broadcast));
+    net.set_cut("c0", false);
+    // ...then c0 comes back on its old state and sells at once, beside them.
+    let c0 = start(&net, "c0", old.store).await;
+    for k in 0..SELLERS {
+        sellers.push(spawn_seller(Arc::clone(&c0.replicator), format!("s0.{k}")));
+    }
+    replicas.insert(0, c0);
+    for _ in 0..500 {
+        let mut remaining = 0;
+        for r in &replicas {
+            remaining += left(r).await;
+        }
+        if remaining == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.store(true, Relaxed);
+    for seller in sellers {
+        seller.await.expect("seller");
+    }
+    let sold: Vec<i64> = sold.iter().map(|s| s.load(Relaxed)).collect();
+    assert!(
+        sold.iter().all(|&s| s <= STOCK),
+        "sales answered per item {sold:?} for {STOCK} copies each"
+    );
+    for r in &replicas {
+        let books = r.store.books(None).await.expect("books");
+        let counts: Vec<i64> = books.iter().map(|b| b.count).collect();
+        assert_eq!(counts, sold.iter().map(|s| STOCK - s).collect::<Vec<_>>());
+    }
 }

@@ -161,6 +161,11 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// No book with this id.
+    pub fn no_such_item(item: ItemId) -> ApiError {
+        ApiError::NotFound(format!("No item with id {item} in the catalog"))
+    }
+
     /// The seed's answer to a buy of a sold-out item.
     pub fn out_of_stock(item: ItemId) -> ApiError {
         ApiError::OutOfStock(format!(

@@ -5,6 +5,7 @@
 //! invalidation of the book and its topic to every frontend before it
 //! answers, so no frontend serves the old value from its cache afterwards.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +23,7 @@ use serde_json::Value;
 
 use crate::api::{json, parse_item_id, ApiError, ApiResult, Request};
 use crate::node::{health, method_not_allowed, replication_call, route_not_found, Identity};
-use crate::server::{parse_json, Handler};
+use crate::server::{parse_json, Handler, Metrics};
 
 /// How long a change waits, at most, for the frontends to drop the book.
 const INVALIDATION_TIMEOUT: Duration = Duration::from_millis(500);
@@ -33,6 +34,8 @@ pub struct CatalogNode {
     store: Arc<dyn CatalogStore>,
     replicator: Arc<dyn Replicator<CatalogMachine>>,
     frontends: Vec<InternalClient>,
+    /// Reads served (`GET /item...`), for `/metrics`.
+    reads: AtomicU64,
 }
 
 impl CatalogNode {
@@ -49,6 +52,7 @@ impl CatalogNode {
             store,
             replicator,
             frontends,
+            reads: AtomicU64::new(0),
         }
     }
 
@@ -64,16 +68,20 @@ impl CatalogNode {
     }
 
     async fn book(&self, id: ItemId) -> Result<Book, ApiError> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
         self.store
             .book(id)
             .await?
-            .ok_or_else(|| ApiError::NotFound(format!("No item with id {id} in the catalog")))
+            .ok_or_else(|| ApiError::no_such_item(id))
     }
 
     /// `GET /item`, `GET /item?id=`, `GET /item?topic=` (both: the book if
     /// it is of the topic).
     async fn query(&self, req: &Request) -> ApiResult {
         self.ensure_ready()?;
+        if req.param("id").is_none() {
+            self.reads.fetch_add(1, Ordering::Relaxed);
+        }
         let topic = req.param("topic").map(str::to_owned);
         let books = match req.param("id") {
             Some(raw) => {
@@ -91,8 +99,9 @@ impl CatalogNode {
     }
 
     /// `PUT /item/<id>`: `{"count": delta}` and/or `{"cost": value}`.
-    async fn update(&self, req: &Request, id: ItemId) -> ApiResult {
+    async fn update(&self, req: &Request, id: &str) -> ApiResult {
         req.authorize(self.identity.token.as_deref())?;
+        let id = parse_item_id(id)?;
         let (count, cost) = parse_update(&parse_json::<Value>(&req.body)?)?;
         let op = Op {
             id: OpId::random(),
@@ -107,16 +116,15 @@ impl CatalogNode {
                 Ok(json(StatusCode::CREATED, &UpdateResponse::new(book)))
             }
             CatalogOutcome::Refused { reason, .. } => Err(ApiError::Unprocessable(reason)),
-            CatalogOutcome::NoSuchItem { item } => Err(ApiError::NotFound(format!(
-                "No item with id {item} in the catalog"
-            ))),
+            CatalogOutcome::NoSuchItem { item } => Err(ApiError::no_such_item(item)),
             other => Err(ApiError::Internal(format!("an update answered {other:?}"))),
         }
     }
 
     /// `POST /item/<id>/sell` (internal): one copy, once per key.
-    async fn sell(&self, req: &Request, id: ItemId) -> ApiResult {
+    async fn sell(&self, req: &Request, id: &str) -> ApiResult {
         req.authorize(self.identity.token.as_deref())?;
+        let id = parse_item_id(id)?;
         let key = req.idempotency_key()?.ok_or_else(|| {
             ApiError::BadRequest("a sale needs an Idempotency-Key header".to_owned())
         })?;
@@ -129,9 +137,7 @@ impl CatalogNode {
                 Ok(json(StatusCode::OK, &ItemsResponse::new(vec![book])))
             }
             CatalogOutcome::SoldOut { item } if item == id => Err(ApiError::out_of_stock(id)),
-            CatalogOutcome::NoSuchItem { item } if item == id => Err(ApiError::NotFound(format!(
-                "No item with id {id} in the catalog"
-            ))),
+            CatalogOutcome::NoSuchItem { item } if item == id => Err(ApiError::no_such_item(id)),
             _ => Err(ApiError::Unprocessable(format!(
                 "the idempotency key {key} was used to buy another item"
             ))),
@@ -190,7 +196,7 @@ fn parse_update(body: &Value) -> Result<(Option<i64>, Option<Cost>), ApiError> {
     let count = match fields.get("count") {
         None | Some(Value::Null) => None,
         Some(Value::Number(n)) => match n.as_i64() {
-            Some(delta) if delta.abs() <= MAX_COUNT => Some(delta),
+            Some(delta) if (-MAX_COUNT..=MAX_COUNT).contains(&delta) => Some(delta),
             Some(_) => {
                 return Err(ApiError::Unprocessable(format!(
                     "count must be within ±{MAX_COUNT}"
@@ -242,8 +248,8 @@ impl Handler for CatalogNode {
                 // The seed's propagation endpoint: here, a shipment of ops.
                 replication_call(&self.identity, &*self.replicator, "ship", &req).await
             }
-            (&Method::PUT, ["item", id]) => self.update(&req, parse_item_id(id)?).await,
-            (&Method::POST, ["item", id, "sell"]) => self.sell(&req, parse_item_id(id)?).await,
+            (&Method::PUT, ["item", id]) => self.update(&req, id).await,
+            (&Method::POST, ["item", id, "sell"]) => self.sell(&req, id).await,
             (&Method::POST, ["replication", rpc]) => {
                 replication_call(&self.identity, &*self.replicator, rpc, &req).await
             }
@@ -254,10 +260,28 @@ impl Handler for CatalogNode {
                 | ["item", _]
                 | ["item", "propagate", _]
                 | ["item", _, "sell"]
+                | ["replication", _]
                 | ["health"],
             ) => Err(method_not_allowed(&method)),
             _ => Err(route_not_found(&req)),
         }
+    }
+
+    fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    fn metrics(&self, out: &mut Metrics) {
+        out.gauge(
+            "pygmy_ready",
+            "1 once the replica serves, 0 while it catches up.",
+            u64::from(self.replicator.is_ready()),
+        );
+        out.counter(
+            "pygmy_catalog_reads_total",
+            "Reads of books served.",
+            self.reads.load(Ordering::Relaxed),
+        );
     }
 }
 

@@ -148,6 +148,10 @@ pub struct Topology {
     /// The nodes.
     #[serde(rename = "node")]
     pub nodes: Vec<NodeConfig>,
+    /// The directory of the file this was read from: a relative
+    /// `catalog_file` is relative to it.
+    #[serde(skip)]
+    pub base_dir: Option<PathBuf>,
 }
 
 /// A topology file that cannot be used.
@@ -215,6 +219,7 @@ impl Topology {
             cache: CacheConfig::default(),
             max_body_bytes: Self::default_max_body(),
             read_timeout_ms: Self::default_read_timeout_ms(),
+            base_dir: None,
             nodes: vec![
                 node("frontend", Role::Frontend, 8010),
                 node("catalog-a", Role::Catalog, 8011),
@@ -225,8 +230,8 @@ impl Topology {
         }
     }
 
-    /// Reads and checks a topology file. A relative `catalog_file` is
-    /// resolved against the file's directory.
+    /// Reads and checks a topology file. A relative `catalog_file` will be
+    /// read from the file's directory.
     pub fn load(path: &Path) -> Result<Topology, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.display().to_string(),
@@ -239,11 +244,7 @@ impl Topology {
             },
             other => other,
         })?;
-        if let (Some(file), Some(dir)) = (&topology.catalog_file, path.parent()) {
-            if file.is_relative() {
-                topology.catalog_file = Some(dir.join(file));
-            }
-        }
+        topology.base_dir = path.parent().map(Path::to_path_buf);
         Ok(topology)
     }
 
@@ -304,6 +305,17 @@ impl Topology {
                 }
             }
         }
+        let mut data_dirs = HashSet::new();
+        for node in self.nodes.iter().filter(|n| n.role != Role::Frontend) {
+            if !data_dirs.insert((node.role, self.data_dir(node))) {
+                return Err(ConfigError::Invalid(format!(
+                    "{}: another {} node has the data dir {}",
+                    node.name,
+                    node.role,
+                    self.data_dir(node).display()
+                )));
+            }
+        }
         for role in [Role::Frontend, Role::Catalog, Role::Order] {
             if self.of_role(role).next().is_none() {
                 return Err(ConfigError::Invalid(format!("there is no {role} node")));
@@ -356,8 +368,12 @@ impl Topology {
 
     /// The books the catalog starts with.
     pub fn books(&self) -> Result<Vec<Book>, ConfigError> {
-        let Some(path) = &self.catalog_file else {
+        let Some(file) = &self.catalog_file else {
             return Ok(default_books());
+        };
+        let path = &match &self.base_dir {
+            Some(dir) if file.is_relative() => dir.join(file),
+            _ => file.clone(),
         };
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.display().to_string(),
@@ -389,6 +405,24 @@ impl Topology {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_catalog_file_is_read_from_beside_the_topology() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let book = "[[book]]\ncost = 3\ncount = 4\nid = 9\ntitle = \"T\"\ntopic = \"t\"\n";
+        std::fs::write(dir.path().join("books.toml"), book).expect("write");
+        let mut topology = Topology::default_local();
+        topology.catalog_file = Some(PathBuf::from("books.toml"));
+        let path = dir.path().join("cluster.toml");
+        std::fs::write(&path, topology.to_toml()).expect("write");
+        let loaded = Topology::load(&path).expect("load");
+        assert_eq!(loaded.catalog_file, Some(PathBuf::from("books.toml")));
+        let books = loaded.books().expect("books");
+        assert_eq!((books.len(), books[0].id.0, books[0].count), (1, 9, 4));
+        let bad = "[[book]]\ncost = -3\ncount = 4\nid = 9\ntitle = \"T\"\ntopic = \"t\"\n";
+        std::fs::write(dir.path().join("books.toml"), bad).expect("write");
+        assert!(loaded.books().is_err());
+    }
 
     #[test]
     fn the_default_prints_and_parses_back() {

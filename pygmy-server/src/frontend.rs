@@ -24,21 +24,32 @@ use serde::Serialize;
 
 use crate::api::{json, json_bytes, parse_item_id, to_bytes, ApiError, ApiResult, Request};
 use crate::node::{health, method_not_allowed, route_not_found, Identity};
-use crate::server::{parse_json, Handler};
+use crate::server::{parse_json, Handler, Metrics};
 
-/// The replicas of one backend service and a client for each.
+/// The replicas of one backend service, a client for each, and the
+/// balancer that spreads requests over them (one per backend, so that the
+/// requests to one service do not move the other's rotation).
 pub struct Backend<C> {
     replicas: Replicas,
     clients: Vec<C>,
+    balancer: Box<dyn Balancer>,
 }
 
 impl<C> Backend<C> {
     /// A backend of these replicas, `clients[i]` reaching `replicas[i]`.
-    pub fn new(replicas: Replicas, clients: Vec<C>) -> Self {
+    pub fn new(replicas: Replicas, clients: Vec<C>, balancer: Box<dyn Balancer>) -> Self {
         assert_eq!(replicas.len(), clients.len(), "one client per replica");
-        Backend { replicas, clients }
+        Backend {
+            replicas,
+            clients,
+            balancer,
+        }
     }
 }
+
+/// The longest topic a search takes: topics are short, and each one
+/// searched takes a cache slot.
+const MAX_TOPIC_BYTES: usize = 256;
 
 /// Counts of what the frontend served, for `/metrics`.
 #[derive(Debug, Default)]
@@ -53,7 +64,6 @@ struct Counters {
 pub struct FrontendNode {
     identity: Identity,
     cache: Arc<dyn Cache>,
-    balancer: Arc<dyn Balancer>,
     catalogs: Backend<CatalogClient>,
     orders: Backend<OrderClient>,
     counters: Counters,
@@ -64,14 +74,12 @@ impl FrontendNode {
     pub fn new(
         identity: Identity,
         cache: Arc<dyn Cache>,
-        balancer: Arc<dyn Balancer>,
         catalogs: Backend<CatalogClient>,
         orders: Backend<OrderClient>,
     ) -> Self {
         FrontendNode {
             identity,
             cache,
-            balancer,
             catalogs,
             orders,
             counters: Counters::default(),
@@ -92,7 +100,7 @@ impl FrontendNode {
         Fut: Future<Output = Result<T, ClientError>>,
     {
         let mut last = None;
-        for (attempt, index) in self
+        for (attempt, index) in backend
             .balancer
             .plan(&backend.replicas)
             .into_iter()
@@ -157,6 +165,11 @@ impl FrontendNode {
     async fn search(&self, req: &Request) -> ApiResult {
         self.counters.searches.fetch_add(1, Ordering::Relaxed);
         let topic = req.required("topic")?;
+        if topic.len() > MAX_TOPIC_BYTES {
+            return Err(ApiError::BadRequest(format!(
+                "a topic is at most {MAX_TOPIC_BYTES} bytes"
+            )));
+        }
         self.cached(search_key(topic), async {
             let books = self
                 .on_replicas(&self.catalogs, |c| c.items(Some(topic)))
@@ -171,9 +184,10 @@ impl FrontendNode {
         let id = parse_item_id(req.required("id")?)?;
         let key = req.idempotency_key()?.unwrap_or_else(IdempotencyKey::mint);
         let order = self.on_replicas(&self.orders, |o| o.buy(id, &key)).await?;
-        // The catalog pushed the invalidation before the sale was answered;
-        // dropping the lookup here too costs nothing and covers a push lost
-        // on the way.
+        // The catalog pushed the invalidation of the book and its topic
+        // before the sale was answered; dropping the lookup here too costs
+        // nothing and covers a lost push for lookups (not for searches: the
+        // frontend does not know the topic; the TTL bounds those).
         self.cache.invalidate(&lookup_key(id));
         Ok(json(StatusCode::OK, &BuyResponse::new(id, order)))
     }
@@ -185,43 +199,6 @@ impl FrontendNode {
         self.cache.invalidate(&lookup_key(invalidation.item));
         self.cache.invalidate(&search_key(&invalidation.topic));
         Ok(json(StatusCode::OK, &Acknowledged::default()))
-    }
-
-    fn metrics(&self) -> ApiResult {
-        let stats = self.cache.stats();
-        let c = &self.counters;
-        let lines = [
-            (
-                "pygmy_frontend_lookups_total",
-                c.lookups.load(Ordering::Relaxed),
-            ),
-            (
-                "pygmy_frontend_searches_total",
-                c.searches.load(Ordering::Relaxed),
-            ),
-            ("pygmy_frontend_buys_total", c.buys.load(Ordering::Relaxed)),
-            (
-                "pygmy_frontend_failovers_total",
-                c.failovers.load(Ordering::Relaxed),
-            ),
-            ("pygmy_cache_hits_total", stats.hits),
-            ("pygmy_cache_misses_total", stats.misses),
-            ("pygmy_cache_evictions_total", stats.evictions),
-            ("pygmy_cache_stale_fills_total", stats.stale_fills),
-        ];
-        let mut text = String::new();
-        for (name, value) in lines {
-            text.push_str(&format!(
-                "# TYPE {name} counter\n{name}{{node=\"{}\"}} {value}\n",
-                self.identity.name
-            ));
-        }
-        let mut response = http::Response::new(http_body_util::Full::new(Bytes::from(text)));
-        response.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("text/plain; version=0.0.4"),
-        );
-        Ok(response)
     }
 }
 
@@ -253,11 +230,56 @@ impl Handler for FrontendNode {
             (&Method::GET, ["buy"]) => self.buy(&req).await,
             (&Method::POST, ["invalidate"]) => self.invalidate(&req),
             (&Method::GET, ["health"]) => Ok(health(&self.identity, true)),
-            (&Method::GET, ["metrics"]) => self.metrics(),
             (_, ["lookup"] | ["search"] | ["buy"] | ["invalidate"] | ["health"] | ["metrics"]) => {
                 Err(method_not_allowed(&method))
             }
             _ => Err(route_not_found(&req)),
         }
+    }
+
+    fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    fn metrics(&self, out: &mut Metrics) {
+        let c = &self.counters;
+        let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        out.counter(
+            "pygmy_frontend_lookups_total",
+            "Lookups asked.",
+            load(&c.lookups),
+        );
+        out.counter(
+            "pygmy_frontend_searches_total",
+            "Searches asked.",
+            load(&c.searches),
+        );
+        out.counter("pygmy_frontend_buys_total", "Buys asked.", load(&c.buys));
+        out.counter(
+            "pygmy_frontend_failovers_total",
+            "Backend calls retried on another replica.",
+            load(&c.failovers),
+        );
+        let stats = self.cache.stats();
+        out.counter(
+            "pygmy_cache_hits_total",
+            "Reads answered from the cache.",
+            stats.hits,
+        );
+        out.counter(
+            "pygmy_cache_misses_total",
+            "Reads not in the cache.",
+            stats.misses,
+        );
+        out.counter(
+            "pygmy_cache_evictions_total",
+            "Values evicted or expired.",
+            stats.evictions,
+        );
+        out.counter(
+            "pygmy_cache_stale_fills_total",
+            "Fills dropped because the key was invalidated meanwhile.",
+            stats.stale_fills,
+        );
     }
 }

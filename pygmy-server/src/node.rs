@@ -102,6 +102,9 @@ pub enum NodeError {
     /// The replicator could not start.
     #[error(transparent)]
     Replication(#[from] pygmy_core::ReplicationError),
+    /// A node stopped on its own.
+    #[error("node {0} stopped")]
+    Stopped(String),
     /// The address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -130,6 +133,9 @@ fn client_options(topology: &Topology) -> ClientOptions {
 fn limits(topology: &Topology) -> Limits {
     Limits {
         max_body: topology.max_body_bytes,
+        max_internal_body: Limits::default()
+            .max_internal_body
+            .max(topology.max_body_bytes),
         read_timeout: Duration::from_millis(topology.read_timeout_ms),
         ..Limits::default()
     }
@@ -187,7 +193,13 @@ async fn catalog_node(
         }
         StoreKind::Memory => Arc::new(MemoryCatalog::new()),
     };
-    if store.seed(topology.books()?).await? {
+    let books = {
+        let topology = topology.clone();
+        tokio::task::spawn_blocking(move || topology.books())
+            .await
+            .map_err(StoreError::from)??
+    };
+    if store.seed(books).await? {
         tracing::info!("seeded a new catalog");
     }
     let pool = pooled(&client_options(topology))?;
@@ -232,10 +244,11 @@ fn backend<C>(
 ) -> Result<Backend<C>, NodeError> {
     let clients = clients(topology, role, pool, make)?;
     let replicas = Replicas::new(topology.urls(role), HealthPolicy::default());
-    Ok(Backend::new(
-        replicas,
-        clients.into_iter().map(|(_, c)| c).collect(),
-    ))
+    let balancer: Box<dyn Balancer> = match topology.balancer {
+        BalancerKind::RoundRobin => Box::new(RoundRobin::default()),
+    };
+    let clients = clients.into_iter().map(|(_, c)| c).collect();
+    Ok(Backend::new(replicas, clients, balancer))
 }
 
 fn frontend_node(topology: &Topology, identity: Identity) -> Result<FrontendNode, NodeError> {
@@ -249,12 +262,7 @@ fn frontend_node(topology: &Topology, identity: Identity) -> Result<FrontendNode
         )),
         None => Arc::new(NoCache::default()),
     };
-    let balancer: Arc<dyn Balancer> = match topology.balancer {
-        BalancerKind::RoundRobin => Arc::new(RoundRobin::default()),
-    };
-    Ok(FrontendNode::new(
-        identity, cache, balancer, catalogs, orders,
-    ))
+    Ok(FrontendNode::new(identity, cache, catalogs, orders))
 }
 
 /// Builds node `name` of `topology` and serves it on `listener` until
@@ -386,8 +394,9 @@ impl Cluster {
         Ok(())
     }
 
-    /// Stops node `name` (as a crash would, from its peers' view: it stops
-    /// answering) and waits until it has stopped.
+    /// Stops node `name` gracefully (it finishes the requests under way,
+    /// then closes every connection; its peers then find it refusing
+    /// connections) and waits until it has stopped.
     pub async fn stop_node(&mut self, name: &str) -> Result<(), NodeError> {
         match self.running.remove(name) {
             Some(running) => stop(name, running).await,
@@ -408,10 +417,33 @@ impl Cluster {
         Ok(())
     }
 
-    /// Runs until `signal` completes, then stops every node.
-    pub async fn run_until(self, signal: impl Future<Output = ()>) -> Result<(), NodeError> {
-        signal.await;
-        self.shutdown().await
+    /// Runs until `signal` completes, or until a node fails (a store that
+    /// cannot be opened, say), then stops every node.
+    pub async fn run_until(mut self, signal: impl Future<Output = ()>) -> Result<(), NodeError> {
+        let mut signal = std::pin::pin!(signal);
+        loop {
+            let failed = self
+                .running
+                .iter()
+                .find(|(_, running)| running.task.is_finished())
+                .map(|(name, _)| name.clone());
+            if let Some(name) = failed {
+                let running = self.running.remove(&name);
+                let result = match running {
+                    Some(running) => stop(&name, running).await,
+                    None => Ok(()),
+                };
+                let _ = self.shutdown().await;
+                return match result {
+                    Ok(()) => Err(NodeError::Stopped(name)),
+                    Err(err) => Err(err),
+                };
+            }
+            tokio::select! {
+                () = &mut signal => return self.shutdown().await,
+                () = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        }
     }
 
     /// Stops every node; the first error of any node, if one failed.

@@ -19,9 +19,11 @@ use pygmy_core::types::{IdempotencyKey, ItemId, Order};
 
 use crate::api::{json, parse_item_id, ApiError, ApiResult, Request};
 use crate::node::{health, method_not_allowed, replication_call, route_not_found, Identity};
-use crate::server::Handler;
+use crate::server::{Handler, Metrics};
 
-/// An order replica.
+/// An order replica. Cheap to clone (it is all shared handles), so that a
+/// buy can finish in its own task.
+#[derive(Clone)]
 pub struct OrderNode {
     identity: Identity,
     store: Arc<dyn OrderStore>,
@@ -47,16 +49,29 @@ impl OrderNode {
         }
     }
 
+    fn ensure_ready(&self) -> Result<(), ApiError> {
+        if self.replicator.is_ready() {
+            Ok(())
+        } else {
+            Err(ApiError::Unavailable(format!(
+                "{} is catching up with its peers",
+                self.identity.name
+            )))
+        }
+    }
+
     /// `GET /buy/<item>`.
     async fn buy(&self, req: &Request, item: ItemId) -> ApiResult {
+        self.ensure_ready()?;
         let key = req.idempotency_key()?.unwrap_or_else(IdempotencyKey::mint);
-        let order = match self.store.order_by_key(&key).await? {
-            Some(order) => order,
-            None => {
-                self.sell(item, &key).await?;
-                self.record(item, &key).await?
-            }
-        };
+        // The sale and the order are two steps: run them in a task of their
+        // own, so that a client that goes away between them (or the
+        // request's time limit) does not leave a sale without its order.
+        let node = self.clone();
+        let steps_key = key.clone();
+        let order = tokio::spawn(async move { node.sell_and_record(item, &steps_key).await })
+            .await
+            .map_err(|e| ApiError::Internal(format!("the buy task failed: {e}")))??;
         if order.item_id != item {
             return Err(ApiError::Unprocessable(format!(
                 "the idempotency key {key} was used to buy item {}",
@@ -64,6 +79,16 @@ impl OrderNode {
             )));
         }
         Ok(json(StatusCode::OK, &BuyResponse::new(item, order.id)))
+    }
+
+    /// The order of `key`: the one recorded already, or a sale and then a
+    /// new order.
+    async fn sell_and_record(&self, item: ItemId, key: &IdempotencyKey) -> Result<Order, ApiError> {
+        if let Some(order) = self.store.order_by_key(key).await? {
+            return Ok(order);
+        }
+        self.sell(item, key).await?;
+        self.record(item, key).await
     }
 
     /// Has a catalog replica sell one copy under `key`: the preferred one,
@@ -107,6 +132,7 @@ impl Handler for OrderNode {
         match (&method, req.path().as_slice()) {
             (&Method::GET, ["buy", item]) => self.buy(&req, parse_item_id(item)?).await,
             (&Method::GET, ["orders"]) => {
+                self.ensure_ready()?;
                 let orders = self.store.orders().await?;
                 Ok(json(StatusCode::OK, &OrdersResponse::new(orders)))
             }
@@ -118,10 +144,22 @@ impl Handler for OrderNode {
                 replication_call(&self.identity, &*self.replicator, rpc, &req).await
             }
             (&Method::GET, ["health"]) => Ok(health(&self.identity, self.replicator.is_ready())),
-            (_, ["buy", _] | ["orders"] | ["update"] | ["health"]) => {
+            (_, ["buy", _] | ["orders"] | ["update"] | ["replication", _] | ["health"]) => {
                 Err(method_not_allowed(&method))
             }
             _ => Err(route_not_found(&req)),
         }
+    }
+
+    fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    fn metrics(&self, out: &mut Metrics) {
+        out.gauge(
+            "pygmy_ready",
+            "1 once the replica serves, 0 while it catches up.",
+            u64::from(self.replicator.is_ready()),
+        );
     }
 }

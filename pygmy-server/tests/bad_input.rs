@@ -16,6 +16,12 @@ struct Case {
 }
 
 const AUTH: &[(&str, &str)] = &[("x-pygmy-token", TOKEN)];
+const LONG_TOPIC: &str = concat!(
+    "/search?topic=",
+    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+);
 const WRONG_TOKEN: &[(&str, &str)] = &[("x-pygmy-token", "guess")];
 
 fn case(node: &'static str, method: Method, path: &'static str, status: u16) -> Case {
@@ -56,6 +62,7 @@ fn cases() -> Vec<Case> {
         case(f, M::GET, "/lookup?id=-3", 404),
         case(f, M::GET, "/search", 400),
         case(f, M::GET, "/search?topic=", 400),
+        case(f, M::GET, LONG_TOPIC, 400),
         case(f, M::GET, "/buy", 400),
         case(f, M::GET, "/buy?id=x", 400),
         case(f, M::GET, "/buy?id=77", 404),
@@ -101,6 +108,13 @@ fn cases() -> Vec<Case> {
         with_body(case(c, M::PUT, "/item/1", 422), r#"{"count":-101}"#, AUTH),
         with_body(case(c, M::PUT, "/item/4242", 404), r#"{"count":1}"#, AUTH),
         with_body(case(c, M::PUT, "/item/x", 400), r#"{"count":1}"#, AUTH),
+        with_body(case(c, M::PUT, "/item/x", 401), r#"{"count":1}"#, &[]),
+        with_body(
+            case(c, M::PUT, "/item/1", 422),
+            r#"{"count":-9223372036854775808}"#,
+            AUTH,
+        ),
+        case(c, M::GET, "/replication/ship", 405),
         with_body(
             case(c, M::PUT, "/item/propagate/1", 401),
             r#"{"entries":[]}"#,

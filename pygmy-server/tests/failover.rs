@@ -164,3 +164,24 @@ async fn each_role_alone_answers_what_it_can() {
     ));
     test.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_cannot_start_stops_the_cluster_with_an_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut topology = pygmy_server::testing::topology(&Options::default(), dir.path());
+    // A data dir below a plain file cannot be made.
+    let blocker = dir.path().join("not-a-dir");
+    std::fs::write(&blocker, b"x").expect("write");
+    if let Some(node) = topology.nodes.iter_mut().find(|n| n.name == "catalog-1") {
+        node.data_dir = Some(blocker.join("catalog-1"));
+    }
+    let cluster = pygmy_server::Cluster::start(topology).await.expect("binds");
+    let result = tokio::time::timeout(
+        Duration::from_secs(10),
+        cluster.run_until(std::future::pending()),
+    )
+    .await
+    .expect("the failure is noticed");
+    let err = result.expect_err("a node failed");
+    assert!(err.to_string().contains("not-a-dir"), "{err}");
+}

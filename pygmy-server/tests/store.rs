@@ -135,13 +135,58 @@ async fn every_node_reports_its_health() {
             "order"
         );
     }
-    let metrics = reqwest::get(format!("{}/metrics", test.url("frontend")))
+    let frontend = metrics(&test, "frontend").await;
+    assert!(frontend.contains("pygmy_cache_hits_total{node=\"frontend\"}"));
+    for name in ["catalog-0", "order-1"] {
+        let text = metrics(&test, name).await;
+        assert!(
+            text.contains(&format!("pygmy_ready{{node=\"{name}\"}} 1")),
+            "{text}"
+        );
+        assert!(text.contains("pygmy_requests_total"), "{text}");
+    }
+    test.shutdown().await;
+}
+
+async fn metrics(test: &TestCluster, node: &str) -> String {
+    reqwest::get(format!("{}/metrics", test.url(node)))
         .await
         .expect("metrics")
         .text()
         .await
-        .expect("text");
-    assert!(metrics.contains("pygmy_cache_hits_total"));
+        .expect("text")
+}
+
+/// The value of `name` on `node`'s `/metrics`.
+async fn metric(test: &TestCluster, node: &str, name: &str) -> u64 {
+    let text = metrics(test, node).await;
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_spread_over_catalogs_whatever_the_buys_do() {
+    let test = TestCluster::start(Options::default()).await;
+    let store = test.store();
+    let before = [
+        metric(&test, "catalog-0", "pygmy_catalog_reads_total").await,
+        metric(&test, "catalog-1", "pygmy_catalog_reads_total").await,
+    ];
+    // Lookups (each of a new id, so each reaches a catalog) between buys:
+    // with one rotation for both backends, every lookup would land on the
+    // same catalog replica.
+    for id in 1..=6 {
+        store.lookup(ItemId(id)).await.expect("lookup");
+        store.buy(ItemId(7)).await.expect("buy");
+    }
+    let served = [
+        metric(&test, "catalog-0", "pygmy_catalog_reads_total").await - before[0],
+        metric(&test, "catalog-1", "pygmy_catalog_reads_total").await - before[1],
+    ];
+    assert_eq!(served, [3, 3]);
     test.shutdown().await;
 }
 

@@ -1,8 +1,9 @@
 //! Choosing which replica of a backend serves a request.
 //!
 //! A [`Replicas`] set holds each replica's health (passive: consecutive
-//! connection failures eject it for a cool-down, after which one request may
-//! try it again) and requests in flight. A [`Balancer`] turns that into the
+//! failures eject it for a cool-down, during which it is tried only after
+//! every other replica; after it, it is back in the rotation, and a success
+//! clears its failures) and requests in flight. A [`Balancer`] turns that into the
 //! order in which to try the replicas for one request: healthy ones first,
 //! in the balancer's preference, then ejected ones as a last resort, so a
 //! request is never refused while any replica might answer.
@@ -20,7 +21,7 @@ pub use self::round_robin::RoundRobin;
 pub struct HealthPolicy {
     /// Consecutive failures that eject a replica.
     pub failures_to_eject: u32,
-    /// How long an ejected replica is skipped before one request tries it.
+    /// How long an ejected replica is tried only after all the others.
     pub cool_down: Duration,
 }
 

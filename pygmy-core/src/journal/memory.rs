@@ -34,11 +34,13 @@ struct Inner<S: MemoryState> {
 /// A [`Journal`] whose state and log live in memory behind one mutex.
 pub struct MemoryJournal<S: MemoryState> {
     inner: Mutex<Inner<S>>,
+    incarnation: String,
 }
 
 impl<S: MemoryState> Default for MemoryJournal<S> {
     fn default() -> Self {
         MemoryJournal {
+            incarnation: uuid::Uuid::new_v4().simple().to_string(),
             inner: Mutex::new(Inner {
                 state: S::default(),
                 outcomes: HashMap::new(),
@@ -101,10 +103,17 @@ impl<S: MemoryState> Journal<S::Machine> for MemoryJournal<S> {
                 origin_seq: None,
             });
         }
+        let key = (origin, origin_seq);
+        if inner.log.contains_key(&key) {
+            return Err(StoreError::Corrupt(format!(
+                "op {} of {} is already recorded under another op id",
+                key.1, key.0
+            )));
+        }
         *high = (*high).max(origin_seq);
         let outcome = inner.state.execute(&op.cmd);
         inner.outcomes.insert(op.id.clone(), outcome.clone());
-        inner.log.insert((origin, origin_seq), op);
+        inner.log.insert(key, op);
         Ok(Applied {
             outcome,
             fresh: true,
@@ -147,5 +156,9 @@ impl<S: MemoryState> Journal<S::Machine> for MemoryJournal<S> {
 
     async fn outcome(&self, id: &OpId) -> Result<Option<Outcome<S>>, StoreError> {
         Ok(self.lock().outcomes.get(id).cloned())
+    }
+
+    fn incarnation(&self) -> &str {
+        &self.incarnation
     }
 }

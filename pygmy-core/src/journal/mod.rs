@@ -85,12 +85,14 @@ pub enum Source {
 }
 
 /// An op as a journal holds it: the op, where it was first applied, and
-/// its place in that origin's sequence.
+/// its place in that origin's sequence. An origin numbers its own ops 1, 2,
+/// ... without gaps; a replica may hold another origin's with gaps (an op
+/// it already had under another origin is not recorded again).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entry<C> {
     /// The replica that first applied the op.
     pub origin: String,
-    /// Its number in that origin's sequence (from 1, without gaps).
+    /// Its number in that origin's sequence (from 1).
     pub origin_seq: u64,
     /// The op.
     pub op: Op<C>,
@@ -152,4 +154,9 @@ pub trait Journal<M: Machine>: Send + Sync {
 
     /// The recorded outcome of op `id`, if it was applied here.
     async fn outcome(&self, id: &OpId) -> Result<Option<M::Outcome>, StoreError>;
+
+    /// A random id chosen when this journal was created, stable for its
+    /// life: a replica whose data was lost comes back with a new one, so its
+    /// new ops are never mistaken for the old ones it numbered the same.
+    fn incarnation(&self) -> &str;
 }

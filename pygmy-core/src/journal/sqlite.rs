@@ -39,6 +39,10 @@ CREATE TABLE IF NOT EXISTS journal_origins (
     origin     TEXT    PRIMARY KEY,
     high_water INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS journal_meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 ";
 
 const READERS: usize = 4;
@@ -49,6 +53,7 @@ pub struct SqliteJournal<M> {
     readers: Arc<Vec<Mutex<Connection>>>,
     next_reader: AtomicUsize,
     path: PathBuf,
+    incarnation: String,
     _machine: PhantomData<fn() -> M>,
 }
 
@@ -87,9 +92,20 @@ impl<M: SqliteMachine> SqliteJournal<M> {
             })?;
         }
         let writer = open_connection(&path)?;
-        writer
+        let incarnation = writer
             .execute_batch(JOURNAL_SCHEMA)
             .and_then(|()| writer.execute_batch(M::SCHEMA))
+            .and_then(|()| {
+                writer.execute(
+                    "INSERT OR IGNORE INTO journal_meta (key, value) VALUES ('incarnation', ?1)",
+                    [uuid::Uuid::new_v4().simple().to_string()],
+                )?;
+                writer.query_row(
+                    "SELECT value FROM journal_meta WHERE key = 'incarnation'",
+                    [],
+                    |row| row.get::<_, String>(0),
+                )
+            })
             .map_err(|e| StoreError::Open {
                 path: path.display().to_string(),
                 reason: e.to_string(),
@@ -102,6 +118,7 @@ impl<M: SqliteMachine> SqliteJournal<M> {
             readers: Arc::new(readers),
             next_reader: AtomicUsize::new(0),
             path,
+            incarnation,
             _machine: PhantomData,
         })
     }
@@ -291,5 +308,9 @@ impl<M: SqliteMachine> Journal<M> for SqliteJournal<M> {
             Ok(recorded.map(|r| serde_json::from_str(&r)).transpose()?)
         })
         .await
+    }
+
+    fn incarnation(&self) -> &str {
+        &self.incarnation
     }
 }

@@ -14,18 +14,26 @@
 //!   from its journal, in order and in batches, from the peer's high-water
 //!   mark; a peer that was down gets them when it is back. A proposal waits
 //!   (bounded by `ack_timeout`) until every peer that is up has them.
-//! - **Catch-up at start.** A replica serves only after it pulled, from
-//!   every peer it can reach, the ops it missed.
+//! - **Catch-up at start, and a hand-over back.** A replica serves only
+//!   after it pulled, from every peer it can reach, the ops it missed. Then
+//!   it tells the lower-ranked replicas it is back (`resume`): each stops
+//!   writing locally and finishes the writes it had begun, the returning
+//!   replica pulls those too, and only then takes writes. So a clean restart
+//!   never leaves two replicas writing at once.
+//! - **Origins are incarnations.** A replica numbers the ops it applies
+//!   first as `<node>@<incarnation>`; a replica whose data was lost comes
+//!   back as a new origin, never reusing the numbers of its past life.
 //! - **No lock across the network**, and a peer that is down costs a
 //!   refused connection, never a hang.
 //!
-//! What it cannot promise (the fault tests show it): when the first replica
+//! What it cannot promise (`tests/broadcast.rs` shows it): when a replica
 //! is cut off or frozen rather than down, or crashes between applying and
 //! shipping, two replicas can take writes at once; they then sell the same
-//! copy twice and their orders get different ids. Use `raft` for that.
+//! copy twice and their orders get different ids. A replica that starts
+//! while no peer answers serves what it has. Use `raft` for those.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -80,6 +88,26 @@ mod rpc {
     pub const SHIP: &str = "ship";
     pub const HIGH_WATERS: &str = "high_waters";
     pub const ENTRIES: &str = "entries";
+    pub const RESUME: &str = "resume";
+}
+
+/// Body of `resume`: a higher-ranked replica is back and takes the writes.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ResumeRequest {
+    /// The replica that is back.
+    pub from: String,
+}
+
+/// Where a replica is in its start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Pulling what it missed; refuses writes (503), so others pass it over.
+    CatchingUp,
+    /// Told the lower-ranked replicas it is back, pulling their last writes;
+    /// holds the writes forwarded to it until it is ready.
+    Resuming,
+    /// Serving.
+    Ready,
 }
 
 /// Body of `ship`: ops of one origin, in order.
@@ -108,6 +136,18 @@ pub struct EntriesRequest {
     pub limit: usize,
 }
 
+/// Why a shipment failed: our journal, or the peer.
+enum ShipError {
+    Local(crate::error::StoreError),
+    Peer(TransportError),
+}
+
+impl From<TransportError> for ShipError {
+    fn from(err: TransportError) -> Self {
+        ShipError::Peer(err)
+    }
+}
+
 /// What this replica knows of one peer, published to waiting proposals.
 #[derive(Debug, Clone, Copy)]
 struct PeerProgress {
@@ -120,13 +160,21 @@ struct PeerProgress {
 struct Shared<M: Machine> {
     config: BroadcastConfig,
     rank: usize,
+    /// This replica's origin: `<node>@<incarnation>`.
+    origin: String,
     journal: Arc<dyn Journal<M>>,
     transport: Arc<dyn Transport>,
-    ready: AtomicBool,
+    phase: watch::Sender<Phase>,
     /// Woken after each local op, for the shippers.
     committed: Notify,
     progress: HashMap<String, watch::Sender<PeerProgress>>,
     suspected: Mutex<HashMap<String, Instant>>,
+    /// Bumped when a higher-ranked replica says it is back: a proposal that
+    /// chose to apply here before that goes back to forwarding.
+    epoch: AtomicU64,
+    /// Held shared while an op is applied here, and exclusively by `resume`
+    /// to wait until the local writes under way are applied.
+    local_writes: tokio::sync::RwLock<()>,
 }
 
 /// A broadcast replica of the service `M`. Dropping it stops its tasks.
@@ -158,7 +206,7 @@ impl<M: Machine> Broadcast<M> {
             .iter()
             .position(|r| *r == config.node)
             .ok_or_else(|| {
-                ReplicationError::Unavailable(format!(
+                ReplicationError::Config(format!(
                     "{} is not one of the replicas {:?}",
                     config.node, config.replicas
                 ))
@@ -176,26 +224,23 @@ impl<M: Machine> Broadcast<M> {
                 (p.clone(), tx)
             })
             .collect();
+        let origin = format!("{}@{}", config.node, journal.incarnation());
         let shared = Arc::new(Shared {
             config,
             rank,
+            origin,
             journal,
             transport,
-            ready: AtomicBool::new(false),
+            phase: watch::channel(Phase::CatchingUp).0,
             committed: Notify::new(),
             progress,
             suspected: Mutex::new(HashMap::new()),
+            epoch: AtomicU64::new(0),
+            local_writes: tokio::sync::RwLock::new(()),
         });
         let starter = Arc::clone(&shared);
         // The tasks log inside the caller's span (the node's, in a server).
-        let mut tasks = vec![tokio::spawn(
-            async move {
-                starter.catch_up().await;
-                starter.ready.store(true, Ordering::Release);
-                tracing::info!("caught up; serving");
-            }
-            .in_current_span(),
-        )];
+        let mut tasks = vec![tokio::spawn(starter.start_up().in_current_span())];
         for peer in peers {
             let shipper = Arc::clone(&shared);
             tasks.push(tokio::spawn(shipper.ship_to(peer).in_current_span()));
@@ -304,47 +349,115 @@ impl<M: Machine> Shared<M> {
             .insert(peer.to_owned(), until);
     }
 
+    /// Catches up, hands the writes back, catches up again, serves.
+    async fn start_up(self: Arc<Self>) {
+        self.catch_up().await;
+        self.phase.send_replace(Phase::Resuming);
+        let request = ResumeRequest {
+            from: self.config.node.clone(),
+        };
+        for peer in self.progress.keys() {
+            if let Err(err) = self.call::<_, ()>(peer, rpc::RESUME, &request).await {
+                tracing::debug!(%peer, %err, "could not tell a peer we are back");
+            }
+        }
+        // What the others wrote until they heard of us; from now on they
+        // ship us their new ops and wait for our acks.
+        self.catch_up().await;
+        self.phase.send_replace(Phase::Ready);
+        tracing::info!(origin = %self.origin, "caught up; serving");
+    }
+
     /// Forwards to the first higher-ranked replica that answers, else
     /// applies here.
     async fn propose(&self, op: Op<M::Command>) -> Result<M::Outcome, ReplicationError> {
+        loop {
+            let epoch = self.epoch.load(Ordering::Acquire);
+            if let Some(answer) = self.forward(&op).await {
+                return answer;
+            }
+            self.wait_ready().await?;
+            let gate = self.local_writes.read().await;
+            if self.epoch.load(Ordering::Acquire) != epoch {
+                // A higher-ranked replica came back while we decided.
+                continue;
+            }
+            let source = Source::Local {
+                node: self.origin.clone(),
+            };
+            let applied = self.journal.apply(source, op).await?;
+            drop(gate);
+            if let Some(seq) = applied.origin_seq {
+                self.committed.notify_waiters();
+                self.await_peers(seq).await;
+            }
+            return Ok(applied.outcome);
+        }
+    }
+
+    /// Offers `op` to each higher-ranked replica in turn; `None` if none
+    /// took it (all down, or catching up).
+    async fn forward(&self, op: &Op<M::Command>) -> Option<Result<M::Outcome, ReplicationError>> {
         for peer in &self.config.replicas[..self.rank] {
             if self.is_suspected(peer) {
                 continue;
             }
             // The peer may itself wait up to `ack_timeout` for its peers.
             let limit = self.config.call_timeout + self.config.ack_timeout;
-            match self.call_within(limit, peer, rpc::PROPOSE, &op).await {
-                Ok(outcome) => return Ok(outcome),
+            match self.call_within(limit, peer, rpc::PROPOSE, op).await {
+                Ok(outcome) => return Some(Ok(outcome)),
                 Err(err) if passes_over(&err) => {
                     tracing::debug!(%peer, %err, "passing over a replica for a write");
                     self.suspect(peer);
                 }
                 Err(err) => {
-                    return Err(ReplicationError::Unavailable(format!(
+                    return Some(Err(ReplicationError::Unavailable(format!(
                         "replica {peer} failed the write: {err}"
-                    )))
+                    ))))
                 }
             }
         }
-        self.apply_here(op).await
+        None
     }
 
-    async fn apply_here(&self, op: Op<M::Command>) -> Result<M::Outcome, ReplicationError> {
-        if !self.ready.load(Ordering::Acquire) {
-            return Err(ReplicationError::Unavailable(format!(
-                "{} is catching up",
-                self.config.node
-            )));
+    /// Ok once this replica takes writes: at once if ready, after a short
+    /// wait if it is finishing its start, never while it catches up.
+    async fn wait_ready(&self) -> Result<(), ReplicationError> {
+        let mut phase = self.phase.subscribe();
+        let catching_up =
+            || ReplicationError::Unavailable(format!("{} is catching up", self.config.node));
+        match *phase.borrow_and_update() {
+            Phase::Ready => return Ok(()),
+            Phase::CatchingUp => return Err(catching_up()),
+            Phase::Resuming => {}
         }
-        let source = Source::Local {
-            node: self.config.node.clone(),
-        };
-        let applied = self.journal.apply(source, op).await?;
-        if let Some(seq) = applied.origin_seq {
-            self.committed.notify_waiters();
-            self.await_peers(seq).await;
+        let ready = phase.wait_for(|p| *p == Phase::Ready);
+        let ready = tokio::time::timeout(self.config.call_timeout / 2, ready)
+            .await
+            .is_ok_and(|r| r.is_ok());
+        if ready {
+            Ok(())
+        } else {
+            Err(catching_up())
         }
-        Ok(applied.outcome)
+    }
+
+    /// Replica `from` is back. Ship to it again at once, and count it up
+    /// (so proposals wait for its acks again); if it is higher-ranked,
+    /// forward writes to it from now on. Returns once the local writes
+    /// under way are applied, so the returning replica's last catch-up sees
+    /// every write this replica made without it.
+    async fn resume(&self, from: &str) {
+        self.suspected
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(from);
+        if let Some(progress) = self.progress.get(from) {
+            progress.send_modify(|p| p.up = true);
+        }
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        drop(self.local_writes.write().await);
+        self.committed.notify_waiters();
     }
 
     /// Waits until every peer that is up has op `seq` of ours, at most
@@ -407,6 +520,17 @@ impl<M: Machine> Shared<M> {
         Ok(())
     }
 
+    /// This replica's high-water mark for `origin`.
+    async fn high_water(&self, origin: &str) -> Result<u64, ReplicationError> {
+        Ok(self
+            .journal
+            .high_waters()
+            .await?
+            .into_iter()
+            .find(|hw| hw.origin == origin)
+            .map_or(0, |hw| hw.seq))
+    }
+
     async fn apply_shipped(
         &self,
         entries: Vec<Entry<M::Command>>,
@@ -429,7 +553,7 @@ impl<M: Machine> Shared<M> {
         let Some(progress) = self.progress.get(&peer) else {
             return;
         };
-        let me = self.config.node.clone();
+        let me = self.origin.clone();
         let mut acked: Option<u64> = None;
         let mut backoff = Duration::from_millis(50);
         loop {
@@ -451,13 +575,9 @@ impl<M: Machine> Shared<M> {
                     .journal
                     .entries(&me, from, self.config.batch)
                     .await
-                    .map_err(|e| TransportError::Status {
-                        peer: me.clone(),
-                        status: 500,
-                        body: e.to_string(),
-                    })?;
+                    .map_err(ShipError::Local)?;
                 if entries.is_empty() {
-                    return Ok::<_, TransportError>((from, false));
+                    return Ok::<_, ShipError>((from, false));
                 }
                 let ack: ShipAck = self
                     .call(&peer, rpc::SHIP, &ShipRequest { entries })
@@ -477,7 +597,13 @@ impl<M: Machine> Shared<M> {
                         let _ = tokio::time::timeout(Duration::from_secs(1), committed).await;
                     }
                 }
-                Err(err) => {
+                Err(ShipError::Local(err)) => {
+                    // Our own journal failed: the peer is not to blame.
+                    tracing::error!(%err, "cannot read the journal to ship");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+                Err(ShipError::Peer(err)) => {
                     if progress.borrow().up {
                         tracing::warn!(%peer, %err, "peer unreachable; will resend when it is back");
                     }
@@ -519,14 +645,18 @@ impl<M: Machine> Replicator<M> for Broadcast<M> {
                         "a shipment mixes origins".to_owned(),
                     ));
                 }
-                shared.apply_shipped(request.entries).await?;
-                let high_water = shared
-                    .journal
-                    .high_waters()
-                    .await?
-                    .into_iter()
-                    .find(|hw| hw.origin == origin)
-                    .map_or(0, |hw| hw.seq);
+                // The sender ships its own ops, numbered without gaps: take
+                // them in order, and stop at a gap (it resends from our mark).
+                let mut high_water = shared.high_water(&origin).await?;
+                for entry in request.entries {
+                    if entry.origin_seq <= high_water {
+                        continue;
+                    }
+                    if entry.origin_seq != high_water + 1 {
+                        break;
+                    }
+                    high_water = shared.apply_shipped(vec![entry]).await?;
+                }
                 encode(&ShipAck { high_water })
             }
             rpc::HIGH_WATERS => encode(&shared.journal.high_waters().await?),
@@ -539,11 +669,16 @@ impl<M: Machine> Replicator<M> for Broadcast<M> {
                     .await?;
                 encode(&entries)
             }
+            rpc::RESUME => {
+                let request: ResumeRequest = decode(body)?;
+                shared.resume(&request.from).await;
+                encode(&())
+            }
             other => Err(ReplicationError::UnknownRpc(other.to_owned())),
         }
     }
 
     fn is_ready(&self) -> bool {
-        self.shared.ready.load(Ordering::Acquire)
+        *self.shared.phase.borrow() == Phase::Ready
     }
 }
