@@ -155,6 +155,24 @@ pub fn pooled(options: &ClientOptions) -> Result<reqwest::Client, ClientError> {
         .map_err(|e| ClientError::InvalidUrl(e.to_string()))
 }
 
+impl Http {
+    /// The one book of a single-item answer (`item: [book]`).
+    pub fn first_item(
+        &self,
+        response: pygmy_core::api::ItemsResponse,
+        what: &str,
+    ) -> Result<pygmy_core::types::Book, ClientError> {
+        response
+            .item
+            .into_iter()
+            .next()
+            .ok_or_else(|| ClientError::Decode {
+                url: self.base.to_string(),
+                reason: format!("{what} answered no item"),
+            })
+    }
+}
+
 /// reqwest's error with its sources, on one line.
 fn describe(err: &reqwest::Error) -> String {
     let mut text = err.to_string();

@@ -43,14 +43,7 @@ impl CatalogClient {
         let id = id.to_string();
         let url = self.http.url(&["item", &id], &[]);
         let response: ItemsResponse = self.http.send(self.http.request(Method::GET, url)).await?;
-        response
-            .item
-            .into_iter()
-            .next()
-            .ok_or_else(|| ClientError::Decode {
-                url: self.http.base().to_string(),
-                reason: "an item lookup answered no item".to_owned(),
-            })
+        self.http.first_item(response, "an item lookup")
     }
 
     /// Changes stock (a delta) and/or cost (`PUT /item/<id>`, internal).
@@ -72,14 +65,7 @@ impl CatalogClient {
             .request(Method::POST, url)
             .header(IDEMPOTENCY_HEADER, key.as_str());
         let response: ItemsResponse = self.http.send(request).await?;
-        response
-            .item
-            .into_iter()
-            .next()
-            .ok_or_else(|| ClientError::Decode {
-                url: self.http.base().to_string(),
-                reason: "a sale answered no item".to_owned(),
-            })
+        self.http.first_item(response, "a sale")
     }
 
     /// `GET /health`.

@@ -54,14 +54,7 @@ impl Client {
         let id = id.to_string();
         let url = self.http.url(&["lookup"], &[("id", &id)]);
         let response: ItemsResponse = self.http.send(self.http.request(Method::GET, url)).await?;
-        response
-            .item
-            .into_iter()
-            .next()
-            .ok_or_else(|| ClientError::Decode {
-                url: self.http.base().to_string(),
-                reason: "a lookup answered no item".to_owned(),
-            })
+        self.http.first_item(response, "a lookup")
     }
 
     /// The books of a topic (`GET /search?topic=`); none for an unknown topic.

@@ -63,8 +63,13 @@ async fn the_sdk_tells_failures_apart() {
         Err(ClientError::Unauthorized(_))
     ));
     test.shutdown().await;
-    // Nothing listens any more: a transport failure, told as such.
+    // Nothing listens any more: a transport failure, told as such (on a
+    // pooled connection the server closed, or on a refused new one).
     let err = store.lookup(ItemId(1)).await.expect_err("no store");
+    assert!(matches!(err, ClientError::Transport { .. }), "{err:?}");
+    assert!(err.is_replica_failure());
+    let fresh = Client::new(store.url().as_str()).expect("client");
+    let err = fresh.lookup(ItemId(1)).await.expect_err("no store");
     assert!(
         matches!(err, ClientError::Transport { connect: true, .. }),
         "{err:?}"

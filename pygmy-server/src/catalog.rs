@@ -22,7 +22,7 @@ use pygmy_core::types::{Book, Cost, ItemId};
 use serde_json::Value;
 
 use crate::api::{json, parse_item_id, ApiError, ApiResult, Request};
-use crate::node::{health, method_not_allowed, replication_call, route_not_found, Identity};
+use crate::node::{method_not_allowed, replication_call, route_not_found, Identity};
 use crate::server::{parse_json, Handler, Metrics};
 
 /// How long a change waits, at most, for the frontends to drop the book.
@@ -253,7 +253,6 @@ impl Handler for CatalogNode {
             (&Method::POST, ["replication", rpc]) => {
                 replication_call(&self.identity, &*self.replicator, rpc, &req).await
             }
-            (&Method::GET, ["health"]) => Ok(health(&self.identity, self.replicator.is_ready())),
             (
                 _,
                 ["item"]
@@ -271,12 +270,11 @@ impl Handler for CatalogNode {
         &self.identity
     }
 
+    fn is_ready(&self) -> bool {
+        self.replicator.is_ready()
+    }
+
     fn metrics(&self, out: &mut Metrics) {
-        out.gauge(
-            "pygmy_ready",
-            "1 once the replica serves, 0 while it catches up.",
-            u64::from(self.replicator.is_ready()),
-        );
         out.counter(
             "pygmy_catalog_reads_total",
             "Reads of books served.",

@@ -452,6 +452,9 @@ mod tests {
         no_order.nodes.retain(|n| n.role != Role::Order);
         assert!(Topology::parse(&no_order.to_toml()).is_err());
         assert!(Topology::parse("log_dir = 3").is_err());
+        let mut shared_dir = Topology::default_local();
+        shared_dir.nodes[3].data_dir = shared_dir.nodes[1].data_dir.clone();
+        assert!(Topology::parse(&shared_dir.to_toml()).is_err());
         let typo = Topology::default_local()
             .to_toml()
             .replace("role = \"catalog\"", "role = \"catalogue\"");

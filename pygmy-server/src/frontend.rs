@@ -23,7 +23,7 @@ use pygmy_core::types::IdempotencyKey;
 use serde::Serialize;
 
 use crate::api::{json, json_bytes, parse_item_id, to_bytes, ApiError, ApiResult, Request};
-use crate::node::{health, method_not_allowed, route_not_found, Identity};
+use crate::node::{method_not_allowed, route_not_found, Identity};
 use crate::server::{parse_json, Handler, Metrics};
 
 /// The replicas of one backend service, a client for each, and the
@@ -229,7 +229,6 @@ impl Handler for FrontendNode {
             (&Method::GET, ["search"]) => self.search(&req).await,
             (&Method::GET, ["buy"]) => self.buy(&req).await,
             (&Method::POST, ["invalidate"]) => self.invalidate(&req),
-            (&Method::GET, ["health"]) => Ok(health(&self.identity, true)),
             (_, ["lookup"] | ["search"] | ["buy"] | ["invalidate"] | ["health"] | ["metrics"]) => {
                 Err(method_not_allowed(&method))
             }

@@ -18,8 +18,8 @@ use pygmy_core::replication::Replicator;
 use pygmy_core::types::{IdempotencyKey, ItemId, Order};
 
 use crate::api::{json, parse_item_id, ApiError, ApiResult, Request};
-use crate::node::{health, method_not_allowed, replication_call, route_not_found, Identity};
-use crate::server::{Handler, Metrics};
+use crate::node::{method_not_allowed, replication_call, route_not_found, Identity};
+use crate::server::Handler;
 
 /// An order replica. Cheap to clone (it is all shared handles), so that a
 /// buy can finish in its own task.
@@ -143,7 +143,6 @@ impl Handler for OrderNode {
             (&Method::POST, ["replication", rpc]) => {
                 replication_call(&self.identity, &*self.replicator, rpc, &req).await
             }
-            (&Method::GET, ["health"]) => Ok(health(&self.identity, self.replicator.is_ready())),
             (_, ["buy", _] | ["orders"] | ["update"] | ["replication", _] | ["health"]) => {
                 Err(method_not_allowed(&method))
             }
@@ -155,11 +154,7 @@ impl Handler for OrderNode {
         &self.identity
     }
 
-    fn metrics(&self, out: &mut Metrics) {
-        out.gauge(
-            "pygmy_ready",
-            "1 once the replica serves, 0 while it catches up.",
-            u64::from(self.replicator.is_ready()),
-        );
+    fn is_ready(&self) -> bool {
+        self.replicator.is_ready()
     }
 }

@@ -1,7 +1,7 @@
 //! Serving a node on raw hyper 1: the accept loop with graceful shutdown,
 //! the limits on each request (header and body time, body size), the
-//! turning of every handler error into the JSON envelope, and the request
-//! counts and `GET /metrics` that every node has.
+//! turning of every handler error into the JSON envelope, and what every
+//! node answers alike: `GET /health` and `GET /metrics`.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,7 +22,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::api::{ApiError, ApiResult, Request, Response};
-use crate::node::Identity;
+use crate::node::{health, Identity};
 
 /// A node's request handler.
 #[async_trait]
@@ -32,6 +32,12 @@ pub trait Handler: Send + Sync + 'static {
 
     /// Who the node is.
     fn identity(&self) -> &Identity;
+
+    /// Whether the node serves: a replica is not ready while it catches up
+    /// (`GET /health` then answers 503).
+    fn is_ready(&self) -> bool {
+        true
+    }
 
     /// The node's own figures for `GET /metrics` (the server adds the
     /// request counts every node has).
@@ -207,8 +213,12 @@ async fn respond<H: Handler>(
 ) -> Response {
     let result = async {
         let request = read_request(req, limits).await?;
-        if request.method == Method::GET && request.segments == ["metrics"] {
-            return Ok(metrics(handler, counts));
+        if request.method == Method::GET {
+            match request.path().as_slice() {
+                ["metrics"] => return Ok(metrics(handler, counts)),
+                ["health"] => return Ok(health(handler.identity(), handler.is_ready())),
+                _ => {}
+            }
         }
         tokio::time::timeout(limits.handler_timeout, handler.handle(request))
             .await
@@ -221,6 +231,11 @@ async fn respond<H: Handler>(
 fn metrics<H: Handler>(handler: &H, counts: &RequestCounts) -> Response {
     let mut out = Metrics::new(&handler.identity().name);
     counts.write(&mut out);
+    out.gauge(
+        "pygmy_ready",
+        "1 once the node serves, 0 while it catches up.",
+        u64::from(handler.is_ready()),
+    );
     handler.metrics(&mut out);
     let mut response = http::Response::new(Full::new(Bytes::from(out.text)));
     response.headers_mut().insert(
