@@ -5,7 +5,7 @@ use std::sync::Arc;
 use pygmy_core::catalog::memory::MemoryCatalog;
 use pygmy_core::catalog::sqlite::SqliteCatalog;
 use pygmy_core::catalog::{CatalogCommand, CatalogOutcome, CatalogStore};
-use pygmy_core::journal::{Op, OpId, Source};
+use pygmy_core::journal::{Entry, Op, OpId, Source};
 use pygmy_core::types::{default_books, Cost, ItemId};
 
 fn local() -> Source {
@@ -239,6 +239,50 @@ async fn the_log_reads_back_per_origin(store: Arc<dyn CatalogStore>) {
     );
 }
 
+async fn a_batch_of_peer_ops_applies_whole_or_not_at_all(store: Arc<dyn CatalogStore>) {
+    seeded(&store, 5).await;
+    let entry = |seq: u64, op: Op<CatalogCommand>| Entry {
+        origin: "catalog-b@1".to_owned(),
+        origin_seq: seq,
+        op,
+    };
+    let batch = vec![
+        entry(1, sell("b1", 1)),
+        entry(2, restock("b2", 1, 10)),
+        entry(3, sell("b3", 1)),
+    ];
+    store.apply_entries(batch.clone()).await.expect("batch");
+    assert_eq!(count(&store, 1).await, 13);
+    assert_eq!(
+        store
+            .entries("catalog-b@1", 0, 10)
+            .await
+            .expect("entries")
+            .len(),
+        3
+    );
+    // A repeat of the batch changes nothing.
+    store.apply_entries(batch).await.expect("repeat");
+    assert_eq!(count(&store, 1).await, 13);
+    // A batch with a collision (a place in the origin's sequence already
+    // taken by another op) is refused whole: its first op is not applied.
+    let bad = vec![entry(4, sell("b4", 1)), entry(2, sell("other", 1))];
+    assert!(store.apply_entries(bad).await.is_err());
+    assert_eq!(count(&store, 1).await, 13);
+    assert_eq!(
+        store.outcome(&OpId("b4".to_owned())).await.expect("read"),
+        None
+    );
+    let waters = store.high_waters().await.expect("waters");
+    assert_eq!(
+        waters
+            .iter()
+            .find(|w| w.origin == "catalog-b@1")
+            .map(|w| w.seq),
+        Some(3)
+    );
+}
+
 async fn concurrent_sales_never_oversell(store: Arc<dyn CatalogStore>) {
     seeded(&store, 10).await;
     let mut tasks = Vec::new();
@@ -295,6 +339,11 @@ macro_rules! suite {
             async fn the_log_reads_back_per_origin() {
                 let (store, _dir) = store().await;
                 super::the_log_reads_back_per_origin(store).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_batch_of_peer_ops_applies_whole_or_not_at_all() {
+                let (store, _dir) = store().await;
+                super::a_batch_of_peer_ops_applies_whole_or_not_at_all(store).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn concurrent_sales_never_oversell() {

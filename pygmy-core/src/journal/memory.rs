@@ -83,42 +83,31 @@ impl<S: MemoryState> Journal<S::Machine> for MemoryJournal<S> {
         source: Source,
         op: Op<Command<S>>,
     ) -> Result<Applied<Outcome<S>>, StoreError> {
-        let mut guard = self.lock();
-        let inner = &mut *guard;
-        let (origin, origin_seq, local) = match source {
-            Source::Local { node } => {
-                let next = inner.high_waters.get(&node).copied().unwrap_or(0) + 1;
-                (node, next, true)
+        apply_locked(&mut self.lock(), source, op)
+    }
+
+    async fn apply_entries(&self, entries: Vec<Entry<Command<S>>>) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        // All or none: find a collision before changing anything.
+        let mut seen = std::collections::HashSet::new();
+        for entry in &entries {
+            let key = (entry.origin.clone(), entry.origin_seq);
+            let taken = inner.log.get(&key).is_some_and(|op| op.id != entry.op.id);
+            if taken || !seen.insert(key) {
+                return Err(StoreError::Corrupt(format!(
+                    "op {} of {} is already recorded under another op id",
+                    entry.origin_seq, entry.origin
+                )));
             }
-            Source::Peer { origin, origin_seq } => (origin, origin_seq, false),
-        };
-        let high = inner.high_waters.entry(origin.clone()).or_insert(0);
-        if let Some(outcome) = inner.outcomes.get(&op.id).cloned() {
-            if !local {
-                *high = (*high).max(origin_seq);
-            }
-            return Ok(Applied {
-                outcome,
-                fresh: false,
-                origin_seq: None,
-            });
         }
-        let key = (origin, origin_seq);
-        if inner.log.contains_key(&key) {
-            return Err(StoreError::Corrupt(format!(
-                "op {} of {} is already recorded under another op id",
-                key.1, key.0
-            )));
+        for entry in entries {
+            let source = Source::Peer {
+                origin: entry.origin,
+                origin_seq: entry.origin_seq,
+            };
+            apply_locked(&mut inner, source, entry.op)?;
         }
-        *high = (*high).max(origin_seq);
-        let outcome = inner.state.execute(&op.cmd);
-        inner.outcomes.insert(op.id.clone(), outcome.clone());
-        inner.log.insert(key, op);
-        Ok(Applied {
-            outcome,
-            fresh: true,
-            origin_seq: local.then_some(origin_seq),
-        })
+        Ok(())
     }
 
     async fn entries(
@@ -161,4 +150,46 @@ impl<S: MemoryState> Journal<S::Machine> for MemoryJournal<S> {
     fn incarnation(&self) -> &str {
         &self.incarnation
     }
+}
+
+/// [`Journal::apply`] with the lock held.
+fn apply_locked<S: MemoryState>(
+    inner: &mut Inner<S>,
+    source: Source,
+    op: Op<Command<S>>,
+) -> Result<Applied<Outcome<S>>, StoreError> {
+    let (origin, origin_seq, local) = match source {
+        Source::Local { node } => {
+            let next = inner.high_waters.get(&node).copied().unwrap_or(0) + 1;
+            (node, next, true)
+        }
+        Source::Peer { origin, origin_seq } => (origin, origin_seq, false),
+    };
+    let high = inner.high_waters.entry(origin.clone()).or_insert(0);
+    if let Some(outcome) = inner.outcomes.get(&op.id).cloned() {
+        if !local {
+            *high = (*high).max(origin_seq);
+        }
+        return Ok(Applied {
+            outcome,
+            fresh: false,
+            origin_seq: None,
+        });
+    }
+    let key = (origin, origin_seq);
+    if inner.log.contains_key(&key) {
+        return Err(StoreError::Corrupt(format!(
+            "op {} of {} is already recorded under another op id",
+            key.1, key.0
+        )));
+    }
+    *high = (*high).max(origin_seq);
+    let outcome = inner.state.execute(&op.cmd);
+    inner.outcomes.insert(op.id.clone(), outcome.clone());
+    inner.log.insert(key, op);
+    Ok(Applied {
+        outcome,
+        fresh: true,
+        origin_seq: local.then_some(origin_seq),
+    })
 }

@@ -138,6 +138,21 @@ pub trait Journal<M: Machine>: Send + Sync {
         op: Op<M::Command>,
     ) -> Result<Applied<M::Outcome>, StoreError>;
 
+    /// Applies a peer's `entries` in order, as [`Journal::apply`] with
+    /// [`Source::Peer`] would one by one, but in one transaction: all or
+    /// none, and durable (one sync) when it returns. For catch-up and
+    /// shipping, where ops come in batches.
+    async fn apply_entries(&self, entries: Vec<Entry<M::Command>>) -> Result<(), StoreError> {
+        for entry in entries {
+            let source = Source::Peer {
+                origin: entry.origin,
+                origin_seq: entry.origin_seq,
+            };
+            self.apply(source, entry.op).await?;
+        }
+        Ok(())
+    }
+
     /// The ops first applied at `origin` with `origin_seq > after`, in
     /// order, at most `limit` of them. Only ops recorded here are returned
     /// (a peer op whose id this replica already had under another origin is

@@ -242,6 +242,20 @@ impl<M: SqliteMachine> Journal<M> for SqliteJournal<M> {
         self.write(move |tx| apply_in::<M>(tx, source, &op)).await
     }
 
+    async fn apply_entries(&self, entries: Vec<Entry<M::Command>>) -> Result<(), StoreError> {
+        self.write(move |tx| {
+            for entry in entries {
+                let source = Source::Peer {
+                    origin: entry.origin,
+                    origin_seq: entry.origin_seq,
+                };
+                apply_in::<M>(tx, source, &entry.op)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     async fn entries(
         &self,
         origin: &str,

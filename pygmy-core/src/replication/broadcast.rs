@@ -531,20 +531,15 @@ impl<M: Machine> Shared<M> {
             .map_or(0, |hw| hw.seq))
     }
 
+    /// Applies a batch of a peer's entries in one transaction; returns the
+    /// `origin_seq` of the last (0 for none).
     async fn apply_shipped(
         &self,
         entries: Vec<Entry<M::Command>>,
     ) -> Result<u64, ReplicationError> {
-        let mut high = 0;
-        for entry in entries {
-            let source = Source::Peer {
-                origin: entry.origin,
-                origin_seq: entry.origin_seq,
-            };
-            self.journal.apply(source, entry.op).await?;
-            high = entry.origin_seq;
-        }
-        Ok(high)
+        let last = entries.last().map_or(0, |e| e.origin_seq);
+        self.journal.apply_entries(entries).await?;
+        Ok(last)
     }
 
     /// Ships this replica's ops to `peer`, forever: from the peer's
@@ -648,6 +643,7 @@ impl<M: Machine> Replicator<M> for Broadcast<M> {
                 // The sender ships its own ops, numbered without gaps: take
                 // them in order, and stop at a gap (it resends from our mark).
                 let mut high_water = shared.high_water(&origin).await?;
+                let mut next = Vec::new();
                 for entry in request.entries {
                     if entry.origin_seq <= high_water {
                         continue;
@@ -655,8 +651,10 @@ impl<M: Machine> Replicator<M> for Broadcast<M> {
                     if entry.origin_seq != high_water + 1 {
                         break;
                     }
-                    high_water = shared.apply_shipped(vec![entry]).await?;
+                    high_water = entry.origin_seq;
+                    next.push(entry);
                 }
+                shared.apply_shipped(next).await?;
                 encode(&ShipAck { high_water })
             }
             rpc::HIGH_WATERS => encode(&shared.journal.high_waters().await?),
