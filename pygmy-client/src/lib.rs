@@ -16,6 +16,7 @@
 #![deny(missing_docs)]
 
 pub mod check;
+mod engine;
 mod error;
 pub mod http;
 pub mod load;

@@ -1,0 +1,144 @@
+//! The load generator's HTTP engine: each worker owns one keep-alive
+//! HTTP/1 connection to the frontend (hyper, no pool, no locks between
+//! workers), and decodes only what the run needs from each answer. Lean on
+//! purpose: the generator must never be what limits a measurement.
+
+use bytes::Bytes;
+use http::header::{HeaderValue, HOST};
+use http::Request;
+use http_body_util::{BodyExt, Empty};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use tokio::net::TcpStream;
+
+use crate::error::{ClientError, ERROR_KIND_HEADER};
+
+/// One connection to the frontend, opened on first use and again after it
+/// breaks.
+pub struct Connection {
+    /// `host:port`, to connect to.
+    authority: String,
+    host: HeaderValue,
+    sender: Option<SendRequest<Empty<Bytes>>>,
+}
+
+impl Connection {
+    /// A connection to the frontend at `base` (`http://host:port`).
+    pub fn new(base: &url::Url) -> Result<Connection, ClientError> {
+        let invalid = || ClientError::InvalidUrl(base.to_string());
+        let host = base.host_str().ok_or_else(invalid)?;
+        let port = base.port_or_known_default().ok_or_else(invalid)?;
+        let authority = format!("{host}:{port}");
+        Ok(Connection {
+            host: HeaderValue::from_str(&authority).map_err(|_| invalid())?,
+            authority,
+            sender: None,
+        })
+    }
+
+    async fn sender(&mut self) -> Result<&mut SendRequest<Empty<Bytes>>, ClientError> {
+        if self.sender.as_ref().is_none_or(|s| s.is_closed()) {
+            let transport = |reason: String, connect| ClientError::Transport {
+                url: format!("http://{}", self.authority),
+                reason,
+                connect,
+            };
+            let stream = TcpStream::connect(&self.authority)
+                .await
+                .map_err(|e| transport(e.to_string(), true))?;
+            let _ = stream.set_nodelay(true);
+            let (sender, connection) = http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(|e| transport(e.to_string(), true))?;
+            tokio::spawn(async move {
+                // Ends when the server closes it or the sender is dropped.
+                let _ = connection.await;
+            });
+            self.sender = Some(sender);
+        }
+        self.sender.as_mut().ok_or_else(|| ClientError::Transport {
+            url: format!("http://{}", self.authority),
+            reason: "no connection".to_owned(),
+            connect: true,
+        })
+    }
+
+    /// `GET path_and_query`: the body of a 2xx answer, or the error the
+    /// answer stands for.
+    pub async fn get(&mut self, path_and_query: &str) -> Result<Bytes, ClientError> {
+        let host = self.host.clone();
+        let url = format!("http://{}{path_and_query}", self.authority);
+        let result = async {
+            let sender = self.sender().await?;
+            let request = Request::get(path_and_query)
+                .header(HOST, host)
+                .body(Empty::new())
+                .map_err(|e| ClientError::InvalidUrl(e.to_string()))?;
+            let transport = |e: hyper::Error| ClientError::Transport {
+                url: url.clone(),
+                reason: e.to_string(),
+                connect: false,
+            };
+            let response = sender.send_request(request).await.map_err(transport)?;
+            let status = response.status();
+            let kind = response.headers().get(ERROR_KIND_HEADER).cloned();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(transport)?
+                .to_bytes();
+            if status.is_success() {
+                Ok(body)
+            } else {
+                let kind = kind.as_ref().and_then(|k| k.to_str().ok());
+                Err(ClientError::from_status(status.as_u16(), kind, &body))
+            }
+        }
+        .await;
+        if matches!(result, Err(ClientError::Transport { .. })) {
+            // Open a new connection for the next request.
+            self.sender = None;
+        }
+        result
+    }
+}
+
+/// The parts of a lookup's or search's answer a session follows.
+#[derive(Debug, Deserialize)]
+pub struct Items {
+    /// The books, reduced to id and stock.
+    pub item: Vec<ItemRef>,
+}
+
+/// A book, reduced to id and stock.
+#[derive(Debug, Deserialize)]
+pub struct ItemRef {
+    /// Its id.
+    pub id: i64,
+    /// Its stock.
+    pub count: i64,
+}
+
+/// The part of a buy's answer the checker needs.
+#[derive(Debug, Deserialize)]
+pub struct Bought {
+    /// The order.
+    pub order: OrderRef,
+}
+
+/// The order's id.
+#[derive(Debug, Deserialize)]
+pub struct OrderRef {
+    /// It.
+    pub id: i64,
+}
+
+/// Decodes `body` as `T`, or tells why not.
+pub fn decode<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ClientError> {
+    serde_json::from_slice(body).map_err(|e| ClientError::Decode {
+        url: "(load)".to_owned(),
+        reason: e.to_string(),
+    })
+}
