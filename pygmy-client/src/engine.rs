@@ -14,6 +14,9 @@ use tokio::net::TcpStream;
 
 use crate::error::{ClientError, ERROR_KIND_HEADER};
 
+/// The longest wait for one answer.
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// One connection to the frontend, opened on first use and again after it
 /// breaks.
 pub struct Connection {
@@ -65,11 +68,17 @@ impl Connection {
     }
 
     /// `GET path_and_query`: the body of a 2xx answer, or the error the
-    /// answer stands for.
+    /// answer stands for. A request unanswered after [`REQUEST_TIMEOUT`]
+    /// fails as a transport error (its outcome unknown).
     pub async fn get(&mut self, path_and_query: &str) -> Result<Bytes, ClientError> {
         let host = self.host.clone();
         let url = format!("http://{}{path_and_query}", self.authority);
-        let result = async {
+        let timed_out = ClientError::Transport {
+            url: url.clone(),
+            reason: format!("no answer within {REQUEST_TIMEOUT:?}"),
+            connect: false,
+        };
+        let request = async {
             let sender = self.sender().await?;
             let request = Request::get(path_and_query)
                 .header(HOST, host)
@@ -95,8 +104,10 @@ impl Connection {
                 let kind = kind.as_ref().and_then(|k| k.to_str().ok());
                 Err(ClientError::from_status(status.as_u16(), kind, &body))
             }
-        }
-        .await;
+        };
+        let result = tokio::time::timeout(REQUEST_TIMEOUT, request)
+            .await
+            .unwrap_or(Err(timed_out));
         if matches!(result, Err(ClientError::Transport { .. })) {
             // Open a new connection for the next request.
             self.sender = None;

@@ -87,6 +87,16 @@ pub async fn replication_call<M: Machine>(
     Ok(json_bytes(StatusCode::OK, answer.into()))
 }
 
+/// A client that asks a node for its `/health` (any role).
+pub fn health_client(url: &str) -> Result<InternalClient, ClientError> {
+    let options = ClientOptions {
+        connect_timeout: Duration::from_millis(500),
+        timeout: Duration::from_secs(2),
+        token: None,
+    };
+    InternalClient::new(url, &options)
+}
+
 /// A node could not start or run.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {

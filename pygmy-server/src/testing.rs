@@ -188,3 +188,170 @@ impl TestCluster {
         self.cluster.shutdown().await.expect("clean shutdown");
     }
 }
+
+/// A cluster of real `pygmy-server --node` processes on loopback, for fault
+/// tests: a node can be killed (SIGKILL), frozen (SIGSTOP), thawed and
+/// restarted. Every process is killed when this drops.
+pub struct ProcessCluster {
+    binary: std::path::PathBuf,
+    topology: Topology,
+    path: std::path::PathBuf,
+    children: std::collections::HashMap<String, std::process::Child>,
+    /// Data, logs and the topology file.
+    pub dir: tempfile::TempDir,
+}
+
+/// A free port on 127.0.0.1 (bound, then released for the node to take).
+fn free_port() -> std::io::Result<SocketAddr> {
+    std::net::TcpListener::bind(any_port())?.local_addr()
+}
+
+impl ProcessCluster {
+    /// Writes the topology of `options` (with real ports) and starts every
+    /// node of it as a process of `binary`; waits until all are healthy.
+    pub async fn start(
+        binary: &std::path::Path,
+        options: Options,
+        replication: crate::config::Replication,
+    ) -> ProcessCluster {
+        let dir = match tempfile::tempdir() {
+            Ok(dir) => dir,
+            Err(err) => panic!("cannot make a temporary directory: {err}"),
+        };
+        let mut topology = topology(&options, dir.path());
+        topology.replication = replication;
+        for node in &mut topology.nodes {
+            node.addr = free_port().unwrap_or_else(|e| panic!("no free port: {e}"));
+        }
+        let path = dir.path().join("cluster.toml");
+        if let Err(err) = std::fs::write(&path, topology.to_toml()) {
+            panic!("cannot write {}: {err}", path.display());
+        }
+        let mut cluster = ProcessCluster {
+            binary: binary.to_path_buf(),
+            topology,
+            path,
+            children: std::collections::HashMap::new(),
+            dir,
+        };
+        let names: Vec<String> = cluster
+            .topology
+            .nodes
+            .iter()
+            .map(|n| n.name.clone())
+            .collect();
+        for name in &names {
+            cluster.spawn(name);
+        }
+        for name in &names {
+            cluster.wait_healthy(name, Duration::from_secs(20)).await;
+        }
+        cluster
+    }
+
+    /// The topology the processes run.
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// `http://addr` of node `name`.
+    pub fn url(&self, name: &str) -> String {
+        match self.topology.node(name) {
+            Some(node) => format!("http://{}", node.addr),
+            None => panic!("no node {name}"),
+        }
+    }
+
+    /// The names of the nodes of `role`.
+    pub fn names(&self, role: Role) -> Vec<String> {
+        self.topology
+            .of_role(role)
+            .map(|n| n.name.clone())
+            .collect()
+    }
+
+    /// Starts node `name`'s process (over its existing data).
+    pub fn spawn(&mut self, name: &str) {
+        let log = |suffix: &str| {
+            let path = self.dir.path().join(format!("{name}.{suffix}"));
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()))
+        };
+        let child = std::process::Command::new(&self.binary)
+            .arg("--config")
+            .arg(&self.path)
+            .arg("--node")
+            .arg(name)
+            .current_dir(self.dir.path())
+            .stdout(log("out"))
+            .stderr(log("err"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.binary.display()));
+        self.children.insert(name.to_owned(), child);
+    }
+
+    /// Kills node `name` with SIGKILL, as a crash: nothing is flushed or
+    /// answered.
+    pub fn kill(&mut self, name: &str) {
+        if let Some(mut child) = self.children.remove(name) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Freezes node `name` (SIGSTOP): its sockets stay open, nothing answers.
+    pub fn freeze(&self, name: &str) {
+        self.signal(name, "-STOP");
+    }
+
+    /// Thaws a frozen node (SIGCONT).
+    pub fn thaw(&self, name: &str) {
+        self.signal(name, "-CONT");
+    }
+
+    fn signal(&self, name: &str, signal: &str) {
+        if let Some(child) = self.children.get(name) {
+            let status = std::process::Command::new("kill")
+                .arg(signal)
+                .arg(child.id().to_string())
+                .status();
+            if !status.is_ok_and(|s| s.success()) {
+                panic!("kill {signal} {name} failed");
+            }
+        }
+    }
+
+    /// Waits until node `name` answers `/health` with 200.
+    pub async fn wait_healthy(&self, name: &str, timeout: Duration) {
+        let client = match crate::node::health_client(&self.url(name)) {
+            Ok(client) => client,
+            Err(err) => panic!("{err}"),
+        };
+        let deadline = tokio::time::Instant::now() + timeout;
+        while client.health().await.is_err() {
+            if tokio::time::Instant::now() >= deadline {
+                panic!("{name} is not healthy after {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// A client of the frontend.
+    pub fn store(&self) -> Client {
+        Client::new(&self.url("frontend")).unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+
+impl Drop for ProcessCluster {
+    fn drop(&mut self) {
+        let names: Vec<String> = self.children.keys().cloned().collect();
+        for name in names {
+            // A frozen process must be thawed to die promptly on some
+            // systems; SIGKILL works on stopped processes on Linux anyway.
+            self.kill(&name);
+        }
+    }
+}
