@@ -123,6 +123,37 @@ impl<M: SqliteMachine> SqliteJournal<M> {
         })
     }
 
+    /// Applies `ops` in order in one transaction, and sets the `meta` keys
+    /// (see [`SqliteJournal::meta`]) in the same transaction: the state
+    /// change and what the caller records about it are durable together. A
+    /// `None` op changes nothing and answers `None`. For a replication log
+    /// that must store its applied position with the state.
+    pub async fn apply_with_meta(
+        &self,
+        ops: Vec<(Source, Option<Op<M::Command>>)>,
+        meta: Vec<(String, String)>,
+    ) -> Result<Vec<Option<M::Outcome>>, StoreError> {
+        self.write(move |tx| {
+            let mut outcomes = Vec::with_capacity(ops.len());
+            for (source, op) in ops {
+                outcomes.push(match op {
+                    Some(op) => Some(apply_in::<M>(tx, source, &op)?.outcome),
+                    None => None,
+                });
+            }
+            set_meta(tx, &meta)?;
+            Ok(outcomes)
+        })
+        .await
+    }
+
+    /// The value of meta `key`, as the last [`SqliteJournal::apply_with_meta`]
+    /// (or [`set_meta`]) left it.
+    pub async fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let key = key.to_owned();
+        self.read(move |conn| get_meta(conn, &key)).await
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
@@ -157,6 +188,35 @@ impl<M: SqliteMachine> SqliteJournal<M> {
         let index = self.next_reader.fetch_add(1, Ordering::Relaxed) % readers.len();
         tokio::task::spawn_blocking(move || f(&lock(&readers[index]))).await?
     }
+}
+
+/// Sets meta keys (in the caller's transaction). The key `incarnation` is
+/// the journal's own and cannot be set.
+pub fn set_meta(tx: &Connection, meta: &[(String, String)]) -> Result<(), StoreError> {
+    for (key, value) in meta {
+        if key == "incarnation" {
+            return Err(StoreError::Database(
+                "the incarnation cannot be changed".to_owned(),
+            ));
+        }
+        tx.execute(
+            "INSERT INTO journal_meta (key, value) VALUES (?1, ?2)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            params![key, value],
+        )?;
+    }
+    Ok(())
+}
+
+/// Reads a meta key (in the caller's connection or transaction).
+pub fn get_meta(conn: &Connection, key: &str) -> Result<Option<String>, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT value FROM journal_meta WHERE key = ?1",
+            [key],
+            |row| row.get(0),
+        )
+        .optional()?)
 }
 
 fn high_water(tx: &Connection, origin: &str) -> Result<u64, StoreError> {

@@ -14,6 +14,8 @@
 
 pub mod broadcast;
 pub mod loopback;
+#[cfg(feature = "raft")]
+pub mod raft;
 
 use async_trait::async_trait;
 

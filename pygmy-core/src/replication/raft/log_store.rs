@@ -1,0 +1,273 @@
+//! openraft's log and vote, in the replica's SQLite file.
+//!
+//! Tables `raft_log` (index, entry as JSON) and `raft_meta` (vote,
+//! committed, last purged log id). Every change is one committed
+//! transaction (`synchronous = FULL`): an append is durable before openraft
+//! is told it is flushed, a vote before `save_vote` returns.
+
+use std::fmt::Debug;
+use std::marker::PhantomData;
+use std::ops::{Bound, RangeBounds};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
+use openraft::{LogId, OptionalSend, StorageError, StorageIOError, Vote};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::types::{NodeId, RaftTypes};
+use crate::journal::Machine;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS raft_log (
+    idx   INTEGER PRIMARY KEY,
+    entry TEXT    NOT NULL
+);
+CREATE TABLE IF NOT EXISTS raft_meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+";
+
+type Entry<M> = openraft::Entry<RaftTypes<M>>;
+type Error = StorageError<NodeId>;
+
+/// The raft log of one replica. Cheap to clone: clones share the connection.
+pub struct SqliteLog<M> {
+    conn: Arc<Mutex<Connection>>,
+    _machine: PhantomData<fn() -> M>,
+}
+
+impl<M> Clone for SqliteLog<M> {
+    fn clone(&self) -> Self {
+        SqliteLog {
+            conn: Arc::clone(&self.conn),
+            _machine: PhantomData,
+        }
+    }
+}
+
+fn io_error(err: impl std::error::Error + 'static) -> Error {
+    StorageIOError::write_logs(&err).into()
+}
+
+fn read_error(err: impl std::error::Error + 'static) -> Error {
+    StorageIOError::read_logs(&err).into()
+}
+
+impl<M: Machine> SqliteLog<M> {
+    /// Opens (creating if needed) the raft tables in the SQLite file at
+    /// `path` (the replica's journal file). Blocking.
+    pub fn open(path: &Path) -> Result<Self, crate::StoreError> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(SqliteLog {
+            conn: Arc::new(Mutex::new(conn)),
+            _machine: PhantomData,
+        })
+    }
+
+    /// Runs `f` on the connection on the blocking pool.
+    async fn with<R, F>(&self, f: F) -> Result<R, Error>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<R, Error> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut conn)
+        })
+        .await
+        .map_err(io_error)?
+    }
+}
+
+fn get<T: DeserializeOwned>(conn: &Connection, key: &str) -> Result<Option<T>, Error> {
+    let value: Option<String> = conn
+        .query_row("SELECT value FROM raft_meta WHERE key = ?1", [key], |r| {
+            r.get(0)
+        })
+        .optional()
+        .map_err(read_error)?;
+    value
+        .map(|v| serde_json::from_str(&v).map_err(read_error))
+        .transpose()
+}
+
+fn put<T: Serialize>(conn: &Connection, key: &str, value: &T) -> Result<(), Error> {
+    let value = serde_json::to_string(value).map_err(io_error)?;
+    conn.execute(
+        "INSERT INTO raft_meta (key, value) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        params![key, value],
+    )
+    .map_err(io_error)?;
+    Ok(())
+}
+
+fn index(i: u64) -> i64 {
+    // Log indexes stay far below 2^63.
+    i64::try_from(i).unwrap_or(i64::MAX)
+}
+
+impl<M: Machine> RaftLogReader<RaftTypes<M>> for SqliteLog<M> {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<M>>, Error> {
+        let start = match range.start_bound() {
+            Bound::Included(&i) => index(i),
+            Bound::Excluded(&i) => index(i).saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(&i) => index(i).saturating_add(1),
+            Bound::Excluded(&i) => index(i),
+            Bound::Unbounded => i64::MAX,
+        };
+        self.with(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT entry FROM raft_log WHERE idx >= ?1 AND idx < ?2 ORDER BY idx",
+                )
+                .map_err(read_error)?;
+            let rows = stmt
+                .query_map(params![start, end], |r| r.get::<_, String>(0))
+                .map_err(read_error)?;
+            let mut entries = Vec::new();
+            for row in rows {
+                let text = row.map_err(read_error)?;
+                entries.push(serde_json::from_str(&text).map_err(read_error)?);
+            }
+            Ok(entries)
+        })
+        .await
+    }
+}
+
+impl<M: Machine> RaftLogStorage<RaftTypes<M>> for SqliteLog<M> {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<RaftTypes<M>>, Error> {
+        self.with(|conn| {
+            let last_purged_log_id: Option<LogId<NodeId>> = get(conn, "last_purged")?;
+            let last: Option<String> = conn
+                .query_row(
+                    "SELECT entry FROM raft_log ORDER BY idx DESC LIMIT 1",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(read_error)?;
+            let last_log_id = match last {
+                Some(text) => {
+                    let entry: Entry<M> = serde_json::from_str(&text).map_err(read_error)?;
+                    Some(entry.log_id)
+                }
+                None => last_purged_log_id,
+            };
+            Ok(LogState {
+                last_purged_log_id,
+                last_log_id,
+            })
+        })
+        .await
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), Error> {
+        let vote = *vote;
+        self.with(move |conn| put(conn, "vote", &vote)).await
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, Error> {
+        self.with(|conn| get(conn, "vote")).await
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<(), Error> {
+        self.with(move |conn| put(conn, "committed", &committed))
+            .await
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, Error> {
+        self.with(|conn| Ok(get::<Option<LogId<NodeId>>>(conn, "committed")?.flatten()))
+            .await
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<RaftTypes<M>>,
+    ) -> Result<(), Error>
+    where
+        I: IntoIterator<Item = Entry<M>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let rows = entries
+            .into_iter()
+            .map(|entry| {
+                Ok((
+                    index(entry.log_id.index),
+                    serde_json::to_string(&entry).map_err(io_error)?,
+                ))
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        let written = self
+            .with(move |conn| {
+                let tx = conn.transaction().map_err(io_error)?;
+                {
+                    let mut insert = tx
+                        .prepare_cached(
+                            "INSERT OR REPLACE INTO raft_log (idx, entry) VALUES (?1, ?2)",
+                        )
+                        .map_err(io_error)?;
+                    for (idx, entry) in &rows {
+                        insert.execute(params![idx, entry]).map_err(io_error)?;
+                    }
+                }
+                tx.commit().map_err(io_error)
+            })
+            .await;
+        // Durable (committed, synchronous = FULL) before openraft hears of it.
+        match &written {
+            Ok(()) => callback.log_io_completed(Ok(())),
+            Err(err) => callback.log_io_completed(Err(std::io::Error::other(err.to_string()))),
+        }
+        written
+    }
+
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), Error> {
+        self.with(move |conn| {
+            conn.execute(
+                "DELETE FROM raft_log WHERE idx >= ?1",
+                [index(log_id.index)],
+            )
+            .map_err(io_error)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), Error> {
+        self.with(move |conn| {
+            let tx = conn.transaction().map_err(io_error)?;
+            put(&tx, "last_purged", &log_id)?;
+            tx.execute(
+                "DELETE FROM raft_log WHERE idx <= ?1",
+                [index(log_id.index)],
+            )
+            .map_err(io_error)?;
+            tx.commit().map_err(io_error)
+        })
+        .await
+    }
+}

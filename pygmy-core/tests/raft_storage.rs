@@ -1,0 +1,155 @@
+//! openraft's own storage test suite, run against the SQLite raft log and
+//! the journal state machine.
+#![cfg(feature = "raft")]
+
+use std::sync::Arc;
+
+use openraft::testing::{StoreBuilder, Suite};
+use openraft::{StorageError, StorageIOError};
+use pygmy_core::catalog::sqlite::SqliteCatalog;
+use pygmy_core::catalog::CatalogMachine;
+use pygmy_core::replication::raft::{JournalStateMachine, NodeId, RaftTypes, SqliteLog};
+
+struct Builder;
+
+type Log = SqliteLog<CatalogMachine>;
+type Machine = JournalStateMachine<CatalogMachine>;
+
+impl StoreBuilder<RaftTypes<CatalogMachine>, Log, Machine, tempfile::TempDir> for Builder {
+    async fn build(&self) -> Result<(tempfile::TempDir, Log, Machine), StorageError<NodeId>> {
+        let io = |e: &dyn std::error::Error| -> StorageError<NodeId> {
+            StorageIOError::write(&std::io::Error::other(e.to_string())).into()
+        };
+        let dir = tempfile::tempdir().map_err(|e| io(&e))?;
+        let path = dir.path().join("catalog.db");
+        let journal = Arc::new(SqliteCatalog::open(&path).map_err(|e| io(&e))?);
+        let log = SqliteLog::open(&path).map_err(|e| io(&e))?;
+        let machine = JournalStateMachine::new(journal)
+            .await
+            .map_err(|e| io(&e))?;
+        Ok((dir, log, machine))
+    }
+}
+
+/// A plain test: the suite starts its own runtimes.
+#[test]
+fn openraft_storage_suite() {
+    Suite::test_all(Builder).expect("the storage passes openraft's suite");
+}
+
+mod state_machine {
+    use std::io::Cursor;
+    use std::sync::Arc;
+
+    use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, SnapshotMeta};
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+    use pygmy_core::catalog::sqlite::SqliteCatalog;
+    use pygmy_core::catalog::{CatalogCommand, CatalogMachine, CatalogOutcome, CatalogStore};
+    use pygmy_core::journal::{Op, OpId};
+    use pygmy_core::replication::raft::{JournalStateMachine, RaftTypes};
+    use pygmy_core::types::{default_books, ItemId};
+
+    type Machine = JournalStateMachine<CatalogMachine>;
+
+    async fn open(dir: &std::path::Path) -> (Arc<SqliteCatalog>, Machine) {
+        let journal = Arc::new(SqliteCatalog::open(dir.join("catalog.db")).expect("open"));
+        let machine = JournalStateMachine::new(Arc::clone(&journal))
+            .await
+            .expect("machine");
+        (journal, machine)
+    }
+
+    fn entry(
+        index: u64,
+        payload: EntryPayload<RaftTypes<CatalogMachine>>,
+    ) -> Entry<RaftTypes<CatalogMachine>> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload,
+        }
+    }
+
+    fn sell(id: &str, item: i64) -> EntryPayload<RaftTypes<CatalogMachine>> {
+        EntryPayload::Normal(Op {
+            id: OpId(id.to_owned()),
+            cmd: CatalogCommand::Sell { item: ItemId(item) },
+        })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ops_apply_once_and_a_snapshot_carries_the_state() {
+        let a = tempfile::tempdir().expect("tempdir");
+        let (journal, mut machine) = open(a.path()).await;
+        let mut books = default_books();
+        books[0].count = 2;
+        journal.seed(books).await.expect("seed");
+
+        let replies = machine
+            .apply(vec![
+                entry(1, EntryPayload::Blank),
+                entry(2, sell("s1", 1)),
+                entry(3, sell("s1", 1)), // the same op committed twice
+                entry(4, sell("s2", 1)),
+                entry(5, sell("s3", 1)),
+            ])
+            .await
+            .expect("apply");
+        assert_eq!(replies.len(), 5);
+        assert_eq!(replies[0], None);
+        assert!(matches!(replies[1], Some(CatalogOutcome::Sold { .. })));
+        assert_eq!(replies[1], replies[2], "a repeat answers the first outcome");
+        assert!(matches!(replies[3], Some(CatalogOutcome::Sold { .. })));
+        assert_eq!(
+            replies[4],
+            Some(CatalogOutcome::SoldOut { item: ItemId(1) })
+        );
+        let (applied, _) = machine.applied_state().await.expect("state");
+        assert_eq!(applied.map(|l| l.index), Some(5));
+
+        let snapshot = machine.build_snapshot().await.expect("snapshot");
+        let b = tempfile::tempdir().expect("tempdir");
+        let (other, mut fresh) = open(b.path()).await;
+        fresh
+            .install_snapshot(&snapshot.meta, snapshot.snapshot)
+            .await
+            .expect("install");
+        assert_eq!(
+            other.books(None).await.expect("books"),
+            journal.books(None).await.expect("books")
+        );
+        assert_eq!(fresh.applied_state().await.expect("state").0, applied);
+        assert!(fresh
+            .get_current_snapshot()
+            .await
+            .expect("current")
+            .is_some());
+        // The op records came along: a repeat on the new replica is still a repeat.
+        let replies = fresh
+            .apply(vec![entry(6, sell("s2", 1))])
+            .await
+            .expect("apply");
+        assert!(matches!(replies[0], Some(CatalogOutcome::Sold { .. })));
+        assert_eq!(
+            other.book(ItemId(1)).await.expect("book").map(|b| b.count),
+            Some(0)
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_snapshot_with_a_foreign_table_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (journal, mut machine) = open(dir.path()).await;
+        journal.seed(default_books()).await.expect("seed");
+        let data = br#"{"tables":[{"name":"books; DROP TABLE books","columns":["id"],"rows":[]}]}"#;
+        let meta = SnapshotMeta::default();
+        let result = machine
+            .install_snapshot(&meta, Box::new(Cursor::new(data.to_vec())))
+            .await;
+        assert!(result.is_err());
+        assert_eq!(
+            journal.books(None).await.expect("books").len(),
+            7,
+            "nothing was changed"
+        );
+    }
+}
