@@ -10,7 +10,7 @@
 //! - [`broadcast::Broadcast`]: the seed's protocol (apply, then send to each
 //!   peer), made as good as it can be without consensus. See its docs for
 //!   what it does not promise.
-//! - `raft` (openraft) comes next; callers do not change.
+//! - [`raft`]: consensus on openraft 0.9 (with the `raft` feature).
 
 pub mod broadcast;
 pub mod loopback;
@@ -39,6 +39,14 @@ pub trait Replicator<M: Machine>: Send + Sync {
 
     /// Whether this replica serves: false while it catches up at start.
     fn is_ready(&self) -> bool;
+
+    /// Returns once this replica has applied every op acknowledged before
+    /// the call began, so that a read of its store that starts afterwards
+    /// is fresh. The default returns at once: `broadcast` acknowledges an op
+    /// only once every replica that is up has it.
+    async fn linearize(&self) -> Result<(), ReplicationError> {
+        Ok(())
+    }
 }
 
 /// Sends a replication call to a peer and returns its answer.
