@@ -3,7 +3,7 @@
 
 use pygmy_core::api::{
     BuyResponse, HealthResponse, Invalidation, ItemUpdate, ItemsResponse, OrdersResponse,
-    UpdateResponse,
+    SalesResponse, UpdateResponse,
 };
 use pygmy_core::types::{Book, IdempotencyKey, ItemId, Order, OrderId};
 use reqwest::Method;
@@ -66,6 +66,16 @@ impl CatalogClient {
             .header(IDEMPOTENCY_HEADER, key.as_str());
         let response: ItemsResponse = self.http.send(request).await?;
         self.http.first_item(response, "a sale")
+    }
+
+    /// The sales made after `after` (`GET /sales`, internal), at most
+    /// `limit`, and the cursor to ask from next.
+    pub async fn sales(&self, after: u64, limit: u64) -> Result<SalesResponse, ClientError> {
+        let (after, limit) = (after.to_string(), limit.to_string());
+        let url = self
+            .http
+            .url(&["sales"], &[("after", &after), ("limit", &limit)]);
+        self.http.send(self.http.request(Method::GET, url)).await
     }
 
     /// `GET /health`.

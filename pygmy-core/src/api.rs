@@ -177,6 +177,33 @@ pub struct ItemUpdate {
     pub cost: Option<crate::types::Cost>,
 }
 
+/// A sale the catalog made, as `GET /sales` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sale {
+    /// The book sold.
+    pub item: ItemId,
+    /// The idempotency key it was sold under.
+    pub key: crate::types::IdempotencyKey,
+    /// Its place in the replica's apply order.
+    pub seq: u64,
+}
+
+/// `GET /sales?after=&limit=` (internal): the sales made after `after`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SalesResponse {
+    /// The last place looked at (a cursor for the next call; sold-out
+    /// attempts are passed over).
+    pub last_seq: u64,
+    /// Always `{}`.
+    pub message: Empty,
+    /// The sales, in order.
+    pub sales: Vec<Sale>,
+    /// Always `Success`.
+    pub status: Status,
+    /// Always 200.
+    pub validation_code: u16,
+}
+
 /// The body of `POST /invalidate` on a frontend, pushed by the catalog after
 /// each change to a book.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

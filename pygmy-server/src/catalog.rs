@@ -12,13 +12,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use http::{Method, StatusCode};
 use pygmy_client::InternalClient;
-use pygmy_core::api::{Invalidation, ItemsResponse, UpdateResponse};
+use pygmy_core::api::{
+    Empty, Invalidation, ItemsResponse, Sale, SalesResponse, Status, UpdateResponse,
+};
 use pygmy_core::catalog::{
     CatalogCommand, CatalogMachine, CatalogOutcome, CatalogStore, MAX_COUNT,
 };
 use pygmy_core::journal::{Op, OpId};
 use pygmy_core::replication::Replicator;
-use pygmy_core::types::{Book, Cost, ItemId};
+use pygmy_core::types::{Book, Cost, IdempotencyKey, ItemId};
 use serde_json::Value;
 
 use crate::api::{json, parse_item_id, ApiError, ApiResult, Request};
@@ -56,6 +58,14 @@ impl CatalogNode {
         }
     }
 
+    /// Ok once this replica serves, and (for a read) has applied every
+    /// change acknowledged before: a read that follows is fresh.
+    async fn ready_to_read(&self) -> Result<(), ApiError> {
+        self.ensure_ready()?;
+        self.replicator.linearize().await?;
+        Ok(())
+    }
+
     fn ensure_ready(&self) -> Result<(), ApiError> {
         if self.replicator.is_ready() {
             Ok(())
@@ -78,7 +88,7 @@ impl CatalogNode {
     /// `GET /item`, `GET /item?id=`, `GET /item?topic=` (both: the book if
     /// it is of the topic).
     async fn query(&self, req: &Request) -> ApiResult {
-        self.ensure_ready()?;
+        self.ready_to_read().await?;
         if req.param("id").is_none() {
             self.reads.fetch_add(1, Ordering::Relaxed);
         }
@@ -96,6 +106,52 @@ impl CatalogNode {
             None => self.store.books(topic).await?,
         };
         Ok(json(StatusCode::OK, &ItemsResponse::new(books)))
+    }
+
+    /// `GET /sales?after=&limit=` (internal): the sales made, in apply
+    /// order, for the order service's reconciliation.
+    async fn sales(&self, req: &Request) -> ApiResult {
+        req.authorize(self.identity.token.as_deref())?;
+        let number = |name: &str, default: u64| -> Result<u64, ApiError> {
+            match req.param(name) {
+                None => Ok(default),
+                Some(raw) => raw
+                    .parse()
+                    .map_err(|_| ApiError::BadRequest(format!("{name} must be a whole number"))),
+            }
+        };
+        let after = number("after", 0)?;
+        let limit = number("limit", 500)?.clamp(1, 5_000);
+        self.ready_to_read().await?;
+        let ops = self
+            .store
+            .applied("sale:", after, usize::try_from(limit).unwrap_or(5_000))
+            .await?;
+        let last_seq = ops.last().map_or(after, |op| op.seq);
+        let sales = ops
+            .into_iter()
+            .filter_map(|op| {
+                let CatalogOutcome::Sold { book } = op.outcome else {
+                    return None;
+                };
+                let key = IdempotencyKey::parse(op.id.0.strip_prefix("sale:")?).ok()?;
+                Some(Sale {
+                    item: book.id,
+                    key,
+                    seq: op.seq,
+                })
+            })
+            .collect();
+        Ok(json(
+            StatusCode::OK,
+            &SalesResponse {
+                last_seq,
+                message: Empty {},
+                sales,
+                status: Status::Success,
+                validation_code: 200,
+            },
+        ))
     }
 
     /// `PUT /item/<id>`: `{"count": delta}` and/or `{"cost": value}`.
@@ -239,8 +295,9 @@ impl Handler for CatalogNode {
         let method = req.method.clone();
         match (&method, req.path().as_slice()) {
             (&Method::GET, ["item"]) => self.query(&req).await,
+            (&Method::GET, ["sales"]) => self.sales(&req).await,
             (&Method::GET, ["item", id]) => {
-                self.ensure_ready()?;
+                self.ready_to_read().await?;
                 let book = self.book(parse_item_id(id)?).await?;
                 Ok(json(StatusCode::OK, &ItemsResponse::new(vec![book])))
             }
@@ -260,6 +317,7 @@ impl Handler for CatalogNode {
                 | ["item", "propagate", _]
                 | ["item", _, "sell"]
                 | ["replication", _]
+                | ["sales"]
                 | ["health"],
             ) => Err(method_not_allowed(&method)),
             _ => Err(route_not_found(&req)),

@@ -41,6 +41,10 @@ pub enum Replication {
     /// The seed's protocol, improved (see `pygmy_core::replication::broadcast`).
     #[default]
     Broadcast,
+    /// Consensus on openraft (see `pygmy_core::replication::raft`): needs
+    /// the SQLite store; a majority of each service's replicas must be up
+    /// for writes.
+    Raft,
 }
 
 /// Where a backend keeps its data.
@@ -320,6 +324,11 @@ impl Topology {
             if self.of_role(role).next().is_none() {
                 return Err(ConfigError::Invalid(format!("there is no {role} node")));
             }
+        }
+        if self.replication == Replication::Raft && self.store != StoreKind::Sqlite {
+            return Err(ConfigError::Invalid(
+                "raft keeps its log in SQLite: set store = \"sqlite\"".to_owned(),
+            ));
         }
         if self.token.as_deref().is_some_and(|t| t.trim().is_empty()) {
             return Err(ConfigError::Invalid("the token is empty".to_owned()));

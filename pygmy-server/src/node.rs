@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,11 +18,13 @@ use pygmy_core::cache::{Cache, LruCache, NoCache};
 use pygmy_core::catalog::memory::MemoryCatalog;
 use pygmy_core::catalog::sqlite::SqliteCatalog;
 use pygmy_core::catalog::{CatalogMachine, CatalogStore};
+use pygmy_core::journal::sqlite::{SqliteJournal, SqliteMachine};
 use pygmy_core::journal::{Journal, Machine};
 use pygmy_core::order::memory::MemoryOrders;
 use pygmy_core::order::sqlite::SqliteOrders;
 use pygmy_core::order::{OrderMachine, OrderStore};
 use pygmy_core::replication::broadcast::{Broadcast, BroadcastConfig};
+use pygmy_core::replication::raft::{RaftConfig, RaftReplicator};
 use pygmy_core::replication::Replicator;
 use pygmy_core::StoreError;
 use tokio::net::TcpListener;
@@ -168,19 +171,35 @@ fn clients<C>(
         .collect()
 }
 
-fn replicator<M: Machine>(
+/// The SQLite journal of a backend and its file, when it has one (the
+/// `raft` log lives in the same file).
+type SqliteParts<M> = Option<(Arc<SqliteJournal<M>>, PathBuf)>;
+
+async fn replicator<M: SqliteMachine>(
     topology: &Topology,
     node: &NodeConfig,
     journal: Arc<dyn Journal<M>>,
+    sqlite: SqliteParts<M>,
     pool: &reqwest::Client,
 ) -> Result<Arc<dyn Replicator<M>>, NodeError> {
     let peers = clients(topology, node.role, pool, InternalClient::from_http)?;
     let names = peers.iter().map(|(name, _)| name.clone()).collect();
+    let transport = Arc::new(HttpTransport::new(peers));
     match topology.replication {
         Replication::Broadcast => {
             let config = BroadcastConfig::new(node.name.clone(), names);
-            let transport = Arc::new(HttpTransport::new(peers));
             Ok(Arc::new(Broadcast::start(config, journal, transport)?))
+        }
+        Replication::Raft => {
+            let (journal, path) = sqlite.ok_or_else(|| {
+                ConfigError::Invalid(
+                    "raft keeps its log in SQLite: set store = \"sqlite\"".to_owned(),
+                )
+            })?;
+            let config = RaftConfig::new(node.name.clone(), names);
+            Ok(Arc::new(
+                RaftReplicator::start(config, journal, &path, transport).await?,
+            ))
         }
     }
 }
@@ -196,12 +215,15 @@ async fn catalog_node(
     node: &NodeConfig,
     identity: Identity,
 ) -> Result<CatalogNode, NodeError> {
-    let store: Arc<dyn CatalogStore> = match topology.store {
+    let (store, sqlite): (Arc<dyn CatalogStore>, SqliteParts<CatalogMachine>) = match topology.store
+    {
         StoreKind::Sqlite => {
             let path = topology.data_dir(node).join("catalog.db");
-            Arc::new(open_blocking(move || SqliteCatalog::open(path)).await?)
+            let opened = path.clone();
+            let store = Arc::new(open_blocking(move || SqliteCatalog::open(opened)).await?);
+            (store.clone(), Some((store, path)))
         }
-        StoreKind::Memory => Arc::new(MemoryCatalog::new()),
+        StoreKind::Memory => (Arc::new(MemoryCatalog::new()), None),
     };
     let books = {
         let topology = topology.clone();
@@ -214,7 +236,7 @@ async fn catalog_node(
     }
     let pool = pooled(&client_options(topology))?;
     let journal: Arc<dyn Journal<CatalogMachine>> = store.clone();
-    let replicator = replicator(topology, node, journal, &pool)?;
+    let replicator = replicator(topology, node, journal, sqlite, &pool).await?;
     let frontends = clients(topology, Role::Frontend, &pool, InternalClient::from_http)?
         .into_iter()
         .map(|(_, client)| client)
@@ -227,16 +249,18 @@ async fn order_node(
     node: &NodeConfig,
     identity: Identity,
 ) -> Result<OrderNode, NodeError> {
-    let store: Arc<dyn OrderStore> = match topology.store {
+    let (store, sqlite): (Arc<dyn OrderStore>, SqliteParts<OrderMachine>) = match topology.store {
         StoreKind::Sqlite => {
             let path = topology.data_dir(node).join("orders.db");
-            Arc::new(open_blocking(move || SqliteOrders::open(path)).await?)
+            let opened = path.clone();
+            let store = Arc::new(open_blocking(move || SqliteOrders::open(opened)).await?);
+            (store.clone(), Some((store, path)))
         }
-        StoreKind::Memory => Arc::new(MemoryOrders::new()),
+        StoreKind::Memory => (Arc::new(MemoryOrders::new()), None),
     };
     let pool = pooled(&client_options(topology))?;
     let journal: Arc<dyn Journal<OrderMachine>> = store.clone();
-    let replicator = replicator(topology, node, journal, &pool)?;
+    let replicator = replicator(topology, node, journal, sqlite, &pool).await?;
     // The preferred catalog replica first, then the others in file order.
     let preferred = topology.preferred_catalog(node);
     let mut catalogs = clients(topology, Role::Catalog, &pool, CatalogClient::from_http)?;
@@ -308,7 +332,15 @@ pub async fn run_node(
         }
         Role::Order => {
             let handler = Arc::new(order_node(topology, node, identity).await?);
+            let reconciler = tokio::spawn(
+                handler
+                    .as_ref()
+                    .clone()
+                    .reconcile_forever()
+                    .in_current_span(),
+            );
             serve(listener, handler, limits, shutdown).await;
+            reconciler.abort();
         }
     }
     tracing::info!("stopped");

@@ -5,8 +5,10 @@
 //! is recorded through the replicator. A retry with the same key after any
 //! failure completes the same order; it never sells a second copy.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use http::{Method, StatusCode};
@@ -19,7 +21,7 @@ use pygmy_core::types::{IdempotencyKey, ItemId, Order};
 
 use crate::api::{json, parse_item_id, ApiError, ApiResult, Request};
 use crate::node::{method_not_allowed, replication_call, route_not_found, Identity};
-use crate::server::Handler;
+use crate::server::{Handler, Metrics};
 
 /// An order replica. Cheap to clone (it is all shared handles), so that a
 /// buy can finish in its own task.
@@ -30,6 +32,21 @@ pub struct OrderNode {
     replicator: Arc<dyn Replicator<OrderMachine>>,
     /// The catalog replicas, the preferred one first.
     catalogs: Vec<CatalogClient>,
+    /// Orders recorded by the reconciler, for `/metrics`.
+    reconciled: Arc<AtomicU64>,
+}
+
+/// How long a sale may stay without its order before the reconciler
+/// records it: a buy under way records its own order well within this.
+pub const RECONCILE_GRACE: Duration = Duration::from_secs(5);
+
+/// What the reconciler remembers between rounds.
+#[derive(Debug, Default)]
+struct Reconciler {
+    /// Per catalog replica, the last sale looked at.
+    cursors: HashMap<usize, u64>,
+    /// When each sale still without an order was first seen.
+    first_seen: HashMap<IdempotencyKey, Instant>,
 }
 
 impl OrderNode {
@@ -46,6 +63,7 @@ impl OrderNode {
             store,
             replicator,
             catalogs,
+            reconciled: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -79,6 +97,74 @@ impl OrderNode {
             )));
         }
         Ok(json(StatusCode::OK, &BuyResponse::new(item, order.id)))
+    }
+
+    /// Runs the reconciliation until the task is dropped: every second, the
+    /// sales the catalog made that still have no order after
+    /// [`RECONCILE_GRACE`] get their order recorded. A buy whose client gave
+    /// up between the sale and the order, or whose every order replica
+    /// failed then, so still ends with its order.
+    pub async fn reconcile_forever(self) {
+        let mut state = Reconciler::default();
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if self.replicator.is_ready() {
+                self.reconcile(&mut state).await;
+            }
+        }
+    }
+
+    /// One round, from the first catalog replica that answers.
+    async fn reconcile(&self, state: &mut Reconciler) {
+        for (index, catalog) in self.catalogs.iter().enumerate() {
+            let cursor = state.cursors.get(&index).copied().unwrap_or(0);
+            let page = match catalog.sales(cursor, 500).await {
+                Ok(page) => page,
+                Err(err) => {
+                    tracing::debug!(%err, "a catalog replica did not list its sales");
+                    continue;
+                }
+            };
+            let mut reached = page.last_seq;
+            for sale in page.sales {
+                match self.store.order_by_key(&sale.key).await {
+                    Ok(Some(_)) => {
+                        state.first_seen.remove(&sale.key);
+                        continue;
+                    }
+                    Ok(None) => {}
+                    Err(err) => {
+                        tracing::warn!(%err, "cannot read the orders to reconcile");
+                        reached = sale.seq.saturating_sub(1);
+                        break;
+                    }
+                }
+                let seen = *state
+                    .first_seen
+                    .entry(sale.key.clone())
+                    .or_insert_with(Instant::now);
+                if seen.elapsed() < RECONCILE_GRACE {
+                    // Perhaps still under way: look again next round.
+                    reached = sale.seq.saturating_sub(1);
+                    break;
+                }
+                match self.record(sale.item, &sale.key).await {
+                    Ok(order) => {
+                        state.first_seen.remove(&sale.key);
+                        self.reconciled.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(key = %sale.key, item = %sale.item, order = %order.id,
+                            "recorded the order of a sale that had none");
+                    }
+                    Err(err) => {
+                        tracing::warn!(%err, "cannot record a reconciled order; will retry");
+                        reached = sale.seq.saturating_sub(1);
+                        break;
+                    }
+                }
+            }
+            state.cursors.insert(index, reached.max(cursor));
+            return;
+        }
     }
 
     /// The order of `key`: the one recorded already, or a sale and then a
@@ -133,6 +219,7 @@ impl Handler for OrderNode {
             (&Method::GET, ["buy", item]) => self.buy(&req, parse_item_id(item)?).await,
             (&Method::GET, ["orders"]) => {
                 self.ensure_ready()?;
+                self.replicator.linearize().await?;
                 let orders = self.store.orders().await?;
                 Ok(json(StatusCode::OK, &OrdersResponse::new(orders)))
             }
@@ -156,5 +243,13 @@ impl Handler for OrderNode {
 
     fn is_ready(&self) -> bool {
         self.replicator.is_ready()
+    }
+
+    fn metrics(&self, out: &mut Metrics) {
+        out.counter(
+            "pygmy_order_reconciled_total",
+            "Orders recorded for sales that had none.",
+            self.reconciled.load(Ordering::Relaxed),
+        );
     }
 }

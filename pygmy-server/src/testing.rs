@@ -26,6 +26,8 @@ pub struct Options {
     pub stock: Option<i64>,
     /// Where the backends keep their data.
     pub store: StoreKind,
+    /// How the backends replicate.
+    pub replication: crate::config::Replication,
 }
 
 impl Default for Options {
@@ -36,6 +38,7 @@ impl Default for Options {
             token: Some(TOKEN.to_owned()),
             stock: None,
             store: StoreKind::Sqlite,
+            replication: crate::config::Replication::Broadcast,
         }
     }
 }
@@ -59,6 +62,7 @@ pub fn topology(options: &Options, dir: &std::path::Path) -> Topology {
     topology.log_dir = dir.join("logs");
     topology.token = options.token.clone();
     topology.store = options.store;
+    topology.replication = options.replication;
     let node = |name: String, role| NodeConfig {
         data_dir: (role != Role::Frontend).then(|| dir.join("data").join(&name)),
         name,
@@ -209,17 +213,12 @@ fn free_port() -> std::io::Result<SocketAddr> {
 impl ProcessCluster {
     /// Writes the topology of `options` (with real ports) and starts every
     /// node of it as a process of `binary`; waits until all are healthy.
-    pub async fn start(
-        binary: &std::path::Path,
-        options: Options,
-        replication: crate::config::Replication,
-    ) -> ProcessCluster {
+    pub async fn start(binary: &std::path::Path, options: Options) -> ProcessCluster {
         let dir = match tempfile::tempdir() {
             Ok(dir) => dir,
             Err(err) => panic!("cannot make a temporary directory: {err}"),
         };
         let mut topology = topology(&options, dir.path());
-        topology.replication = replication;
         for node in &mut topology.nodes {
             node.addr = free_port().unwrap_or_else(|e| panic!("no free port: {e}"));
         }

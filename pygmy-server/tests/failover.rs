@@ -185,3 +185,46 @@ async fn a_node_that_cannot_start_stops_the_cluster_with_an_error() {
     let err = result.expect_err("a node failed");
     assert!(err.to_string().contains("not-a-dir"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sale_left_without_its_order_gets_one() {
+    let test = TestCluster::start(Options::default()).await;
+    // A sale whose buy never got to record its order (its client went
+    // away, say): made straight at the catalog.
+    let key = pygmy_core::types::IdempotencyKey::parse("orphan-sale-1").expect("key");
+    test.catalog("catalog-0")
+        .sell(ItemId(4), &key)
+        .await
+        .expect("sale");
+    assert!(test
+        .order("order-0")
+        .orders()
+        .await
+        .expect("orders")
+        .is_empty());
+    // The reconciler records it after its grace period.
+    let started = std::time::Instant::now();
+    test.eventually("the orphan sale gets its order", || async {
+        let orders = test.order("order-1").orders().await.expect("orders");
+        orders
+            .iter()
+            .any(|o| o.key == key && o.item_id == ItemId(4))
+    })
+    .await;
+    assert!(started.elapsed() >= pygmy_server::order::RECONCILE_GRACE - Duration::from_millis(100));
+    let a = test.order("order-0").orders().await.expect("orders");
+    let b = test.order("order-1").orders().await.expect("orders");
+    assert_eq!((a.len(), a), (1, b));
+    // A buy retried with that key now answers that order, selling nothing more.
+    let order = test
+        .store()
+        .buy_with_key(ItemId(4), &key)
+        .await
+        .expect("retry");
+    assert_eq!(
+        test.order("order-0").orders().await.expect("orders")[0].id,
+        order
+    );
+    assert_eq!(test.stocks(ItemId(4)).await, vec![99, 99]);
+    test.shutdown().await;
+}

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use super::{Applied, Entry, HighWater, Journal, Machine, Op, OpId, Source};
+use super::{Applied, AppliedOp, Entry, HighWater, Journal, Machine, Op, OpId, Source};
 use crate::error::StoreError;
 
 /// A service's state kept in memory, with the command semantics on it.
@@ -28,6 +28,8 @@ struct Inner<S: MemoryState> {
     state: S,
     outcomes: HashMap<OpId, Outcome<S>>,
     log: BTreeMap<(String, u64), Op<Command<S>>>,
+    /// Op ids in apply order (`seq` is the position, from 1).
+    order: Vec<OpId>,
     high_waters: BTreeMap<String, u64>,
 }
 
@@ -45,6 +47,7 @@ impl<S: MemoryState> Default for MemoryJournal<S> {
                 state: S::default(),
                 outcomes: HashMap::new(),
                 log: BTreeMap::new(),
+                order: Vec::new(),
                 high_waters: BTreeMap::new(),
             }),
         }
@@ -131,6 +134,31 @@ impl<S: MemoryState> Journal<S::Machine> for MemoryJournal<S> {
             .collect())
     }
 
+    async fn applied(
+        &self,
+        prefix: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<AppliedOp<Outcome<S>>>, StoreError> {
+        let inner = self.lock();
+        let skip = usize::try_from(after).unwrap_or(usize::MAX);
+        Ok(inner
+            .order
+            .iter()
+            .enumerate()
+            .skip(skip)
+            .filter(|(_, id)| id.0.starts_with(prefix))
+            .take(limit)
+            .filter_map(|(i, id)| {
+                Some(AppliedOp {
+                    seq: i as u64 + 1,
+                    id: id.clone(),
+                    outcome: inner.outcomes.get(id)?.clone(),
+                })
+            })
+            .collect())
+    }
+
     async fn high_waters(&self) -> Result<Vec<HighWater>, StoreError> {
         Ok(self
             .lock()
@@ -186,6 +214,7 @@ fn apply_locked<S: MemoryState>(
     *high = (*high).max(origin_seq);
     let outcome = inner.state.execute(&op.cmd);
     inner.outcomes.insert(op.id.clone(), outcome.clone());
+    inner.order.push(op.id.clone());
     inner.log.insert(key, op);
     Ok(Applied {
         outcome,

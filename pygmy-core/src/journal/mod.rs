@@ -109,6 +109,17 @@ pub struct Applied<O> {
     pub origin_seq: Option<u64>,
 }
 
+/// An op as [`Journal::applied`] lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppliedOp<O> {
+    /// Its place in this replica's apply order.
+    pub seq: u64,
+    /// Its id.
+    pub id: OpId,
+    /// What it answered.
+    pub outcome: O,
+}
+
 /// How far a replica has applied the ops of one origin.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HighWater {
@@ -163,6 +174,16 @@ pub trait Journal<M: Machine>: Send + Sync {
         after: u64,
         limit: usize,
     ) -> Result<Vec<Entry<M::Command>>, StoreError>;
+
+    /// The ops applied here whose id starts with `prefix`, in the order
+    /// they were applied (`seq`, from 1), after `after`, at most `limit`,
+    /// with their outcomes. With `raft` every replica numbers them alike.
+    async fn applied(
+        &self,
+        prefix: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<AppliedOp<M::Outcome>>, StoreError>;
 
     /// For each origin seen, the highest `origin_seq` applied here.
     async fn high_waters(&self) -> Result<Vec<HighWater>, StoreError>;

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
-use super::{Applied, Entry, HighWater, Journal, Machine, Op, OpId, Source};
+use super::{Applied, AppliedOp, Entry, HighWater, Journal, Machine, Op, OpId, Source};
 use crate::error::StoreError;
 
 /// A service whose state lives in SQLite tables beside the journal's.
@@ -350,6 +350,42 @@ impl<M: SqliteMachine> Journal<M> for SqliteJournal<M> {
                 });
             }
             Ok(entries)
+        })
+        .await
+    }
+
+    async fn applied(
+        &self,
+        prefix: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<AppliedOp<M::Outcome>>, StoreError> {
+        // `prefix` is matched with substr, never as a LIKE pattern.
+        let prefix = prefix.to_owned();
+        let after = to_sql_seq(after)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, op_id, outcome FROM journal_ops
+                 WHERE seq > ?1 AND substr(op_id, 1, length(?2)) = ?2 ORDER BY seq LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![after, prefix, limit], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                ))
+            })?;
+            let mut ops = Vec::new();
+            for row in rows {
+                let (seq, id, outcome) = row?;
+                ops.push(AppliedOp {
+                    seq: seq.max(0) as u64,
+                    id: OpId(id),
+                    outcome: serde_json::from_str(&outcome)?,
+                });
+            }
+            Ok(ops)
         })
         .await
     }
