@@ -306,8 +306,16 @@ impl ReplicaUrls {
     pub fn default_local() -> ReplicaUrls {
         let node = |name: &str, port: u16| (name.to_owned(), format!("http://127.0.0.1:{port}"));
         ReplicaUrls {
-            catalogs: vec![node("catalog-a", 8011), node("catalog-b", 8013)],
-            orders: vec![node("order-a", 8012), node("order-b", 8014)],
+            catalogs: vec![
+                node("catalog-a", 8011),
+                node("catalog-b", 8013),
+                node("catalog-c", 8015),
+            ],
+            orders: vec![
+                node("order-a", 8012),
+                node("order-b", 8014),
+                node("order-c", 8016),
+            ],
         }
     }
 

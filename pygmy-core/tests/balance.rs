@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use pygmy_core::balance::{Balancer, HealthPolicy, Replicas, RoundRobin};
+use pygmy_core::balance::{Balancer, HealthPolicy, LeastLoaded, Replicas, RoundRobin};
 
 fn replicas(n: usize, policy: HealthPolicy) -> Replicas {
     Replicas::new(
@@ -73,4 +73,40 @@ fn in_flight_is_counted_while_the_guard_lives() {
     assert!(RoundRobin::default()
         .plan(&replicas(0, HealthPolicy::default()))
         .is_empty());
+}
+
+#[test]
+fn least_loaded_prefers_the_replica_with_fewer_requests_in_flight() {
+    let set = replicas(2, HealthPolicy::default());
+    let p2c = LeastLoaded::with_seed(7);
+    let _busy = [set.start(0), set.start(0), set.start(0)];
+    // With two replicas, both are drawn every time: the idle one wins.
+    for _ in 0..20 {
+        assert_eq!(p2c.plan(&set), vec![1, 0]);
+    }
+}
+
+#[test]
+fn least_loaded_spreads_equal_load_and_tries_ejected_replicas_last() {
+    let set = replicas(
+        3,
+        HealthPolicy {
+            failures_to_eject: 1,
+            cool_down: Duration::from_secs(60),
+        },
+    );
+    let p2c = LeastLoaded::with_seed(11);
+    let mut firsts = [0; 3];
+    for _ in 0..300 {
+        let plan = p2c.plan(&set);
+        let mut sorted = plan.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, vec![0, 1, 2], "every replica, once");
+        firsts[plan[0]] += 1;
+    }
+    assert!(firsts.iter().all(|&n| n > 50), "{firsts:?}");
+    set.record_failure(2);
+    for _ in 0..50 {
+        assert_eq!(p2c.plan(&set)[2], 2);
+    }
 }

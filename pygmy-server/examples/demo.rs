@@ -1,5 +1,5 @@
 //! The one-command demo: brings up the default local store (a frontend on
-//! 127.0.0.1:8010, two catalog and two order replicas, SQLite, `broadcast`)
+//! 127.0.0.1:8010, three catalog and three order replicas, SQLite, `raft`)
 //! in this process, with its data in a fresh temporary directory, drives
 //! `pygmy-client load` against it, checks the store's promises on every
 //! replica, and stops it.

@@ -39,11 +39,11 @@ impl std::fmt::Display for Role {
 #[serde(rename_all = "snake_case")]
 pub enum Replication {
     /// The seed's protocol, improved (see `pygmy_core::replication::broadcast`).
-    #[default]
     Broadcast,
     /// Consensus on openraft (see `pygmy_core::replication::raft`): needs
     /// the SQLite store; a majority of each service's replicas must be up
-    /// for writes.
+    /// for writes. The default.
+    #[default]
     Raft,
 }
 
@@ -65,6 +65,8 @@ pub enum BalancerKind {
     /// Each request starts at the next replica (the seed's).
     #[default]
     RoundRobin,
+    /// The less loaded (fewer requests in flight) of two random replicas.
+    LeastLoaded,
 }
 
 /// The frontend's cache.
@@ -203,8 +205,10 @@ impl Topology {
         10_000
     }
 
-    /// The embedded default: the seed's layout on loopback, one frontend on
-    /// 8010 and two replicas each of catalog and order from 8011 up.
+    /// The embedded default: on loopback, one frontend on 8010 and three
+    /// `raft` replicas each of catalog and order from 8011 up (three
+    /// survive the loss of one). The seed's own layout, two `broadcast`
+    /// replicas each, is `examples/seed-2x2.toml`.
     pub fn default_local() -> Topology {
         let node = |name: &str, role, port: u16| NodeConfig {
             name: name.to_owned(),
@@ -230,6 +234,8 @@ impl Topology {
                 node("order-a", Role::Order, 8012),
                 node("catalog-b", Role::Catalog, 8013),
                 node("order-b", Role::Order, 8014),
+                node("catalog-c", Role::Catalog, 8015),
+                node("order-c", Role::Order, 8016),
             ],
         }
     }

@@ -11,6 +11,7 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -46,6 +47,13 @@ impl<C> Backend<C> {
         }
     }
 }
+
+/// How often the frontend asks every replica for its `/health`.
+const PROBE_EVERY: Duration = Duration::from_millis(500);
+
+/// How long a probe waits: a replica that cannot answer its health in this
+/// time (a frozen process, say) gets no new requests until it can.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(400);
 
 /// The longest topic a search takes: topics are short, and each one
 /// searched takes a cache slot.
@@ -134,6 +142,47 @@ impl FrontendNode {
             Some(err) => format!("no replica could answer: {err}"),
             None => "no replica is configured".to_owned(),
         }))
+    }
+
+    /// Probes every replica of both backends, every [`PROBE_EVERY`], until
+    /// the task is dropped: a replica whose `/health` fails or is late is
+    /// ejected (tried only after the others), one that answers again is
+    /// back at once. The passive ejection covers what happens between
+    /// probes.
+    pub async fn probe_forever(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(PROBE_EVERY).await;
+            let mut probes = tokio::task::JoinSet::new();
+            for (index, client) in self.catalogs.clients.iter().enumerate() {
+                let client = client.clone();
+                probes.spawn(async move {
+                    let answer = tokio::time::timeout(PROBE_TIMEOUT, client.health()).await;
+                    (true, index, matches!(answer, Ok(Ok(_))))
+                });
+            }
+            for (index, client) in self.orders.clients.iter().enumerate() {
+                let client = client.clone();
+                probes.spawn(async move {
+                    let answer = tokio::time::timeout(PROBE_TIMEOUT, client.health()).await;
+                    (false, index, matches!(answer, Ok(Ok(_))))
+                });
+            }
+            while let Some(Ok((catalog, index, healthy))) = probes.join_next().await {
+                let replicas = if catalog {
+                    &self.catalogs.replicas
+                } else {
+                    &self.orders.replicas
+                };
+                if healthy {
+                    replicas.record_success(index);
+                } else {
+                    if !replicas.all()[index].is_ejected(std::time::Instant::now()) {
+                        tracing::warn!(replica = %replicas.all()[index].name, "health probe failed; ejecting");
+                    }
+                    replicas.record_failure(index);
+                }
+            }
+        }
     }
 
     /// Answers from the cache, or fills it from `load`.

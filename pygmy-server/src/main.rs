@@ -12,7 +12,7 @@ use tracing::Instrument;
 /// Runs Pygmy book store nodes.
 ///
 /// With no options, runs the default local store (a frontend on
-/// 127.0.0.1:8010, two catalog and two order replicas), with data under
+/// 127.0.0.1:8010, three catalog and three order `raft` replicas), with data under
 /// ./data and logs under ./logs.
 #[derive(Debug, Parser)]
 #[command(version, about)]

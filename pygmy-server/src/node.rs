@@ -13,7 +13,7 @@ use http::{Method, StatusCode};
 use pygmy_client::http::{pooled, Http};
 use pygmy_client::{CatalogClient, ClientError, ClientOptions, InternalClient, OrderClient};
 use pygmy_core::api::HealthResponse;
-use pygmy_core::balance::{Balancer, HealthPolicy, Replicas, RoundRobin};
+use pygmy_core::balance::{Balancer, HealthPolicy, LeastLoaded, Replicas, RoundRobin};
 use pygmy_core::cache::{Cache, LruCache, NoCache};
 use pygmy_core::catalog::memory::MemoryCatalog;
 use pygmy_core::catalog::sqlite::SqliteCatalog;
@@ -280,6 +280,7 @@ fn backend<C>(
     let replicas = Replicas::new(topology.urls(role), HealthPolicy::default());
     let balancer: Box<dyn Balancer> = match topology.balancer {
         BalancerKind::RoundRobin => Box::new(RoundRobin::default()),
+        BalancerKind::LeastLoaded => Box::new(LeastLoaded::default()),
     };
     let clients = clients.into_iter().map(|(_, c)| c).collect();
     Ok(Backend::new(replicas, clients, balancer))
@@ -324,7 +325,9 @@ pub async fn run_node(
     match node.role {
         Role::Frontend => {
             let handler = Arc::new(frontend_node(topology, identity)?);
+            let probe = tokio::spawn(Arc::clone(&handler).probe_forever().in_current_span());
             serve(listener, handler, limits, shutdown).await;
+            probe.abort();
         }
         Role::Catalog => {
             let handler = Arc::new(catalog_node(topology, node, identity).await?);

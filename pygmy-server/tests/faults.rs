@@ -247,3 +247,30 @@ async fn broadcast_survives_crashes_and_restarts() {
     println!("{}", summary(&run));
     assert_kept_every_promise(&run);
 }
+
+/// A frozen catalog replica (its sockets open, nothing answered) is found
+/// out by the frontend's health probe within a second: reads that start
+/// afterwards go to the other replica at once instead of waiting it out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_avoid_a_frozen_replica_within_a_second() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let cluster = broadcast_cluster(100).await;
+    let store = cluster.store();
+    cluster.freeze("catalog-0");
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    // Each lookup is of a book never read before: not in the cache, so each
+    // goes to a catalog replica.
+    for id in 1..=7 {
+        let started = Instant::now();
+        store
+            .lookup(pygmy_core::types::ItemId(id))
+            .await
+            .expect("lookup");
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "lookup {id} took {:?}",
+            started.elapsed()
+        );
+    }
+    cluster.thaw("catalog-0");
+}

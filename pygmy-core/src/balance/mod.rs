@@ -8,12 +8,14 @@
 //! in the balancer's preference, then ejected ones as a last resort, so a
 //! request is never refused while any replica might answer.
 
+mod least_loaded;
 mod round_robin;
 
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+pub use self::least_loaded::LeastLoaded;
 pub use self::round_robin::RoundRobin;
 
 /// How a replica set judges health.
@@ -121,6 +123,11 @@ impl Replicas {
         let replica = &self.replicas[index];
         replica.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight { replica }
+    }
+
+    /// The index of the replica named `name`.
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.replicas.iter().position(|r| r.name == name)
     }
 
     /// Replica `index` answered: it is healthy again.
