@@ -32,6 +32,7 @@ async fn start_replica(
     dir: &std::path::Path,
     name: &str,
     stock: i64,
+    tune: impl Fn(&mut RaftConfig),
 ) -> Replica {
     let path = dir.join(format!("{name}.db"));
     let store = Arc::new(SqliteCatalog::open(&path).expect("open"));
@@ -42,6 +43,7 @@ async fn start_replica(
     store.seed(books).await.expect("seed");
     let mut config = RaftConfig::new(name, NAMES.iter().map(|s| s.to_string()).collect());
     config.write_timeout = Duration::from_secs(3);
+    tune(&mut config);
     let replicator = RaftReplicator::start(config, Arc::clone(&store), &path, net.endpoint(name))
         .await
         .expect("start");
@@ -51,11 +53,15 @@ async fn start_replica(
 }
 
 async fn cluster(stock: i64) -> Cluster {
+    cluster_with(stock, |_| {}).await
+}
+
+async fn cluster_with(stock: i64, tune: impl Fn(&mut RaftConfig) + Copy) -> Cluster {
     let dir = tempfile::tempdir().expect("tempdir");
     let net = Loopback::new();
     let mut replicas = Vec::new();
     for name in NAMES {
-        replicas.push(start_replica(&net, dir.path(), name, stock).await);
+        replicas.push(start_replica(&net, dir.path(), name, stock, tune).await);
     }
     for _ in 0..400 {
         if replicas.iter().all(|r| r.replicator.is_ready()) {
@@ -177,4 +183,71 @@ async fn a_majority_goes_on_without_a_cut_off_replica_and_a_minority_stops() {
     // The refused write may or may not have been committed once healed
     // (its entry may survive in a log): either way, once.
     assert!(after[0] == 94 || after[0] == 93, "{after:?}");
+}
+
+/// A replica that missed more than the log keeps catches up by snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_far_behind_catches_up_by_snapshot() {
+    let c = cluster_with(1_000, |config| {
+        config.snapshot_every = 20;
+        config.keep_logs = 0;
+    })
+    .await;
+    c.net.set_cut("c2", true);
+    for n in 0..120 {
+        let at = &c.replicas[n % 2].replicator;
+        at.propose(sell(&format!("far{n}"), 1 + (n % 7) as i64))
+            .await
+            .expect("majority writes");
+    }
+    // The others snapshotted and purged their logs past what c2 has.
+    let first_kept = |r: &Replica| {
+        let store = Arc::clone(&r.store);
+        async move {
+            store
+                .read(|conn| {
+                    Ok(
+                        conn.query_row("SELECT IFNULL(MIN(idx), 0) FROM raft_log", [], |row| {
+                            row.get::<_, i64>(0)
+                        })?,
+                    )
+                })
+                .await
+                .expect("read the log")
+        }
+    };
+    let mut purged = false;
+    for _ in 0..200 {
+        if first_kept(&c.replicas[0]).await > 60 && first_kept(&c.replicas[1]).await > 60 {
+            purged = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(purged, "the logs were not purged");
+    let behind = c.replicas[2].store.books(None).await.expect("books");
+    assert!(behind.iter().all(|b| b.count == 1_000), "c2 was cut off");
+    c.net.set_cut("c2", false);
+    // It can only catch up from a snapshot: the entries it lacks are gone.
+    let mut caught_up = false;
+    for _ in 0..300 {
+        let leader_books = c.replicas[0].store.books(None).await.expect("books");
+        if c.replicas[2].store.books(None).await.expect("books") == leader_books
+            && leader_books.iter().map(|b| 1_000 - b.count).sum::<i64>() == 120
+        {
+            caught_up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(caught_up, "c2 did not catch up");
+    // The op records came with it: a repeat is still a repeat there.
+    let again = c.replicas[2]
+        .replicator
+        .propose(sell("far0", 1))
+        .await
+        .expect("propose");
+    assert!(matches!(again, CatalogOutcome::Sold { .. }));
+    let books = c.replicas[2].store.books(None).await.expect("books");
+    assert_eq!(books.iter().map(|b| 1_000 - b.count).sum::<i64>(), 120);
 }

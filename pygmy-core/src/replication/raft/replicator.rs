@@ -42,6 +42,11 @@ pub struct RaftConfig {
     pub election: (Duration, Duration),
     /// Longest wait for a write (through elections and forwarding).
     pub write_timeout: Duration,
+    /// A snapshot is built after this many entries since the last one.
+    pub snapshot_every: u64,
+    /// Entries kept in the log behind a snapshot (a replica further behind
+    /// catches up by snapshot).
+    pub keep_logs: u64,
 }
 
 impl RaftConfig {
@@ -53,6 +58,8 @@ impl RaftConfig {
             heartbeat: Duration::from_millis(150),
             election: (Duration::from_millis(750), Duration::from_millis(1500)),
             write_timeout: Duration::from_secs(5),
+            snapshot_every: 5_000,
+            keep_logs: 1_000,
         }
     }
 
@@ -64,9 +71,9 @@ impl RaftConfig {
             election_timeout_min: millis(self.election.0),
             election_timeout_max: millis(self.election.1),
             install_snapshot_timeout: 5_000,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(5_000),
-            max_in_snapshot_log_to_keep: 1_000,
-            purge_batch_size: 256,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every),
+            max_in_snapshot_log_to_keep: self.keep_logs,
+            purge_batch_size: 1,
             ..Config::default()
         }
         .validate()
