@@ -201,16 +201,7 @@ impl<M: Machine> Broadcast<M> {
         journal: Arc<dyn Journal<M>>,
         transport: Arc<dyn Transport>,
     ) -> Result<Self, ReplicationError> {
-        let rank = config
-            .replicas
-            .iter()
-            .position(|r| *r == config.node)
-            .ok_or_else(|| {
-                ReplicationError::Config(format!(
-                    "{} is not one of the replicas {:?}",
-                    config.node, config.replicas
-                ))
-            })?;
+        let rank = super::position(&config.node, &config.replicas)?;
         let peers: Vec<String> = config
             .replicas
             .iter()

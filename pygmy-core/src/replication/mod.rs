@@ -49,6 +49,14 @@ pub trait Replicator<M: Machine>: Send + Sync {
     }
 }
 
+/// The position of `node` among `replicas` (its rank with `broadcast`, its
+/// raft id less one with `raft`).
+pub fn position(node: &str, replicas: &[String]) -> Result<usize, ReplicationError> {
+    replicas.iter().position(|r| r == node).ok_or_else(|| {
+        ReplicationError::Config(format!("{node} is not one of the replicas {replicas:?}"))
+    })
+}
+
 /// Sends a replication call to a peer and returns its answer.
 #[async_trait]
 pub trait Transport: Send + Sync {

@@ -134,17 +134,7 @@ impl<M: SqliteMachine> RaftReplicator<M> {
         path: &Path,
         transport: Arc<dyn Transport>,
     ) -> Result<Self, ReplicationError> {
-        let position = config
-            .replicas
-            .iter()
-            .position(|r| *r == config.node)
-            .ok_or_else(|| {
-                ReplicationError::Config(format!(
-                    "{} is not one of the replicas {:?}",
-                    config.node, config.replicas
-                ))
-            })?;
-        let id = position as NodeId + 1;
+        let id = crate::replication::position(&config.node, &config.replicas)? as NodeId + 1;
         let path = path.to_path_buf();
         let log = tokio::task::spawn_blocking(move || SqliteLog::<M>::open(&path))
             .await
