@@ -171,26 +171,45 @@ pub fn check(expected: &Expected, state: &ClusterState, acked: &[AckedBuy]) -> V
     violations
 }
 
-fn check_catalogs_agree(state: &ClusterState, violations: &mut Vec<Violation>) {
-    let mut replicas = state.catalogs.iter();
-    let Some((first, books)) = replicas.next() else {
-        return;
+/// For each replica after the first, the keys on which its records differ
+/// from the first replica's: `(first, other, keys)`, only where some differ.
+fn divergences<R, K: Ord + Copy>(
+    replicas: &BTreeMap<String, Vec<R>>,
+    key: impl Fn(&R) -> K,
+) -> Vec<(String, String, Vec<K>)>
+where
+    R: PartialEq,
+{
+    let index = |records: &'_ [R]| -> BTreeMap<K, usize> {
+        records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (key(r), i))
+            .collect()
     };
-    let reference: BTreeMap<ItemId, &Book> = books.iter().map(|b| (b.id, b)).collect();
-    for (name, books) in replicas {
-        let other: BTreeMap<ItemId, &Book> = books.iter().map(|b| (b.id, b)).collect();
-        let ids: BTreeSet<ItemId> = reference.keys().chain(other.keys()).copied().collect();
-        let differing: Vec<ItemId> = ids
+    let mut replicas = replicas.iter();
+    let Some((first, reference)) = replicas.next() else {
+        return Vec::new();
+    };
+    let by_key = index(reference);
+    let mut found = Vec::new();
+    for (name, records) in replicas {
+        let other = index(records);
+        let keys: BTreeSet<K> = by_key.keys().chain(other.keys()).copied().collect();
+        let differing: Vec<K> = keys
             .into_iter()
-            .filter(|id| reference.get(id) != other.get(id))
+            .filter(|k| by_key.get(k).map(|&i| &reference[i]) != other.get(k).map(|&i| &records[i]))
             .collect();
         if !differing.is_empty() {
-            violations.push(Violation::CatalogDivergence {
-                a: first.clone(),
-                b: name.clone(),
-                items: differing,
-            });
+            found.push((first.clone(), name.clone(), differing));
         }
+    }
+    found
+}
+
+fn check_catalogs_agree(state: &ClusterState, violations: &mut Vec<Violation>) {
+    for (a, b, items) in divergences(&state.catalogs, |book: &Book| book.id) {
+        violations.push(Violation::CatalogDivergence { a, b, items });
     }
 }
 
@@ -206,25 +225,8 @@ fn check_orders_agree(state: &ClusterState, violations: &mut Vec<Violation>) {
             }
         }
     }
-    let mut replicas = state.orders.iter();
-    let Some((first, orders)) = replicas.next() else {
-        return;
-    };
-    let reference: BTreeMap<OrderId, &Order> = orders.iter().map(|o| (o.id, o)).collect();
-    for (name, orders) in replicas {
-        let other: BTreeMap<OrderId, &Order> = orders.iter().map(|o| (o.id, o)).collect();
-        let ids: BTreeSet<OrderId> = reference.keys().chain(other.keys()).copied().collect();
-        let differing: Vec<OrderId> = ids
-            .into_iter()
-            .filter(|id| reference.get(id) != other.get(id))
-            .collect();
-        if !differing.is_empty() {
-            violations.push(Violation::OrderDivergence {
-                a: first.clone(),
-                b: name.clone(),
-                orders: differing,
-            });
-        }
+    for (a, b, orders) in divergences(&state.orders, |order: &Order| order.id) {
+        violations.push(Violation::OrderDivergence { a, b, orders });
     }
 }
 

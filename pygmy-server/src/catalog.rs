@@ -22,6 +22,7 @@ use pygmy_core::journal::{Op, OpId};
 use pygmy_core::replication::Replicator;
 use pygmy_core::types::{Book, Cost, IdempotencyKey, ItemId};
 use serde_json::Value;
+use tracing::Instrument;
 
 use crate::api::{json, parse_item_id, ApiError, ApiResult, Request};
 use crate::node::{method_not_allowed, replication_call, route_not_found, Identity};
@@ -211,6 +212,11 @@ impl CatalogNode {
         Ok(outcome)
     }
 
+    /// Pushes the invalidation of `book` to every frontend and waits (at
+    /// most [`INVALIDATION_TIMEOUT`]) for each to take it. A frontend that
+    /// did not is retried in the background until it does, or for
+    /// [`INVALIDATION_RETRY_FOR`] (past the cache's TTL backstop), so it
+    /// serves the old value no longer than it stays unreachable.
     async fn invalidate(&self, book: &Book) {
         let invalidation = Invalidation {
             item: book.id,
@@ -218,20 +224,47 @@ impl CatalogNode {
         };
         let mut pushes = tokio::task::JoinSet::new();
         for frontend in &self.frontends {
-            let frontend = frontend.clone();
-            let invalidation = invalidation.clone();
+            let (frontend, invalidation) = (frontend.clone(), invalidation.clone());
             pushes.spawn(async move {
-                let result =
-                    tokio::time::timeout(INVALIDATION_TIMEOUT, frontend.invalidate(&invalidation))
-                        .await;
-                match result {
-                    Ok(Ok(())) => {}
-                    Ok(Err(err)) => tracing::warn!(%err, "a frontend did not take an invalidation"),
-                    Err(_) => tracing::warn!("a frontend did not answer an invalidation in time"),
+                if push(&frontend, &invalidation).await {
+                    return;
                 }
+                // Answered already or not, the change stands: keep trying
+                // in the background.
+                tokio::spawn(
+                    async move {
+                        let deadline = tokio::time::Instant::now() + INVALIDATION_RETRY_FOR;
+                        while tokio::time::Instant::now() < deadline {
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            if push(&frontend, &invalidation).await {
+                                return;
+                            }
+                        }
+                        tracing::error!(item = %invalidation.item, "a frontend never took an invalidation");
+                    }
+                    .in_current_span(),
+                );
             });
         }
         while pushes.join_next().await.is_some() {}
+    }
+}
+
+/// How long a failed invalidation push is retried.
+const INVALIDATION_RETRY_FOR: Duration = Duration::from_secs(60);
+
+/// One push of an invalidation; whether the frontend took it in time.
+async fn push(frontend: &InternalClient, invalidation: &Invalidation) -> bool {
+    match tokio::time::timeout(INVALIDATION_TIMEOUT, frontend.invalidate(invalidation)).await {
+        Ok(Ok(())) => true,
+        Ok(Err(err)) => {
+            tracing::warn!(%err, "a frontend did not take an invalidation");
+            false
+        }
+        Err(_) => {
+            tracing::warn!("a frontend did not answer an invalidation in time");
+            false
+        }
     }
 }
 

@@ -292,3 +292,39 @@ async fn reads_avoid_a_frozen_replica_within_a_second() {
     }
     cluster.thaw("catalog-0");
 }
+
+/// Fresh reads across a frozen frontend: the catalog's invalidation push
+/// times out while the frontend is frozen, but the request waits in the
+/// frontend's socket and is taken when it thaws, before any lookup it
+/// serves then. (A push lost on a cut network is retried by the catalog in
+/// the background; no test here cuts a network.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_frontend_serves_no_stale_lookup_once_thawed() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let cluster = broadcast_cluster(100).await;
+    let store = cluster.store();
+    let book = pygmy_core::types::ItemId(3);
+    assert_eq!(store.lookup(book).await.expect("lookup").count, 100);
+    cluster.freeze("frontend");
+    let options = pygmy_client::ClientOptions {
+        token: cluster.topology().token.clone(),
+        ..ClientOptions::default()
+    };
+    let catalog =
+        pygmy_client::CatalogClient::new(&cluster.url("catalog-0"), &options).expect("client");
+    let update = pygmy_core::api::ItemUpdate {
+        count: Some(-40),
+        cost: None,
+    };
+    assert_eq!(
+        catalog.update(book, &update).await.expect("update").count,
+        60
+    );
+    cluster.thaw("frontend");
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert_eq!(
+        store.lookup(book).await.expect("lookup").count,
+        60,
+        "a stale cached lookup"
+    );
+}

@@ -125,11 +125,6 @@ impl Replicas {
         InFlight { replica }
     }
 
-    /// The index of the replica named `name`.
-    pub fn index_of(&self, name: &str) -> Option<usize> {
-        self.replicas.iter().position(|r| r.name == name)
-    }
-
     /// Replica `index` answered: it is healthy again.
     pub fn record_success(&self, index: usize) {
         let replica = &self.replicas[index];
