@@ -422,10 +422,9 @@ impl Cluster {
     /// `timeout`.
     pub async fn wait_healthy(&self, timeout: Duration) -> Result<(), String> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let options = ClientOptions::default();
         for name in self.running.keys() {
             let url = self.url(name).ok_or_else(|| format!("no node {name}"))?;
-            let client = InternalClient::new(&url, &options).map_err(|e| e.to_string())?;
+            let client = health_client(&url).map_err(|e| e.to_string())?;
             loop {
                 if client.health().await.is_ok() {
                     break;
