@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use async_trait::async_trait;
 use http::{Method, StatusCode};
 use pygmy_client::CatalogClient;
-use pygmy_core::api::{BuyResponse, OrdersResponse};
+use pygmy_core::api::{BuyResponse, OrdersResponse, Sale};
 use pygmy_core::journal::Op;
 use pygmy_core::order::{OrderCommand, OrderMachine, OrderOutcome, OrderStore};
 use pygmy_core::replication::Replicator;
@@ -39,6 +39,20 @@ pub struct OrderNode {
 /// How long a sale may stay without its order before the reconciler
 /// records it: a buy under way records its own order well within this.
 pub const RECONCILE_GRACE: Duration = Duration::from_secs(5);
+
+/// Where the reconciler left one sale.
+enum SaleState {
+    /// Its order is recorded.
+    Done,
+    /// No order yet, but within its grace period.
+    Waiting,
+    /// Its order could not be looked up or recorded.
+    Failed,
+}
+
+/// Sales asked of a catalog replica at a time, and pages per round.
+const RECONCILE_PAGE: u64 = 500;
+const RECONCILE_PAGES: usize = 20;
 
 /// What the reconciler remembers between rounds.
 #[derive(Debug, Default)]
@@ -114,56 +128,89 @@ impl OrderNode {
         }
     }
 
-    /// One round, from the first catalog replica that answers.
+    /// One round, from the first catalog replica that answers: every sale
+    /// after the cursor is looked at (in pages), so that all the sales
+    /// without an order start their grace period together. The cursor then
+    /// stops before the first sale still waiting.
     async fn reconcile(&self, state: &mut Reconciler) {
         for (index, catalog) in self.catalogs.iter().enumerate() {
             let cursor = state.cursors.get(&index).copied().unwrap_or(0);
-            let page = match catalog.sales(cursor, 500).await {
-                Ok(page) => page,
-                Err(err) => {
-                    tracing::debug!(%err, "a catalog replica did not list its sales");
-                    continue;
-                }
-            };
-            let mut reached = page.last_seq;
-            for sale in page.sales {
-                match self.store.order_by_key(&sale.key).await {
-                    Ok(Some(_)) => {
-                        state.first_seen.remove(&sale.key);
-                        continue;
-                    }
-                    Ok(None) => {}
+            let mut after = cursor;
+            // The first sale to look at again next round, if any.
+            let mut hold: Option<u64> = None;
+            let mut answered = false;
+            for _ in 0..RECONCILE_PAGES {
+                let page = match catalog.sales(after, RECONCILE_PAGE).await {
+                    Ok(page) => page,
                     Err(err) => {
-                        tracing::warn!(%err, "cannot read the orders to reconcile");
-                        reached = sale.seq.saturating_sub(1);
+                        tracing::debug!(%err, "a catalog replica did not list its sales");
                         break;
                     }
+                };
+                answered = true;
+                let mut failed = false;
+                for sale in &page.sales {
+                    match self.reconcile_sale(state, sale).await {
+                        SaleState::Done => {}
+                        SaleState::Waiting => {
+                            hold.get_or_insert(sale.seq);
+                        }
+                        SaleState::Failed => {
+                            // The order service is not taking writes:
+                            // the rest waits for the next round.
+                            hold.get_or_insert(sale.seq);
+                            failed = true;
+                            break;
+                        }
+                    }
                 }
-                let seen = *state
-                    .first_seen
-                    .entry(sale.key.clone())
-                    .or_insert_with(Instant::now);
-                if seen.elapsed() < RECONCILE_GRACE {
-                    // Perhaps still under way: look again next round.
-                    reached = sale.seq.saturating_sub(1);
+                if failed || page.last_seq <= after {
                     break;
                 }
-                match self.record(sale.item, &sale.key).await {
-                    Ok(order) => {
-                        state.first_seen.remove(&sale.key);
-                        self.reconciled.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(key = %sale.key, item = %sale.item, order = %order.id,
-                            "recorded the order of a sale that had none");
-                    }
-                    Err(err) => {
-                        tracing::warn!(%err, "cannot record a reconciled order; will retry");
-                        reached = sale.seq.saturating_sub(1);
-                        break;
-                    }
-                }
+                after = page.last_seq;
             }
-            state.cursors.insert(index, reached.max(cursor));
-            return;
+            if answered {
+                let reached = hold.map_or(after, |seq| seq.saturating_sub(1));
+                state.cursors.insert(index, reached.max(cursor));
+                return;
+            }
+        }
+    }
+
+    /// Looks at one sale: records its order if it has none after its
+    /// grace period.
+    async fn reconcile_sale(&self, state: &mut Reconciler, sale: &Sale) -> SaleState {
+        match self.store.order_by_key(&sale.key).await {
+            Ok(Some(_)) => {
+                state.first_seen.remove(&sale.key);
+                return SaleState::Done;
+            }
+            Ok(None) => {}
+            Err(err) => {
+                tracing::warn!(%err, "cannot read the orders to reconcile");
+                return SaleState::Failed;
+            }
+        }
+        let seen = *state
+            .first_seen
+            .entry(sale.key.clone())
+            .or_insert_with(Instant::now);
+        if seen.elapsed() < RECONCILE_GRACE {
+            // Perhaps still under way: look again next round.
+            return SaleState::Waiting;
+        }
+        match self.record(sale.item, &sale.key).await {
+            Ok(order) => {
+                state.first_seen.remove(&sale.key);
+                self.reconciled.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(key = %sale.key, item = %sale.item, order = %order.id,
+                    "recorded the order of a sale that had none");
+                SaleState::Done
+            }
+            Err(err) => {
+                tracing::warn!(%err, "cannot record a reconciled order; will retry");
+                SaleState::Failed
+            }
         }
     }
 

@@ -346,6 +346,14 @@ impl ProcessCluster {
 
 impl Drop for ProcessCluster {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // A failed test leaves its data and logs behind to be read.
+            self.dir.disable_cleanup(true);
+            eprintln!(
+                "the cluster's data and logs are kept in {}",
+                self.dir.path().display()
+            );
+        }
         let names: Vec<String> = self.children.keys().cloned().collect();
         for name in names {
             // A frozen process must be thawed to die promptly on some

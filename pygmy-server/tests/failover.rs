@@ -186,45 +186,50 @@ async fn a_node_that_cannot_start_stops_the_cluster_with_an_error() {
     assert!(err.to_string().contains("not-a-dir"), "{err}");
 }
 
+/// Sales whose buys never got to record their orders (their clients went
+/// away, say), made straight at the catalog: the reconciler records every
+/// one of them after one grace period, not one grace period each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sale_left_without_its_order_gets_one() {
+async fn sales_left_without_their_orders_get_them() {
     let test = TestCluster::start(Options::default()).await;
-    // A sale whose buy never got to record its order (its client went
-    // away, say): made straight at the catalog.
-    let key = pygmy_core::types::IdempotencyKey::parse("orphan-sale-1").expect("key");
-    test.catalog("catalog-0")
-        .sell(ItemId(4), &key)
-        .await
-        .expect("sale");
-    assert!(test
-        .order("order-0")
-        .orders()
-        .await
-        .expect("orders")
-        .is_empty());
-    // The reconciler records it after its grace period.
+    let key = |n: i64| {
+        pygmy_core::types::IdempotencyKey::parse(&format!("orphan-sale-{n}")).expect("key")
+    };
+    for n in 1..=4 {
+        test.catalog("catalog-0")
+            .sell(ItemId(n), &key(n))
+            .await
+            .expect("sale");
+        // An ordinary buy between them, which has its order.
+        test.store().buy(ItemId(7)).await.expect("buy");
+    }
+    assert_eq!(
+        test.order("order-0").orders().await.expect("orders").len(),
+        4
+    );
     let started = std::time::Instant::now();
-    test.eventually("the orphan sale gets its order", || async {
+    test.eventually("every orphan sale gets its order", || async {
         let orders = test.order("order-1").orders().await.expect("orders");
-        orders
-            .iter()
-            .any(|o| o.key == key && o.item_id == ItemId(4))
+        (1..=4).all(|n| {
+            orders
+                .iter()
+                .any(|o| o.key == key(n) && o.item_id == ItemId(n))
+        })
     })
     .await;
-    assert!(started.elapsed() >= pygmy_server::order::RECONCILE_GRACE - Duration::from_millis(100));
+    assert!(started.elapsed() >= pygmy_server::order::RECONCILE_GRACE - Duration::from_secs(1));
     let a = test.order("order-0").orders().await.expect("orders");
     let b = test.order("order-1").orders().await.expect("orders");
-    assert_eq!((a.len(), a), (1, b));
-    // A buy retried with that key now answers that order, selling nothing more.
+    assert_eq!((a.len(), &a), (8, &b));
+    // A buy retried with one of those keys answers its order, selling
+    // nothing more.
     let order = test
         .store()
-        .buy_with_key(ItemId(4), &key)
+        .buy_with_key(ItemId(4), &key(4))
         .await
         .expect("retry");
-    assert_eq!(
-        test.order("order-0").orders().await.expect("orders")[0].id,
-        order
-    );
+    let recorded = a.iter().find(|o| o.key == key(4)).expect("recorded");
+    assert_eq!(recorded.id, order);
     assert_eq!(test.stocks(ItemId(4)).await, vec![99, 99]);
     test.shutdown().await;
 }
