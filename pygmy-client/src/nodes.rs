@@ -2,8 +2,8 @@
 //! node-to-node calls and by tests and checkers to read each replica.
 
 use pygmy_core::api::{
-    BuyResponse, HealthResponse, Invalidation, ItemUpdate, ItemsResponse, OrdersResponse,
-    SalesResponse, UpdateResponse,
+    BuyResponse, HealthResponse, Invalidation, ItemUpdate, ItemsResponse, LeaseGrant,
+    OrdersResponse, SalesResponse, UpdateResponse,
 };
 use pygmy_core::types::{Book, IdempotencyKey, ItemId, Order, OrderId};
 use reqwest::Method;
@@ -75,6 +75,13 @@ impl CatalogClient {
         let url = self
             .http
             .url(&["sales"], &[("after", &after), ("limit", &limit)]);
+        self.http.send(self.http.request(Method::GET, url)).await
+    }
+
+    /// A grant of frontend `frontend`'s cache lease (`GET /lease`,
+    /// internal).
+    pub async fn lease(&self, frontend: &str) -> Result<LeaseGrant, ClientError> {
+        let url = self.http.url(&["lease"], &[("frontend", frontend)]);
         self.http.send(self.http.request(Method::GET, url)).await
     }
 

@@ -212,6 +212,39 @@ pub struct Invalidation {
     pub item: ItemId,
     /// Its topic.
     pub topic: String,
+    /// Which push this is, for the frontend's cache lease (see
+    /// [`crate::cache::lease`]); absent, the invalidation is applied all
+    /// the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stamp: Option<Stamp>,
+}
+
+/// The number of an invalidation among those one catalog replica (in one
+/// incarnation) pushed to one frontend.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stamp {
+    /// The catalog replica's name.
+    pub source: String,
+    /// Its incarnation (new at each start).
+    pub incarnation: String,
+    /// 1, 2, ... in the order they were numbered.
+    pub seq: u64,
+}
+
+/// The answer to `GET /lease?frontend=<name>` on a catalog replica: a grant
+/// of the frontend's cache lease (see [`crate::cache::lease`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseGrant {
+    /// The catalog replica's incarnation.
+    pub incarnation: String,
+    /// How many invalidations it has numbered for that frontend.
+    pub issued: u64,
+    /// Always empty.
+    pub message: Empty,
+    /// Always `Success`.
+    pub status: Status,
+    /// Always 200.
+    pub validation_code: u16,
 }
 
 #[cfg(test)]

@@ -51,6 +51,25 @@ fn a_fill_that_began_before_an_invalidation_is_dropped() {
 }
 
 #[test]
+fn a_clear_drops_every_key_and_every_fill_begun_before_it() {
+    let cache = lru(8);
+    let before = cache.generation();
+    assert!(cache.fill("lookup:1", Bytes::from_static(b"one"), before));
+    assert!(cache.fill("search:x", Bytes::from_static(b"x"), before));
+    let under_way = cache.generation();
+    cache.clear();
+    assert_eq!(cache.get("lookup:1"), None);
+    assert_eq!(cache.get("search:x"), None);
+    // A miss that was at the backend during the clear brings back what
+    // may be old: refused, for keys cached before and never seen alike.
+    assert!(!cache.fill("lookup:1", Bytes::from_static(b"old"), under_way));
+    assert!(!cache.fill("lookup:9", Bytes::from_static(b"old"), under_way));
+    let after = cache.generation();
+    assert!(cache.fill("lookup:1", Bytes::from_static(b"new"), after));
+    assert_eq!(cache.get("lookup:1"), Some(Bytes::from_static(b"new")));
+}
+
+#[test]
 fn a_forgotten_invalidation_still_refuses_older_fills() {
     let cache = lru(2);
     let before = cache.generation();

@@ -4,17 +4,21 @@
 //! changes go through the replicator, and after each one the node pushes an
 //! invalidation of the book and its topic to every frontend before it
 //! answers, so no frontend serves the old value from its cache afterwards.
+//! A push that fails is waited out: the change is answered once that
+//! frontend's cache lease from this replica has run out (see
+//! [`pygmy_core::cache::lease`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use http::{Method, StatusCode};
 use pygmy_client::InternalClient;
 use pygmy_core::api::{
-    Empty, Invalidation, ItemsResponse, Sale, SalesResponse, Status, UpdateResponse,
+    Empty, Invalidation, ItemsResponse, LeaseGrant, Sale, SalesResponse, Stamp, Status,
+    UpdateResponse,
 };
+use pygmy_core::cache::lease::{LEASE, LEASE_MARGIN};
 use pygmy_core::catalog::{
     CatalogCommand, CatalogMachine, CatalogOutcome, CatalogStore, MAX_COUNT,
 };
@@ -28,35 +32,129 @@ use crate::api::{json, parse_item_id, ApiError, ApiResult, Request};
 use crate::node::{method_not_allowed, replication_call, route_not_found, Identity};
 use crate::server::{parse_json, Handler, Metrics};
 
-/// How long a change waits, at most, for the frontends to drop the book.
-const INVALIDATION_TIMEOUT: Duration = Duration::from_millis(500);
+/// One frontend, as this replica pushes to it.
+struct FrontendLink {
+    name: String,
+    client: InternalClient,
+    lease: Mutex<LinkLease>,
+}
+
+/// What this replica granted a frontend, and numbered for it.
+#[derive(Debug)]
+struct LinkLease {
+    /// Invalidations numbered for it (this incarnation).
+    issued: u64,
+    /// When this replica last answered its lease request (its start,
+    /// before the first).
+    last_granted: tokio::time::Instant,
+}
+
+/// How one invalidation goes to one frontend.
+enum Push {
+    /// Its lease from this replica has surely run out: it clears its cache
+    /// before it serves from it again.
+    Skip,
+    /// Push it as number `seq`; if that fails, wait until `deadline`, when
+    /// its lease has surely run out.
+    Send {
+        seq: u64,
+        deadline: tokio::time::Instant,
+    },
+}
+
+impl FrontendLink {
+    /// Numbers the next invalidation for this frontend, unless it holds no
+    /// lease.
+    fn plan(&self) -> Push {
+        let mut lease = self.lease.lock().unwrap_or_else(|p| p.into_inner());
+        let deadline = lease.last_granted + LEASE + LEASE_MARGIN;
+        if tokio::time::Instant::now() >= deadline {
+            return Push::Skip;
+        }
+        lease.issued += 1;
+        Push::Send {
+            seq: lease.issued,
+            deadline,
+        }
+    }
+
+    /// Grants a lease: records the time, answers the count.
+    fn grant(&self) -> u64 {
+        let mut lease = self.lease.lock().unwrap_or_else(|p| p.into_inner());
+        lease.last_granted = tokio::time::Instant::now();
+        lease.issued
+    }
+}
 
 /// A catalog replica.
 pub struct CatalogNode {
     identity: Identity,
     store: Arc<dyn CatalogStore>,
     replicator: Arc<dyn Replicator<CatalogMachine>>,
-    frontends: Vec<InternalClient>,
+    frontends: Vec<Arc<FrontendLink>>,
+    /// New at each start: the frontends count this replica's pushes anew.
+    incarnation: String,
     /// Reads served (`GET /item...`), for `/metrics`.
     reads: AtomicU64,
+    /// Changes answered after waiting out a frontend's lease.
+    lease_waits: AtomicU64,
 }
 
 impl CatalogNode {
     /// A catalog replica over `store`, replicated by `replicator`, pushing
-    /// invalidations to `frontends`.
+    /// invalidations to `frontends` (by name).
     pub fn new(
         identity: Identity,
         store: Arc<dyn CatalogStore>,
         replicator: Arc<dyn Replicator<CatalogMachine>>,
-        frontends: Vec<InternalClient>,
+        frontends: Vec<(String, InternalClient)>,
     ) -> Self {
         CatalogNode {
             identity,
             store,
             replicator,
-            frontends,
+            frontends: frontends
+                .into_iter()
+                .map(|(name, client)| {
+                    Arc::new(FrontendLink {
+                        name,
+                        client,
+                        // As if granted now: the frontend may still hold a
+                        // lease from this replica's previous incarnation,
+                        // granted before this one started.
+                        lease: Mutex::new(LinkLease {
+                            issued: 0,
+                            last_granted: tokio::time::Instant::now(),
+                        }),
+                    })
+                })
+                .collect(),
+            incarnation: uuid::Uuid::new_v4().to_string(),
             reads: AtomicU64::new(0),
+            lease_waits: AtomicU64::new(0),
         }
+    }
+
+    /// `GET /lease?frontend=<name>` (internal): a grant of that frontend's
+    /// cache lease.
+    fn lease(&self, req: &Request) -> ApiResult {
+        req.authorize(self.identity.token.as_deref())?;
+        let name = req.required("frontend")?;
+        let link = self
+            .frontends
+            .iter()
+            .find(|link| link.name == name)
+            .ok_or_else(|| ApiError::NotFound(format!("no frontend {name} in the topology")))?;
+        Ok(json(
+            StatusCode::OK,
+            &LeaseGrant {
+                incarnation: self.incarnation.clone(),
+                issued: link.grant(),
+                message: Empty {},
+                status: Status::Success,
+                validation_code: 200,
+            },
+        ))
     }
 
     /// Ok once this replica serves, and (for a read) has applied every
@@ -212,58 +310,51 @@ impl CatalogNode {
         Ok(outcome)
     }
 
-    /// Pushes the invalidation of `book` to every frontend and waits (at
-    /// most [`INVALIDATION_TIMEOUT`]) for each to take it. A frontend that
-    /// did not is retried in the background until it does, or for
-    /// [`INVALIDATION_RETRY_FOR`] (past the cache's TTL backstop), so it
-    /// serves the old value no longer than it stays unreachable.
+    /// Pushes the invalidation of `book` to every frontend that holds a
+    /// lease from this replica, and waits until each took it or its lease
+    /// has surely run out.
     async fn invalidate(&self, book: &Book) {
-        let invalidation = Invalidation {
-            item: book.id,
-            topic: book.topic.clone(),
-        };
         let mut pushes = tokio::task::JoinSet::new();
-        for frontend in &self.frontends {
-            let (frontend, invalidation) = (frontend.clone(), invalidation.clone());
-            pushes.spawn(async move {
-                if push(&frontend, &invalidation).await {
-                    return;
-                }
-                // Answered already or not, the change stands: keep trying
-                // in the background.
-                tokio::spawn(
-                    async move {
-                        let deadline = tokio::time::Instant::now() + INVALIDATION_RETRY_FOR;
-                        while tokio::time::Instant::now() < deadline {
-                            tokio::time::sleep(Duration::from_millis(200)).await;
-                            if push(&frontend, &invalidation).await {
-                                return;
-                            }
+        for link in &self.frontends {
+            let Push::Send { seq, deadline } = link.plan() else {
+                continue;
+            };
+            let invalidation = Invalidation {
+                item: book.id,
+                topic: book.topic.clone(),
+                stamp: Some(Stamp {
+                    source: self.identity.name.clone(),
+                    incarnation: self.incarnation.clone(),
+                    seq,
+                }),
+            };
+            let link = link.clone();
+            pushes.spawn(
+                async move {
+                    match tokio::time::timeout_at(deadline, link.client.invalidate(&invalidation))
+                        .await
+                    {
+                        Ok(Ok(())) => false,
+                        Ok(Err(err)) => {
+                            tracing::warn!(frontend = %link.name, %err,
+                                "a frontend did not take an invalidation; waiting out its lease");
+                            tokio::time::sleep_until(deadline).await;
+                            true
                         }
-                        tracing::error!(item = %invalidation.item, "a frontend never took an invalidation");
+                        Err(_) => {
+                            tracing::warn!(frontend = %link.name,
+                                "a frontend did not take an invalidation before its lease ran out");
+                            true
+                        }
                     }
-                    .in_current_span(),
-                );
-            });
+                }
+                .in_current_span(),
+            );
         }
-        while pushes.join_next().await.is_some() {}
-    }
-}
-
-/// How long a failed invalidation push is retried.
-const INVALIDATION_RETRY_FOR: Duration = Duration::from_secs(60);
-
-/// One push of an invalidation; whether the frontend took it in time.
-async fn push(frontend: &InternalClient, invalidation: &Invalidation) -> bool {
-    match tokio::time::timeout(INVALIDATION_TIMEOUT, frontend.invalidate(invalidation)).await {
-        Ok(Ok(())) => true,
-        Ok(Err(err)) => {
-            tracing::warn!(%err, "a frontend did not take an invalidation");
-            false
-        }
-        Err(_) => {
-            tracing::warn!("a frontend did not answer an invalidation in time");
-            false
+        while let Some(waited) = pushes.join_next().await {
+            if waited.unwrap_or(false) {
+                self.lease_waits.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 }
@@ -329,6 +420,7 @@ impl Handler for CatalogNode {
         match (&method, req.path().as_slice()) {
             (&Method::GET, ["item"]) => self.query(&req).await,
             (&Method::GET, ["sales"]) => self.sales(&req).await,
+            (&Method::GET, ["lease"]) => self.lease(&req),
             (&Method::GET, ["item", id]) => {
                 self.ready_to_read().await?;
                 let book = self.book(parse_item_id(id)?).await?;
@@ -351,6 +443,7 @@ impl Handler for CatalogNode {
                 | ["item", _, "sell"]
                 | ["replication", _]
                 | ["sales"]
+                | ["lease"]
                 | ["health"],
             ) => Err(method_not_allowed(&method)),
             _ => Err(route_not_found(&req)),
@@ -370,6 +463,11 @@ impl Handler for CatalogNode {
             "pygmy_catalog_reads_total",
             "Reads of books served.",
             self.reads.load(Ordering::Relaxed),
+        );
+        out.counter(
+            "pygmy_catalog_lease_waits_total",
+            "Invalidation pushes that failed, waited out until the frontend's cache lease ran out.",
+            self.lease_waits.load(Ordering::Relaxed),
         );
     }
 }

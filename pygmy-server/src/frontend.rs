@@ -3,15 +3,18 @@
 //!
 //! Reads are served from the cache, or from a catalog replica (retried on
 //! the next replica if one cannot answer) and then cached, unless the key
-//! was invalidated meanwhile. A buy goes to an order replica under an
+//! was invalidated meanwhile. The cache is used only while the frontend
+//! holds a lease from every catalog replica
+//! ([`pygmy_core::cache::lease`]), so that an invalidation lost on the way
+//! cannot leave an old value served. A buy goes to an order replica under an
 //! idempotency key (the client's, or one minted here), so that it can be
 //! retried on another replica without buying twice. The cache is never
 //! used to decide a buy.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -19,6 +22,7 @@ use http::{Method, StatusCode};
 use pygmy_client::{CatalogClient, ClientError, OrderClient};
 use pygmy_core::api::{BuyResponse, Empty, Invalidation, ItemsResponse, Status};
 use pygmy_core::balance::{Balancer, Replicas};
+use pygmy_core::cache::lease::{Grant, Leases};
 use pygmy_core::cache::{lookup_key, search_key, Cache};
 use pygmy_core::types::IdempotencyKey;
 use serde::Serialize;
@@ -68,10 +72,49 @@ struct Counters {
     failovers: AtomicU64,
 }
 
+/// The frontend's cache leases, and until when they let it use its cache.
+struct CacheLease {
+    leases: Mutex<Leases>,
+    /// The clock's origin for `until`.
+    base: Instant,
+    /// Nanoseconds after `base` until which the cache may be used; 0 for
+    /// none. Read on every request without a lock.
+    until: AtomicU64,
+}
+
+impl CacheLease {
+    fn new(sources: Vec<String>) -> Self {
+        CacheLease {
+            leases: Mutex::new(Leases::new(sources)),
+            base: Instant::now(),
+            until: AtomicU64::new(0),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Leases> {
+        self.leases.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether the cache may be used now.
+    fn holds(&self) -> bool {
+        let now = u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        now < self.until.load(Ordering::Acquire)
+    }
+
+    /// Publishes what `leases` now allow (the caller holds their lock).
+    fn publish(&self, leases: &Leases) {
+        let until = leases.valid_until().map_or(0, |until| {
+            u64::try_from(until.saturating_duration_since(self.base).as_nanos()).unwrap_or(0)
+        });
+        self.until.store(until, Ordering::Release);
+    }
+}
+
 /// A frontend.
 pub struct FrontendNode {
     identity: Identity,
     cache: Arc<dyn Cache>,
+    lease: CacheLease,
     catalogs: Backend<CatalogClient>,
     orders: Backend<OrderClient>,
     counters: Counters,
@@ -85,9 +128,16 @@ impl FrontendNode {
         catalogs: Backend<CatalogClient>,
         orders: Backend<OrderClient>,
     ) -> Self {
+        let sources = catalogs
+            .replicas
+            .all()
+            .iter()
+            .map(|replica| replica.name.clone())
+            .collect();
         FrontendNode {
             identity,
             cache,
+            lease: CacheLease::new(sources),
             catalogs,
             orders,
             counters: Counters::default(),
@@ -148,10 +198,16 @@ impl FrontendNode {
     /// the task is dropped: a replica whose `/health` fails or is late is
     /// ejected (tried only after the others), one that answers again is
     /// back at once. The passive ejection covers what happens between
-    /// probes.
+    /// probes. Each round also renews the cache lease from each catalog
+    /// replica.
     pub async fn probe_forever(self: Arc<Self>) {
+        // The first lease at once: the cache is unused until then.
+        for renewal in self.clone().renew_leases() {
+            let _ = renewal.await;
+        }
         loop {
             tokio::time::sleep(PROBE_EVERY).await;
+            let renewals = self.clone().renew_leases();
             let mut probes = tokio::task::JoinSet::new();
             for (index, client) in self.catalogs.clients.iter().enumerate() {
                 let client = client.clone();
@@ -182,7 +238,58 @@ impl FrontendNode {
                     replicas.record_failure(index);
                 }
             }
+            for renewal in renewals {
+                let _ = renewal.await;
+            }
         }
+    }
+
+    /// Asks every catalog replica for a grant of the cache lease, each in a
+    /// task of its own.
+    fn renew_leases(self: Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
+        self.catalogs
+            .clients
+            .iter()
+            .zip(self.catalogs.replicas.all())
+            .map(|(client, replica)| {
+                let (node, client, source) = (self.clone(), client.clone(), replica.name.clone());
+                tokio::spawn(async move { node.renew_lease(&client, &source).await })
+            })
+            .collect()
+    }
+
+    /// Asks catalog replica `source` for a grant of this frontend's cache
+    /// lease, and takes it.
+    async fn renew_lease(&self, client: &CatalogClient, source: &str) {
+        let sent = Instant::now();
+        let grant =
+            match tokio::time::timeout(PROBE_TIMEOUT, client.lease(&self.identity.name)).await {
+                Ok(Ok(grant)) => grant,
+                Ok(Err(err)) => {
+                    tracing::debug!(%source, %err, "no cache lease granted");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%source, "no cache lease granted in time");
+                    return;
+                }
+            };
+        let mut leases = self.lease.lock();
+        match leases.granted(
+            source,
+            &grant.incarnation,
+            grant.issued,
+            sent,
+            Instant::now(),
+        ) {
+            Grant::Renewed => {}
+            Grant::ClearThenRenewed => {
+                // Before the lease is published: nothing old is served.
+                self.cache.clear();
+            }
+            Grant::Waiting => return,
+        }
+        self.lease.publish(&leases);
     }
 
     /// Answers from the cache, or fills it from `load`.
@@ -190,11 +297,14 @@ impl FrontendNode {
     where
         Fut: Future<Output = Result<Bytes, ApiError>>,
     {
+        if !self.lease.holds() {
+            return Ok(json_bytes(StatusCode::OK, load.await?));
+        }
         if let Some(body) = self.cache.get(&key) {
             return Ok(json_bytes(StatusCode::OK, body));
         }
-        // Taken before the backend read: an invalidation that lands while
-        // the read is under way makes the fill below a no-op.
+        // Taken before the backend read: an invalidation (or a clear) that
+        // lands while the read is under way makes the fill below a no-op.
         let generation = self.cache.generation();
         let body = load.await?;
         self.cache.fill(&key, body.clone(), generation);
@@ -247,6 +357,11 @@ impl FrontendNode {
         let invalidation: Invalidation = parse_json(&req.body)?;
         self.cache.invalidate(&lookup_key(invalidation.item));
         self.cache.invalidate(&search_key(&invalidation.topic));
+        if let Some(stamp) = &invalidation.stamp {
+            self.lease
+                .lock()
+                .applied(&stamp.source, &stamp.incarnation, stamp.seq);
+        }
         Ok(json(StatusCode::OK, &Acknowledged::default()))
     }
 }
@@ -307,6 +422,11 @@ impl Handler for FrontendNode {
             "pygmy_frontend_failovers_total",
             "Backend calls retried on another replica.",
             load(&c.failovers),
+        );
+        out.gauge(
+            "pygmy_cache_leased",
+            "1 while the frontend holds a cache lease from every catalog replica.",
+            u64::from(self.lease.holds()),
         );
         let stats = self.cache.stats();
         out.counter(

@@ -237,10 +237,7 @@ async fn catalog_node(
     let pool = pooled(&client_options(topology))?;
     let journal: Arc<dyn Journal<CatalogMachine>> = store.clone();
     let replicator = replicator(topology, node, journal, sqlite, &pool).await?;
-    let frontends = clients(topology, Role::Frontend, &pool, InternalClient::from_http)?
-        .into_iter()
-        .map(|(_, client)| client)
-        .collect();
+    let frontends = clients(topology, Role::Frontend, &pool, InternalClient::from_http)?;
     Ok(CatalogNode::new(identity, store, replicator, frontends))
 }
 

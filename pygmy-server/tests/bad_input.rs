@@ -127,6 +127,11 @@ fn cases() -> Vec<Case> {
         ),
         with_body(case(c, M::POST, "/item/1/sell", 401), "", &[]),
         with_body(case(c, M::POST, "/item/1/sell", 400), "", AUTH),
+        case(c, M::GET, "/lease?frontend=frontend", 401),
+        with_body(case(c, M::GET, "/lease", 400), "", AUTH),
+        with_body(case(c, M::GET, "/lease?frontend=nobody", 404), "", AUTH),
+        with_body(case(c, M::POST, "/lease?frontend=frontend", 405), "", AUTH),
+        with_body(case(c, M::GET, "/sales?after=x", 400), "", AUTH),
         with_body(
             case(c, M::POST, "/replication/ship", 401),
             r#"{"entries":[]}"#,

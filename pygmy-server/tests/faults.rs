@@ -23,6 +23,9 @@ enum Fault {
     Restart(&'static str),
     Freeze(&'static str),
     Thaw(&'static str),
+    /// Cuts the network link between two nodes (a cluster in namespaces).
+    Cut(&'static str, &'static str),
+    Heal(&'static str, &'static str),
 }
 
 /// What a scenario saw.
@@ -79,6 +82,7 @@ async fn under_faults(
     let start = Instant::now();
     let mut frozen = Vec::new();
     let mut killed = Vec::new();
+    let mut cuts = Vec::new();
     let mut catch_up = Vec::new();
     for (at, fault) in schedule {
         tokio::time::sleep_until((start + Duration::from_millis(*at)).into()).await;
@@ -102,6 +106,14 @@ async fn under_faults(
                 cluster.thaw(name);
                 frozen.retain(|f| f != name);
             }
+            Fault::Cut(a, b) => {
+                cluster.cut(a, b);
+                cuts.push((*a, *b));
+            }
+            Fault::Heal(a, b) => {
+                cluster.heal(a, b);
+                cuts.retain(|cut| cut != &(*a, *b));
+            }
         }
     }
     let report = load.await.expect("load task");
@@ -111,6 +123,9 @@ async fn under_faults(
     }
     for name in killed {
         cluster.spawn(name);
+    }
+    for (a, b) in cuts {
+        cluster.heal(a, b);
     }
     for node in cluster.topology().nodes.clone() {
         cluster
@@ -145,19 +160,31 @@ fn summary(run: &Run) -> String {
     text
 }
 
-async fn process_cluster(replication: Replication, replicas: usize, stock: i64) -> ProcessCluster {
-    let options = Options {
+fn options(replication: Replication, replicas: usize, stock: i64) -> Options {
+    Options {
         stock: Some(stock),
         catalogs: replicas,
         orders: replicas,
         replication,
         ..Options::default()
-    };
-    ProcessCluster::start(
-        std::path::Path::new(env!("CARGO_BIN_EXE_pygmy-server")),
-        options,
-    )
-    .await
+    }
+}
+
+fn binary() -> &'static std::path::Path {
+    std::path::Path::new(env!("CARGO_BIN_EXE_pygmy-server"))
+}
+
+async fn process_cluster(replication: Replication, replicas: usize, stock: i64) -> ProcessCluster {
+    ProcessCluster::start(binary(), options(replication, replicas, stock)).await
+}
+
+/// A cluster whose every node runs in a network namespace of its own.
+async fn namespaced_cluster(
+    replication: Replication,
+    replicas: usize,
+    stock: i64,
+) -> ProcessCluster {
+    ProcessCluster::start_in_namespaces(binary(), options(replication, replicas, stock)).await
 }
 
 async fn broadcast_cluster(stock: i64) -> ProcessCluster {
@@ -175,6 +202,26 @@ const FREEZE_THEN_CRASH: [(u64, Fault); 4] = [
     (9_000, Fault::Kill("catalog-1")),
     (9_000, Fault::Thaw("catalog-0")),
     (12_000, Fault::Restart("catalog-1")),
+];
+
+/// A catalog replica cut off from its peers (but not from the order
+/// replicas, which go on selling through it), then an order replica cut
+/// off the same way; each healed in turn.
+const RAFT_PARTITIONS: [(u64, Fault); 8] = [
+    (500, Fault::Cut("catalog-0", "catalog-1")),
+    (500, Fault::Cut("catalog-0", "catalog-2")),
+    (6_000, Fault::Heal("catalog-0", "catalog-1")),
+    (6_000, Fault::Heal("catalog-0", "catalog-2")),
+    (7_000, Fault::Cut("order-0", "order-1")),
+    (7_000, Fault::Cut("order-0", "order-2")),
+    (12_000, Fault::Heal("order-0", "order-1")),
+    (12_000, Fault::Heal("order-0", "order-2")),
+];
+
+/// The same cut for `broadcast`'s two catalog replicas.
+const BROADCAST_PARTITION: [(u64, Fault); 2] = [
+    (500, Fault::Cut("catalog-0", "catalog-1")),
+    (9_000, Fault::Heal("catalog-0", "catalog-1")),
 ];
 
 /// Crashes and restarts, one replica at a time, the leaders among them.
@@ -233,6 +280,93 @@ async fn raft_keeps_every_promise_through_a_freeze_and_a_crash() {
     let run = under_faults(&mut cluster, 14, &FREEZE_THEN_CRASH).await;
     println!("{}", summary(&run));
     assert_kept_every_promise(&run);
+}
+
+/// Partitions: a catalog replica that can still be reached by the order
+/// replicas but not by its peers cannot commit a sale; the majority goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raft_keeps_every_promise_through_partitions() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let mut cluster = namespaced_cluster(Replication::Raft, 3, 25).await;
+    let run = under_faults(&mut cluster, 14, &RAFT_PARTITIONS).await;
+    println!("{}", summary(&run));
+    assert_kept_every_promise(&run);
+}
+
+/// The weak protocol, caught by a partition: each catalog replica, unable
+/// to reach the other, takes the writes itself, and both sell the same
+/// copies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcast_is_caught_by_a_partition() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let mut cluster = namespaced_cluster(Replication::Broadcast, 2, 25).await;
+    let run = under_faults(&mut cluster, 12, &BROADCAST_PARTITION).await;
+    println!("{}", summary(&run));
+    assert!(
+        !run.violations.is_empty(),
+        "broadcast kept every promise through a partition: the test cannot tell a weak protocol\n{}",
+        summary(&run)
+    );
+}
+
+/// Fresh reads across a cut: a frontend that the catalog replicas cannot
+/// reach (nor it them) misses the invalidation of a change, which is
+/// acknowledged all the same; a lookup through that frontend afterwards
+/// must not answer the old count from its cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frontend_cut_off_from_the_catalog_serves_no_stale_lookup() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let cluster = namespaced_cluster(Replication::Raft, 3, 100).await;
+    let store = cluster.store();
+    let book = pygmy_core::types::ItemId(3);
+    for _ in 0..2 {
+        // The second is served from the frontend's cache.
+        assert_eq!(store.lookup(book).await.expect("lookup").count, 100);
+    }
+    let catalogs = cluster.names(Role::Catalog);
+    for catalog in &catalogs {
+        cluster.cut("frontend", catalog);
+    }
+    let options = pygmy_client::ClientOptions {
+        token: cluster.topology().token.clone(),
+        ..ClientOptions::default()
+    };
+    let catalog =
+        pygmy_client::CatalogClient::new(&cluster.url("catalog-0"), &options).expect("client");
+    let update = pygmy_core::api::ItemUpdate {
+        count: Some(-40),
+        cost: None,
+    };
+    let started = Instant::now();
+    assert_eq!(
+        catalog.update(book, &update).await.expect("update").count,
+        60
+    );
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(5), "the update took {took:?}");
+    match store.lookup(book).await {
+        Ok(found) => assert_eq!(
+            found.count, 60,
+            "a stale lookup after an acknowledged update"
+        ),
+        Err(err) => println!("the cut-off frontend answered: {err}"),
+    }
+    for catalog in &catalogs {
+        cluster.heal("frontend", catalog);
+    }
+    let mut last = None;
+    for _ in 0..50 {
+        last = store.lookup(book).await.ok().map(|b| b.count);
+        if last == Some(60) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        last,
+        Some(60),
+        "the healed frontend does not serve the update"
+    );
 }
 
 /// The weak protocol, caught. The first catalog replica freezes almost at

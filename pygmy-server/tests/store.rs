@@ -167,6 +167,44 @@ async fn metric(test: &TestCluster, node: &str, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {name} in {text}"))
 }
 
+/// With every catalog replica up, the frontend holds its cache lease
+/// (within a probe of the start) and answers repeated reads itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_lookups_are_served_from_the_cache() {
+    let test = TestCluster::start(Options::default()).await;
+    test.eventually("the frontend holds its cache lease", || async {
+        metric(&test, "frontend", "pygmy_cache_leased").await == 1
+    })
+    .await;
+    let hits = metric(&test, "frontend", "pygmy_cache_hits_total").await;
+    let before = catalog_reads(&test).await;
+    for _ in 0..10 {
+        assert_eq!(
+            test.store().lookup(ItemId(2)).await.expect("lookup").id,
+            ItemId(2)
+        );
+    }
+    assert_eq!(
+        catalog_reads(&test).await - before,
+        1,
+        "one miss, then hits"
+    );
+    assert_eq!(
+        metric(&test, "frontend", "pygmy_cache_hits_total").await - hits,
+        9
+    );
+    test.shutdown().await;
+}
+
+/// Reads served by all the catalog replicas.
+async fn catalog_reads(test: &TestCluster) -> u64 {
+    let mut sum = 0;
+    for name in test.names(Role::Catalog) {
+        sum += metric(test, &name, "pygmy_catalog_reads_total").await;
+    }
+    sum
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_spread_over_catalogs_whatever_the_buys_do() {
     let test = TestCluster::start(Options::default()).await;

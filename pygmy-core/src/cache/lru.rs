@@ -128,6 +128,19 @@ impl Cache for LruCache {
         );
     }
 
+    fn clear(&self) {
+        let mut inner = self.lock();
+        inner.generation += 1;
+        inner.forgotten_floor = inner.generation;
+        let dropped = inner
+            .slots
+            .iter()
+            .filter(|(_, s)| s.value.is_some())
+            .count();
+        inner.stats.evictions += dropped as u64;
+        inner.slots.clear();
+    }
+
     fn stats(&self) -> CacheStats {
         self.lock().stats
     }

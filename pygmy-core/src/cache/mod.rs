@@ -7,6 +7,7 @@
 //! was invalidated in between. So a slow miss cannot put old data back after
 //! a buy.
 
+pub mod lease;
 mod lru;
 mod none;
 
@@ -44,6 +45,9 @@ pub trait Cache: Send + Sync {
 
     /// Drops `key`; a fill that began before this call will be refused.
     fn invalidate(&self, key: &str);
+
+    /// Drops every key; a fill that began before this call will be refused.
+    fn clear(&self);
 
     /// Counts since start.
     fn stats(&self) -> CacheStats;

@@ -28,6 +28,8 @@ impl Cache for NoCache {
 
     fn invalidate(&self, _key: &str) {}
 
+    fn clear(&self) {}
+
     fn stats(&self) -> CacheStats {
         CacheStats {
             misses: self.misses.load(Ordering::Relaxed),

@@ -10,6 +10,8 @@ use crate::Cluster;
 use pygmy_client::{CatalogClient, Client, ClientOptions, OrderClient};
 use pygmy_core::types::{Book, ItemId};
 
+pub mod netns;
+
 /// The cluster token of test clusters.
 pub const TOKEN: &str = "test-cluster-token";
 
@@ -201,6 +203,8 @@ pub struct ProcessCluster {
     topology: Topology,
     path: std::path::PathBuf,
     children: std::collections::HashMap<String, std::process::Child>,
+    /// Each node in a network namespace of its own, if asked for.
+    network: Option<netns::Network>,
     /// Data, logs and the topology file.
     pub dir: tempfile::TempDir,
 }
@@ -212,16 +216,47 @@ fn free_port() -> std::io::Result<SocketAddr> {
 
 impl ProcessCluster {
     /// Writes the topology of `options` (with real ports) and starts every
-    /// node of it as a process of `binary`; waits until all are healthy.
+    /// node of it as a process of `binary` on loopback; waits until all are
+    /// healthy.
     pub async fn start(binary: &std::path::Path, options: Options) -> ProcessCluster {
+        Self::launch(binary, options, false).await
+    }
+
+    /// As [`ProcessCluster::start`], but each node runs in a network
+    /// namespace of its own, so that links can be [cut](Self::cut). Needs
+    /// root and iproute2; panics without them.
+    pub async fn start_in_namespaces(binary: &std::path::Path, options: Options) -> ProcessCluster {
+        Self::launch(binary, options, true).await
+    }
+
+    async fn launch(
+        binary: &std::path::Path,
+        options: Options,
+        namespaces: bool,
+    ) -> ProcessCluster {
         let dir = match tempfile::tempdir() {
             Ok(dir) => dir,
             Err(err) => panic!("cannot make a temporary directory: {err}"),
         };
         let mut topology = topology(&options, dir.path());
-        for node in &mut topology.nodes {
-            node.addr = free_port().unwrap_or_else(|e| panic!("no free port: {e}"));
-        }
+        let network = if namespaces {
+            let names: Vec<String> = topology.nodes.iter().map(|n| n.name.clone()).collect();
+            let network =
+                netns::Network::create(&names).unwrap_or_else(|e| panic!("test network: {e}"));
+            for node in &mut topology.nodes {
+                let ip = network
+                    .addr(&node.name)
+                    .unwrap_or_else(|e| panic!("test network: {e}"));
+                // Each namespace has ports of its own.
+                node.addr = SocketAddr::from((ip, 8000));
+            }
+            Some(network)
+        } else {
+            for node in &mut topology.nodes {
+                node.addr = free_port().unwrap_or_else(|e| panic!("no free port: {e}"));
+            }
+            None
+        };
         let path = dir.path().join("cluster.toml");
         if let Err(err) = std::fs::write(&path, topology.to_toml()) {
             panic!("cannot write {}: {err}", path.display());
@@ -231,6 +266,7 @@ impl ProcessCluster {
             topology,
             path,
             children: std::collections::HashMap::new(),
+            network,
             dir,
         };
         let names: Vec<String> = cluster
@@ -279,7 +315,19 @@ impl ProcessCluster {
                 .open(&path)
                 .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()))
         };
-        let child = std::process::Command::new(&self.binary)
+        let mut command = match &self.network {
+            // `ip netns exec` execs the node: the child is the node.
+            Some(network) => {
+                let namespace = network
+                    .namespace(name)
+                    .unwrap_or_else(|e| panic!("test network: {e}"));
+                let mut command = std::process::Command::new("ip");
+                command.args(["netns", "exec", namespace]).arg(&self.binary);
+                command
+            }
+            None => std::process::Command::new(&self.binary),
+        };
+        let child = command
             .arg("--config")
             .arg(&self.path)
             .arg("--node")
@@ -304,6 +352,28 @@ impl ProcessCluster {
     /// Freezes node `name` (SIGSTOP): its sockets stay open, nothing answers.
     pub fn freeze(&self, name: &str) {
         self.signal(name, "-STOP");
+    }
+
+    /// Cuts the network link between nodes `a` and `b`, both ways (only in
+    /// a cluster [started in namespaces](Self::start_in_namespaces)).
+    pub fn cut(&self, a: &str, b: &str) {
+        self.net()
+            .cut(a, b)
+            .unwrap_or_else(|e| panic!("cut {a} from {b}: {e}"));
+    }
+
+    /// Heals a cut made by [`ProcessCluster::cut`].
+    pub fn heal(&self, a: &str, b: &str) {
+        self.net()
+            .heal(a, b)
+            .unwrap_or_else(|e| panic!("heal {a} to {b}: {e}"));
+    }
+
+    fn net(&self) -> &netns::Network {
+        match &self.network {
+            Some(network) => network,
+            None => panic!("links can be cut only in a cluster started in namespaces"),
+        }
     }
 
     /// Thaws a frozen node (SIGCONT).

@@ -1,0 +1,259 @@
+//! Leases that keep a frontend's cache fresh when an invalidation is lost.
+//!
+//! A catalog replica pushes the invalidation of each change to every
+//! frontend before it answers the change. A push can be lost (a frontend
+//! cut off, or frozen past the push's time limit), and the change is
+//! answered all the same. So a frontend serves from its cache only while it
+//! holds a lease from every catalog replica:
+//! - The frontend asks each catalog replica for a grant every probe: the
+//!   replica's incarnation and how many invalidations it has numbered for
+//!   this frontend. The lease runs [`LEASE`] from when the frontend *sent*
+//!   the request.
+//! - A grant renews the lease only if the frontend has applied every
+//!   invalidation it counts. One that counts an invalidation not yet here
+//!   waits (it may be on its way); if the gap is still open at the next
+//!   grant, the frontend clears its cache and takes the grant.
+//! - A lease renewed after it lapsed clears the cache first: invalidations
+//!   were perhaps skipped meanwhile.
+//! - The catalog replica, when a push fails, answers the change only once
+//!   the frontend's lease from it has surely run out: [`LEASE`] plus
+//!   [`LEASE_MARGIN`] after its last grant to that frontend. A frontend
+//!   whose lease ran out long ago is not pushed to at all.
+//!
+//! So once a change is answered, a frontend either applied its
+//! invalidation, or holds no lease that was granted before it (and clears
+//! its cache before its next). This module is the frontend's bookkeeping,
+//! a plain state machine with the clock passed in.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+/// How long a grant lets a frontend serve from its cache.
+pub const LEASE: Duration = Duration::from_millis(1_500);
+
+/// What a catalog replica adds to [`LEASE`] before it counts a frontend's
+/// lease as run out (clocks that tick at slightly different rates).
+pub const LEASE_MARGIN: Duration = Duration::from_millis(100);
+
+/// What the frontend must do with a grant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grant {
+    /// The lease is renewed.
+    Renewed,
+    /// Clear the whole cache, then the lease is renewed.
+    ClearThenRenewed,
+    /// Not renewed yet: an invalidation it counts has not arrived.
+    Waiting,
+}
+
+/// What a frontend knows of one catalog replica.
+#[derive(Debug, Default)]
+struct Source {
+    incarnation: String,
+    /// Every invalidation numbered up to this one has been applied.
+    applied: u64,
+    /// Applied invalidations above `applied` (they arrived out of order).
+    ahead: BTreeSet<u64>,
+    /// The cache may be served until then (as far as this source goes).
+    until: Option<Instant>,
+    /// The count of a grant that had to wait for its invalidations.
+    waiting: Option<u64>,
+}
+
+impl Source {
+    /// A new incarnation numbers its invalidations from 1 again.
+    fn meet(&mut self, incarnation: &str) {
+        if self.incarnation != incarnation {
+            self.incarnation = incarnation.to_owned();
+            self.applied = 0;
+            self.ahead.clear();
+            self.waiting = None;
+        }
+    }
+
+    fn absorb(&mut self) {
+        while self.ahead.remove(&(self.applied + 1)) {
+            self.applied += 1;
+        }
+        let applied = self.applied;
+        self.ahead.retain(|&seq| seq > applied);
+    }
+}
+
+/// A frontend's leases, one per catalog replica.
+#[derive(Debug)]
+pub struct Leases {
+    sources: HashMap<String, Source>,
+}
+
+impl Leases {
+    /// No lease yet from any of `sources` (the catalog replicas' names).
+    pub fn new(sources: impl IntoIterator<Item = String>) -> Self {
+        Leases {
+            sources: sources
+                .into_iter()
+                .map(|name| (name, Source::default()))
+                .collect(),
+        }
+    }
+
+    /// Invalidation `seq` of `source`'s `incarnation` has been applied to
+    /// the cache.
+    pub fn applied(&mut self, source: &str, incarnation: &str, seq: u64) {
+        let Some(s) = self.sources.get_mut(source) else {
+            return;
+        };
+        s.meet(incarnation);
+        if seq > s.applied {
+            s.ahead.insert(seq);
+            s.absorb();
+        }
+    }
+
+    /// A grant from `source`: it had numbered `issued` invalidations for
+    /// this frontend when it answered a request sent at `sent`; `now` is
+    /// when the answer is taken.
+    pub fn granted(
+        &mut self,
+        source: &str,
+        incarnation: &str,
+        issued: u64,
+        sent: Instant,
+        now: Instant,
+    ) -> Grant {
+        let Some(s) = self.sources.get_mut(source) else {
+            return Grant::Waiting;
+        };
+        s.meet(incarnation);
+        let mut clear = s.until.is_none_or(|until| now >= until);
+        if s.applied < issued {
+            match s.waiting {
+                Some(waited) if s.applied < waited => {
+                    // A gap older than one grant: give up on it.
+                    clear = true;
+                    s.applied = issued;
+                    s.absorb();
+                }
+                _ => {
+                    s.waiting = Some(issued);
+                    return Grant::Waiting;
+                }
+            }
+        }
+        s.waiting = None;
+        let until = sent + LEASE;
+        s.until = Some(s.until.map_or(until, |old| old.max(until)));
+        if clear {
+            Grant::ClearThenRenewed
+        } else {
+            Grant::Renewed
+        }
+    }
+
+    /// Until when the cache may be served: the earliest lease, or `None`
+    /// while some source has granted none.
+    pub fn valid_until(&self) -> Option<Instant> {
+        self.sources
+            .values()
+            .map(|s| s.until)
+            .try_fold(None::<Instant>, |earliest, until| {
+                let until = until?;
+                Some(Some(earliest.map_or(until, |e| e.min(until))))
+            })
+            .flatten()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn two() -> Leases {
+        Leases::new(["a".to_owned(), "b".to_owned()])
+    }
+
+    #[test]
+    fn the_cache_is_valid_only_with_a_lease_from_every_source() {
+        let mut leases = two();
+        let t = Instant::now();
+        assert_eq!(leases.valid_until(), None);
+        assert_eq!(
+            leases.granted("a", "1", 0, t, t),
+            Grant::ClearThenRenewed,
+            "a first lease clears"
+        );
+        assert_eq!(leases.valid_until(), None, "none from b yet");
+        leases.granted("b", "1", 0, t + LEASE / 2, t + LEASE / 2);
+        assert_eq!(leases.valid_until(), Some(t + LEASE));
+        let later = t + LEASE / 4;
+        assert_eq!(leases.granted("a", "1", 0, later, later), Grant::Renewed);
+        assert_eq!(leases.valid_until(), Some(later + LEASE));
+    }
+
+    #[test]
+    fn a_grant_waits_for_the_invalidations_it_counts() {
+        let mut leases = two();
+        let t = Instant::now();
+        leases.granted("a", "1", 0, t, t);
+        let t1 = t + Duration::from_millis(500);
+        assert_eq!(leases.granted("a", "1", 2, t1, t1), Grant::Waiting);
+        assert_eq!(leases.sources["a"].until, Some(t + LEASE), "not renewed");
+        // They arrive out of order.
+        leases.applied("a", "1", 2);
+        leases.applied("a", "1", 1);
+        let t2 = t + Duration::from_millis(1_000);
+        assert_eq!(leases.granted("a", "1", 2, t2, t2), Grant::Renewed);
+    }
+
+    #[test]
+    fn a_gap_still_open_at_the_next_grant_clears_the_cache() {
+        let mut leases = two();
+        let t = Instant::now();
+        leases.granted("a", "1", 0, t, t);
+        leases.applied("a", "1", 2);
+        let t1 = t + Duration::from_millis(500);
+        assert_eq!(leases.granted("a", "1", 2, t1, t1), Grant::Waiting);
+        // 1 is lost for good; 3 is numbered meanwhile and may be on its way.
+        let t2 = t + Duration::from_millis(1_000);
+        assert_eq!(leases.granted("a", "1", 3, t2, t2), Grant::ClearThenRenewed);
+        assert_eq!(leases.sources["a"].applied, 3);
+        leases.applied("a", "1", 1);
+        assert_eq!(leases.sources["a"].applied, 3, "a late one changes nothing");
+    }
+
+    #[test]
+    fn a_lease_renewed_after_it_lapsed_clears_the_cache() {
+        let mut leases = two();
+        let t = Instant::now();
+        leases.granted("a", "1", 0, t, t);
+        let late = t + LEASE + Duration::from_millis(1);
+        // Sent before the lapse, taken after it: still a clear.
+        assert_eq!(
+            leases.granted("a", "1", 0, t + LEASE / 2, late),
+            Grant::ClearThenRenewed
+        );
+    }
+
+    #[test]
+    fn a_new_incarnation_counts_from_the_start() {
+        let mut leases = two();
+        let t = Instant::now();
+        leases.granted("a", "1", 0, t, t);
+        leases.applied("a", "1", 1);
+        leases.applied("a", "1", 2);
+        let t1 = t + Duration::from_millis(500);
+        assert_eq!(leases.granted("a", "2", 0, t1, t1), Grant::Renewed);
+        assert_eq!(leases.granted("a", "2", 1, t1, t1), Grant::Waiting);
+        leases.applied("a", "2", 1);
+        assert_eq!(leases.granted("a", "2", 1, t1, t1), Grant::Renewed);
+    }
+
+    #[test]
+    fn an_unknown_source_grants_nothing() {
+        let mut leases = two();
+        let t = Instant::now();
+        assert_eq!(leases.granted("z", "1", 0, t, t), Grant::Waiting);
+        leases.applied("z", "1", 1);
+        assert_eq!(leases.valid_until(), None);
+    }
+}
