@@ -264,6 +264,16 @@ fn assert_kept_every_promise(run: &Run) {
     assert!(buys.ok > 0, "no buy succeeded:\n{}", summary(run));
 }
 
+/// The weak protocol must be caught: a scenario it passes cannot tell it
+/// from a strong one.
+fn assert_caught(run: &Run, scenario: &str) {
+    assert!(
+        !run.violations.is_empty(),
+        "broadcast kept every promise through {scenario}: the test cannot tell a weak protocol\n{}",
+        summary(run)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raft_keeps_every_promise_through_crashes_and_restarts() {
     let _alone = ONE_AT_A_TIME.lock().await;
@@ -302,11 +312,7 @@ async fn broadcast_is_caught_by_a_partition() {
     let mut cluster = namespaced_cluster(Replication::Broadcast, 2, 25).await;
     let run = under_faults(&mut cluster, 12, &BROADCAST_PARTITION).await;
     println!("{}", summary(&run));
-    assert!(
-        !run.violations.is_empty(),
-        "broadcast kept every promise through a partition: the test cannot tell a weak protocol\n{}",
-        summary(&run)
-    );
+    assert_caught(&run, "a partition");
 }
 
 /// Fresh reads across a cut: a frontend that the catalog replicas cannot
@@ -381,11 +387,7 @@ async fn broadcast_is_caught_when_its_first_replica_freezes() {
     let mut cluster = broadcast_cluster(25).await;
     let run = under_faults(&mut cluster, 14, &FREEZE_THEN_CRASH).await;
     println!("{}", summary(&run));
-    assert!(
-        !run.violations.is_empty(),
-        "broadcast kept every promise through this: the test cannot tell a weak protocol\n{}",
-        summary(&run)
-    );
+    assert_caught(&run, "a freeze and a crash");
 }
 
 /// Crashes and restarts of a catalog and an order replica while buys run.
