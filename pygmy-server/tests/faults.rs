@@ -149,6 +149,22 @@ async fn under_faults(
     }
 }
 
+/// One scenario, alone: starts its cluster, runs `seconds` of load under
+/// `schedule`, prints what it saw and has `judge` assert on it while the
+/// cluster is still there (a failure keeps its logs).
+async fn scenario(
+    cluster: impl std::future::Future<Output = ProcessCluster>,
+    seconds: u64,
+    schedule: &[(u64, Fault)],
+    judge: impl FnOnce(&Run),
+) {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let mut cluster = cluster.await;
+    let run = under_faults(&mut cluster, seconds, schedule).await;
+    println!("{}", summary(&run));
+    judge(&run);
+}
+
 fn summary(run: &Run) -> String {
     let mut text = format!("{}", run.report);
     for (name, took) in &run.catch_up {
@@ -276,31 +292,37 @@ fn assert_caught(run: &Run, scenario: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raft_keeps_every_promise_through_crashes_and_restarts() {
-    let _alone = ONE_AT_A_TIME.lock().await;
-    let mut cluster = raft_cluster(120).await;
-    let run = under_faults(&mut cluster, 30, &EVERY_REPLICA_IN_TURN).await;
-    println!("{}", summary(&run));
-    assert_kept_every_promise(&run);
+    scenario(
+        raft_cluster(120),
+        30,
+        &EVERY_REPLICA_IN_TURN,
+        assert_kept_every_promise,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raft_keeps_every_promise_through_a_freeze_and_a_crash() {
-    let _alone = ONE_AT_A_TIME.lock().await;
-    let mut cluster = raft_cluster(25).await;
-    let run = under_faults(&mut cluster, 14, &FREEZE_THEN_CRASH).await;
-    println!("{}", summary(&run));
-    assert_kept_every_promise(&run);
+    scenario(
+        raft_cluster(25),
+        14,
+        &FREEZE_THEN_CRASH,
+        assert_kept_every_promise,
+    )
+    .await;
 }
 
 /// Partitions: a catalog replica that can still be reached by the order
 /// replicas but not by its peers cannot commit a sale; the majority goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raft_keeps_every_promise_through_partitions() {
-    let _alone = ONE_AT_A_TIME.lock().await;
-    let mut cluster = namespaced_cluster(Replication::Raft, 3, 25).await;
-    let run = under_faults(&mut cluster, 14, &RAFT_PARTITIONS).await;
-    println!("{}", summary(&run));
-    assert_kept_every_promise(&run);
+    scenario(
+        namespaced_cluster(Replication::Raft, 3, 25),
+        14,
+        &RAFT_PARTITIONS,
+        assert_kept_every_promise,
+    )
+    .await;
 }
 
 /// The weak protocol, caught by a partition: each catalog replica, unable
@@ -308,11 +330,13 @@ async fn raft_keeps_every_promise_through_partitions() {
 /// copies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broadcast_is_caught_by_a_partition() {
-    let _alone = ONE_AT_A_TIME.lock().await;
-    let mut cluster = namespaced_cluster(Replication::Broadcast, 2, 25).await;
-    let run = under_faults(&mut cluster, 12, &BROADCAST_PARTITION).await;
-    println!("{}", summary(&run));
-    assert_caught(&run, "a partition");
+    scenario(
+        namespaced_cluster(Replication::Broadcast, 2, 25),
+        12,
+        &BROADCAST_PARTITION,
+        |run| assert_caught(run, "a partition"),
+    )
+    .await;
 }
 
 /// Fresh reads across a cut: a frontend that the catalog replicas cannot
@@ -383,11 +407,10 @@ async fn a_frontend_cut_off_from_the_catalog_serves_no_stale_lookup() {
 /// no majority is left.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broadcast_is_caught_when_its_first_replica_freezes() {
-    let _alone = ONE_AT_A_TIME.lock().await;
-    let mut cluster = broadcast_cluster(25).await;
-    let run = under_faults(&mut cluster, 14, &FREEZE_THEN_CRASH).await;
-    println!("{}", summary(&run));
-    assert_caught(&run, "a freeze and a crash");
+    scenario(broadcast_cluster(25), 14, &FREEZE_THEN_CRASH, |run| {
+        assert_caught(run, "a freeze and a crash")
+    })
+    .await;
 }
 
 /// Crashes and restarts of a catalog and an order replica while buys run.
@@ -395,11 +418,13 @@ async fn broadcast_is_caught_when_its_first_replica_freezes() {
 /// catches up and takes the writes back before it serves).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broadcast_survives_crashes_and_restarts() {
-    let _alone = ONE_AT_A_TIME.lock().await;
-    let mut cluster = broadcast_cluster(60).await;
-    let run = under_faults(&mut cluster, 12, &CRASHES).await;
-    println!("{}", summary(&run));
-    assert_kept_every_promise(&run);
+    scenario(
+        broadcast_cluster(60),
+        12,
+        &CRASHES,
+        assert_kept_every_promise,
+    )
+    .await;
 }
 
 /// A frozen catalog replica (its sockets open, nothing answered) is found

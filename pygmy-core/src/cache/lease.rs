@@ -72,8 +72,12 @@ impl Source {
     }
 
     fn absorb(&mut self) {
-        while self.ahead.remove(&(self.applied + 1)) {
-            self.applied += 1;
+        // The numbers come from a peer: no overflow at the top.
+        while let Some(next) = self.applied.checked_add(1) {
+            if !self.ahead.remove(&next) {
+                break;
+            }
+            self.applied = next;
         }
         let applied = self.applied;
         self.ahead.retain(|&seq| seq > applied);
@@ -246,6 +250,23 @@ mod tests {
         assert_eq!(leases.granted("a", "2", 1, t1, t1), Grant::Waiting);
         leases.applied("a", "2", 1);
         assert_eq!(leases.granted("a", "2", 1, t1, t1), Grant::Renewed);
+    }
+
+    #[test]
+    fn the_highest_numbers_do_not_overflow() {
+        let mut leases = two();
+        let t = Instant::now();
+        leases.granted("a", "1", 0, t, t);
+        leases.applied("a", "1", u64::MAX);
+        let t1 = t + Duration::from_millis(500);
+        assert_eq!(leases.granted("a", "1", u64::MAX, t1, t1), Grant::Waiting);
+        let t2 = t + Duration::from_millis(1_000);
+        assert_eq!(
+            leases.granted("a", "1", u64::MAX, t2, t2),
+            Grant::ClearThenRenewed
+        );
+        leases.applied("a", "1", u64::MAX);
+        assert_eq!(leases.sources["a"].applied, u64::MAX);
     }
 
     #[test]
