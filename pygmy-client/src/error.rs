@@ -1,6 +1,12 @@
 //! The SDK's error: what went wrong with a call, told apart by kind.
+//!
+//! A node names the kind of every failure in the `x-pygmy-error` header,
+//! from the one list in `pygmy-core` ([`ErrorKind`]); [`ClientError::answer`]
+//! is the one place that header is decoded.
 
 use pygmy_core::api::ErrorResponse;
+use pygmy_core::balance::ReplicaFailure;
+use pygmy_core::ErrorKind;
 
 /// The response header in which a node names the kind of a failure, for
 /// callers that must tell apart what the seed's envelope does not (an
@@ -28,11 +34,11 @@ pub enum ClientError {
     /// No replica could serve (503).
     #[error("unavailable: {0}")]
     Unavailable(String),
-    /// Any other error status.
-    #[error("server error {status}: {message}")]
-    Server {
-        /// The HTTP status.
-        status: u16,
+    /// Any other failure the node answered with.
+    #[error("{kind}: {message}")]
+    Failed {
+        /// Its kind.
+        kind: ErrorKind,
         /// The envelope's message, or the body.
         message: String,
     },
@@ -61,42 +67,104 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    /// Builds the error for an error `status` with this body and kind header.
-    pub fn from_status(status: u16, kind: Option<&str>, body: &[u8]) -> ClientError {
+    /// Decodes a node's error answer: its `status`, the kind it named in
+    /// [`ERROR_KIND_HEADER`] (or, from a server that names none, the kind
+    /// the status stands for) and the envelope's message in `body`.
+    pub fn answer(status: u16, kind: Option<&str>, body: &[u8]) -> ClientError {
         let message = serde_json::from_slice::<ErrorResponse>(body)
             .map(|e| e.message)
             .unwrap_or_else(|_| String::from_utf8_lossy(body).chars().take(500).collect());
-        match (status, kind) {
-            (404, Some("out_of_stock")) => ClientError::OutOfStock(message),
-            (404, _) => ClientError::NotFound(message),
-            (400, _) => ClientError::BadRequest(message),
-            (401, _) => ClientError::Unauthorized(message),
-            (422, _) => ClientError::Unprocessable(message),
-            (503, _) => ClientError::Unavailable(message),
-            (status, _) => ClientError::Server { status, message },
+        let kind = kind
+            .and_then(ErrorKind::parse)
+            .unwrap_or_else(|| kind_of_status(status));
+        ClientError::of_kind(kind, message)
+    }
+
+    /// The error for a failure of `kind`.
+    pub fn of_kind(kind: ErrorKind, message: String) -> ClientError {
+        match kind {
+            ErrorKind::NotFound => ClientError::NotFound(message),
+            ErrorKind::OutOfStock => ClientError::OutOfStock(message),
+            ErrorKind::BadRequest => ClientError::BadRequest(message),
+            ErrorKind::Unprocessable => ClientError::Unprocessable(message),
+            ErrorKind::Unauthorized => ClientError::Unauthorized(message),
+            ErrorKind::Unavailable => ClientError::Unavailable(message),
+            kind => ClientError::Failed { kind, message },
+        }
+    }
+
+    /// The kind of failure: what the node answered, or for a call that had
+    /// no answer, what it amounts to for the caller (an unreachable node:
+    /// unavailable).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ClientError::NotFound(_) => ErrorKind::NotFound,
+            ClientError::OutOfStock(_) => ErrorKind::OutOfStock,
+            ClientError::BadRequest(_) | ClientError::InvalidUrl(_) => ErrorKind::BadRequest,
+            ClientError::Unprocessable(_) => ErrorKind::Unprocessable,
+            ClientError::Unauthorized(_) => ErrorKind::Unauthorized,
+            ClientError::Unavailable(_) | ClientError::Transport { .. } => ErrorKind::Unavailable,
+            ClientError::Failed { kind, .. } => *kind,
+            ClientError::Decode { .. } => ErrorKind::Internal,
+        }
+    }
+
+    /// The message of the node's answer, if the node answered.
+    pub fn answered(&self) -> Option<&str> {
+        match self {
+            ClientError::NotFound(m)
+            | ClientError::OutOfStock(m)
+            | ClientError::BadRequest(m)
+            | ClientError::Unprocessable(m)
+            | ClientError::Unauthorized(m)
+            | ClientError::Unavailable(m)
+            | ClientError::Failed { message: m, .. } => Some(m),
+            ClientError::Transport { .. }
+            | ClientError::Decode { .. }
+            | ClientError::InvalidUrl(_) => None,
+        }
+    }
+
+    /// A short label of the failure, for reports: the kind the node
+    /// answered, or what kept the call from an answer.
+    pub fn label(&self) -> &'static str {
+        match self {
+            ClientError::Transport { .. } => "transport",
+            ClientError::Decode { .. } => "decode",
+            ClientError::InvalidUrl(_) => "invalid_url",
+            answered => answered.kind().as_str(),
         }
     }
 
     /// Whether another replica might answer: the node was unreachable, or
     /// answered that it cannot serve, or failed on its side.
     pub fn is_replica_failure(&self) -> bool {
-        matches!(
-            self,
-            ClientError::Transport { .. } | ClientError::Unavailable(_)
-        ) || matches!(self, ClientError::Server { status, .. } if *status >= 500)
+        ReplicaFailure::is_replica_failure(self)
     }
+}
 
-    /// The HTTP status this error stands for (a transport failure is 503:
-    /// from the caller's side, no replica served).
-    pub fn status(&self) -> u16 {
+impl ReplicaFailure for ClientError {
+    fn is_replica_failure(&self) -> bool {
         match self {
-            ClientError::NotFound(_) | ClientError::OutOfStock(_) => 404,
-            ClientError::BadRequest(_) | ClientError::InvalidUrl(_) => 400,
-            ClientError::Unauthorized(_) => 401,
-            ClientError::Unprocessable(_) => 422,
-            ClientError::Unavailable(_) | ClientError::Transport { .. } => 503,
-            ClientError::Decode { .. } => 502,
-            ClientError::Server { status, .. } => *status,
+            ClientError::Transport { .. } => true,
+            ClientError::Decode { .. } | ClientError::InvalidUrl(_) => false,
+            answered => answered.kind().is_replica_failure(),
         }
+    }
+}
+
+/// The kind a bare HTTP status stands for, for an answer that names none
+/// (a proxy's, say).
+fn kind_of_status(status: u16) -> ErrorKind {
+    match status {
+        400 => ErrorKind::BadRequest,
+        401 | 403 => ErrorKind::Unauthorized,
+        404 => ErrorKind::NotFound,
+        405 => ErrorKind::MethodNotAllowed,
+        408 => ErrorKind::RequestTimeout,
+        413 => ErrorKind::PayloadTooLarge,
+        422 => ErrorKind::Unprocessable,
+        502..=504 => ErrorKind::Unavailable,
+        _ => ErrorKind::Internal,
     }
 }

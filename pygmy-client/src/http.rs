@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use reqwest::{Method, RequestBuilder};
+use pygmy_core::api::routes::Route;
+use reqwest::RequestBuilder;
 use serde::de::DeserializeOwned;
 use url::Url;
 
@@ -73,21 +74,17 @@ impl Http {
         &self.base
     }
 
-    /// The URL of `path` (with `/`-separated segments, each escaped) and
-    /// `query` pairs.
-    pub fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> Url {
+    /// A request for `route` with `query` pairs (each escaped), with the
+    /// cluster token if there is one.
+    pub fn request<R: Route>(&self, route: &R, query: &[(&str, &str)]) -> RequestBuilder {
+        let (method, segments) = route.target();
         let mut url = self.base.clone();
         if let Ok(mut path) = url.path_segments_mut() {
-            path.clear().extend(segments);
+            path.clear().extend(&segments);
         }
         if !query.is_empty() {
             url.query_pairs_mut().extend_pairs(query);
         }
-        url
-    }
-
-    /// A request to `url`, with the cluster token if there is one.
-    pub fn request(&self, method: Method, url: Url) -> RequestBuilder {
         let request = self.client.request(method, url);
         match &self.token {
             Some(token) => request.header(TOKEN_HEADER, token),
@@ -125,7 +122,7 @@ impl Http {
         if (200..300).contains(&status) {
             Ok(body)
         } else {
-            Err(ClientError::from_status(status, kind.as_deref(), &body))
+            Err(ClientError::answer(status, kind.as_deref(), &body))
         }
     }
 

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use pygmy_client::check::{check, Expected, ReplicaUrls};
-use pygmy_client::load::{self, LoadConfig, Mix};
+use pygmy_client::tools::check::{check, Expected, ReplicaUrls};
+use pygmy_client::tools::load::{self, LoadConfig, Mix};
 use pygmy_client::{Client, ClientError, ClientOptions};
 use pygmy_core::types::{Book, IdempotencyKey, ItemId};
 
@@ -267,7 +267,7 @@ async fn run_load(store: &Client, args: LoadArgs, json: bool) -> Result<(), Fail
             .map_err(|e| fail(format!("cannot write {}: {e}", path.display())))?;
     }
     if let Some(path) = &args.plot {
-        std::fs::write(path, pygmy_client::plot::svg(&report))
+        std::fs::write(path, pygmy_client::tools::plot::svg(&report))
             .map_err(|e| fail(format!("cannot write {}: {e}", path.display())))?;
     }
     let Some((clients, expected)) = replicas else {

@@ -1,12 +1,13 @@
 //! Typed clients of the backend nodes, used by the server for its
 //! node-to-node calls and by tests and checkers to read each replica.
 
+use pygmy_core::api::routes::{CatalogRoute, FrontendRoute, NodeRoute, OrderRoute};
 use pygmy_core::api::{
     BuyResponse, HealthResponse, Invalidation, ItemUpdate, ItemsResponse, LeaseGrant,
     OrdersResponse, SalesResponse, UpdateResponse,
 };
+use pygmy_core::balance::Probe;
 use pygmy_core::types::{Book, IdempotencyKey, ItemId, Order, OrderId};
-use reqwest::Method;
 
 use crate::error::ClientError;
 use crate::http::{ClientOptions, Http, IDEMPOTENCY_HEADER};
@@ -33,24 +34,24 @@ impl CatalogClient {
     /// Every book (`GET /item`), or those of `topic` (`GET /item?topic=`).
     pub async fn items(&self, topic: Option<&str>) -> Result<Vec<Book>, ClientError> {
         let query: Vec<(&str, &str)> = topic.map(|t| ("topic", t)).into_iter().collect();
-        let url = self.http.url(&["item"], &query);
-        let response: ItemsResponse = self.http.send(self.http.request(Method::GET, url)).await?;
+        let request = self.http.request(&CatalogRoute::Items, &query);
+        let response: ItemsResponse = self.http.send(request).await?;
         Ok(response.item)
     }
 
     /// The book with this id (`GET /item/<id>`).
     pub async fn item(&self, id: ItemId) -> Result<Book, ClientError> {
-        let id = id.to_string();
-        let url = self.http.url(&["item", &id], &[]);
-        let response: ItemsResponse = self.http.send(self.http.request(Method::GET, url)).await?;
+        let request = self.http.request(&CatalogRoute::Item(id), &[]);
+        let response: ItemsResponse = self.http.send(request).await?;
         self.http.first_item(response, "an item lookup")
     }
 
     /// Changes stock (a delta) and/or cost (`PUT /item/<id>`, internal).
     pub async fn update(&self, id: ItemId, update: &ItemUpdate) -> Result<Book, ClientError> {
-        let id = id.to_string();
-        let url = self.http.url(&["item", &id], &[]);
-        let request = self.http.request(Method::PUT, url).json(update);
+        let request = self
+            .http
+            .request(&CatalogRoute::Update(id), &[])
+            .json(update);
         let response: UpdateResponse = self.http.send(request).await?;
         Ok(response.item)
     }
@@ -58,11 +59,9 @@ impl CatalogClient {
     /// Sells one copy under `key` (`POST /item/<id>/sell`, internal): the
     /// same key sells at most once. Returns the book after the sale.
     pub async fn sell(&self, id: ItemId, key: &IdempotencyKey) -> Result<Book, ClientError> {
-        let id = id.to_string();
-        let url = self.http.url(&["item", &id, "sell"], &[]);
         let request = self
             .http
-            .request(Method::POST, url)
+            .request(&CatalogRoute::Sell(id), &[])
             .header(IDEMPOTENCY_HEADER, key.as_str());
         let response: ItemsResponse = self.http.send(request).await?;
         self.http.first_item(response, "a sale")
@@ -72,17 +71,19 @@ impl CatalogClient {
     /// `limit`, and the cursor to ask from next.
     pub async fn sales(&self, after: u64, limit: u64) -> Result<SalesResponse, ClientError> {
         let (after, limit) = (after.to_string(), limit.to_string());
-        let url = self
-            .http
-            .url(&["sales"], &[("after", &after), ("limit", &limit)]);
-        self.http.send(self.http.request(Method::GET, url)).await
+        let query = [("after", after.as_str()), ("limit", limit.as_str())];
+        self.http
+            .send(self.http.request(&CatalogRoute::Sales, &query))
+            .await
     }
 
     /// A grant of frontend `frontend`'s cache lease (`GET /lease`,
     /// internal).
     pub async fn lease(&self, frontend: &str) -> Result<LeaseGrant, ClientError> {
-        let url = self.http.url(&["lease"], &[("frontend", frontend)]);
-        self.http.send(self.http.request(Method::GET, url)).await
+        let request = self
+            .http
+            .request(&CatalogRoute::Lease, &[("frontend", frontend)]);
+        self.http.send(request).await
     }
 
     /// `GET /health`.
@@ -112,11 +113,9 @@ impl OrderClient {
 
     /// Buys one copy of `item` under `key` (`GET /buy/<item>`).
     pub async fn buy(&self, item: ItemId, key: &IdempotencyKey) -> Result<OrderId, ClientError> {
-        let item = item.to_string();
-        let url = self.http.url(&["buy", &item], &[]);
         let request = self
             .http
-            .request(Method::GET, url)
+            .request(&OrderRoute::Buy(item), &[])
             .header(IDEMPOTENCY_HEADER, key.as_str());
         let response: BuyResponse = self.http.send(request).await?;
         Ok(response.order.id)
@@ -124,8 +123,8 @@ impl OrderClient {
 
     /// Every order this replica holds (`GET /orders`).
     pub async fn orders(&self) -> Result<Vec<Order>, ClientError> {
-        let url = self.http.url(&["orders"], &[]);
-        let response: OrdersResponse = self.http.send(self.http.request(Method::GET, url)).await?;
+        let request = self.http.request(&OrderRoute::Orders, &[]);
+        let response: OrdersResponse = self.http.send(request).await?;
         Ok(response.order)
     }
 
@@ -157,10 +156,11 @@ impl InternalClient {
 
     /// `POST /replication/<rpc>` with a JSON body; the JSON answer.
     pub async fn replicate(&self, rpc: &str, body: Vec<u8>) -> Result<bytes::Bytes, ClientError> {
-        let url = self.http.url(&["replication", rpc], &[]);
+        // The same path on a catalog and an order replica.
+        let route = CatalogRoute::Replication(rpc.to_owned());
         let request = self
             .http
-            .request(Method::POST, url)
+            .request(&route, &[])
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body);
         self.http.send_raw(request).await
@@ -168,8 +168,10 @@ impl InternalClient {
 
     /// `POST /invalidate` on a frontend: drop the cached reads of a book.
     pub async fn invalidate(&self, invalidation: &Invalidation) -> Result<(), ClientError> {
-        let url = self.http.url(&["invalidate"], &[]);
-        let request = self.http.request(Method::POST, url).json(invalidation);
+        let request = self
+            .http
+            .request(&FrontendRoute::Invalidate, &[])
+            .json(invalidation);
         self.http.send_raw(request).await.map(drop)
     }
 
@@ -180,6 +182,27 @@ impl InternalClient {
 }
 
 async fn health(http: &Http) -> Result<HealthResponse, ClientError> {
-    let url = http.url(&["health"], &[]);
-    http.send(http.request(Method::GET, url)).await
+    http.send(http.request(&NodeRoute::<OrderRoute>::Health, &[]))
+        .await
+}
+
+#[async_trait::async_trait]
+impl Probe for CatalogClient {
+    async fn probe(&self) -> bool {
+        self.health().await.is_ok()
+    }
+}
+
+#[async_trait::async_trait]
+impl Probe for OrderClient {
+    async fn probe(&self) -> bool {
+        self.health().await.is_ok()
+    }
+}
+
+#[async_trait::async_trait]
+impl Probe for InternalClient {
+    async fn probe(&self) -> bool {
+        self.health().await.is_ok()
+    }
 }

@@ -1,8 +1,8 @@
 //! The client of a Pygmy store: its frontend's `lookup`, `search` and `buy`.
 
+use pygmy_core::api::routes::FrontendRoute;
 use pygmy_core::api::{BuyResponse, ItemsResponse};
 use pygmy_core::types::{Book, IdempotencyKey, ItemId, OrderId};
-use reqwest::Method;
 
 use crate::error::ClientError;
 use crate::http::{ClientOptions, Http, IDEMPOTENCY_HEADER};
@@ -52,15 +52,17 @@ impl Client {
     /// The book with this id (`GET /lookup?id=`).
     pub async fn lookup(&self, id: ItemId) -> Result<Book, ClientError> {
         let id = id.to_string();
-        let url = self.http.url(&["lookup"], &[("id", &id)]);
-        let response: ItemsResponse = self.http.send(self.http.request(Method::GET, url)).await?;
+        let request = self.http.request(&FrontendRoute::Lookup, &[("id", &id)]);
+        let response: ItemsResponse = self.http.send(request).await?;
         self.http.first_item(response, "a lookup")
     }
 
     /// The books of a topic (`GET /search?topic=`); none for an unknown topic.
     pub async fn search(&self, topic: &str) -> Result<Vec<Book>, ClientError> {
-        let url = self.http.url(&["search"], &[("topic", topic)]);
-        let response: ItemsResponse = self.http.send(self.http.request(Method::GET, url)).await?;
+        let request = self
+            .http
+            .request(&FrontendRoute::Search, &[("topic", topic)]);
+        let response: ItemsResponse = self.http.send(request).await?;
         Ok(response.item)
     }
 
@@ -86,8 +88,7 @@ impl Client {
         key: Option<&IdempotencyKey>,
     ) -> Result<OrderId, ClientError> {
         let id = id.to_string();
-        let url = self.http.url(&["buy"], &[("id", &id)]);
-        let mut request = self.http.request(Method::GET, url);
+        let mut request = self.http.request(&FrontendRoute::Buy, &[("id", &id)]);
         if let Some(key) = key {
             request = request.header(IDEMPOTENCY_HEADER, key.as_str());
         }

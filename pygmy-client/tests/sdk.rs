@@ -1,7 +1,7 @@
 //! The SDK, the load generator and the checker against a real store.
 
-use pygmy_client::check::{check, Expected, ReplicaUrls};
-use pygmy_client::load::{self, LoadConfig, Mix, Operation};
+use pygmy_client::tools::check::{check, Expected, ReplicaUrls};
+use pygmy_client::tools::load::{self, LoadConfig, Mix, Operation};
 use pygmy_client::{Client, ClientError, ClientOptions};
 use pygmy_core::types::{IdempotencyKey, ItemId};
 use pygmy_server::config::Role;

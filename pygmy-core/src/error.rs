@@ -1,44 +1,129 @@
-//! The errors of the stores and of replication.
+//! The errors of the stores and of replication, and [`ErrorKind`]: the one
+//! list of the kinds of failure a Pygmy node answers with.
+//!
+//! The kinds are named here once. The server maps each kind to its HTTP
+//! status (in one place, `pygmy_server::http`); the client decodes the kind
+//! a node names in its `x-pygmy-error` header back into its own error (in
+//! one place, `pygmy_client::ClientError`). This crate knows no HTTP status.
+
+use std::fmt;
+
+/// What kind of failure a request met: shared by every node (which names it
+/// in the `x-pygmy-error` response header) and every client (which reads it
+/// back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// A missing or malformed parameter or body.
+    BadRequest,
+    /// An internal endpoint called without the cluster token.
+    Unauthorized,
+    /// No such item, order or endpoint.
+    NotFound,
+    /// A buy of a sold-out item (the seed answers it as "not found").
+    OutOfStock,
+    /// A known endpoint called with another method.
+    MethodNotAllowed,
+    /// A body over the size limit.
+    PayloadTooLarge,
+    /// The request was not received in time.
+    RequestTimeout,
+    /// Well formed, but impossible (a negative cost, stock below zero, an
+    /// idempotency key reused for another item).
+    Unprocessable,
+    /// No replica can serve now (down, catching up, no leader); another
+    /// replica, or a later retry, may.
+    Unavailable,
+    /// A bug, or a failing disk.
+    Internal,
+}
+
+impl ErrorKind {
+    /// Every kind, for tables and tests.
+    pub const ALL: [ErrorKind; 10] = [
+        ErrorKind::BadRequest,
+        ErrorKind::Unauthorized,
+        ErrorKind::NotFound,
+        ErrorKind::OutOfStock,
+        ErrorKind::MethodNotAllowed,
+        ErrorKind::PayloadTooLarge,
+        ErrorKind::RequestTimeout,
+        ErrorKind::Unprocessable,
+        ErrorKind::Unavailable,
+        ErrorKind::Internal,
+    ];
+
+    /// The kind's name on the wire (`x-pygmy-error: out_of_stock`).
+    ///
+    /// ```
+    /// use pygmy_core::ErrorKind;
+    /// assert_eq!(ErrorKind::OutOfStock.as_str(), "out_of_stock");
+    /// assert_eq!(ErrorKind::parse("out_of_stock"), Some(ErrorKind::OutOfStock));
+    /// ```
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::BadRequest => "bad_request",
+            ErrorKind::Unauthorized => "unauthorized",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::OutOfStock => "out_of_stock",
+            ErrorKind::MethodNotAllowed => "method_not_allowed",
+            ErrorKind::PayloadTooLarge => "payload_too_large",
+            ErrorKind::RequestTimeout => "request_timeout",
+            ErrorKind::Unprocessable => "unprocessable",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Internal => "internal",
+        }
+    }
+
+    /// The kind named `name`, if it is one.
+    pub fn parse(name: &str) -> Option<ErrorKind> {
+        ErrorKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == name)
+    }
+
+    /// Whether another replica (or a retry) might succeed where this failed.
+    pub fn is_replica_failure(self) -> bool {
+        matches!(self, ErrorKind::Unavailable | ErrorKind::Internal)
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// A store failed to read or write.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database refused or failed the statement.
-    #[error("database error: {0}")]
-    Database(String),
-    /// A stored record could not be decoded: a bug or a corrupt file.
-    #[error("corrupt record: {0}")]
+    #[cfg(feature = "sqlite")]
+    #[error("database error")]
+    Database(#[from] rusqlite::Error),
+    /// A write the store refuses by its own rules (not the database's).
+    #[error("refused by the store: {0}")]
+    Refused(String),
+    /// A stored record is inconsistent: a bug or a corrupt file.
+    #[error("corrupt store: {0}")]
     Corrupt(String),
+    /// A stored record could not be decoded: a bug or a corrupt file.
+    #[error("undecodable record")]
+    Decode(#[from] serde_json::Error),
+    /// A state machine's own storage (a raft log, a snapshot) failed.
+    #[error("storage failed")]
+    Storage(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The blocking task that ran the statement died.
-    #[error("storage task failed: {0}")]
-    Task(String),
+    #[error("storage task failed")]
+    Task(#[from] tokio::task::JoinError),
     /// The store could not be opened (path, permissions, schema).
-    #[error("cannot open the store at {path}: {reason}")]
+    #[error("cannot open the store at {path}")]
     Open {
         /// The file or directory.
         path: String,
         /// What went wrong.
-        reason: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
-}
-
-#[cfg(feature = "sqlite")]
-impl From<rusqlite::Error> for StoreError {
-    fn from(err: rusqlite::Error) -> Self {
-        StoreError::Database(err.to_string())
-    }
-}
-
-impl From<serde_json::Error> for StoreError {
-    fn from(err: serde_json::Error) -> Self {
-        StoreError::Corrupt(err.to_string())
-    }
-}
-
-impl From<tokio::task::JoinError> for StoreError {
-    fn from(err: tokio::task::JoinError) -> Self {
-        StoreError::Task(err.to_string())
-    }
 }
 
 /// Replication could not complete an operation.
@@ -51,14 +136,29 @@ pub enum ReplicationError {
     #[error("no replica can take the write: {0}")]
     Unavailable(String),
     /// A peer sent something this node cannot decode.
-    #[error("bad message from a peer: {0}")]
-    BadMessage(String),
+    #[error("bad message from a peer")]
+    BadMessage(#[source] serde_json::Error),
+    /// A peer's message decodes, but makes no sense.
+    #[error("invalid message from a peer: {0}")]
+    Invalid(String),
     /// The peer RPC is not one this backend knows.
     #[error("unknown replication call {0:?}")]
     UnknownRpc(String),
     /// The replica's configuration is inconsistent.
     #[error("replication misconfigured: {0}")]
     Config(String),
+}
+
+impl ReplicationError {
+    /// The kind of failure this is, for the caller (a client, or a peer).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ReplicationError::Unavailable(_) => ErrorKind::Unavailable,
+            ReplicationError::BadMessage(_) | ReplicationError::Invalid(_) => ErrorKind::BadRequest,
+            ReplicationError::UnknownRpc(_) => ErrorKind::NotFound,
+            ReplicationError::Store(_) | ReplicationError::Config(_) => ErrorKind::Internal,
+        }
+    }
 }
 
 /// A call to a peer failed before it produced an answer.
@@ -73,27 +173,50 @@ pub enum TransportError {
         /// What the connection said.
         reason: String,
     },
-    /// The peer answered with an error status.
-    #[error("peer {peer} answered {status}: {body}")]
-    Status {
+    /// The peer answered with an error.
+    #[error("peer {peer} answered {kind}: {message}")]
+    Refused {
         /// The peer's name.
         peer: String,
-        /// Its HTTP status.
-        status: u16,
-        /// Its body, for the log.
-        body: String,
+        /// What kind of failure it named.
+        kind: ErrorKind,
+        /// Its message, for the log.
+        message: String,
+    },
+    /// The request could not be encoded, or the answer decoded.
+    #[error("peer {peer}: {reason}")]
+    Codec {
+        /// The peer's name.
+        peer: String,
+        /// What was wrong.
+        reason: String,
     },
 }
 
-impl ReplicationError {
-    /// The HTTP status this error answers with, on a peer call or a client
-    /// request: the one mapping both the server and the tests use.
-    pub fn http_status(&self) -> u16 {
+impl TransportError {
+    /// Whether another replica should be tried: the peer did not answer, or
+    /// answered that it cannot serve now.
+    pub fn passes_over(&self) -> bool {
         match self {
-            ReplicationError::Unavailable(_) => 503,
-            ReplicationError::BadMessage(_) => 400,
-            ReplicationError::UnknownRpc(_) => 404,
-            ReplicationError::Store(_) | ReplicationError::Config(_) => 500,
+            TransportError::Unreachable { .. } => true,
+            TransportError::Refused { kind, .. } => *kind == ErrorKind::Unavailable,
+            TransportError::Codec { .. } => false,
         }
     }
+}
+
+/// An error's message with every source after it, on one line
+/// (`a: b: c`), for logs and for answers that carry only text.
+pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(inner) = source {
+        let inner_text = inner.to_string();
+        if !text.ends_with(&inner_text) {
+            text.push_str(": ");
+            text.push_str(&inner_text);
+        }
+        source = inner.source();
+    }
+    text
 }

@@ -4,21 +4,41 @@
 //! # Layout
 //! - [`types`]: books, orders, ids, costs, idempotency keys; the seed's
 //!   default catalog.
-//! - [`api`]: the JSON envelope every node answers with (shared with the
-//!   client SDK).
+//! - [`api`]: the JSON envelope every node answers with, and
+//!   [`api::routes`], every endpoint of every role as a typed route (shared
+//!   with the server, which parses them, and the SDK, which formats them).
+//! - [`error`]: [`ErrorKind`], the one list of failure kinds, and the error
+//!   types of the stores and of replication.
 //! - [`journal`]: a service as a state machine of commands with an op log;
 //!   the base of both stores and of replication.
 //! - [`catalog`]: `CatalogStore` (books and stock), in memory and SQLite.
 //! - [`order`]: `OrderStore` (orders), in memory and SQLite.
-//! - [`cache`]: `Cache` of serialized read responses: LRU, or none.
-//! - [`balance`]: `Balancer` over a backend's replicas: round robin, with
-//!   passive health.
+//! - [`cache`]: `Cache` of serialized read responses (LRU, or none), and
+//!   the cache lease of both sides ([`cache::lease`]).
+//! - [`balance`]: `Balancer` (round robin, least loaded, preferred) and
+//!   `ReplicaSet`: a backend's replicas with their clients, health and
+//!   per-attempt time limit, as one caller sees them.
 //! - [`replication`]: `Replicator`, which applies ops on every replica:
-//!   `broadcast` (the seed's protocol, improved).
-//! - [`error`]: the error types.
+//!   `raft` (openraft, over any log and state-machine storage; SQLite
+//!   ships) and `broadcast` (the seed's protocol, improved).
+//! - `testing` (feature `testing`): the conformance suites, for your own
+//!   `CatalogStore`, `OrderStore` or `Cache`.
 //!
-//! The `sqlite` feature (on by default) brings the SQLite stores; the client
-//! SDK turns it off.
+//! Features: `sqlite` (the SQLite stores, on by default; the client SDK
+//! turns it off), `raft` (on by default), `testing`.
+//!
+//! ```
+//! use pygmy_core::cache::{lookup_key, Cache, LruCache};
+//! use pygmy_core::ItemId;
+//! use std::num::NonZeroUsize;
+//! use std::time::Duration;
+//!
+//! let cache = LruCache::new(NonZeroUsize::new(64).unwrap(), Duration::from_secs(30));
+//! let key = lookup_key(ItemId(1));
+//! let generation = cache.generation();
+//! assert!(cache.fill(&key, "{}".into(), generation));
+//! assert!(cache.get(&key).is_some());
+//! ```
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -30,7 +50,9 @@ pub mod error;
 pub mod journal;
 pub mod order;
 pub mod replication;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod types;
 
-pub use error::{ReplicationError, StoreError, TransportError};
+pub use error::{ErrorKind, ReplicationError, StoreError, TransportError};
 pub use types::{Book, Cost, IdempotencyKey, ItemId, Order, OrderId};

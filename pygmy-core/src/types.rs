@@ -10,6 +10,23 @@ use serde::{Deserialize, Serialize, Serializer};
 #[serde(transparent)]
 pub struct ItemId(pub i64);
 
+impl ItemId {
+    /// Parses an item id as a request carries it (`?id=3`, `/item/3`);
+    /// the error says why, for a 400 answer.
+    ///
+    /// ```
+    /// use pygmy_core::ItemId;
+    /// assert_eq!(ItemId::parse(" 3"), Ok(ItemId(3)));
+    /// assert!(ItemId::parse("abc").is_err());
+    /// ```
+    pub fn parse(raw: &str) -> Result<ItemId, String> {
+        raw.trim()
+            .parse::<i64>()
+            .map(ItemId)
+            .map_err(|_| format!("the id must be an integer, not {raw:?}"))
+    }
+}
+
 impl fmt::Display for ItemId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)

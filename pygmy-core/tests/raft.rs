@@ -9,7 +9,7 @@ use pygmy_core::catalog::sqlite::SqliteCatalog;
 use pygmy_core::catalog::{CatalogCommand, CatalogMachine, CatalogOutcome, CatalogStore};
 use pygmy_core::journal::{Op, OpId};
 use pygmy_core::replication::loopback::Loopback;
-use pygmy_core::replication::raft::{RaftConfig, RaftReplicator};
+use pygmy_core::replication::raft::{self, RaftConfig, RaftReplicator};
 use pygmy_core::replication::Replicator;
 use pygmy_core::types::{default_books, ItemId};
 use pygmy_core::ReplicationError;
@@ -44,7 +44,10 @@ async fn start_replica(
     let mut config = RaftConfig::new(name, NAMES.iter().map(|s| s.to_string()).collect());
     config.write_timeout = Duration::from_secs(3);
     tune(&mut config);
-    let replicator = RaftReplicator::start(config, Arc::clone(&store), &path, net.endpoint(name))
+    let (log, machine) = raft::sqlite::open(Arc::clone(&store), &path)
+        .await
+        .expect("open the raft storage");
+    let replicator = RaftReplicator::start(config, log, machine, net.endpoint(name))
         .await
         .expect("start");
     let replicator: Arc<dyn Replicator<CatalogMachine>> = Arc::new(replicator);

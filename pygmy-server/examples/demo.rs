@@ -10,8 +10,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use pygmy_client::check::{check, Expected, ReplicaUrls};
-use pygmy_client::load::{self, LoadConfig, Mix};
+use pygmy_client::tools::check::{check, Expected, ReplicaUrls};
+use pygmy_client::tools::load::{self, LoadConfig, Mix};
 use pygmy_client::{Client, ClientOptions};
 use pygmy_server::config::Topology;
 use pygmy_server::Cluster;

@@ -12,85 +12,47 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use http::{Method, StatusCode};
+use http::StatusCode;
 use pygmy_client::InternalClient;
+use pygmy_core::api::routes::CatalogRoute;
 use pygmy_core::api::{
     Empty, Invalidation, ItemsResponse, LeaseGrant, Sale, SalesResponse, Stamp, Status,
     UpdateResponse,
 };
-use pygmy_core::cache::lease::{LEASE, LEASE_MARGIN};
+use pygmy_core::cache::lease::{LeaseIssuer, Push};
 use pygmy_core::catalog::{
-    CatalogCommand, CatalogMachine, CatalogOutcome, CatalogStore, MAX_COUNT,
+    CatalogCommand, CatalogMachine, CatalogOutcome, CatalogStore, MAX_COUNT, SALE_PREFIX,
 };
 use pygmy_core::journal::{Op, OpId};
 use pygmy_core::replication::Replicator;
-use pygmy_core::types::{Book, Cost, IdempotencyKey, ItemId};
+use pygmy_core::types::{Book, Cost, ItemId};
 use serde_json::Value;
 use tracing::Instrument;
 
-use crate::api::{json, parse_item_id, ApiError, ApiResult, Request};
-use crate::node::{method_not_allowed, replication_call, route_not_found, Identity};
-use crate::server::{parse_json, Handler, Metrics};
+use crate::http::{json, ApiError, ApiResult, Handler, Identity, Metrics, Request};
+use crate::replica::Replica;
 
 /// One frontend, as this replica pushes to it.
 struct FrontendLink {
     name: String,
     client: InternalClient,
-    lease: Mutex<LinkLease>,
-}
-
-/// What this replica granted a frontend, and numbered for it.
-#[derive(Debug)]
-struct LinkLease {
-    /// Invalidations numbered for it (this incarnation).
-    issued: u64,
-    /// When this replica last answered its lease request (its start,
-    /// before the first).
-    last_granted: tokio::time::Instant,
-}
-
-/// How one invalidation goes to one frontend.
-enum Push {
-    /// Its lease from this replica has surely run out: it clears its cache
-    /// before it serves from it again.
-    Skip,
-    /// Push it as number `seq`; if that fails, wait until `deadline`, when
-    /// its lease has surely run out.
-    Send {
-        seq: u64,
-        deadline: tokio::time::Instant,
-    },
+    lease: Mutex<LeaseIssuer>,
 }
 
 impl FrontendLink {
-    /// Numbers the next invalidation for this frontend, unless it holds no
-    /// lease.
-    fn plan(&self) -> Push {
-        let mut lease = self.lease.lock().unwrap_or_else(|p| p.into_inner());
-        let deadline = lease.last_granted + LEASE + LEASE_MARGIN;
-        if tokio::time::Instant::now() >= deadline {
-            return Push::Skip;
-        }
-        lease.issued += 1;
-        Push::Send {
-            seq: lease.issued,
-            deadline,
-        }
+    fn issuer(&self) -> std::sync::MutexGuard<'_, LeaseIssuer> {
+        self.lease.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
 
-    /// Grants a lease: records the time, answers the count.
-    fn grant(&self) -> u64 {
-        let mut lease = self.lease.lock().unwrap_or_else(|p| p.into_inner());
-        lease.last_granted = tokio::time::Instant::now();
-        lease.issued
-    }
+fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
 }
 
 /// A catalog replica.
 pub struct CatalogNode {
-    identity: Identity,
+    replica: Replica<CatalogMachine>,
     store: Arc<dyn CatalogStore>,
-    replicator: Arc<dyn Replicator<CatalogMachine>>,
     frontends: Vec<Arc<FrontendLink>>,
     /// New at each start: the frontends count this replica's pushes anew.
     incarnation: String,
@@ -110,22 +72,15 @@ impl CatalogNode {
         frontends: Vec<(String, InternalClient)>,
     ) -> Self {
         CatalogNode {
-            identity,
+            replica: Replica::new(identity, replicator),
             store,
-            replicator,
             frontends: frontends
                 .into_iter()
                 .map(|(name, client)| {
                     Arc::new(FrontendLink {
                         name,
                         client,
-                        // As if granted now: the frontend may still hold a
-                        // lease from this replica's previous incarnation,
-                        // granted before this one started.
-                        lease: Mutex::new(LinkLease {
-                            issued: 0,
-                            last_granted: tokio::time::Instant::now(),
-                        }),
+                        lease: Mutex::new(LeaseIssuer::new(now())),
                     })
                 })
                 .collect(),
@@ -138,42 +93,22 @@ impl CatalogNode {
     /// `GET /lease?frontend=<name>` (internal): a grant of that frontend's
     /// cache lease.
     fn lease(&self, req: &Request) -> ApiResult {
-        req.authorize(self.identity.token.as_deref())?;
         let name = req.required("frontend")?;
         let link = self
             .frontends
             .iter()
             .find(|link| link.name == name)
-            .ok_or_else(|| ApiError::NotFound(format!("no frontend {name} in the topology")))?;
+            .ok_or_else(|| ApiError::not_found(format!("no frontend {name} in the topology")))?;
         Ok(json(
             StatusCode::OK,
             &LeaseGrant {
                 incarnation: self.incarnation.clone(),
-                issued: link.grant(),
+                issued: link.issuer().grant(now()),
                 message: Empty {},
                 status: Status::Success,
                 validation_code: 200,
             },
         ))
-    }
-
-    /// Ok once this replica serves, and (for a read) has applied every
-    /// change acknowledged before: a read that follows is fresh.
-    async fn ready_to_read(&self) -> Result<(), ApiError> {
-        self.ensure_ready()?;
-        self.replicator.linearize().await?;
-        Ok(())
-    }
-
-    fn ensure_ready(&self) -> Result<(), ApiError> {
-        if self.replicator.is_ready() {
-            Ok(())
-        } else {
-            Err(ApiError::Unavailable(format!(
-                "{} is catching up with its peers",
-                self.identity.name
-            )))
-        }
     }
 
     async fn book(&self, id: ItemId) -> Result<Book, ApiError> {
@@ -187,14 +122,14 @@ impl CatalogNode {
     /// `GET /item`, `GET /item?id=`, `GET /item?topic=` (both: the book if
     /// it is of the topic).
     async fn query(&self, req: &Request) -> ApiResult {
-        self.ready_to_read().await?;
+        self.replica.ready_to_read().await?;
         if req.param("id").is_none() {
             self.reads.fetch_add(1, Ordering::Relaxed);
         }
         let topic = req.param("topic").map(str::to_owned);
         let books = match req.param("id") {
-            Some(raw) => {
-                let book = self.book(parse_item_id(raw)?).await?;
+            Some(_) => {
+                let book = self.book(req.item_id("id")?).await?;
                 let matches = topic.as_deref().is_none_or(|t| t == book.topic);
                 if matches {
                     vec![book]
@@ -210,21 +145,12 @@ impl CatalogNode {
     /// `GET /sales?after=&limit=` (internal): the sales made, in apply
     /// order, for the order service's reconciliation.
     async fn sales(&self, req: &Request) -> ApiResult {
-        req.authorize(self.identity.token.as_deref())?;
-        let number = |name: &str, default: u64| -> Result<u64, ApiError> {
-            match req.param(name) {
-                None => Ok(default),
-                Some(raw) => raw
-                    .parse()
-                    .map_err(|_| ApiError::BadRequest(format!("{name} must be a whole number"))),
-            }
-        };
-        let after = number("after", 0)?;
-        let limit = number("limit", 500)?.clamp(1, 5_000);
-        self.ready_to_read().await?;
+        let after = req.number("after")?.unwrap_or(0);
+        let limit = req.number("limit")?.unwrap_or(500).clamp(1, 5_000);
+        self.replica.ready_to_read().await?;
         let ops = self
             .store
-            .applied("sale:", after, usize::try_from(limit).unwrap_or(5_000))
+            .applied(SALE_PREFIX, after, usize::try_from(limit).unwrap_or(5_000))
             .await?;
         let last_seq = ops.last().map_or(after, |op| op.seq);
         let sales = ops
@@ -233,7 +159,7 @@ impl CatalogNode {
                 let CatalogOutcome::Sold { book } = op.outcome else {
                     return None;
                 };
-                let key = IdempotencyKey::parse(op.id.0.strip_prefix("sale:")?).ok()?;
+                let key = CatalogCommand::sale_key(&op.id)?;
                 Some(Sale {
                     item: book.id,
                     key,
@@ -254,10 +180,8 @@ impl CatalogNode {
     }
 
     /// `PUT /item/<id>`: `{"count": delta}` and/or `{"cost": value}`.
-    async fn update(&self, req: &Request, id: &str) -> ApiResult {
-        req.authorize(self.identity.token.as_deref())?;
-        let id = parse_item_id(id)?;
-        let (count, cost) = parse_update(&parse_json::<Value>(&req.body)?)?;
+    async fn update(&self, req: &Request, id: ItemId) -> ApiResult {
+        let (count, cost) = parse_update(&req.json::<Value>()?)?;
         let op = Op {
             id: OpId::random(),
             cmd: CatalogCommand::Update {
@@ -270,21 +194,19 @@ impl CatalogNode {
             CatalogOutcome::Updated { book } => {
                 Ok(json(StatusCode::CREATED, &UpdateResponse::new(book)))
             }
-            CatalogOutcome::Refused { reason, .. } => Err(ApiError::Unprocessable(reason)),
+            CatalogOutcome::Refused { reason, .. } => Err(ApiError::unprocessable(reason)),
             CatalogOutcome::NoSuchItem { item } => Err(ApiError::no_such_item(item)),
-            other => Err(ApiError::Internal(format!("an update answered {other:?}"))),
+            other => Err(ApiError::internal(format!("an update answered {other:?}"))),
         }
     }
 
     /// `POST /item/<id>/sell` (internal): one copy, once per key.
-    async fn sell(&self, req: &Request, id: &str) -> ApiResult {
-        req.authorize(self.identity.token.as_deref())?;
-        let id = parse_item_id(id)?;
-        let key = req.idempotency_key()?.ok_or_else(|| {
-            ApiError::BadRequest("a sale needs an Idempotency-Key header".to_owned())
-        })?;
+    async fn sell(&self, req: &Request, id: ItemId) -> ApiResult {
+        let key = req
+            .idempotency_key()?
+            .ok_or_else(|| ApiError::bad_request("a sale needs an Idempotency-Key header"))?;
         let op = Op {
-            id: OpId(format!("sale:{key}")),
+            id: CatalogCommand::sale_op_id(&key),
             cmd: CatalogCommand::Sell { item: id },
         };
         match self.change(op).await? {
@@ -293,7 +215,7 @@ impl CatalogNode {
             }
             CatalogOutcome::SoldOut { item } if item == id => Err(ApiError::out_of_stock(id)),
             CatalogOutcome::NoSuchItem { item } if item == id => Err(ApiError::no_such_item(id)),
-            _ => Err(ApiError::Unprocessable(format!(
+            _ => Err(ApiError::unprocessable(format!(
                 "the idempotency key {key} was used to buy another item"
             ))),
         }
@@ -302,8 +224,8 @@ impl CatalogNode {
     /// Proposes `op`; after a change, drops the book from every frontend's
     /// cache before answering.
     async fn change(&self, op: Op<CatalogCommand>) -> Result<CatalogOutcome, ApiError> {
-        self.ensure_ready()?;
-        let outcome = self.replicator.propose(op).await?;
+        self.replica.ensure_ready()?;
+        let outcome = self.replica.propose(op).await?;
         if let Some(book) = outcome.changed_book() {
             self.invalidate(book).await;
         }
@@ -316,14 +238,15 @@ impl CatalogNode {
     async fn invalidate(&self, book: &Book) {
         let mut pushes = tokio::task::JoinSet::new();
         for link in &self.frontends {
-            let Push::Send { seq, deadline } = link.plan() else {
+            let Push::Send { seq, deadline } = link.issuer().plan(now()) else {
                 continue;
             };
+            let deadline = tokio::time::Instant::from_std(deadline);
             let invalidation = Invalidation {
                 item: book.id,
                 topic: book.topic.clone(),
                 stamp: Some(Stamp {
-                    source: self.identity.name.clone(),
+                    source: self.replica.identity().name.clone(),
                     incarnation: self.incarnation.clone(),
                     seq,
                 }),
@@ -364,12 +287,12 @@ impl CatalogNode {
 /// an impossible value.
 fn parse_update(body: &Value) -> Result<(Option<i64>, Option<Cost>), ApiError> {
     let Value::Object(fields) = body else {
-        return Err(ApiError::BadRequest(
+        return Err(ApiError::bad_request(
             "the body must be a JSON object with \"count\" and/or \"cost\"".to_owned(),
         ));
     };
     if let Some(unknown) = fields.keys().find(|k| *k != "count" && *k != "cost") {
-        return Err(ApiError::BadRequest(format!(
+        return Err(ApiError::bad_request(format!(
             "unknown field {unknown:?}: only \"count\" and \"cost\" can change"
         )));
     }
@@ -378,18 +301,18 @@ fn parse_update(body: &Value) -> Result<(Option<i64>, Option<Cost>), ApiError> {
         Some(Value::Number(n)) => match n.as_i64() {
             Some(delta) if (-MAX_COUNT..=MAX_COUNT).contains(&delta) => Some(delta),
             Some(_) => {
-                return Err(ApiError::Unprocessable(format!(
+                return Err(ApiError::unprocessable(format!(
                     "count must be within ±{MAX_COUNT}"
                 )))
             }
             None => {
-                return Err(ApiError::Unprocessable(format!(
+                return Err(ApiError::unprocessable(format!(
                     "count must be a whole number, not {n}"
                 )))
             }
         },
         Some(other) => {
-            return Err(ApiError::BadRequest(format!(
+            return Err(ApiError::bad_request(format!(
                 "count must be a number, not {other}"
             )))
         }
@@ -397,16 +320,16 @@ fn parse_update(body: &Value) -> Result<(Option<i64>, Option<Cost>), ApiError> {
     let cost = match fields.get("cost") {
         None | Some(Value::Null) => None,
         Some(Value::Number(n)) => {
-            Some(Cost::from_json(n).map_err(|e| ApiError::Unprocessable(e.to_string()))?)
+            Some(Cost::from_json(n).map_err(|e| ApiError::unprocessable(e.to_string()))?)
         }
         Some(other) => {
-            return Err(ApiError::BadRequest(format!(
+            return Err(ApiError::bad_request(format!(
                 "cost must be a number, not {other}"
             )))
         }
     };
     if count.is_none() && cost.is_none() {
-        return Err(ApiError::BadRequest(
+        return Err(ApiError::bad_request(
             "nothing to update: give \"count\" and/or \"cost\"".to_owned(),
         ));
     }
@@ -415,47 +338,32 @@ fn parse_update(body: &Value) -> Result<(Option<i64>, Option<Cost>), ApiError> {
 
 #[async_trait]
 impl Handler for CatalogNode {
-    async fn handle(&self, req: Request) -> ApiResult {
-        let method = req.method.clone();
-        match (&method, req.path().as_slice()) {
-            (&Method::GET, ["item"]) => self.query(&req).await,
-            (&Method::GET, ["sales"]) => self.sales(&req).await,
-            (&Method::GET, ["lease"]) => self.lease(&req),
-            (&Method::GET, ["item", id]) => {
-                self.ready_to_read().await?;
-                let book = self.book(parse_item_id(id)?).await?;
+    type Route = CatalogRoute;
+
+    async fn handle(&self, route: CatalogRoute, req: Request) -> ApiResult {
+        match route {
+            CatalogRoute::Items => self.query(&req).await,
+            CatalogRoute::Item(id) => {
+                self.replica.ready_to_read().await?;
+                let book = self.book(id).await?;
                 Ok(json(StatusCode::OK, &ItemsResponse::new(vec![book])))
             }
-            (&Method::PUT, ["item", "propagate", _]) => {
-                // The seed's propagation endpoint: here, a shipment of ops.
-                replication_call(&self.identity, &*self.replicator, "ship", &req).await
-            }
-            (&Method::PUT, ["item", id]) => self.update(&req, id).await,
-            (&Method::POST, ["item", id, "sell"]) => self.sell(&req, id).await,
-            (&Method::POST, ["replication", rpc]) => {
-                replication_call(&self.identity, &*self.replicator, rpc, &req).await
-            }
-            (
-                _,
-                ["item"]
-                | ["item", _]
-                | ["item", "propagate", _]
-                | ["item", _, "sell"]
-                | ["replication", _]
-                | ["sales"]
-                | ["lease"]
-                | ["health"],
-            ) => Err(method_not_allowed(&method)),
-            _ => Err(route_not_found(&req)),
+            CatalogRoute::Update(id) => self.update(&req, id).await,
+            CatalogRoute::Sell(id) => self.sell(&req, id).await,
+            CatalogRoute::Sales => self.sales(&req).await,
+            CatalogRoute::Lease => self.lease(&req),
+            // The seed's propagation endpoint: here, a shipment of ops.
+            CatalogRoute::Propagate => self.replica.replication_call("ship", &req).await,
+            CatalogRoute::Replication(rpc) => self.replica.replication_call(&rpc, &req).await,
         }
     }
 
     fn identity(&self) -> &Identity {
-        &self.identity
+        self.replica.identity()
     }
 
     fn is_ready(&self) -> bool {
-        self.replicator.is_ready()
+        self.replica.is_ready()
     }
 
     fn metrics(&self, out: &mut Metrics) {

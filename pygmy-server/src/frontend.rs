@@ -18,39 +18,18 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::{Method, StatusCode};
-use pygmy_client::{CatalogClient, ClientError, OrderClient};
-use pygmy_core::api::{BuyResponse, Empty, Invalidation, ItemsResponse, Status};
-use pygmy_core::balance::{Balancer, Replicas};
+use http::StatusCode;
+use pygmy_client::{CatalogClient, OrderClient};
+use pygmy_core::api::routes::FrontendRoute;
+use pygmy_core::api::{Acknowledged, BuyResponse, Invalidation, ItemsResponse};
+use pygmy_core::balance::ReplicaSet;
 use pygmy_core::cache::lease::{Grant, Leases};
 use pygmy_core::cache::{lookup_key, search_key, Cache};
 use pygmy_core::types::IdempotencyKey;
-use serde::Serialize;
 
-use crate::api::{json, json_bytes, parse_item_id, to_bytes, ApiError, ApiResult, Request};
-use crate::node::{method_not_allowed, route_not_found, Identity};
-use crate::server::{parse_json, Handler, Metrics};
-
-/// The replicas of one backend service, a client for each, and the
-/// balancer that spreads requests over them (one per backend, so that the
-/// requests to one service do not move the other's rotation).
-pub struct Backend<C> {
-    replicas: Replicas,
-    clients: Vec<C>,
-    balancer: Box<dyn Balancer>,
-}
-
-impl<C> Backend<C> {
-    /// A backend of these replicas, `clients[i]` reaching `replicas[i]`.
-    pub fn new(replicas: Replicas, clients: Vec<C>, balancer: Box<dyn Balancer>) -> Self {
-        assert_eq!(replicas.len(), clients.len(), "one client per replica");
-        Backend {
-            replicas,
-            clients,
-            balancer,
-        }
-    }
-}
+use crate::http::{
+    json, json_bytes, to_bytes, ApiError, ApiResult, Handler, Identity, Metrics, Request,
+};
 
 /// How often the frontend asks every replica for its `/health`.
 pub const PROBE_EVERY: Duration = Duration::from_millis(500);
@@ -69,7 +48,6 @@ struct Counters {
     lookups: AtomicU64,
     searches: AtomicU64,
     buys: AtomicU64,
-    failovers: AtomicU64,
 }
 
 /// The frontend's cache leases, and until when they let it use its cache.
@@ -115,8 +93,8 @@ pub struct FrontendNode {
     identity: Identity,
     cache: Arc<dyn Cache>,
     lease: CacheLease,
-    catalogs: Backend<CatalogClient>,
-    orders: Backend<OrderClient>,
+    catalogs: ReplicaSet<CatalogClient>,
+    orders: ReplicaSet<OrderClient>,
     counters: Counters,
 }
 
@@ -125,14 +103,12 @@ impl FrontendNode {
     pub fn new(
         identity: Identity,
         cache: Arc<dyn Cache>,
-        catalogs: Backend<CatalogClient>,
-        orders: Backend<OrderClient>,
+        catalogs: ReplicaSet<CatalogClient>,
+        orders: ReplicaSet<OrderClient>,
     ) -> Self {
         let sources = catalogs
-            .replicas
-            .all()
-            .iter()
-            .map(|replica| replica.name.clone())
+            .clients()
+            .map(|(name, _)| name.to_owned())
             .collect();
         FrontendNode {
             identity,
@@ -142,56 +118,6 @@ impl FrontendNode {
             orders,
             counters: Counters::default(),
         }
-    }
-
-    /// Calls `call` on the replicas of `backend` in the balancer's order
-    /// until one answers; a replica failure (unreachable, 5xx) moves on to
-    /// the next. Only for calls that are safe to repeat: reads, and buys
-    /// under an idempotency key.
-    async fn on_replicas<'a, C, T, F, Fut>(
-        &self,
-        backend: &'a Backend<C>,
-        call: F,
-    ) -> Result<T, ApiError>
-    where
-        F: Fn(&'a C) -> Fut,
-        Fut: Future<Output = Result<T, ClientError>>,
-    {
-        let mut last = None;
-        for (attempt, index) in backend
-            .balancer
-            .plan(&backend.replicas)
-            .into_iter()
-            .enumerate()
-        {
-            if attempt > 0 {
-                self.counters.failovers.fetch_add(1, Ordering::Relaxed);
-            }
-            let result = {
-                let _in_flight = backend.replicas.start(index);
-                call(&backend.clients[index]).await
-            };
-            match result {
-                Ok(value) => {
-                    backend.replicas.record_success(index);
-                    return Ok(value);
-                }
-                Err(err) if err.is_replica_failure() => {
-                    let replica = &backend.replicas.all()[index].name;
-                    tracing::warn!(%replica, %err, "replica failed; trying the next");
-                    backend.replicas.record_failure(index);
-                    last = Some(err);
-                }
-                Err(err) => {
-                    backend.replicas.record_success(index);
-                    return Err(err.into());
-                }
-            }
-        }
-        Err(ApiError::Unavailable(match last {
-            Some(err) => format!("no replica could answer: {err}"),
-            None => "no replica is configured".to_owned(),
-        }))
     }
 
     /// Probes every replica of both backends, every [`PROBE_EVERY`], until
@@ -208,36 +134,10 @@ impl FrontendNode {
         loop {
             tokio::time::sleep(PROBE_EVERY).await;
             let renewals = self.clone().renew_leases();
-            let mut probes = tokio::task::JoinSet::new();
-            for (index, client) in self.catalogs.clients.iter().enumerate() {
-                let client = client.clone();
-                probes.spawn(async move {
-                    let answer = tokio::time::timeout(PROBE_TIMEOUT, client.health()).await;
-                    (true, index, matches!(answer, Ok(Ok(_))))
-                });
-            }
-            for (index, client) in self.orders.clients.iter().enumerate() {
-                let client = client.clone();
-                probes.spawn(async move {
-                    let answer = tokio::time::timeout(PROBE_TIMEOUT, client.health()).await;
-                    (false, index, matches!(answer, Ok(Ok(_))))
-                });
-            }
-            while let Some(Ok((catalog, index, healthy))) = probes.join_next().await {
-                let replicas = if catalog {
-                    &self.catalogs.replicas
-                } else {
-                    &self.orders.replicas
-                };
-                if healthy {
-                    replicas.record_success(index);
-                } else {
-                    if !replicas.all()[index].is_ejected(std::time::Instant::now()) {
-                        tracing::warn!(replica = %replicas.all()[index].name, "health probe failed; ejecting");
-                    }
-                    replicas.record_failure(index);
-                }
-            }
+            tokio::join!(
+                self.catalogs.probe(PROBE_TIMEOUT),
+                self.orders.probe(PROBE_TIMEOUT)
+            );
             for renewal in renewals {
                 let _ = renewal.await;
             }
@@ -248,11 +148,9 @@ impl FrontendNode {
     /// task of its own.
     fn renew_leases(self: Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
         self.catalogs
-            .clients
-            .iter()
-            .zip(self.catalogs.replicas.all())
-            .map(|(client, replica)| {
-                let (node, client, source) = (self.clone(), client.clone(), replica.name.clone());
+            .clients()
+            .map(|(source, client)| {
+                let (node, client, source) = (self.clone(), client.clone(), source.to_owned());
                 tokio::spawn(async move { node.renew_lease(&client, &source).await })
             })
             .collect()
@@ -313,9 +211,9 @@ impl FrontendNode {
 
     async fn lookup(&self, req: &Request) -> ApiResult {
         self.counters.lookups.fetch_add(1, Ordering::Relaxed);
-        let id = parse_item_id(req.required("id")?)?;
+        let id = req.item_id("id")?;
         self.cached(lookup_key(id), async {
-            let book = self.on_replicas(&self.catalogs, |c| c.item(id)).await?;
+            let book = self.catalogs.call(|c| c.item(id)).await?;
             to_bytes(&ItemsResponse::new(vec![book]))
         })
         .await
@@ -325,14 +223,12 @@ impl FrontendNode {
         self.counters.searches.fetch_add(1, Ordering::Relaxed);
         let topic = req.required("topic")?;
         if topic.len() > MAX_TOPIC_BYTES {
-            return Err(ApiError::BadRequest(format!(
+            return Err(ApiError::bad_request(format!(
                 "a topic is at most {MAX_TOPIC_BYTES} bytes"
             )));
         }
         self.cached(search_key(topic), async {
-            let books = self
-                .on_replicas(&self.catalogs, |c| c.items(Some(topic)))
-                .await?;
+            let books = self.catalogs.call(|c| c.items(Some(topic))).await?;
             to_bytes(&ItemsResponse::new(books))
         })
         .await
@@ -340,9 +236,9 @@ impl FrontendNode {
 
     async fn buy(&self, req: &Request) -> ApiResult {
         self.counters.buys.fetch_add(1, Ordering::Relaxed);
-        let id = parse_item_id(req.required("id")?)?;
+        let id = req.item_id("id")?;
         let key = req.idempotency_key()?.unwrap_or_else(IdempotencyKey::mint);
-        let order = self.on_replicas(&self.orders, |o| o.buy(id, &key)).await?;
+        let order = self.orders.call(|o| o.buy(id, &key)).await?;
         // The catalog pushed the invalidation of the book and its topic
         // before the sale was answered; dropping the lookup here too costs
         // nothing and covers a lost push for lookups (not for searches: the
@@ -353,8 +249,7 @@ impl FrontendNode {
 
     /// `POST /invalidate` (internal): the catalog says a book changed.
     fn invalidate(&self, req: &Request) -> ApiResult {
-        req.authorize(self.identity.token.as_deref())?;
-        let invalidation: Invalidation = parse_json(&req.body)?;
+        let invalidation: Invalidation = req.json()?;
         self.cache.invalidate(&lookup_key(invalidation.item));
         self.cache.invalidate(&search_key(&invalidation.topic));
         if let Some(stamp) = &invalidation.stamp {
@@ -366,37 +261,16 @@ impl FrontendNode {
     }
 }
 
-/// `{"message": {}, "status": "Success", "validation_code": 200}`.
-#[derive(Debug, Serialize)]
-struct Acknowledged {
-    message: Empty,
-    status: Status,
-    validation_code: u16,
-}
-
-impl Default for Acknowledged {
-    fn default() -> Self {
-        Acknowledged {
-            message: Empty {},
-            status: Status::Success,
-            validation_code: 200,
-        }
-    }
-}
-
 #[async_trait]
 impl Handler for FrontendNode {
-    async fn handle(&self, req: Request) -> ApiResult {
-        let method = req.method.clone();
-        match (&method, req.path().as_slice()) {
-            (&Method::GET, ["lookup"]) => self.lookup(&req).await,
-            (&Method::GET, ["search"]) => self.search(&req).await,
-            (&Method::GET, ["buy"]) => self.buy(&req).await,
-            (&Method::POST, ["invalidate"]) => self.invalidate(&req),
-            (_, ["lookup"] | ["search"] | ["buy"] | ["invalidate"] | ["health"] | ["metrics"]) => {
-                Err(method_not_allowed(&method))
-            }
-            _ => Err(route_not_found(&req)),
+    type Route = FrontendRoute;
+
+    async fn handle(&self, route: FrontendRoute, req: Request) -> ApiResult {
+        match route {
+            FrontendRoute::Lookup => self.lookup(&req).await,
+            FrontendRoute::Search => self.search(&req).await,
+            FrontendRoute::Buy => self.buy(&req).await,
+            FrontendRoute::Invalidate => self.invalidate(&req),
         }
     }
 
@@ -421,7 +295,7 @@ impl Handler for FrontendNode {
         out.counter(
             "pygmy_frontend_failovers_total",
             "Backend calls retried on another replica.",
-            load(&c.failovers),
+            self.catalogs.failovers() + self.orders.failovers(),
         );
         out.gauge(
             "pygmy_cache_leased",

@@ -2,33 +2,41 @@
 //! hyper 1 (hyper-util, tokio; no web framework).
 //!
 //! # Layout
+//! Dependencies point one way: `cluster` -> `node` (wiring) -> the role
+//! handlers -> `http` and `replica` -> `pygmy-core` and the client SDK.
 //! - [`config`]: the topology file (every node, and cluster settings).
-//! - [`node`]: building a node from the topology and running it;
-//!   [`node::Cluster`] runs many in one process.
-//! - [`frontend`], [`catalog`], [`order`]: each role's handler (routing by
-//!   `match` on method and path).
-//! - [`server`]: the accept loop, graceful shutdown, request limits.
-//! - [`api`]: the parsed request, and `ApiError`, the one mapping of every
-//!   failure to an HTTP status and the JSON envelope.
+//! - [`node`]: wiring: one function builds a node from the topology (store,
+//!   replication, clients of the other nodes, handler) and serves it.
+//! - [`cluster`]: [`Cluster`] runs many nodes in one process.
+//! - [`frontend`], [`catalog`], [`order`]: each role's handler, one
+//!   `match` over its route enum (`pygmy_core::api::routes`).
+//! - [`replica`]: what the catalog and order handlers share (readiness,
+//!   fresh reads, the peers' replication calls).
+//! - [`http`]: the accept loop, the path of a request (route, token, body),
+//!   the request, responses, and `ApiError`, the one mapping of every
+//!   failure to its HTTP status and the JSON envelope.
 //! - [`transport`]: replication calls over HTTP.
 //! - [`logging`]: stdout and one log file per node.
-//! - [`testing`]: a real cluster on loopback for tests (this crate's and
-//!   the client's).
+//! - `testing` (feature `testing`): a real cluster on loopback, and
+//!   network namespaces, for tests (this crate's and the client's).
 //!
 //! `src/main.rs` is only the command line.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-pub mod api;
 pub mod catalog;
+pub mod cluster;
 pub mod config;
 pub mod frontend;
+pub mod http;
 pub mod logging;
 pub mod node;
 pub mod order;
-pub mod server;
+pub mod replica;
+#[cfg(feature = "testing")]
 pub mod testing;
 pub mod transport;
 
+pub use cluster::Cluster;
 pub use config::Topology;
-pub use node::{run_node, Cluster, NodeError};
+pub use node::{run_node, NodeError};

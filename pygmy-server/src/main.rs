@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use pygmy_server::config::Topology;
-use pygmy_server::node::{bind, run_node, Cluster};
+use pygmy_server::node::{bind, run_node};
+use pygmy_server::Cluster;
 use tracing::Instrument;
 
 /// Runs Pygmy book store nodes.

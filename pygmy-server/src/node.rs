@@ -1,104 +1,39 @@
-//! Building a node from the topology and running it; [`Cluster`] runs many
-//! nodes in one process (the all-in-one mode, and the tests' harness).
+//! Wiring: one function builds a node of the topology (its store, its
+//! replication, its clients of other nodes, its handler) and serves it.
+//! Nothing here handles a request.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Method, StatusCode};
 use pygmy_client::http::{pooled, Http};
 use pygmy_client::{CatalogClient, ClientError, ClientOptions, InternalClient, OrderClient};
-use pygmy_core::api::HealthResponse;
-use pygmy_core::balance::{Balancer, HealthPolicy, LeastLoaded, Replicas, RoundRobin};
+use pygmy_core::balance::{Balancer, HealthPolicy, LeastLoaded, Preferred, ReplicaSet, RoundRobin};
 use pygmy_core::cache::{Cache, LruCache, NoCache};
 use pygmy_core::catalog::memory::MemoryCatalog;
-use pygmy_core::catalog::sqlite::SqliteCatalog;
 use pygmy_core::catalog::{CatalogMachine, CatalogStore};
 use pygmy_core::journal::sqlite::{SqliteJournal, SqliteMachine};
-use pygmy_core::journal::{Journal, Machine};
+use pygmy_core::journal::Journal;
 use pygmy_core::order::memory::MemoryOrders;
-use pygmy_core::order::sqlite::SqliteOrders;
 use pygmy_core::order::{OrderMachine, OrderStore};
 use pygmy_core::replication::broadcast::{Broadcast, BroadcastConfig};
-use pygmy_core::replication::raft::{RaftConfig, RaftReplicator};
+use pygmy_core::replication::raft::{self, RaftConfig, RaftReplicator};
 use pygmy_core::replication::Replicator;
 use pygmy_core::StoreError;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use crate::api::{json, json_bytes, ApiError, ApiResult, Request, Response};
 use crate::catalog::CatalogNode;
 use crate::config::{
     BalancerKind, ConfigError, NodeConfig, Replication, Role, StoreKind, Topology,
 };
-use crate::frontend::{Backend, FrontendNode};
+use crate::frontend::{FrontendNode, PROBE_EVERY, PROBE_TIMEOUT};
+use crate::http::{serve, Identity, Limits};
 use crate::order::OrderNode;
-use crate::server::{serve, Limits};
 use crate::transport::HttpTransport;
-
-/// Who a node is: what its handlers need to know of themselves.
-#[derive(Debug, Clone)]
-pub struct Identity {
-    /// Its name in the topology.
-    pub name: String,
-    /// Its role.
-    pub role: Role,
-    /// The cluster token its internal endpoints demand.
-    pub token: Option<String>,
-}
-
-/// `GET /health`: 200 once the node serves, 503 while it catches up.
-pub fn health(identity: &Identity, ready: bool) -> Response {
-    let body = HealthResponse {
-        node: identity.name.clone(),
-        role: identity.role.to_string(),
-        state: if ready { "ok" } else { "catching_up" }.to_owned(),
-    };
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    json(status, &body)
-}
-
-/// A known path with the wrong method.
-pub fn method_not_allowed(method: &Method) -> ApiError {
-    ApiError::MethodNotAllowed(method.clone())
-}
-
-/// An unknown path.
-pub fn route_not_found(req: &Request) -> ApiError {
-    ApiError::NotFound(format!("no such endpoint: /{}", req.segments.join("/")))
-}
-
-/// `POST /replication/<rpc>` (internal): a peer's call to the replicator.
-pub async fn replication_call<M: Machine>(
-    identity: &Identity,
-    replicator: &dyn Replicator<M>,
-    rpc: &str,
-    req: &Request,
-) -> ApiResult {
-    req.authorize(identity.token.as_deref())?;
-    let answer = replicator.handle(rpc, &req.body).await?;
-    Ok(json_bytes(StatusCode::OK, answer.into()))
-}
-
-/// A client that asks a node for its `/health` (any role).
-pub fn health_client(url: &str) -> Result<InternalClient, ClientError> {
-    let options = ClientOptions {
-        connect_timeout: Duration::from_millis(500),
-        timeout: Duration::from_secs(2),
-        token: None,
-    };
-    InternalClient::new(url, &options)
-}
 
 /// A node could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -119,11 +54,12 @@ pub enum NodeError {
     #[error("node {0} stopped")]
     Stopped(String),
     /// The address could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         /// The address.
         addr: SocketAddr,
         /// Why.
+        #[source]
         source: std::io::Error,
     },
 }
@@ -135,10 +71,23 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, NodeError> {
         .map_err(|source| NodeError::Bind { addr, source })
 }
 
+/// A client that asks a node for its `/health` (any role).
+pub fn health_client(url: &str) -> Result<InternalClient, ClientError> {
+    let options = ClientOptions {
+        connect_timeout: Duration::from_millis(500),
+        timeout: Duration::from_secs(2),
+        token: None,
+    };
+    InternalClient::new(url, &options)
+}
+
+/// The longest a node-to-node call may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
 fn client_options(topology: &Topology) -> ClientOptions {
     ClientOptions {
         connect_timeout: Duration::from_millis(500),
-        timeout: Duration::from_secs(10),
+        timeout: CALL_TIMEOUT,
         token: topology.token.clone(),
     }
 }
@@ -171,15 +120,118 @@ fn clients<C>(
         .collect()
 }
 
-/// The SQLite journal of a backend and its file, when it has one (the
-/// `raft` log lives in the same file).
-type SqliteParts<M> = Option<(Arc<SqliteJournal<M>>, PathBuf)>;
+/// The replicas of `role` as a [`ReplicaSet`], tried in `balancer`'s order.
+fn replica_set<C>(
+    topology: &Topology,
+    role: Role,
+    pool: &reqwest::Client,
+    make: impl Fn(Http) -> C,
+    balancer: Box<dyn Balancer>,
+) -> Result<ReplicaSet<C>, NodeError> {
+    let replicas = topology
+        .urls(role)
+        .into_iter()
+        .map(|(name, url)| {
+            let http = Http::with_client(pool.clone(), &url, topology.token.clone())?;
+            Ok((name, url, make(http)))
+        })
+        .collect::<Result<Vec<_>, NodeError>>()?;
+    Ok(ReplicaSet::new(
+        replicas,
+        balancer,
+        HealthPolicy::default(),
+        CALL_TIMEOUT,
+    ))
+}
 
-async fn replicator<M: SqliteMachine>(
+/// The balancer the topology names.
+fn balancer(topology: &Topology) -> Box<dyn Balancer> {
+    match topology.balancer {
+        BalancerKind::RoundRobin => Box::new(RoundRobin::default()),
+        BalancerKind::LeastLoaded => Box::new(LeastLoaded::default()),
+    }
+}
+
+/// A backend service as a node opens it: its store (as the service's store
+/// trait), from its SQLite file or in memory.
+trait Service: SqliteMachine + Sized {
+    /// The service's store trait object (`dyn CatalogStore`, ...).
+    type Store: ?Sized + Send + Sync + 'static;
+    /// Its file in the node's data directory.
+    const FILE: &'static str;
+    /// The store over a SQLite journal.
+    fn sqlite(journal: Arc<SqliteJournal<Self>>) -> Arc<Self::Store>;
+    /// A store in memory.
+    fn memory() -> Arc<Self::Store>;
+    /// The store as the replicator sees it.
+    fn journal(store: &Arc<Self::Store>) -> Arc<dyn Journal<Self>>;
+}
+
+impl Service for CatalogMachine {
+    type Store = dyn CatalogStore;
+    const FILE: &'static str = "catalog.db";
+    fn sqlite(journal: Arc<SqliteJournal<Self>>) -> Arc<dyn CatalogStore> {
+        journal
+    }
+    fn memory() -> Arc<dyn CatalogStore> {
+        Arc::new(MemoryCatalog::new())
+    }
+    fn journal(store: &Arc<dyn CatalogStore>) -> Arc<dyn Journal<Self>> {
+        store.clone()
+    }
+}
+
+impl Service for OrderMachine {
+    type Store = dyn OrderStore;
+    const FILE: &'static str = "orders.db";
+    fn sqlite(journal: Arc<SqliteJournal<Self>>) -> Arc<dyn OrderStore> {
+        journal
+    }
+    fn memory() -> Arc<dyn OrderStore> {
+        Arc::new(MemoryOrders::new())
+    }
+    fn journal(store: &Arc<dyn OrderStore>) -> Arc<dyn Journal<Self>> {
+        store.clone()
+    }
+}
+
+/// A backend's store, and its SQLite journal and file when it has one (the
+/// `raft` log lives in the same file).
+struct Store<M: Service> {
+    store: Arc<M::Store>,
+    sqlite: Option<(Arc<SqliteJournal<M>>, PathBuf)>,
+}
+
+/// Opens the store of service `M` for `node`.
+async fn open_store<M: Service>(
     topology: &Topology,
     node: &NodeConfig,
-    journal: Arc<dyn Journal<M>>,
-    sqlite: SqliteParts<M>,
+) -> Result<Store<M>, NodeError> {
+    match topology.store {
+        StoreKind::Sqlite => {
+            let path = topology.data_dir(node).join(M::FILE);
+            let opened = path.clone();
+            let journal = tokio::task::spawn_blocking(move || SqliteJournal::<M>::open(opened))
+                .await
+                .map_err(StoreError::from)??;
+            let journal = Arc::new(journal);
+            Ok(Store {
+                store: M::sqlite(Arc::clone(&journal)),
+                sqlite: Some((journal, path)),
+            })
+        }
+        StoreKind::Memory => Ok(Store {
+            store: M::memory(),
+            sqlite: None,
+        }),
+    }
+}
+
+/// Starts the replication of `store` among the replicas of `node`'s role.
+async fn replicator<M: Service>(
+    topology: &Topology,
+    node: &NodeConfig,
+    store: &Store<M>,
     pool: &reqwest::Client,
 ) -> Result<Arc<dyn Replicator<M>>, NodeError> {
     let peers = clients(topology, node.role, pool, InternalClient::from_http)?;
@@ -188,26 +240,26 @@ async fn replicator<M: SqliteMachine>(
     match topology.replication {
         Replication::Broadcast => {
             let config = BroadcastConfig::new(node.name.clone(), names);
+            let journal = M::journal(&store.store);
             Ok(Arc::new(Broadcast::start(config, journal, transport)?))
         }
         Replication::Raft => {
-            let (journal, path) = sqlite.ok_or_else(|| {
-                ConfigError::Invalid(
-                    "raft keeps its log in SQLite: set store = \"sqlite\"".to_owned(),
-                )
-            })?;
+            let (journal, path): (&Arc<SqliteJournal<M>>, &Path) = match &store.sqlite {
+                Some((journal, path)) => (journal, path),
+                None => {
+                    return Err(ConfigError::Invalid(
+                        "raft keeps its log in SQLite: set store = \"sqlite\"".to_owned(),
+                    )
+                    .into())
+                }
+            };
+            let (log, machine) = raft::sqlite::open(Arc::clone(journal), path).await?;
             let config = RaftConfig::new(node.name.clone(), names);
             Ok(Arc::new(
-                RaftReplicator::start(config, journal, &path, transport).await?,
+                RaftReplicator::start(config, log, machine, transport).await?,
             ))
         }
     }
-}
-
-async fn open_blocking<T: Send + 'static>(
-    open: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(open).await?
 }
 
 async fn catalog_node(
@@ -215,30 +267,25 @@ async fn catalog_node(
     node: &NodeConfig,
     identity: Identity,
 ) -> Result<CatalogNode, NodeError> {
-    let (store, sqlite): (Arc<dyn CatalogStore>, SqliteParts<CatalogMachine>) = match topology.store
-    {
-        StoreKind::Sqlite => {
-            let path = topology.data_dir(node).join("catalog.db");
-            let opened = path.clone();
-            let store = Arc::new(open_blocking(move || SqliteCatalog::open(opened)).await?);
-            (store.clone(), Some((store, path)))
-        }
-        StoreKind::Memory => (Arc::new(MemoryCatalog::new()), None),
-    };
+    let store = open_store::<CatalogMachine>(topology, node).await?;
     let books = {
         let topology = topology.clone();
         tokio::task::spawn_blocking(move || topology.books())
             .await
             .map_err(StoreError::from)??
     };
-    if store.seed(books).await? {
+    if store.store.seed(books).await? {
         tracing::info!("seeded a new catalog");
     }
     let pool = pooled(&client_options(topology))?;
-    let journal: Arc<dyn Journal<CatalogMachine>> = store.clone();
-    let replicator = replicator(topology, node, journal, sqlite, &pool).await?;
+    let replicator = replicator(topology, node, &store, &pool).await?;
     let frontends = clients(topology, Role::Frontend, &pool, InternalClient::from_http)?;
-    Ok(CatalogNode::new(identity, store, replicator, frontends))
+    Ok(CatalogNode::new(
+        identity,
+        store.store,
+        replicator,
+        frontends,
+    ))
 }
 
 async fn order_node(
@@ -246,47 +293,42 @@ async fn order_node(
     node: &NodeConfig,
     identity: Identity,
 ) -> Result<OrderNode, NodeError> {
-    let (store, sqlite): (Arc<dyn OrderStore>, SqliteParts<OrderMachine>) = match topology.store {
-        StoreKind::Sqlite => {
-            let path = topology.data_dir(node).join("orders.db");
-            let opened = path.clone();
-            let store = Arc::new(open_blocking(move || SqliteOrders::open(opened)).await?);
-            (store.clone(), Some((store, path)))
-        }
-        StoreKind::Memory => (Arc::new(MemoryOrders::new()), None),
-    };
+    let store = open_store::<OrderMachine>(topology, node).await?;
     let pool = pooled(&client_options(topology))?;
-    let journal: Arc<dyn Journal<OrderMachine>> = store.clone();
-    let replicator = replicator(topology, node, journal, sqlite, &pool).await?;
+    let replicator = replicator(topology, node, &store, &pool).await?;
     // The preferred catalog replica first, then the others in file order.
     let preferred = topology.preferred_catalog(node);
-    let mut catalogs = clients(topology, Role::Catalog, &pool, CatalogClient::from_http)?;
-    catalogs.sort_by_key(|(name, _)| Some(name) != preferred.as_ref());
-    let catalogs = catalogs.into_iter().map(|(_, client)| client).collect();
-    Ok(OrderNode::new(identity, store, replicator, catalogs))
-}
-
-/// The replicas of `role` and a client of each, over one pool.
-fn backend<C>(
-    topology: &Topology,
-    role: Role,
-    pool: &reqwest::Client,
-    make: impl Fn(Http) -> C,
-) -> Result<Backend<C>, NodeError> {
-    let clients = clients(topology, role, pool, make)?;
-    let replicas = Replicas::new(topology.urls(role), HealthPolicy::default());
-    let balancer: Box<dyn Balancer> = match topology.balancer {
-        BalancerKind::RoundRobin => Box::new(RoundRobin::default()),
-        BalancerKind::LeastLoaded => Box::new(LeastLoaded::default()),
-    };
-    let clients = clients.into_iter().map(|(_, c)| c).collect();
-    Ok(Backend::new(replicas, clients, balancer))
+    let first = topology
+        .urls(Role::Catalog)
+        .iter()
+        .position(|(name, _)| Some(name) == preferred.as_ref())
+        .unwrap_or(0);
+    let catalogs = replica_set(
+        topology,
+        Role::Catalog,
+        &pool,
+        CatalogClient::from_http,
+        Box::new(Preferred::new(first)),
+    )?;
+    Ok(OrderNode::new(identity, store.store, replicator, catalogs))
 }
 
 fn frontend_node(topology: &Topology, identity: Identity) -> Result<FrontendNode, NodeError> {
     let pool = pooled(&client_options(topology))?;
-    let catalogs = backend(topology, Role::Catalog, &pool, CatalogClient::from_http)?;
-    let orders = backend(topology, Role::Order, &pool, OrderClient::from_http)?;
+    let catalogs = replica_set(
+        topology,
+        Role::Catalog,
+        &pool,
+        CatalogClient::from_http,
+        balancer(topology),
+    )?;
+    let orders = replica_set(
+        topology,
+        Role::Order,
+        &pool,
+        OrderClient::from_http,
+        balancer(topology),
+    )?;
     let cache: Arc<dyn Cache> = match NonZeroUsize::new(topology.cache.capacity) {
         Some(capacity) => Arc::new(LruCache::new(
             capacity,
@@ -332,181 +374,17 @@ pub async fn run_node(
         }
         Role::Order => {
             let handler = Arc::new(order_node(topology, node, identity).await?);
-            let reconciler = tokio::spawn(
-                handler
-                    .as_ref()
-                    .clone()
-                    .reconcile_forever()
+            let node = handler.as_ref().clone();
+            let reconciler = tokio::spawn(node.clone().reconcile_forever().in_current_span());
+            let probe = tokio::spawn(
+                node.probe_forever(PROBE_EVERY, PROBE_TIMEOUT)
                     .in_current_span(),
             );
             serve(listener, handler, limits, shutdown).await;
             reconciler.abort();
+            probe.abort();
         }
     }
     tracing::info!("stopped");
     Ok(())
-}
-
-struct Running {
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<Result<(), NodeError>>,
-}
-
-/// Many nodes of one topology, running in this process.
-pub struct Cluster {
-    topology: Topology,
-    running: HashMap<String, Running>,
-}
-
-impl Cluster {
-    /// Binds every node's address first (a port 0 becomes a free port,
-    /// written back into the topology, so that the nodes find each other),
-    /// then starts them all.
-    pub async fn start(mut topology: Topology) -> Result<Cluster, NodeError> {
-        let mut listeners = Vec::new();
-        for node in &mut topology.nodes {
-            let listener = bind(node.addr).await?;
-            node.addr = listener.local_addr().map_err(|source| NodeError::Bind {
-                addr: node.addr,
-                source,
-            })?;
-            listeners.push((node.name.clone(), listener));
-        }
-        let mut cluster = Cluster {
-            topology,
-            running: HashMap::new(),
-        };
-        for (name, listener) in listeners {
-            cluster.spawn(&name, listener);
-        }
-        Ok(cluster)
-    }
-
-    fn spawn(&mut self, name: &str, listener: TcpListener) {
-        let (stop, stopped) = oneshot::channel::<()>();
-        let topology = self.topology.clone();
-        let node = name.to_owned();
-        let span = tracing::info_span!("node", node = %name);
-        let task = tokio::spawn(
-            async move {
-                let result = run_node(&topology, &node, listener, async {
-                    let _ = stopped.await;
-                })
-                .await;
-                if let Err(err) = &result {
-                    tracing::error!(%err, "node failed");
-                }
-                result
-            }
-            .instrument(span),
-        );
-        self.running.insert(name.to_owned(), Running { stop, task });
-    }
-
-    /// The topology, with the addresses actually bound.
-    pub fn topology(&self) -> &Topology {
-        &self.topology
-    }
-
-    /// `http://addr` of node `name`.
-    pub fn url(&self, name: &str) -> Option<String> {
-        self.topology
-            .node(name)
-            .map(|n| format!("http://{}", n.addr))
-    }
-
-    /// Waits until every running node answers `/health` with 200, at most
-    /// `timeout`.
-    pub async fn wait_healthy(&self, timeout: Duration) -> Result<(), String> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        for name in self.running.keys() {
-            let url = self.url(name).ok_or_else(|| format!("no node {name}"))?;
-            let client = health_client(&url).map_err(|e| e.to_string())?;
-            loop {
-                if client.health().await.is_ok() {
-                    break;
-                }
-                if tokio::time::Instant::now() >= deadline {
-                    return Err(format!("{name} is not healthy after {timeout:?}"));
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-        Ok(())
-    }
-
-    /// Stops node `name` gracefully (it finishes the requests under way,
-    /// then closes every connection; its peers then find it refusing
-    /// connections) and waits until it has stopped.
-    pub async fn stop_node(&mut self, name: &str) -> Result<(), NodeError> {
-        match self.running.remove(name) {
-            Some(running) => stop(name, running).await,
-            None => Ok(()),
-        }
-    }
-
-    /// Starts node `name` again on its address, over its data.
-    pub async fn restart_node(&mut self, name: &str) -> Result<(), NodeError> {
-        self.stop_node(name).await?;
-        let addr = self
-            .topology
-            .node(name)
-            .ok_or_else(|| ConfigError::UnknownNode(name.to_owned()))?
-            .addr;
-        let listener = bind(addr).await?;
-        self.spawn(name, listener);
-        Ok(())
-    }
-
-    /// Runs until `signal` completes, or until a node fails (a store that
-    /// cannot be opened, say), then stops every node.
-    pub async fn run_until(mut self, signal: impl Future<Output = ()>) -> Result<(), NodeError> {
-        let mut signal = std::pin::pin!(signal);
-        loop {
-            let failed = self
-                .running
-                .iter()
-                .find(|(_, running)| running.task.is_finished())
-                .map(|(name, _)| name.clone());
-            if let Some(name) = failed {
-                let running = self.running.remove(&name);
-                let result = match running {
-                    Some(running) => stop(&name, running).await,
-                    None => Ok(()),
-                };
-                let _ = self.shutdown().await;
-                return match result {
-                    Ok(()) => Err(NodeError::Stopped(name)),
-                    Err(err) => Err(err),
-                };
-            }
-            tokio::select! {
-                () = &mut signal => return self.shutdown().await,
-                () = tokio::time::sleep(Duration::from_millis(200)) => {}
-            }
-        }
-    }
-
-    /// Stops every node; the first error of any node, if one failed.
-    pub async fn shutdown(mut self) -> Result<(), NodeError> {
-        let mut first = Ok(());
-        for (name, running) in self.running.drain() {
-            let result = stop(&name, running).await;
-            if first.is_ok() {
-                first = result;
-            }
-        }
-        first
-    }
-}
-
-async fn stop(name: &str, running: Running) -> Result<(), NodeError> {
-    let _ = running.stop.send(());
-    match running.task.await {
-        Ok(result) => result,
-        Err(err) => {
-            tracing::error!(node = %name, %err, "node task panicked");
-            Ok(())
-        }
-    }
 }

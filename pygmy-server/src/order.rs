@@ -11,27 +11,27 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
-use http::{Method, StatusCode};
+use http::StatusCode;
 use pygmy_client::CatalogClient;
+use pygmy_core::api::routes::OrderRoute;
 use pygmy_core::api::{BuyResponse, OrdersResponse, Sale};
+use pygmy_core::balance::ReplicaSet;
 use pygmy_core::journal::Op;
 use pygmy_core::order::{OrderCommand, OrderMachine, OrderOutcome, OrderStore};
 use pygmy_core::replication::Replicator;
 use pygmy_core::types::{IdempotencyKey, ItemId, Order};
 
-use crate::api::{json, parse_item_id, ApiError, ApiResult, Request};
-use crate::node::{method_not_allowed, replication_call, route_not_found, Identity};
-use crate::server::{Handler, Metrics};
+use crate::http::{json, ApiError, ApiResult, Handler, Identity, Metrics, Request};
+use crate::replica::Replica;
 
 /// An order replica. Cheap to clone (it is all shared handles), so that a
 /// buy can finish in its own task.
 #[derive(Clone)]
 pub struct OrderNode {
-    identity: Identity,
+    replica: Replica<OrderMachine>,
     store: Arc<dyn OrderStore>,
-    replicator: Arc<dyn Replicator<OrderMachine>>,
-    /// The catalog replicas, the preferred one first.
-    catalogs: Vec<CatalogClient>,
+    /// The catalog replicas, this replica's preferred one first.
+    catalogs: Arc<ReplicaSet<CatalogClient>>,
     /// Orders recorded by the reconciler, for `/metrics`.
     reconciled: Arc<AtomicU64>,
 }
@@ -57,7 +57,7 @@ const RECONCILE_PAGES: usize = 20;
 /// What the reconciler remembers between rounds.
 #[derive(Debug, Default)]
 struct Reconciler {
-    /// Per catalog replica, the last sale looked at.
+    /// Per catalog replica (by index), the last sale looked at.
     cursors: HashMap<usize, u64>,
     /// When each sale still without an order was first seen.
     first_seen: HashMap<IdempotencyKey, Instant>,
@@ -65,36 +65,24 @@ struct Reconciler {
 
 impl OrderNode {
     /// An order replica over `store`, replicated by `replicator`, selling
-    /// through `catalogs` (preferred first).
+    /// through `catalogs`.
     pub fn new(
         identity: Identity,
         store: Arc<dyn OrderStore>,
         replicator: Arc<dyn Replicator<OrderMachine>>,
-        catalogs: Vec<CatalogClient>,
+        catalogs: ReplicaSet<CatalogClient>,
     ) -> Self {
         OrderNode {
-            identity,
+            replica: Replica::new(identity, replicator),
             store,
-            replicator,
-            catalogs,
+            catalogs: Arc::new(catalogs),
             reconciled: Arc::new(AtomicU64::new(0)),
-        }
-    }
-
-    fn ensure_ready(&self) -> Result<(), ApiError> {
-        if self.replicator.is_ready() {
-            Ok(())
-        } else {
-            Err(ApiError::Unavailable(format!(
-                "{} is catching up with its peers",
-                self.identity.name
-            )))
         }
     }
 
     /// `GET /buy/<item>`.
     async fn buy(&self, req: &Request, item: ItemId) -> ApiResult {
-        self.ensure_ready()?;
+        self.replica.ensure_ready()?;
         let key = req.idempotency_key()?.unwrap_or_else(IdempotencyKey::mint);
         // The sale and the order are two steps: run them in a task of their
         // own, so that a client that goes away between them (or the
@@ -103,9 +91,9 @@ impl OrderNode {
         let steps_key = key.clone();
         let order = tokio::spawn(async move { node.sell_and_record(item, &steps_key).await })
             .await
-            .map_err(|e| ApiError::Internal(format!("the buy task failed: {e}")))??;
+            .map_err(|e| ApiError::internal(format!("the buy task failed: {e}")))??;
         if order.item_id != item {
-            return Err(ApiError::Unprocessable(format!(
+            return Err(ApiError::unprocessable(format!(
                 "the idempotency key {key} was used to buy item {}",
                 order.item_id
             )));
@@ -122,9 +110,18 @@ impl OrderNode {
         let mut state = Reconciler::default();
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            if self.replicator.is_ready() {
+            if self.replica.is_ready() {
                 self.reconcile(&mut state).await;
             }
+        }
+    }
+
+    /// Probes the catalog replicas, every `every`, until the task is
+    /// dropped: a replica that cannot answer its health is tried last.
+    pub async fn probe_forever(self, every: Duration, timeout: Duration) {
+        loop {
+            tokio::time::sleep(every).await;
+            self.catalogs.probe(timeout).await;
         }
     }
 
@@ -133,14 +130,18 @@ impl OrderNode {
     /// without an order start their grace period together. The cursor then
     /// stops before the first sale still waiting.
     async fn reconcile(&self, state: &mut Reconciler) {
-        for (index, catalog) in self.catalogs.iter().enumerate() {
+        for index in self.catalogs.plan() {
             let cursor = state.cursors.get(&index).copied().unwrap_or(0);
             let mut after = cursor;
             // The first sale to look at again next round, if any.
             let mut hold: Option<u64> = None;
             let mut answered = false;
             for _ in 0..RECONCILE_PAGES {
-                let page = match catalog.sales(after, RECONCILE_PAGE).await {
+                let listed = self
+                    .catalogs
+                    .attempt(index, |catalog| catalog.sales(after, RECONCILE_PAGE))
+                    .await;
+                let page = match listed {
                     Ok(page) => page,
                     Err(err) => {
                         tracing::debug!(%err, "a catalog replica did not list its sales");
@@ -225,23 +226,12 @@ impl OrderNode {
     }
 
     /// Has a catalog replica sell one copy under `key`: the preferred one,
-    /// then the others if it cannot be reached (safe: the sale is keyed).
+    /// then the others if it cannot serve (safe: the sale is keyed).
     async fn sell(&self, item: ItemId, key: &IdempotencyKey) -> Result<(), ApiError> {
-        let mut last = None;
-        for catalog in &self.catalogs {
-            match catalog.sell(item, key).await {
-                Ok(_) => return Ok(()),
-                Err(err) if err.is_replica_failure() => {
-                    tracing::debug!(%err, "catalog replica failed a sale; trying the next");
-                    last = Some(err);
-                }
-                Err(err) => return Err(err.into()),
-            }
-        }
-        Err(ApiError::Unavailable(match last {
-            Some(err) => format!("no catalog replica could sell: {err}"),
-            None => "no catalog replica is configured".to_owned(),
-        }))
+        self.catalogs
+            .call(|catalog| catalog.sell(item, key))
+            .await?;
+        Ok(())
     }
 
     async fn record(&self, item: ItemId, key: &IdempotencyKey) -> Result<Order, ApiError> {
@@ -253,43 +243,35 @@ impl OrderNode {
                 created: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
             },
         };
-        let OrderOutcome::Recorded { order } = self.replicator.propose(op).await?;
+        let OrderOutcome::Recorded { order } = self.replica.propose(op).await?;
         Ok(order)
     }
 }
 
 #[async_trait]
 impl Handler for OrderNode {
-    async fn handle(&self, req: Request) -> ApiResult {
-        let method = req.method.clone();
-        match (&method, req.path().as_slice()) {
-            (&Method::GET, ["buy", item]) => self.buy(&req, parse_item_id(item)?).await,
-            (&Method::GET, ["orders"]) => {
-                self.ensure_ready()?;
-                self.replicator.linearize().await?;
+    type Route = OrderRoute;
+
+    async fn handle(&self, route: OrderRoute, req: Request) -> ApiResult {
+        match route {
+            OrderRoute::Buy(item) => self.buy(&req, item).await,
+            OrderRoute::Orders => {
+                self.replica.ready_to_read().await?;
                 let orders = self.store.orders().await?;
                 Ok(json(StatusCode::OK, &OrdersResponse::new(orders)))
             }
-            (&Method::PUT, ["update"]) => {
-                // The seed's propagation endpoint: here, a shipment of ops.
-                replication_call(&self.identity, &*self.replicator, "ship", &req).await
-            }
-            (&Method::POST, ["replication", rpc]) => {
-                replication_call(&self.identity, &*self.replicator, rpc, &req).await
-            }
-            (_, ["buy", _] | ["orders"] | ["update"] | ["replication", _] | ["health"]) => {
-                Err(method_not_allowed(&method))
-            }
-            _ => Err(route_not_found(&req)),
+            // The seed's propagation endpoint: here, a shipment of ops.
+            OrderRoute::Propagate => self.replica.replication_call("ship", &req).await,
+            OrderRoute::Replication(rpc) => self.replica.replication_call(&rpc, &req).await,
         }
     }
 
     fn identity(&self) -> &Identity {
-        &self.identity
+        self.replica.identity()
     }
 
     fn is_ready(&self) -> bool {
-        self.replicator.is_ready()
+        self.replica.is_ready()
     }
 
     fn metrics(&self, out: &mut Metrics) {

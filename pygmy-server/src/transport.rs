@@ -38,10 +38,10 @@ impl Transport for HttpTransport {
                 peer: peer.to_owned(),
                 reason: err.to_string(),
             }),
-            Err(err) => Err(TransportError::Status {
+            Err(err) => Err(TransportError::Refused {
                 peer: peer.to_owned(),
-                status: err.status(),
-                body: err.to_string(),
+                kind: err.kind(),
+                message: err.to_string(),
             }),
         }
     }

@@ -254,3 +254,66 @@ async fn a_slow_client_times_out() {
     assert!(answer.starts_with("HTTP/1.1 408"), "got {answer}");
     cluster.shutdown().await.expect("shutdown");
 }
+
+/// Every role answers an unknown path with 404 and a known path with the
+/// wrong method with 405 and an `Allow` header, both as envelopes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_role_answers_unknown_paths_and_wrong_methods_alike() {
+    let test = TestCluster::start(Options::default()).await;
+    let http = reqwest::Client::new();
+    let probes: &[(&str, Method, &str, u16, Option<&str>)] = &[
+        ("frontend", Method::GET, "/nothing/here", 404, None),
+        ("catalog-0", Method::GET, "/nothing/here", 404, None),
+        ("order-0", Method::GET, "/nothing/here", 404, None),
+        ("frontend", Method::POST, "/metrics", 405, Some("GET")),
+        ("catalog-0", Method::POST, "/metrics", 405, Some("GET")),
+        ("order-0", Method::POST, "/metrics", 405, Some("GET")),
+        ("frontend", Method::DELETE, "/health", 405, Some("GET")),
+        ("catalog-0", Method::DELETE, "/health", 405, Some("GET")),
+        ("order-0", Method::DELETE, "/health", 405, Some("GET")),
+        ("frontend", Method::PUT, "/lookup", 405, Some("GET")),
+        (
+            "catalog-0",
+            Method::DELETE,
+            "/item/1",
+            405,
+            Some("GET, PUT"),
+        ),
+        ("catalog-0", Method::GET, "/item/1/sell", 405, Some("POST")),
+        (
+            "catalog-0",
+            Method::GET,
+            "/replication/ship",
+            405,
+            Some("POST"),
+        ),
+        ("order-0", Method::POST, "/orders", 405, Some("GET")),
+        ("order-0", Method::GET, "/update", 405, Some("PUT")),
+    ];
+    let mut wrong = Vec::new();
+    for (node, method, path, status, allow) in probes {
+        let url = format!("{}{}", test.url(node), path);
+        let response = http
+            .request(method.clone(), &url)
+            .send()
+            .await
+            .expect("send");
+        let got = response.status().as_u16();
+        let got_allow = response
+            .headers()
+            .get("allow")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let envelope: Result<ErrorResponse, _> = response.json().await;
+        let ok = got == *status
+            && got_allow.as_deref() == *allow
+            && envelope.is_ok_and(|e| e.status == Status::Failed && e.validation_code == got);
+        if !ok {
+            wrong.push(format!(
+                "{node} {method} {path}: expected {status} {allow:?}, got {got} {got_allow:?}"
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "wrong answers:\n{}", wrong.join("\n"));
+    test.shutdown().await;
+}

@@ -10,8 +10,8 @@
 
 use std::time::{Duration, Instant};
 
-use pygmy_client::check::{check, Expected, ReplicaUrls, Violation};
-use pygmy_client::load::{self, LoadConfig, LoadReport};
+use pygmy_client::tools::check::{check, Expected, ReplicaUrls, Violation};
+use pygmy_client::tools::load::{self, LoadConfig, LoadReport};
 use pygmy_client::ClientOptions;
 use pygmy_server::config::{Replication, Role};
 use pygmy_server::testing::{Options, ProcessCluster};

@@ -1,4 +1,6 @@
-//! Choosing which replica of a backend serves a request.
+//! Choosing which replica of a backend serves a request, and
+//! [`ReplicaSet`], the replicas of a backend with their clients as one
+//! caller sees them.
 //!
 //! A [`Replicas`] set holds each replica's health (passive: consecutive
 //! failures eject it for a cool-down, during which it is tried only after
@@ -9,6 +11,8 @@
 //! request is never refused while any replica might answer.
 
 mod least_loaded;
+mod preferred;
+mod replica_set;
 mod round_robin;
 
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
@@ -16,6 +20,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub use self::least_loaded::LeastLoaded;
+pub use self::preferred::Preferred;
+pub use self::replica_set::{AttemptError, CallError, Probe, ReplicaFailure, ReplicaSet};
 pub use self::round_robin::RoundRobin;
 
 /// How a replica set judges health.
@@ -157,6 +163,21 @@ impl Replicas {
 
 /// A policy for spreading requests over replicas. Synchronous and cheap: it
 /// runs on every request.
+///
+/// ```
+/// use pygmy_core::balance::{Balancer, HealthPolicy, Replicas, RoundRobin};
+///
+/// let replicas = Replicas::new(
+///     ["a", "b", "c"].map(|n| (n.to_owned(), format!("http://{n}.invalid"))),
+///     HealthPolicy::default(),
+/// );
+/// let balancer = RoundRobin::default();
+/// assert_eq!(balancer.plan(&replicas), [0, 1, 2]);
+/// assert_eq!(balancer.plan(&replicas), [1, 2, 0]);
+/// replicas.record_failure(2); // ejected: tried last, never skipped
+/// assert_eq!(balancer.plan(&replicas), [0, 1, 2]);
+/// assert_eq!(balancer.plan(&replicas), [0, 1, 2]);
+/// ```
 pub trait Balancer: Send + Sync {
     /// The order in which to try `replicas` for one request, best first.
     /// Every replica appears once; ejected ones come last.

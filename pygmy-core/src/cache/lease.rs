@@ -22,8 +22,9 @@
 //!
 //! So once a change is answered, a frontend either applied its
 //! invalidation, or holds no lease that was granted before it (and clears
-//! its cache before its next). This module is the frontend's bookkeeping,
-//! a plain state machine with the clock passed in.
+//! its cache before its next). This module holds both sides' bookkeeping
+//! as plain state machines with the clock passed in: [`Leases`], the
+//! frontend's, and [`LeaseIssuer`], a catalog replica's for one frontend.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -165,6 +166,75 @@ impl Leases {
                 Some(Some(earliest.map_or(until, |e| e.min(until))))
             })
             .flatten()
+    }
+}
+
+/// How a catalog replica sends one invalidation to one frontend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Push {
+    /// The frontend's lease from this replica has surely run out: it clears
+    /// its cache before it serves from it again, so nothing is sent.
+    Skip,
+    /// Push it as number `seq`; if that fails, the change may be answered
+    /// only at `deadline`, when the frontend's lease has surely run out.
+    Send {
+        /// The invalidation's number.
+        seq: u64,
+        /// When the frontend's lease from this replica has surely run out.
+        deadline: Instant,
+    },
+}
+
+/// A catalog replica's bookkeeping of one frontend's cache lease: how many
+/// invalidations it numbered for it, and when it last granted a lease.
+#[derive(Debug, Clone)]
+pub struct LeaseIssuer {
+    issued: u64,
+    last_granted: Instant,
+}
+
+impl LeaseIssuer {
+    /// A new incarnation's issuer, at `now`. It counts as having granted at
+    /// `now`: the frontend may still hold a lease from this replica's
+    /// previous incarnation, granted before this one started.
+    pub fn new(now: Instant) -> Self {
+        LeaseIssuer {
+            issued: 0,
+            last_granted: now,
+        }
+    }
+
+    /// Numbers the next invalidation for the frontend, unless its lease has
+    /// surely run out.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use pygmy_core::cache::lease::{LeaseIssuer, Push, LEASE};
+    ///
+    /// let start = Instant::now();
+    /// let mut issuer = LeaseIssuer::new(start);
+    /// assert!(matches!(issuer.plan(start), Push::Send { seq: 1, .. }));
+    /// assert_eq!(issuer.grant(start), 1);
+    /// let long_after = start + LEASE + Duration::from_secs(1);
+    /// assert_eq!(issuer.plan(long_after), Push::Skip);
+    /// ```
+    pub fn plan(&mut self, now: Instant) -> Push {
+        let deadline = self.last_granted + LEASE + LEASE_MARGIN;
+        if now >= deadline {
+            return Push::Skip;
+        }
+        self.issued += 1;
+        Push::Send {
+            seq: self.issued,
+            deadline,
+        }
+    }
+
+    /// Grants a lease at `now`: answers how many invalidations were
+    /// numbered so far.
+    pub fn grant(&mut self, now: Instant) -> u64 {
+        self.last_granted = now;
+        self.issued
     }
 }
 

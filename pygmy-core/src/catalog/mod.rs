@@ -13,12 +13,16 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
-use crate::journal::{Journal, Machine};
-use crate::types::{Book, Cost, ItemId};
+use crate::journal::{Journal, Machine, OpId};
+use crate::types::{Book, Cost, IdempotencyKey, ItemId};
 
 /// The most copies of one book the store holds (a bound that keeps every
 /// sum exact).
 pub const MAX_COUNT: i64 = 1_000_000_000_000;
+
+/// The prefix of every sale's op id (see [`CatalogCommand::sale_op_id`]),
+/// by which the journal lists the sales.
+pub const SALE_PREFIX: &str = "sale:";
 
 /// A change to the catalog.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +47,26 @@ pub enum CatalogCommand {
 }
 
 impl CatalogCommand {
+    /// The op id of the sale made for the buy of `key`: one sale per key,
+    /// so a retried buy never sells a second copy.
+    ///
+    /// ```
+    /// use pygmy_core::catalog::CatalogCommand;
+    /// use pygmy_core::IdempotencyKey;
+    ///
+    /// let key = IdempotencyKey::parse("buy-42").unwrap();
+    /// let id = CatalogCommand::sale_op_id(&key);
+    /// assert_eq!(CatalogCommand::sale_key(&id), Some(key));
+    /// ```
+    pub fn sale_op_id(key: &IdempotencyKey) -> OpId {
+        OpId(format!("{SALE_PREFIX}{key}"))
+    }
+
+    /// The buy's key of a sale's op id; `None` for any other op.
+    pub fn sale_key(id: &OpId) -> Option<IdempotencyKey> {
+        IdempotencyKey::parse(id.0.strip_prefix(SALE_PREFIX)?).ok()
+    }
+
     /// The book the command is about.
     pub fn item(&self) -> ItemId {
         match self {
@@ -119,6 +143,28 @@ pub(crate) fn checked_stock(count: i64, delta: i64) -> Result<i64, String> {
 /// A catalog replica's storage: the journal of changes, and the reads.
 ///
 /// Reads see every change whose `apply` returned before the read began.
+///
+/// ```
+/// use pygmy_core::catalog::memory::MemoryCatalog;
+/// use pygmy_core::catalog::{CatalogCommand, CatalogOutcome, CatalogStore};
+/// use pygmy_core::journal::{Journal, Op, Source};
+/// use pygmy_core::types::{default_books, IdempotencyKey, ItemId};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), pygmy_core::StoreError> {
+/// let store = MemoryCatalog::new();
+/// store.seed(default_books()).await?;
+/// let key = IdempotencyKey::parse("buy-1").unwrap();
+/// let sale = Op { id: CatalogCommand::sale_op_id(&key), cmd: CatalogCommand::Sell { item: ItemId(7) } };
+/// let here = Source::Local { node: "catalog-a".into() };
+/// let first = store.apply(here.clone(), sale.clone()).await?;
+/// let again = store.apply(here, sale).await?; // the same op id: applied once
+/// assert!(first.fresh && !again.fresh);
+/// assert!(matches!(again.outcome, CatalogOutcome::Sold { ref book } if book.count == 99));
+/// assert_eq!(store.book(ItemId(7)).await?.map(|b| b.count), Some(99));
+/// # Ok(())
+/// # }
+/// ```
 #[async_trait]
 pub trait CatalogStore: Journal<CatalogMachine> {
     /// Inserts `books` if the catalog has none yet (a new replica); returns

@@ -58,17 +58,17 @@ pub struct SqliteJournal<M> {
 }
 
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
-    let open_err = |reason: String| StoreError::Open {
+    let open_err = |source: rusqlite::Error| StoreError::Open {
         path: path.display().to_string(),
-        reason,
+        source: Box::new(source),
     };
-    let conn = Connection::open(path).map_err(|e| open_err(e.to_string()))?;
+    let conn = Connection::open(path).map_err(open_err)?;
     conn.pragma_update(None, "journal_mode", "WAL")
-        .map_err(|e| open_err(e.to_string()))?;
+        .map_err(open_err)?;
     conn.pragma_update(None, "synchronous", "FULL")
-        .map_err(|e| open_err(e.to_string()))?;
+        .map_err(open_err)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))
-        .map_err(|e| open_err(e.to_string()))?;
+        .map_err(open_err)?;
     Ok(conn)
 }
 
@@ -88,7 +88,7 @@ impl<M: SqliteMachine> SqliteJournal<M> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
                 path: dir.display().to_string(),
-                reason: e.to_string(),
+                source: Box::new(e),
             })?;
         }
         let writer = open_connection(&path)?;
@@ -108,7 +108,7 @@ impl<M: SqliteMachine> SqliteJournal<M> {
             })
             .map_err(|e| StoreError::Open {
                 path: path.display().to_string(),
-                reason: e.to_string(),
+                source: Box::new(e),
             })?;
         let readers = (0..READERS)
             .map(|_| open_connection(&path).map(Mutex::new))
@@ -195,7 +195,7 @@ impl<M: SqliteMachine> SqliteJournal<M> {
 pub fn set_meta(tx: &Connection, meta: &[(String, String)]) -> Result<(), StoreError> {
     for (key, value) in meta {
         if key == "incarnation" {
-            return Err(StoreError::Database(
+            return Err(StoreError::Refused(
                 "the incarnation cannot be changed".to_owned(),
             ));
         }

@@ -60,6 +60,28 @@ impl Machine for OrderMachine {
 }
 
 /// An order replica's storage: the journal of orders, and the reads.
+///
+/// ```
+/// use pygmy_core::journal::{Journal, Op, Source};
+/// use pygmy_core::order::memory::MemoryOrders;
+/// use pygmy_core::order::{OrderCommand, OrderStore};
+/// use pygmy_core::types::{IdempotencyKey, ItemId, OrderId};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), pygmy_core::StoreError> {
+/// let store = MemoryOrders::new();
+/// let key = IdempotencyKey::parse("buy-1").unwrap();
+/// let record = Op {
+///     id: OrderCommand::op_id(&key),
+///     cmd: OrderCommand::Record { key: key.clone(), item: ItemId(7), created: "2026-11-25T00:00:00Z".into() },
+/// };
+/// store.apply(Source::Local { node: "order-a".into() }, record).await?;
+/// let order = store.order_by_key(&key).await?.expect("recorded");
+/// assert_eq!(order.id, OrderId(1));
+/// assert_eq!(store.orders().await?.len(), 1);
+/// # Ok(())
+/// # }
+/// ```
 #[async_trait]
 pub trait OrderStore: Journal<OrderMachine> {
     /// The order recorded under `key`.

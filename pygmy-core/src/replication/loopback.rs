@@ -94,10 +94,10 @@ impl<M: Machine> Transport for Endpoint<M> {
         target
             .handle(rpc, &body)
             .await
-            .map_err(|err| TransportError::Status {
+            .map_err(|err| TransportError::Refused {
                 peer: peer.to_owned(),
-                status: err.http_status(),
-                body: err.to_string(),
+                kind: err.kind(),
+                message: err.to_string(),
             })
     }
 }

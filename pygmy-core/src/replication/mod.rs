@@ -16,6 +16,7 @@ pub mod broadcast;
 pub mod loopback;
 #[cfg(feature = "raft")]
 pub mod raft;
+pub mod rpc;
 
 use async_trait::async_trait;
 

@@ -4,23 +4,29 @@
 //! majority has it durably, and every replica applies the log in order to
 //! its journal. See `docs/consistency.md`.
 //!
+//! - [`replicator`]: [`RaftReplicator`], the [`crate::replication::Replicator`]
+//!   over any storage that implements openraft's `RaftLogStorage` and
+//!   `RaftStateMachine`; it also serves its peers' calls.
+//! - [`network`]: the calling side: openraft's network, and a follower's
+//!   calls to its leader, through a [`crate::replication::Transport`].
+//! - [`messages`]: the RPC names.
+//! - [`config`]: the replica's timings and snapshot policy ([`RaftConfig`]).
 //! - [`types`]: openraft's type configuration of a service.
-//! - [`log_store`]: the log and vote in SQLite.
-//! - [`state_machine`]: the journal as openraft's state machine, with
-//!   snapshots.
-//! - [`replicator`]: the [`crate::replication::Replicator`], and openraft's
-//!   network over a [`crate::replication::Transport`].
+//! - [`sqlite`]: the storage Pygmy ships: the log, the vote and the
+//!   journal as state machine in the replica's SQLite file.
 
 // openraft's traits dictate its error type, `StorageError`, which is large;
 // the helpers here return it as the traits do.
 #![allow(clippy::result_large_err)]
 
-pub mod log_store;
+pub mod config;
+pub mod messages;
+pub mod network;
 pub mod replicator;
-pub mod state_machine;
+pub mod sqlite;
 pub mod types;
 
-pub use log_store::SqliteLog;
-pub use replicator::{RaftConfig, RaftReplicator};
-pub use state_machine::JournalStateMachine;
+pub use config::RaftConfig;
+pub use replicator::RaftReplicator;
+pub use sqlite::{JournalStateMachine, SqliteLog};
 pub use types::{NodeId, RaftTypes};

@@ -7,7 +7,7 @@
 
 use std::fmt::Write;
 
-use crate::load::LoadReport;
+use crate::tools::load::LoadReport;
 
 const WIDTH: f64 = 960.0;
 const LEFT: f64 = 70.0;
@@ -118,7 +118,7 @@ pub fn svg(report: &LoadReport) -> String {
     let at = |second: u64| second as f64 + 0.5;
     let whole = report.elapsed_s.floor();
     let keep_last = report.elapsed_s - whole >= 0.5;
-    let timeline: Vec<&crate::load::Second> = report
+    let timeline: Vec<&crate::tools::load::Second> = report
         .timeline
         .iter()
         .filter(|s| (s.second as f64) < whole || keep_last)
@@ -168,7 +168,7 @@ pub fn svg(report: &LoadReport) -> String {
     );
 
     latency.axes(&mut out, "Latency per second (blue p50, red p99)", "ms");
-    let points = |f: &dyn Fn(&crate::load::Second) -> f64| -> Vec<(f64, f64)> {
+    let points = |f: &dyn Fn(&crate::tools::load::Second) -> f64| -> Vec<(f64, f64)> {
         timeline
             .iter()
             .filter(|s| s.requests > 0)
@@ -223,7 +223,7 @@ pub fn svg(report: &LoadReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::load::{Latency, Operation, OperationReport, Second};
+    use crate::tools::load::{Latency, Operation, OperationReport, Second};
 
     fn report() -> LoadReport {
         LoadReport {

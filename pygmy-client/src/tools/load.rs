@@ -19,8 +19,10 @@ use hdrhistogram::Histogram;
 use pygmy_core::types::{ItemId, OrderId};
 use serde::{Deserialize, Serialize};
 
-use crate::check::AckedBuy;
-use crate::engine::{decode, Bought, Connection, Items};
+use crate::tools::check::AckedBuy;
+use crate::tools::engine::{decode, Bought, Connection, Items};
+use pygmy_core::api::routes::{FrontendRoute, Route};
+
 use crate::error::ClientError;
 use crate::store::Client;
 
@@ -304,22 +306,6 @@ impl Tally {
     }
 }
 
-/// The kind of a failure, as counted in the report.
-pub fn error_kind(err: &ClientError) -> &'static str {
-    match err {
-        ClientError::NotFound(_) => "not_found",
-        ClientError::OutOfStock(_) => "out_of_stock",
-        ClientError::BadRequest(_) => "bad_request",
-        ClientError::Unprocessable(_) => "unprocessable",
-        ClientError::Unauthorized(_) => "unauthorized",
-        ClientError::Unavailable(_) => "unavailable",
-        ClientError::Server { .. } => "server_error",
-        ClientError::Transport { .. } => "transport",
-        ClientError::Decode { .. } => "decode",
-        ClientError::InvalidUrl(_) => "invalid_url",
-    }
-}
-
 /// Where a session-mix worker is in its session.
 enum Step {
     Search,
@@ -387,7 +373,10 @@ impl Worker<'_> {
                     Step::Lookup(id) if session => id,
                     _ => self.pick_item(),
                 };
-                let body = self.conn.get(&format!("/lookup?id={id}")).await;
+                let body = self
+                    .conn
+                    .get(&format!("{}?id={id}", FrontendRoute::Lookup.path()))
+                    .await;
                 body.and_then(|body| {
                     if session {
                         let found: Items = decode(&body)?;
@@ -406,7 +395,10 @@ impl Worker<'_> {
                     Step::Buy(id) if session => id,
                     _ => self.pick_item(),
                 };
-                let body = self.conn.get(&format!("/buy?id={id}")).await;
+                let body = self
+                    .conn
+                    .get(&format!("{}?id={id}", FrontendRoute::Buy.path()))
+                    .await;
                 body.and_then(|body| {
                     let bought: Bought = decode(&body)?;
                     tally.acked.push(AckedBuy {
@@ -423,7 +415,7 @@ impl Worker<'_> {
         if result.is_err() && session {
             self.step = Step::Search;
         }
-        (op, result.err().as_ref().map(error_kind))
+        (op, result.err().as_ref().map(ClientError::label))
     }
 }
 
@@ -447,7 +439,7 @@ pub async fn run(client: &Client, config: &LoadConfig) -> LoadReport {
         .iter()
         .map(|topic| {
             let encoded: String = url::form_urlencoded::byte_serialize(topic.as_bytes()).collect();
-            format!("/search?topic={encoded}")
+            format!("{}?topic={encoded}", FrontendRoute::Search.path())
         })
         .collect();
     let run = Arc::new(Run {

@@ -44,9 +44,14 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use super::{Replicator, Transport};
+mod catch_up;
+pub mod messages;
+mod shipper;
+
+use self::messages::{self as rpc, EntriesRequest, ResumeRequest, ShipAck, ShipRequest};
+use super::{rpc as call, Replicator, Transport};
 use crate::error::{ReplicationError, TransportError};
-use crate::journal::{Entry, HighWater, Journal, Machine, Op, Source};
+use crate::journal::{Journal, Machine, Op, Source};
 
 /// How a broadcast replica behaves.
 #[derive(Debug, Clone)]
@@ -82,22 +87,6 @@ impl BroadcastConfig {
 /// The shortest pause between two attempts to reach a peer that is down.
 const MIN_RETRY: Duration = Duration::from_millis(50);
 
-/// The RPCs, as `POST /replication/<rpc>`.
-mod rpc {
-    pub const PROPOSE: &str = "propose";
-    pub const SHIP: &str = "ship";
-    pub const HIGH_WATERS: &str = "high_waters";
-    pub const ENTRIES: &str = "entries";
-    pub const RESUME: &str = "resume";
-}
-
-/// Body of `resume`: a higher-ranked replica is back and takes the writes.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ResumeRequest {
-    /// The replica that is back.
-    pub from: String,
-}
-
 /// Where a replica is in its start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -108,44 +97,6 @@ enum Phase {
     Resuming,
     /// Serving.
     Ready,
-}
-
-/// Body of `ship`: ops of one origin, in order.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(bound = "C: Serialize + DeserializeOwned")]
-pub struct ShipRequest<C> {
-    /// The ops, by ascending `origin_seq`, all of one origin.
-    pub entries: Vec<Entry<C>>,
-}
-
-/// Answer of `ship`: how far the receiver now has the sender's ops.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ShipAck {
-    /// The receiver's high-water mark for the sender.
-    pub high_water: u64,
-}
-
-/// Body of `entries`: which ops to read.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct EntriesRequest {
-    /// Of which origin.
-    pub origin: String,
-    /// After which `origin_seq`.
-    pub after: u64,
-    /// At most how many.
-    pub limit: usize,
-}
-
-/// Why a shipment failed: our journal, or the peer.
-enum ShipError {
-    Local(crate::error::StoreError),
-    Peer(TransportError),
-}
-
-impl From<TransportError> for ShipError {
-    fn from(err: TransportError) -> Self {
-        ShipError::Peer(err)
-    }
 }
 
 /// What this replica knows of one peer, published to waiting proposals.
@@ -271,23 +222,6 @@ impl<M: Machine> Broadcast<M> {
     }
 }
 
-fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, ReplicationError> {
-    serde_json::from_slice(body).map_err(|e| ReplicationError::BadMessage(e.to_string()))
-}
-
-fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, ReplicationError> {
-    serde_json::to_vec(value).map_err(|e| ReplicationError::BadMessage(e.to_string()))
-}
-
-/// Whether an error from a forward means "try the next replica": it did not
-/// answer, or answered that it cannot take writes now.
-fn passes_over(err: &TransportError) -> bool {
-    match err {
-        TransportError::Unreachable { .. } => true,
-        TransportError::Status { status, .. } => *status == 503,
-    }
-}
-
 impl<M: Machine> Shared<M> {
     async fn call<Req: Serialize, Resp: DeserializeOwned>(
         &self,
@@ -306,23 +240,7 @@ impl<M: Machine> Shared<M> {
         rpc: &str,
         request: &Req,
     ) -> Result<Resp, TransportError> {
-        let body = serde_json::to_vec(request).map_err(|e| TransportError::Status {
-            peer: peer.to_owned(),
-            status: 400,
-            body: e.to_string(),
-        })?;
-        let call = self.transport.call(peer, rpc, body);
-        let answer = tokio::time::timeout(limit, call).await.map_err(|_| {
-            TransportError::Unreachable {
-                peer: peer.to_owned(),
-                reason: format!("no answer within {limit:?}"),
-            }
-        })??;
-        serde_json::from_slice(&answer).map_err(|e| TransportError::Status {
-            peer: peer.to_owned(),
-            status: 502,
-            body: format!("undecodable answer: {e}"),
-        })
+        call::call(&*self.transport, peer, rpc, request, limit).await
     }
 
     fn is_suspected(&self, peer: &str) -> bool {
@@ -338,25 +256,6 @@ impl<M: Machine> Shared<M> {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(peer.to_owned(), until);
-    }
-
-    /// Catches up, hands the writes back, catches up again, serves.
-    async fn start_up(self: Arc<Self>) {
-        self.catch_up().await;
-        self.phase.send_replace(Phase::Resuming);
-        let request = ResumeRequest {
-            from: self.config.node.clone(),
-        };
-        for peer in self.progress.keys() {
-            if let Err(err) = self.call::<_, ()>(peer, rpc::RESUME, &request).await {
-                tracing::debug!(%peer, %err, "could not tell a peer we are back");
-            }
-        }
-        // What the others wrote until they heard of us; from now on they
-        // ship us their new ops and wait for our acks.
-        self.catch_up().await;
-        self.phase.send_replace(Phase::Ready);
-        tracing::info!(origin = %self.origin, "caught up; serving");
     }
 
     /// Forwards to the first higher-ranked replica that answers, else
@@ -397,7 +296,7 @@ impl<M: Machine> Shared<M> {
             let limit = self.config.call_timeout + self.config.ack_timeout;
             match self.call_within(limit, peer, rpc::PROPOSE, op).await {
                 Ok(outcome) => return Some(Ok(outcome)),
-                Err(err) if passes_over(&err) => {
+                Err(err) if err.passes_over() => {
                     tracing::debug!(%peer, %err, "passing over a replica for a write");
                     self.suspect(peer);
                 }
@@ -464,147 +363,6 @@ impl<M: Machine> Shared<M> {
             }
         }
     }
-
-    /// Pulls from every reachable peer the ops this replica lacks.
-    async fn catch_up(&self) {
-        for peer in self.progress.keys() {
-            if let Err(err) = self.catch_up_from(peer).await {
-                tracing::warn!(%peer, %err, "cannot catch up from a peer; going on");
-            }
-        }
-    }
-
-    async fn catch_up_from(&self, peer: &str) -> Result<(), ReplicationError> {
-        let theirs: Vec<HighWater> = self
-            .call(peer, rpc::HIGH_WATERS, &())
-            .await
-            .map_err(|e| ReplicationError::Unavailable(e.to_string()))?;
-        let ours: HashMap<String, u64> = self
-            .journal
-            .high_waters()
-            .await?
-            .into_iter()
-            .map(|hw| (hw.origin, hw.seq))
-            .collect();
-        for HighWater { origin, seq } in theirs {
-            let mut after = ours.get(&origin).copied().unwrap_or(0);
-            while after < seq {
-                let request = EntriesRequest {
-                    origin: origin.clone(),
-                    after,
-                    limit: self.config.batch,
-                };
-                let entries: Vec<Entry<M::Command>> = self
-                    .call(peer, rpc::ENTRIES, &request)
-                    .await
-                    .map_err(|e| ReplicationError::Unavailable(e.to_string()))?;
-                let Some(last) = entries.last().map(|e| e.origin_seq) else {
-                    break;
-                };
-                self.apply_shipped(entries).await?;
-                after = last;
-            }
-            if after > 0 {
-                tracing::info!(%peer, %origin, upto = after, "caught up");
-            }
-        }
-        Ok(())
-    }
-
-    /// This replica's high-water mark for `origin`.
-    async fn high_water(&self, origin: &str) -> Result<u64, ReplicationError> {
-        Ok(self
-            .journal
-            .high_waters()
-            .await?
-            .into_iter()
-            .find(|hw| hw.origin == origin)
-            .map_or(0, |hw| hw.seq))
-    }
-
-    /// Applies a batch of a peer's entries in one transaction; returns the
-    /// `origin_seq` of the last (0 for none).
-    async fn apply_shipped(
-        &self,
-        entries: Vec<Entry<M::Command>>,
-    ) -> Result<u64, ReplicationError> {
-        let last = entries.last().map_or(0, |e| e.origin_seq);
-        self.journal.apply_entries(entries).await?;
-        Ok(last)
-    }
-
-    /// Ships this replica's ops to `peer`, forever: from the peer's
-    /// high-water mark, in batches, retrying with back-off while it is down.
-    async fn ship_to(self: Arc<Self>, peer: String) {
-        let Some(progress) = self.progress.get(&peer) else {
-            return;
-        };
-        let me = self.origin.clone();
-        let mut acked: Option<u64> = None;
-        let mut backoff = Duration::from_millis(50);
-        loop {
-            // Register interest before reading, so a commit in between wakes us.
-            let committed = self.committed.notified();
-            let step = async {
-                let from = match acked {
-                    Some(seq) => seq,
-                    None => {
-                        let theirs: Vec<HighWater> =
-                            self.call(&peer, rpc::HIGH_WATERS, &()).await?;
-                        theirs
-                            .into_iter()
-                            .find(|hw| hw.origin == me)
-                            .map_or(0, |hw| hw.seq)
-                    }
-                };
-                let entries = self
-                    .journal
-                    .entries(&me, from, self.config.batch)
-                    .await
-                    .map_err(ShipError::Local)?;
-                if entries.is_empty() {
-                    return Ok::<_, ShipError>((from, false));
-                }
-                let ack: ShipAck = self
-                    .call(&peer, rpc::SHIP, &ShipRequest { entries })
-                    .await?;
-                Ok((ack.high_water, true))
-            };
-            match step.await {
-                Ok((high, shipped)) => {
-                    acked = Some(high);
-                    backoff = Duration::from_millis(50);
-                    progress.send_replace(PeerProgress {
-                        acked: high,
-                        up: true,
-                    });
-                    if !shipped {
-                        // Wait for a new op, or re-check now and then.
-                        let _ = tokio::time::timeout(Duration::from_secs(1), committed).await;
-                    }
-                }
-                Err(ShipError::Local(err)) => {
-                    // Our own journal failed: the peer is not to blame.
-                    tracing::error!(%err, "cannot read the journal to ship");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                }
-                Err(ShipError::Peer(err)) => {
-                    if progress.borrow().up {
-                        tracing::warn!(%peer, %err, "peer unreachable; will resend when it is back");
-                    }
-                    acked = None;
-                    progress.send_modify(|p| p.up = false);
-                    // Retry after the back-off, or sooner when there is a new
-                    // op to deliver, but never more often than MIN_RETRY.
-                    let retry_at = tokio::time::Instant::now() + MIN_RETRY;
-                    let _ = tokio::time::timeout(backoff, self.committed.notified()).await;
-                    tokio::time::sleep_until(retry_at).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                }
-            }
-        }
-    }
 }
 
 #[async_trait]
@@ -617,17 +375,17 @@ impl<M: Machine> Replicator<M> for Broadcast<M> {
         let shared = &self.shared;
         match rpc {
             rpc::PROPOSE => {
-                let op: Op<M::Command> = decode(body)?;
-                encode(&shared.propose(op).await?)
+                let op: Op<M::Command> = call::decode(body)?;
+                call::encode(&shared.propose(op).await?)
             }
             rpc::SHIP => {
-                let request: ShipRequest<M::Command> = decode(body)?;
+                let request: ShipRequest<M::Command> = call::decode(body)?;
                 let origin = match request.entries.first() {
                     Some(first) => first.origin.clone(),
-                    None => return encode(&ShipAck { high_water: 0 }),
+                    None => return call::encode(&ShipAck { high_water: 0 }),
                 };
                 if request.entries.iter().any(|e| e.origin != origin) {
-                    return Err(ReplicationError::BadMessage(
+                    return Err(ReplicationError::Invalid(
                         "a shipment mixes origins".to_owned(),
                     ));
                 }
@@ -646,22 +404,22 @@ impl<M: Machine> Replicator<M> for Broadcast<M> {
                     next.push(entry);
                 }
                 shared.apply_shipped(next).await?;
-                encode(&ShipAck { high_water })
+                call::encode(&ShipAck { high_water })
             }
-            rpc::HIGH_WATERS => encode(&shared.journal.high_waters().await?),
+            rpc::HIGH_WATERS => call::encode(&shared.journal.high_waters().await?),
             rpc::ENTRIES => {
-                let request: EntriesRequest = decode(body)?;
+                let request: EntriesRequest = call::decode(body)?;
                 let limit = request.limit.clamp(1, 4096);
                 let entries = shared
                     .journal
                     .entries(&request.origin, request.after, limit)
                     .await?;
-                encode(&entries)
+                call::encode(&entries)
             }
             rpc::RESUME => {
-                let request: ResumeRequest = decode(body)?;
+                let request: ResumeRequest = call::decode(body)?;
                 shared.resume(&request.from).await;
-                encode(&())
+                call::encode(&())
             }
             other => Err(ReplicationError::UnknownRpc(other.to_owned())),
         }

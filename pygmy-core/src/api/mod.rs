@@ -6,6 +6,8 @@
 //! (a list of books, or the updated book) or `order`. Fields are declared in
 //! the order the seed printed them (sorted), so the bytes match its examples.
 
+pub mod routes;
+
 use serde::{Deserialize, Serialize};
 
 use crate::types::{Book, ItemId, Order, OrderId};
@@ -148,6 +150,29 @@ impl ErrorResponse {
             message: message.into(),
             status: Status::Failed,
             validation_code: code,
+        }
+    }
+}
+
+/// The answer to an internal call that has nothing to say but yes
+/// (`POST /invalidate`): `{"message": {}, "status": "Success",
+/// "validation_code": 200}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Acknowledged {
+    /// Always `{}`.
+    pub message: Empty,
+    /// Always `Success`.
+    pub status: Status,
+    /// Always 200.
+    pub validation_code: u16,
+}
+
+impl Default for Acknowledged {
+    fn default() -> Self {
+        Acknowledged {
+            message: Empty {},
+            status: Status::Success,
+            validation_code: 200,
         }
     }
 }

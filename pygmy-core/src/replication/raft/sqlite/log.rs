@@ -17,8 +17,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::types::{NodeId, RaftTypes};
 use crate::journal::Machine;
+use crate::replication::raft::types::{NodeId, RaftTypes};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS raft_log (

@@ -1,34 +1,44 @@
 //! Serving a node on raw hyper 1: the accept loop with graceful shutdown,
-//! the limits on each request (header and body time, body size), the
-//! turning of every handler error into the JSON envelope, and what every
-//! node answers alike: `GET /health` and `GET /metrics`.
+//! the limits on each request (header and body time, body size), and the
+//! path from bytes to a handler: the route is parsed from the method and
+//! path first (404 and 405 fall out of the role's route table), the
+//! cluster token of an internal route is checked from the headers, and only
+//! then is the body read, under the route's limit. What every node answers
+//! alike (`GET /health`, `GET /metrics`) is answered here.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::{Method, StatusCode};
+use http::HeaderValue;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
+use pygmy_core::api::routes::{parse, Access, BodySize, NodeRoute, Route, RouteError};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use crate::api::{ApiError, ApiResult, Request, Response};
-use crate::node::{health, Identity};
+use super::error::ApiError;
+use super::metrics::{Metrics, RequestCounts};
+use super::request::Request;
+use super::response::{health, ApiResult, Response};
+use super::Identity;
 
-/// A node's request handler.
+/// A node's request handler: one per role.
 #[async_trait]
 pub trait Handler: Send + Sync + 'static {
-    /// Answers one request (its body already read).
-    async fn handle(&self, request: Request) -> ApiResult;
+    /// The role's route table.
+    type Route: Route + Send;
+
+    /// Answers one request to `route` (the token of an internal route
+    /// already checked, the body already read).
+    async fn handle(&self, route: Self::Route, request: Request) -> ApiResult;
 
     /// Who the node is.
     fn identity(&self) -> &Identity;
@@ -42,70 +52,6 @@ pub trait Handler: Send + Sync + 'static {
     /// The node's own figures for `GET /metrics` (the server adds the
     /// request counts every node has).
     fn metrics(&self, _out: &mut Metrics) {}
-}
-
-/// Prometheus text being written, each line labelled with the node.
-#[derive(Debug)]
-pub struct Metrics {
-    node: String,
-    text: String,
-}
-
-impl Metrics {
-    fn new(node: &str) -> Self {
-        Metrics {
-            node: node.to_owned(),
-            text: String::new(),
-        }
-    }
-
-    /// A counter (a total since start).
-    pub fn counter(&mut self, name: &str, help: &str, value: u64) {
-        self.sample(name, help, "counter", "", value);
-    }
-
-    /// A gauge (a value now).
-    pub fn gauge(&mut self, name: &str, help: &str, value: u64) {
-        self.sample(name, help, "gauge", "", value);
-    }
-
-    fn sample(&mut self, name: &str, help: &str, kind: &str, labels: &str, value: u64) {
-        use std::fmt::Write;
-        if !self.text.contains(&format!("# TYPE {name} ")) {
-            let _ = writeln!(self.text, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        }
-        let _ = writeln!(
-            self.text,
-            "{name}{{node=\"{}\"{labels}}} {value}",
-            self.node
-        );
-    }
-}
-
-/// Requests answered by a node, by status class.
-#[derive(Debug, Default)]
-struct RequestCounts {
-    by_class: [AtomicU64; 5],
-}
-
-impl RequestCounts {
-    fn record(&self, status: StatusCode) {
-        let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
-        self.by_class[class].fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn write(&self, out: &mut Metrics) {
-        for (i, count) in self.by_class.iter().enumerate() {
-            let labels = format!(",code=\"{}xx\"", i + 1);
-            out.sample(
-                "pygmy_requests_total",
-                "Requests answered, by status class.",
-                "counter",
-                &labels,
-                count.load(Ordering::Relaxed),
-            );
-        }
-    }
 }
 
 /// The limits every request is served under.
@@ -133,11 +79,6 @@ impl Default for Limits {
             drain_timeout: Duration::from_secs(5),
         }
     }
-}
-
-/// Whether `path` is a replication call, which may carry a batch of ops.
-fn is_replication(path: &str) -> bool {
-    path.starts_with("/replication/") || path.starts_with("/item/propagate/") || path == "/update"
 }
 
 /// Serves `handler` on `listener` until `shutdown` completes, then stops
@@ -212,20 +153,73 @@ async fn respond<H: Handler>(
     limits: Limits,
 ) -> Response {
     let result = async {
-        let request = read_request(req, limits).await?;
-        if request.method == Method::GET {
-            match request.path().as_slice() {
-                ["metrics"] => return Ok(metrics(handler, counts)),
-                ["health"] => return Ok(health(handler.identity(), handler.is_ready())),
-                _ => {}
+        let (parts, body) = req.into_parts();
+        let segments: Vec<&str> = parts
+            .uri
+            .path()
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .collect();
+        let route = match parse::<NodeRoute<H::Route>>(&parts.method, &segments) {
+            Ok(route) => route,
+            Err(RouteError::BadParam(bad)) => {
+                // The token first: an internal endpoint tells a caller
+                // without it nothing, not even that its path is invalid.
+                if bad.info.access == Access::Internal {
+                    authorize(&parts.headers, handler.identity().token.as_deref())?;
+                }
+                return Err(RouteError::BadParam(bad).into());
+            }
+            Err(err) => return Err(err.into()),
+        };
+        let info = route.info();
+        if info.access == Access::Internal {
+            authorize(&parts.headers, handler.identity().token.as_deref())?;
+        }
+        let max = match info.body {
+            BodySize::Small => limits.max_body,
+            BodySize::Batch => limits.max_internal_body,
+        };
+        let body = read_body(body, max, limits.read_timeout).await?;
+        let request = Request::new(
+            parts.method,
+            parts.uri.path(),
+            parts.uri.query(),
+            parts.headers,
+            body,
+        );
+        match route {
+            NodeRoute::Health => Ok(health(handler.identity(), handler.is_ready())),
+            NodeRoute::Metrics => Ok(metrics(handler, counts)),
+            NodeRoute::Role(route) => {
+                tokio::time::timeout(limits.handler_timeout, handler.handle(route, request))
+                    .await
+                    .map_err(|_| ApiError::unavailable("the request took too long"))?
             }
         }
-        tokio::time::timeout(limits.handler_timeout, handler.handle(request))
-            .await
-            .map_err(|_| ApiError::Unavailable("the request took too long".to_owned()))?
     }
     .await;
     result.unwrap_or_else(ApiError::into_response)
+}
+
+/// Checks the cluster token in `headers`, if the cluster has one.
+fn authorize(headers: &http::HeaderMap, token: Option<&str>) -> Result<(), ApiError> {
+    let Some(expected) = token else {
+        return Ok(());
+    };
+    let given = headers
+        .get(pygmy_client::http::TOKEN_HEADER)
+        .map(HeaderValue::as_bytes);
+    if given.is_some_and(|given| constant_time_eq(given, expected.as_bytes())) {
+        Ok(())
+    } else {
+        Err(ApiError::unauthorized())
+    }
+}
+
+/// Compares without an early exit, so timing does not reveal the token.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn metrics<H: Handler>(handler: &H, counts: &RequestCounts) -> Response {
@@ -237,43 +231,24 @@ fn metrics<H: Handler>(handler: &H, counts: &RequestCounts) -> Response {
         u64::from(handler.is_ready()),
     );
     handler.metrics(&mut out);
-    let mut response = http::Response::new(Full::new(Bytes::from(out.text)));
+    let mut response = http::Response::new(Full::new(Bytes::from(out.into_text())));
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/plain; version=0.0.4"),
+        HeaderValue::from_static("text/plain; version=0.0.4"),
     );
     response
 }
 
-async fn read_request(req: http::Request<Incoming>, limits: Limits) -> Result<Request, ApiError> {
-    let (parts, body) = req.into_parts();
-    let max = if is_replication(parts.uri.path()) {
-        limits.max_internal_body
-    } else {
-        limits.max_body
-    };
-    let body = tokio::time::timeout(limits.read_timeout, Limited::new(body, max).collect())
+async fn read_body(body: Incoming, max: usize, timeout: Duration) -> Result<Bytes, ApiError> {
+    let collected = tokio::time::timeout(timeout, Limited::new(body, max).collect())
         .await
-        .map_err(|_| ApiError::RequestTimeout)?
+        .map_err(|_| ApiError::request_timeout())?
         .map_err(|err| {
             if err.is::<http_body_util::LengthLimitError>() {
-                ApiError::PayloadTooLarge(max)
+                ApiError::payload_too_large(max)
             } else {
-                ApiError::BadRequest(format!("cannot read the body: {err}"))
+                ApiError::bad_request(format!("cannot read the body: {err}"))
             }
-        })?
-        .to_bytes();
-    Ok(Request::new(
-        parts.method,
-        parts.uri.path(),
-        parts.uri.query(),
-        parts.headers,
-        body,
-    ))
-}
-
-/// Bytes of a body, for handlers that take JSON: 400 on invalid JSON.
-pub fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+        })?;
+    Ok(collected.to_bytes())
 }

@@ -102,7 +102,7 @@ impl Connection {
                 Ok(body)
             } else {
                 let kind = kind.as_ref().and_then(|k| k.to_str().ok());
-                Err(ClientError::from_status(status.as_u16(), kind, &body))
+                Err(ClientError::answer(status.as_u16(), kind, &body))
             }
         };
         let result = tokio::time::timeout(REQUEST_TIMEOUT, request)

@@ -21,9 +21,9 @@ use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
-use super::types::{NodeId, RaftTypes};
 use crate::journal::sqlite::{get_meta, set_meta, SqliteJournal, SqliteMachine};
 use crate::journal::Source;
+use crate::replication::raft::types::{NodeId, RaftTypes};
 
 type Entry<M> = openraft::Entry<RaftTypes<M>>;
 type Error = StorageError<NodeId>;
@@ -256,7 +256,7 @@ impl<M: SqliteMachine> RaftStateMachine<RaftTypes<M>> for JournalStateMachine<M>
 
     async fn applied_state(&mut self) -> Result<(Option<LogId<NodeId>>, Membership), Error> {
         self.journal
-            .read(|conn| applied_in(conn).map_err(|e| crate::StoreError::Database(e.to_string())))
+            .read(|conn| applied_in(conn).map_err(|e| crate::StoreError::Storage(Box::new(e))))
             .await
             .map_err(read_error)
     }
@@ -315,7 +315,7 @@ impl<M: SqliteMachine> RaftStateMachine<RaftTypes<M>> for JournalStateMachine<M>
         let meta = meta.clone();
         self.journal
             .write(move |tx| {
-                let wrap = |e: Error| crate::StoreError::Database(e.to_string());
+                let wrap = |e: Error| crate::StoreError::Storage(Box::new(e));
                 restore(tx, &dump).map_err(wrap)?;
                 set_meta(
                     tx,
@@ -336,9 +336,7 @@ impl<M: SqliteMachine> RaftStateMachine<RaftTypes<M>> for JournalStateMachine<M>
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<RaftTypes<M>>>, Error> {
         let stored = self
             .journal
-            .read(|conn| {
-                stored_snapshot(conn).map_err(|e| crate::StoreError::Database(e.to_string()))
-            })
+            .read(|conn| stored_snapshot(conn).map_err(|e| crate::StoreError::Storage(Box::new(e))))
             .await
             .map_err(snapshot_error)?;
         Ok(stored.map(|(meta, data)| Snapshot {
@@ -350,7 +348,7 @@ impl<M: SqliteMachine> RaftStateMachine<RaftTypes<M>> for JournalStateMachine<M>
 
 impl<M: SqliteMachine> RaftSnapshotBuilder<RaftTypes<M>> for JournalStateMachine<M> {
     async fn build_snapshot(&mut self) -> Result<Snapshot<RaftTypes<M>>, Error> {
-        let wrap = |e: Error| crate::StoreError::Database(e.to_string());
+        let wrap = |e: Error| crate::StoreError::Storage(Box::new(e));
         // One read transaction: the data and its applied position agree.
         let (applied, membership, data) = self
             .journal

@@ -1,0 +1,54 @@
+//! The frontend's building blocks on their own: the cache with its
+//! generation check, and the balancers over a replica set's health.
+//!
+//! `cargo run -p pygmy-examples --example cache_and_balancer`
+
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use bytes::Bytes;
+use pygmy_core::balance::{Balancer, HealthPolicy, LeastLoaded, Preferred, Replicas, RoundRobin};
+use pygmy_core::cache::{lookup_key, Cache, LruCache};
+use pygmy_core::ItemId;
+
+fn main() {
+    // A miss takes the generation before it asks a backend; an
+    // invalidation that lands meanwhile makes its fill a no-op, so a slow
+    // read cannot put an old value back after a buy.
+    let capacity = NonZeroUsize::new(1024).unwrap_or(NonZeroUsize::MIN);
+    let cache = LruCache::new(capacity, Duration::from_secs(30));
+    let key = lookup_key(ItemId(1));
+    let before = cache.generation();
+    cache.invalidate(&key); // a buy of item 1, while the read is out
+    let stored = cache.fill(&key, Bytes::from_static(b"{\"count\":100}"), before);
+    println!("a fill that began before the invalidation stored: {stored}");
+    let after = cache.generation();
+    let stored = cache.fill(&key, Bytes::from_static(b"{\"count\":99}"), after);
+    println!("a fill that began after it stored: {stored}");
+    println!("cache: {:?}", cache.stats());
+
+    // Three replicas; the second fails and is ejected for the cool-down.
+    let replicas = Replicas::new(
+        ["a", "b", "c"].map(|n| (n.to_owned(), format!("http://{n}.invalid"))),
+        HealthPolicy::default(),
+    );
+    replicas.record_failure(1);
+    let _busy = replicas.start(0); // one request in flight on "a"
+    let name = |plan: Vec<usize>| -> Vec<&str> {
+        plan.into_iter()
+            .map(|i| replicas.all()[i].name.as_str())
+            .collect()
+    };
+    let round_robin = RoundRobin::default();
+    for _ in 0..3 {
+        println!("round robin:  {:?}", name(round_robin.plan(&replicas)));
+    }
+    println!(
+        "least loaded: {:?}",
+        name(LeastLoaded::default().plan(&replicas))
+    );
+    println!(
+        "preferred b:  {:?}",
+        name(Preferred::new(1).plan(&replicas))
+    );
+}

@@ -1,0 +1,13 @@
+//! The tools built on the SDK (feature `tools`, on by default): what the
+//! `pygmy-client` command runs, and what the fault tests and benchmarks
+//! use. The server does not link them.
+//!
+//! - [`load`]: the load generator (closed or fixed-rate open loop, HDR
+//!   histograms), over its own lean HTTP engine (`engine.rs`).
+//! - [`check`]: the checker of the store's promises over replica states.
+//! - [`plot`]: a run's figures as an SVG chart.
+
+pub mod check;
+mod engine;
+pub mod load;
+pub mod plot;

@@ -1,0 +1,454 @@
+//! The route tables: every endpoint of every role, written once, as a typed
+//! value that the server parses from a request and the client formats into
+//! one.
+//!
+//! Each role has its route enum ([`FrontendRoute`], [`CatalogRoute`],
+//! [`OrderRoute`]); [`NodeRoute`] adds what every node answers alike
+//! (`/health`, `/metrics`). A [`Route`] knows its method and path
+//! ([`Route::target`]), whether it is internal (the cluster token is
+//! checked before its body is read) and how large a body it takes
+//! ([`Route::info`]). [`parse`] turns a method and path into a route, or
+//! into "no such endpoint" (404) or "not with this method" (405, with the
+//! methods that are allowed): the 405s are derived from the table, never
+//! listed by hand.
+//!
+//! ```
+//! use pygmy_core::api::routes::{parse, CatalogRoute, Method, NodeRoute, Route, RouteError};
+//! use pygmy_core::ItemId;
+//!
+//! let route: NodeRoute<CatalogRoute> = parse(&Method::GET, &["item", "3"]).unwrap();
+//! assert_eq!(route, NodeRoute::Role(CatalogRoute::Item(ItemId(3))));
+//! assert_eq!(route.path(), "/item/3");
+//!
+//! let wrong = parse::<NodeRoute<CatalogRoute>>(&Method::DELETE, &["item", "3"]);
+//! assert!(matches!(wrong, Err(RouteError::MethodNotAllowed { ref allow, .. })
+//!     if allow == &[Method::GET, Method::PUT]));
+//! ```
+
+use crate::types::ItemId;
+
+pub use http::Method;
+
+/// Who may call an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone (the store's users).
+    Public,
+    /// Only the cluster's nodes and its operator: the cluster token is
+    /// checked from the headers, before the body is read.
+    Internal,
+}
+
+/// How large a body an endpoint takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodySize {
+    /// A user's or an operator's request: the small limit.
+    Small,
+    /// A replication call, which may carry a batch of ops or a snapshot:
+    /// the large limit.
+    Batch,
+}
+
+/// What the server must know of an endpoint before it reads the body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteInfo {
+    /// Whether the cluster token is required.
+    pub access: Access,
+    /// Which body limit applies.
+    pub body: BodySize,
+}
+
+impl RouteInfo {
+    /// A public endpoint with a small body.
+    pub const PUBLIC: RouteInfo = RouteInfo {
+        access: Access::Public,
+        body: BodySize::Small,
+    };
+    /// An internal endpoint with a small body.
+    pub const INTERNAL: RouteInfo = RouteInfo {
+        access: Access::Internal,
+        body: BodySize::Small,
+    };
+    /// An internal endpoint that takes a batch.
+    pub const REPLICATION: RouteInfo = RouteInfo {
+        access: Access::Internal,
+        body: BodySize::Batch,
+    };
+}
+
+/// A path whose shape names an endpoint, but with a parameter that is not
+/// what the endpoint takes (`/item/abc`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadParam {
+    /// The endpoint's access, so the token is checked before the 400.
+    pub info: RouteInfo,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// A request that names no route.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    /// No endpoint has this path.
+    #[error("no such endpoint: {path}")]
+    NotFound {
+        /// The path asked for.
+        path: String,
+    },
+    /// Endpoints have this path, but not with this method.
+    #[error("method {method} is not allowed on {path}")]
+    MethodNotAllowed {
+        /// The method asked for.
+        method: Method,
+        /// The path asked for.
+        path: String,
+        /// The methods that are.
+        allow: Vec<Method>,
+    },
+    /// The endpoint exists; a parameter in its path is invalid.
+    #[error("{}", .0.message)]
+    BadParam(BadParam),
+}
+
+/// A role's table of endpoints.
+pub trait Route: Sized {
+    /// The route that `method` and `path` (its segments, without empty
+    /// ones) name, or `None` if none has both; `Some(Err)` if the path's
+    /// shape matches an endpoint of this method but a parameter does not
+    /// parse.
+    fn recognize(method: &Method, path: &[&str]) -> Option<Result<Self, BadParam>>;
+
+    /// The method and path segments of this route.
+    fn target(&self) -> (Method, Vec<String>);
+
+    /// Its access and body limit.
+    fn info(&self) -> RouteInfo;
+
+    /// The method.
+    fn method(&self) -> Method {
+        self.target().0
+    }
+
+    /// The path, `/`-joined (parameters are numbers and names that need no
+    /// escaping).
+    fn path(&self) -> String {
+        let (_, segments) = self.target();
+        let mut path = String::new();
+        for segment in segments {
+            path.push('/');
+            path.push_str(&segment);
+        }
+        path
+    }
+}
+
+/// The methods tried to tell a 405 from a 404.
+const METHODS: [Method; 5] = [
+    Method::GET,
+    Method::PUT,
+    Method::POST,
+    Method::DELETE,
+    Method::PATCH,
+];
+
+/// Parses a request's method and path into a route of table `R`.
+pub fn parse<R: Route>(method: &Method, path: &[&str]) -> Result<R, RouteError> {
+    match R::recognize(method, path) {
+        Some(Ok(route)) => Ok(route),
+        Some(Err(bad)) => Err(RouteError::BadParam(bad)),
+        None => {
+            let shown = format!("/{}", path.join("/"));
+            let allow: Vec<Method> = METHODS
+                .into_iter()
+                .filter(|other| other != method && R::recognize(other, path).is_some())
+                .collect();
+            if allow.is_empty() {
+                Err(RouteError::NotFound { path: shown })
+            } else {
+                Err(RouteError::MethodNotAllowed {
+                    method: method.clone(),
+                    path: shown,
+                    allow,
+                })
+            }
+        }
+    }
+}
+
+/// An item id in a path, for the route `make` builds.
+fn item<R: Route>(raw: &str, make: fn(ItemId) -> R) -> Result<R, BadParam> {
+    ItemId::parse(raw).map(make).map_err(|message| BadParam {
+        info: make(ItemId(0)).info(),
+        message,
+    })
+}
+
+/// What every node answers, beside its role's routes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeRoute<R> {
+    /// `GET /health`: 200 once the node serves, 503 while it catches up.
+    Health,
+    /// `GET /metrics`: Prometheus text.
+    Metrics,
+    /// One of the role's own routes.
+    Role(R),
+}
+
+impl<R: Route> Route for NodeRoute<R> {
+    fn recognize(method: &Method, path: &[&str]) -> Option<Result<Self, BadParam>> {
+        match (method, path) {
+            (&Method::GET, ["health"]) => Some(Ok(NodeRoute::Health)),
+            (&Method::GET, ["metrics"]) => Some(Ok(NodeRoute::Metrics)),
+            _ => R::recognize(method, path).map(|r| r.map(NodeRoute::Role)),
+        }
+    }
+
+    fn target(&self) -> (Method, Vec<String>) {
+        match self {
+            NodeRoute::Health => (Method::GET, segments(&["health"])),
+            NodeRoute::Metrics => (Method::GET, segments(&["metrics"])),
+            NodeRoute::Role(route) => route.target(),
+        }
+    }
+
+    fn info(&self) -> RouteInfo {
+        match self {
+            NodeRoute::Health | NodeRoute::Metrics => RouteInfo::PUBLIC,
+            NodeRoute::Role(route) => route.info(),
+        }
+    }
+}
+
+fn segments(parts: &[&str]) -> Vec<String> {
+    parts.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// The frontend's endpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrontendRoute {
+    /// `GET /lookup?id=`: one book.
+    Lookup,
+    /// `GET /search?topic=`: the books of a topic.
+    Search,
+    /// `GET /buy?id=`: buy one copy.
+    Buy,
+    /// `POST /invalidate` (internal): a catalog replica's invalidation push.
+    Invalidate,
+}
+
+impl Route for FrontendRoute {
+    fn recognize(method: &Method, path: &[&str]) -> Option<Result<Self, BadParam>> {
+        Some(Ok(match (method, path) {
+            (&Method::GET, ["lookup"]) => FrontendRoute::Lookup,
+            (&Method::GET, ["search"]) => FrontendRoute::Search,
+            (&Method::GET, ["buy"]) => FrontendRoute::Buy,
+            (&Method::POST, ["invalidate"]) => FrontendRoute::Invalidate,
+            _ => return None,
+        }))
+    }
+
+    fn target(&self) -> (Method, Vec<String>) {
+        match self {
+            FrontendRoute::Lookup => (Method::GET, segments(&["lookup"])),
+            FrontendRoute::Search => (Method::GET, segments(&["search"])),
+            FrontendRoute::Buy => (Method::GET, segments(&["buy"])),
+            FrontendRoute::Invalidate => (Method::POST, segments(&["invalidate"])),
+        }
+    }
+
+    fn info(&self) -> RouteInfo {
+        match self {
+            FrontendRoute::Lookup | FrontendRoute::Search | FrontendRoute::Buy => RouteInfo::PUBLIC,
+            FrontendRoute::Invalidate => RouteInfo::INTERNAL,
+        }
+    }
+}
+
+/// A catalog replica's endpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CatalogRoute {
+    /// `GET /item`, `GET /item?id=`, `GET /item?topic=`: books.
+    Items,
+    /// `GET /item/<id>`: one book.
+    Item(ItemId),
+    /// `PUT /item/<id>` (internal): change stock (a delta) and/or cost.
+    Update(ItemId),
+    /// `POST /item/<id>/sell` (internal): sell one copy under the
+    /// request's idempotency key.
+    Sell(ItemId),
+    /// `PUT /item/propagate/<any>` (internal): the seed's propagation
+    /// endpoint, here a shipment of ops (`broadcast`).
+    Propagate,
+    /// `GET /sales?after=&limit=` (internal): the sales made, for the
+    /// order service's reconciliation.
+    Sales,
+    /// `GET /lease?frontend=` (internal): a grant of a frontend's cache
+    /// lease.
+    Lease,
+    /// `POST /replication/<rpc>` (internal): a peer's replication call.
+    Replication(String),
+}
+
+impl Route for CatalogRoute {
+    fn recognize(method: &Method, path: &[&str]) -> Option<Result<Self, BadParam>> {
+        Some(match (method, path) {
+            (&Method::GET, ["item"]) => Ok(CatalogRoute::Items),
+            (&Method::GET, ["item", id]) => item(id, CatalogRoute::Item),
+            (&Method::PUT, ["item", "propagate", _]) => Ok(CatalogRoute::Propagate),
+            (&Method::PUT, ["item", id]) => item(id, CatalogRoute::Update),
+            (&Method::POST, ["item", id, "sell"]) => item(id, CatalogRoute::Sell),
+            (&Method::GET, ["sales"]) => Ok(CatalogRoute::Sales),
+            (&Method::GET, ["lease"]) => Ok(CatalogRoute::Lease),
+            (&Method::POST, ["replication", rpc]) => {
+                Ok(CatalogRoute::Replication((*rpc).to_owned()))
+            }
+            _ => return None,
+        })
+    }
+
+    fn target(&self) -> (Method, Vec<String>) {
+        match self {
+            CatalogRoute::Items => (Method::GET, segments(&["item"])),
+            CatalogRoute::Item(id) => (Method::GET, vec!["item".into(), id.to_string()]),
+            CatalogRoute::Update(id) => (Method::PUT, vec!["item".into(), id.to_string()]),
+            CatalogRoute::Sell(id) => (
+                Method::POST,
+                vec!["item".into(), id.to_string(), "sell".into()],
+            ),
+            CatalogRoute::Propagate => (Method::PUT, segments(&["item", "propagate", "all"])),
+            CatalogRoute::Sales => (Method::GET, segments(&["sales"])),
+            CatalogRoute::Lease => (Method::GET, segments(&["lease"])),
+            CatalogRoute::Replication(rpc) => {
+                (Method::POST, vec!["replication".into(), rpc.clone()])
+            }
+        }
+    }
+
+    fn info(&self) -> RouteInfo {
+        match self {
+            CatalogRoute::Items | CatalogRoute::Item(_) => RouteInfo::PUBLIC,
+            CatalogRoute::Update(_)
+            | CatalogRoute::Sell(_)
+            | CatalogRoute::Sales
+            | CatalogRoute::Lease => RouteInfo::INTERNAL,
+            CatalogRoute::Propagate | CatalogRoute::Replication(_) => RouteInfo::REPLICATION,
+        }
+    }
+}
+
+/// An order replica's endpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OrderRoute {
+    /// `GET /buy/<item>`: buy one copy (under the request's idempotency
+    /// key, if it has one).
+    Buy(ItemId),
+    /// `GET /orders`: every order.
+    Orders,
+    /// `PUT /update` (internal): the seed's propagation endpoint, here a
+    /// shipment of ops (`broadcast`).
+    Propagate,
+    /// `POST /replication/<rpc>` (internal): a peer's replication call.
+    Replication(String),
+}
+
+impl Route for OrderRoute {
+    fn recognize(method: &Method, path: &[&str]) -> Option<Result<Self, BadParam>> {
+        Some(match (method, path) {
+            (&Method::GET, ["buy", id]) => item(id, OrderRoute::Buy),
+            (&Method::GET, ["orders"]) => Ok(OrderRoute::Orders),
+            (&Method::PUT, ["update"]) => Ok(OrderRoute::Propagate),
+            (&Method::POST, ["replication", rpc]) => Ok(OrderRoute::Replication((*rpc).to_owned())),
+            _ => return None,
+        })
+    }
+
+    fn target(&self) -> (Method, Vec<String>) {
+        match self {
+            OrderRoute::Buy(id) => (Method::GET, vec!["buy".into(), id.to_string()]),
+            OrderRoute::Orders => (Method::GET, segments(&["orders"])),
+            OrderRoute::Propagate => (Method::PUT, segments(&["update"])),
+            OrderRoute::Replication(rpc) => (Method::POST, vec!["replication".into(), rpc.clone()]),
+        }
+    }
+
+    fn info(&self) -> RouteInfo {
+        match self {
+            OrderRoute::Buy(_) | OrderRoute::Orders => RouteInfo::PUBLIC,
+            OrderRoute::Propagate | OrderRoute::Replication(_) => RouteInfo::REPLICATION,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip<R: Route + PartialEq + std::fmt::Debug + Clone>(routes: &[R]) {
+        for route in routes {
+            let node = NodeRoute::Role(route.clone());
+            let (method, segments) = node.target();
+            let path: Vec<&str> = segments.iter().map(String::as_str).collect();
+            let parsed: NodeRoute<R> = parse(&method, &path).expect("parses back");
+            assert_eq!(parsed, node, "{method} {}", node.path());
+        }
+    }
+
+    #[test]
+    fn every_route_parses_back_from_its_target() {
+        round_trip(&[
+            FrontendRoute::Lookup,
+            FrontendRoute::Search,
+            FrontendRoute::Buy,
+            FrontendRoute::Invalidate,
+        ]);
+        round_trip(&[
+            CatalogRoute::Items,
+            CatalogRoute::Item(ItemId(3)),
+            CatalogRoute::Update(ItemId(-1)),
+            CatalogRoute::Sell(ItemId(7)),
+            CatalogRoute::Propagate,
+            CatalogRoute::Sales,
+            CatalogRoute::Lease,
+            CatalogRoute::Replication("raft-vote".into()),
+        ]);
+        round_trip(&[
+            OrderRoute::Buy(ItemId(2)),
+            OrderRoute::Orders,
+            OrderRoute::Propagate,
+            OrderRoute::Replication("ship".into()),
+        ]);
+        round_trip::<FrontendRoute>(&[]);
+        let health: NodeRoute<OrderRoute> = parse(&Method::GET, &["health"]).expect("health");
+        assert_eq!(health, NodeRoute::Health);
+    }
+
+    #[test]
+    fn unknown_paths_are_not_found_and_wrong_methods_list_the_allowed() {
+        let not_found = parse::<NodeRoute<FrontendRoute>>(&Method::GET, &["admin"]);
+        assert!(matches!(not_found, Err(RouteError::NotFound { .. })));
+        let metrics = parse::<NodeRoute<CatalogRoute>>(&Method::POST, &["metrics"]);
+        assert!(
+            matches!(metrics, Err(RouteError::MethodNotAllowed { allow, .. })
+                if allow == [Method::GET])
+        );
+        let item = parse::<NodeRoute<CatalogRoute>>(&Method::DELETE, &["item", "1"]);
+        assert!(
+            matches!(item, Err(RouteError::MethodNotAllowed { allow, .. })
+                if allow == [Method::GET, Method::PUT])
+        );
+    }
+
+    #[test]
+    fn a_bad_parameter_keeps_its_endpoints_access() {
+        let update = parse::<CatalogRoute>(&Method::PUT, &["item", "x"]);
+        assert!(
+            matches!(update, Err(RouteError::BadParam(BadParam { info, .. }))
+                if info.access == Access::Internal)
+        );
+        let read = parse::<CatalogRoute>(&Method::GET, &["item", "x"]);
+        assert!(
+            matches!(read, Err(RouteError::BadParam(BadParam { info, .. }))
+                if info.access == Access::Public)
+        );
+    }
+}

@@ -1,0 +1,207 @@
+//! [`ReplicaSet`]: the replicas of one backend service as one caller sees
+//! them. Each replica comes with its client, its health (passive ejection
+//! and an active probe) and its requests in flight; a [`Balancer`] picks
+//! the order to try them in; every attempt has its own time limit. The
+//! frontend reaches both backends through one, an order replica reaches
+//! the catalog through one, and the reconciler walks its replicas.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures_util::future::join_all;
+
+use super::{Balancer, HealthPolicy, Replicas};
+
+/// A client that can tell whether its replica serves (`GET /health`).
+#[async_trait]
+pub trait Probe: Send + Sync {
+    /// Whether the replica answers that it serves.
+    async fn probe(&self) -> bool;
+}
+
+/// An error that tells whether another replica might do better.
+pub trait ReplicaFailure {
+    /// True if the replica could not serve (unreachable, down, catching
+    /// up, failed on its side); false if it answered, and any replica
+    /// would answer alike (not found, out of stock, a bad request).
+    fn is_replica_failure(&self) -> bool;
+}
+
+/// One attempt on one replica failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AttemptError<E> {
+    /// The replica's call failed.
+    #[error(transparent)]
+    Failed(E),
+    /// The replica did not answer within the attempt's limit.
+    #[error("no answer within {0:?}")]
+    TimedOut(Duration),
+}
+
+/// A call on a replica set failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError<E> {
+    /// A replica answered with a failure any replica would give.
+    #[error(transparent)]
+    Answered(E),
+    /// No replica could serve; the last failure, if any replica was tried.
+    #[error("no replica could serve{}", .last.as_ref().map(|e| format!(": {e}")).unwrap_or_default())]
+    NoReplica {
+        /// What the last replica tried failed with.
+        last: Option<AttemptError<E>>,
+    },
+}
+
+/// The replicas of one backend service, each with its client.
+pub struct ReplicaSet<C> {
+    replicas: Replicas,
+    clients: Vec<C>,
+    balancer: Box<dyn Balancer>,
+    attempt_timeout: Duration,
+    failovers: AtomicU64,
+}
+
+impl<C> ReplicaSet<C> {
+    /// A set of `(name, url, client)` replicas, tried in the order
+    /// `balancer` picks, each attempt limited to `attempt_timeout`.
+    pub fn new(
+        replicas: impl IntoIterator<Item = (String, String, C)>,
+        balancer: Box<dyn Balancer>,
+        policy: HealthPolicy,
+        attempt_timeout: Duration,
+    ) -> Self {
+        let (named, clients): (Vec<_>, Vec<_>) = replicas
+            .into_iter()
+            .map(|(name, url, client)| ((name, url), client))
+            .unzip();
+        ReplicaSet {
+            replicas: Replicas::new(named, policy),
+            clients,
+            balancer,
+            attempt_timeout,
+            failovers: AtomicU64::new(0),
+        }
+    }
+
+    /// The replicas' health and load.
+    pub fn replicas(&self) -> &Replicas {
+        &self.replicas
+    }
+
+    /// The name of replica `index`.
+    pub fn name(&self, index: usize) -> &str {
+        &self.replicas.all()[index].name
+    }
+
+    /// Every replica's name and client, in configured order.
+    pub fn clients(&self) -> impl Iterator<Item = (&str, &C)> {
+        self.replicas
+            .all()
+            .iter()
+            .map(|replica| replica.name.as_str())
+            .zip(&self.clients)
+    }
+
+    /// How many calls moved on to another replica since start.
+    pub fn failovers(&self) -> u64 {
+        self.failovers.load(Ordering::Relaxed)
+    }
+
+    /// The order to try the replicas in for one call, best first.
+    pub fn plan(&self) -> Vec<usize> {
+        self.balancer.plan(&self.replicas)
+    }
+
+    /// One attempt of `call` on replica `index`, within the attempt's time
+    /// limit; its outcome counts toward the replica's health.
+    pub async fn attempt<'a, T, E, F, Fut>(
+        &'a self,
+        index: usize,
+        call: F,
+    ) -> Result<T, AttemptError<E>>
+    where
+        F: FnOnce(&'a C) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: ReplicaFailure,
+    {
+        let result = {
+            let _in_flight = self.replicas.start(index);
+            tokio::time::timeout(self.attempt_timeout, call(&self.clients[index])).await
+        };
+        match result {
+            Ok(Ok(value)) => {
+                self.replicas.record_success(index);
+                Ok(value)
+            }
+            Ok(Err(err)) => {
+                if err.is_replica_failure() {
+                    self.replicas.record_failure(index);
+                } else {
+                    self.replicas.record_success(index);
+                }
+                Err(AttemptError::Failed(err))
+            }
+            Err(_) => {
+                self.replicas.record_failure(index);
+                Err(AttemptError::TimedOut(self.attempt_timeout))
+            }
+        }
+    }
+
+    /// Calls `call` on the replicas in the balancer's order until one
+    /// serves: a replica failure or a timeout moves on to the next. Only
+    /// for calls that are safe to repeat: reads, and writes under an
+    /// idempotency key.
+    pub async fn call<'a, T, E, F, Fut>(&'a self, call: F) -> Result<T, CallError<E>>
+    where
+        F: Fn(&'a C) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: ReplicaFailure + std::fmt::Display,
+    {
+        let mut last = None;
+        for (attempt, index) in self.plan().into_iter().enumerate() {
+            if attempt > 0 {
+                self.failovers.fetch_add(1, Ordering::Relaxed);
+            }
+            match self.attempt(index, &call).await {
+                Ok(value) => return Ok(value),
+                Err(AttemptError::Failed(err)) if !err.is_replica_failure() => {
+                    return Err(CallError::Answered(err))
+                }
+                Err(err) => {
+                    tracing::warn!(replica = %self.name(index), %err, "replica failed; trying the next");
+                    last = Some(err);
+                }
+            }
+        }
+        Err(CallError::NoReplica { last })
+    }
+}
+
+impl<C: Probe> ReplicaSet<C> {
+    /// Asks every replica for its health at once, each within `timeout`: a
+    /// replica that fails or is late is ejected (tried only after the
+    /// others), one that answers is back at once. Passive ejection covers
+    /// what happens between probes.
+    pub async fn probe(&self, timeout: Duration) {
+        let probes = self.clients.iter().map(|client| async move {
+            matches!(
+                tokio::time::timeout(timeout, client.probe()).await,
+                Ok(true)
+            )
+        });
+        let answers = join_all(probes).await;
+        for (index, healthy) in answers.into_iter().enumerate() {
+            if healthy {
+                self.replicas.record_success(index);
+            } else {
+                if !self.replicas.all()[index].is_ejected(Instant::now()) {
+                    tracing::warn!(replica = %self.name(index), "health probe failed; ejecting");
+                }
+                self.replicas.record_failure(index);
+            }
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! How a raft replica behaves: its timings and snapshot policy.
+
+use std::time::Duration;
+
+use openraft::{Config, SnapshotPolicy};
+
+use crate::error::ReplicationError;
+
+/// How a raft replica behaves.
+#[derive(Debug, Clone)]
+pub struct RaftConfig {
+    /// This replica's name.
+    pub node: String,
+    /// Every replica of the service, this one included: replica `i` has
+    /// raft id `i + 1`.
+    pub replicas: Vec<String>,
+    /// The leader's heartbeat (also the time limit of one append).
+    pub heartbeat: Duration,
+    /// A follower that hears no leader for a random time in this range
+    /// starts an election.
+    pub election: (Duration, Duration),
+    /// Longest wait for a write (through elections and forwarding).
+    pub write_timeout: Duration,
+    /// Longest wait for one call to a peer.
+    pub rpc_timeout: Duration,
+    /// A snapshot is built after this many entries since the last one.
+    pub snapshot_every: u64,
+    /// Entries kept in the log behind a snapshot (a replica further behind
+    /// catches up by snapshot).
+    pub keep_logs: u64,
+}
+
+impl RaftConfig {
+    /// Defaults for `node` among `replicas`.
+    pub fn new(node: impl Into<String>, replicas: Vec<String>) -> Self {
+        RaftConfig {
+            node: node.into(),
+            replicas,
+            heartbeat: Duration::from_millis(150),
+            election: (Duration::from_millis(750), Duration::from_millis(1500)),
+            write_timeout: Duration::from_secs(5),
+            rpc_timeout: Duration::from_secs(10),
+            snapshot_every: 5_000,
+            keep_logs: 1_000,
+        }
+    }
+
+    pub(super) fn openraft(&self) -> Result<Config, ReplicationError> {
+        let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        Config {
+            cluster_name: "pygmy".to_owned(),
+            heartbeat_interval: millis(self.heartbeat),
+            election_timeout_min: millis(self.election.0),
+            election_timeout_max: millis(self.election.1),
+            install_snapshot_timeout: 5_000,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every),
+            max_in_snapshot_log_to_keep: self.keep_logs,
+            purge_batch_size: 1,
+            ..Config::default()
+        }
+        .validate()
+        .map_err(|e| ReplicationError::Config(e.to_string()))
+    }
+}

@@ -1,0 +1,30 @@
+//! The storage raft ships with: the log, the vote and the state machine in
+//! the replica's SQLite file, beside the service's own tables.
+//!
+//! - [`log`]: openraft's log storage ([`SqliteLog`]).
+//! - [`state_machine`]: the service's journal as openraft's state machine
+//!   ([`JournalStateMachine`]), with snapshots.
+
+pub mod log;
+pub mod state_machine;
+
+use std::path::Path;
+use std::sync::Arc;
+
+pub use self::log::SqliteLog;
+pub use self::state_machine::JournalStateMachine;
+use crate::error::StoreError;
+use crate::journal::sqlite::{SqliteJournal, SqliteMachine};
+
+/// Opens the raft log in the SQLite file at `path` (the file of `journal`)
+/// and wraps `journal` as the state machine: the two halves of the storage
+/// that [`super::RaftReplicator::start`] takes.
+pub async fn open<M: SqliteMachine>(
+    journal: Arc<SqliteJournal<M>>,
+    path: &Path,
+) -> Result<(SqliteLog<M>, JournalStateMachine<M>), StoreError> {
+    let path = path.to_path_buf();
+    let log = tokio::task::spawn_blocking(move || SqliteLog::<M>::open(&path)).await??;
+    let machine = JournalStateMachine::new(journal).await?;
+    Ok((log, machine))
+}

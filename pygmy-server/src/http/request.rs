@@ -1,0 +1,112 @@
+//! The request a handler sees: its body read (within the route's limits),
+//! its query decoded, with typed accessors that answer 400 on bad input.
+
+use bytes::Bytes;
+use http::{HeaderMap, Method};
+use pygmy_core::types::{IdempotencyKey, ItemId};
+
+use super::error::ApiError;
+
+/// A request whose body has been read (within the size and time limits).
+#[derive(Debug)]
+pub struct Request {
+    /// The method.
+    pub method: Method,
+    /// The path, split on `/`, without empty segments (`/item/1` is
+    /// `["item", "1"]`). Segments stay percent-encoded.
+    pub segments: Vec<String>,
+    /// The query pairs, decoded, in order.
+    pub query: Vec<(String, String)>,
+    /// The headers.
+    pub headers: HeaderMap,
+    /// The body.
+    pub body: Bytes,
+}
+
+impl Request {
+    /// Builds a request from its parts (the path and query of the URI).
+    pub fn new(
+        method: Method,
+        path: &str,
+        query: Option<&str>,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Self {
+        Request {
+            method,
+            segments: path
+                .split('/')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            query: query
+                .map(|q| {
+                    url::form_urlencoded::parse(q.as_bytes())
+                        .into_owned()
+                        .collect()
+                })
+                .unwrap_or_default(),
+            headers,
+            body,
+        }
+    }
+
+    /// The path segments as `&str`s, for `match`.
+    pub fn path(&self) -> Vec<&str> {
+        self.segments.iter().map(String::as_str).collect()
+    }
+
+    /// The first value of query parameter `name`.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The required parameter `name`, not empty.
+    pub fn required(&self, name: &str) -> Result<&str, ApiError> {
+        match self.param(name) {
+            Some(value) if !value.trim().is_empty() => Ok(value),
+            _ => Err(ApiError::bad_request(format!(
+                "the query parameter {name:?} is required"
+            ))),
+        }
+    }
+
+    /// The idempotency key the request carries, if any (400 if invalid).
+    pub fn idempotency_key(&self) -> Result<Option<IdempotencyKey>, ApiError> {
+        let Some(raw) = self.headers.get(pygmy_client::http::IDEMPOTENCY_HEADER) else {
+            return Ok(None);
+        };
+        let raw = raw
+            .to_str()
+            .map_err(|_| ApiError::bad_request("the Idempotency-Key header is not text"))?;
+        IdempotencyKey::parse(raw)
+            .map(Some)
+            .map_err(|e| ApiError::bad_request(e.to_string()))
+    }
+
+    /// The item id in query parameter `name` (required): 400 unless it is
+    /// an integer.
+    pub fn item_id(&self, name: &str) -> Result<ItemId, ApiError> {
+        ItemId::parse(self.required(name)?).map_err(ApiError::bad_request)
+    }
+
+    /// The optional whole-number query parameter `name`: 400 if it is not
+    /// one.
+    pub fn number(&self, name: &str) -> Result<Option<u64>, ApiError> {
+        self.param(name)
+            .map(|raw| {
+                raw.parse()
+                    .map_err(|_| ApiError::bad_request(format!("{name} must be a whole number")))
+            })
+            .transpose()
+    }
+
+    /// The body as JSON of type `T`: 400 if it is not.
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, ApiError> {
+        serde_json::from_slice(&self.body)
+            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    }
+}

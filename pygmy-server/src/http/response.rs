@@ -1,0 +1,57 @@
+//! Building responses: JSON bodies, and the answers every node gives alike.
+
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode};
+use http_body_util::Full;
+use pygmy_core::api::HealthResponse;
+use serde::Serialize;
+
+use super::error::ApiError;
+use super::Identity;
+
+/// A response as hyper sends it.
+pub type Response = http::Response<Full<Bytes>>;
+
+/// The result of a handler.
+pub type ApiResult = Result<Response, ApiError>;
+
+/// A JSON response.
+pub fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
+    match serde_json::to_vec(body) {
+        Ok(bytes) => json_bytes(status, Bytes::from(bytes)),
+        Err(err) => ApiError::internal(err.to_string()).into_response(),
+    }
+}
+
+/// A response of already serialized JSON.
+pub fn json_bytes(status: StatusCode, body: Bytes) -> Response {
+    let mut response = http::Response::new(Full::new(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// Serializes `body`, for caching.
+pub fn to_bytes<T: Serialize>(body: &T) -> Result<Bytes, ApiError> {
+    serde_json::to_vec(body)
+        .map(Bytes::from)
+        .map_err(|e| ApiError::internal(e.to_string()))
+}
+
+/// `GET /health`: 200 once the node serves, 503 while it catches up.
+pub fn health(identity: &Identity, ready: bool) -> Response {
+    let body = HealthResponse {
+        node: identity.name.clone(),
+        role: identity.role.to_string(),
+        state: if ready { "ok" } else { "catching_up" }.to_owned(),
+    };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json(status, &body)
+}
