@@ -42,7 +42,11 @@ impl<M: SqliteMachine> Service<M> {
         let mut replicas = Vec::new();
         for name in &names {
             let path = dir.join(format!("{name}.db"));
-            let journal = Arc::new(SqliteJournal::<M>::open(&path)?);
+            // Opening a SQLite file blocks: not on the runtime's threads.
+            let opened = path.clone();
+            let journal = Arc::new(
+                tokio::task::spawn_blocking(move || SqliteJournal::<M>::open(opened)).await??,
+            );
             seed(Arc::clone(&journal)).await?;
             let (log, machine) = raft::sqlite::open(Arc::clone(&journal), &path).await?;
             let config = RaftConfig::new(name.clone(), names.clone());

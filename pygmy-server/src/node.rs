@@ -128,14 +128,12 @@ fn replica_set<C>(
     make: impl Fn(Http) -> C,
     balancer: Box<dyn Balancer>,
 ) -> Result<ReplicaSet<C>, NodeError> {
+    let clients = clients(topology, role, pool, make)?;
     let replicas = topology
         .urls(role)
         .into_iter()
-        .map(|(name, url)| {
-            let http = Http::with_client(pool.clone(), &url, topology.token.clone())?;
-            Ok((name, url, make(http)))
-        })
-        .collect::<Result<Vec<_>, NodeError>>()?;
+        .zip(clients)
+        .map(|((name, url), (_, client))| (name, url, client));
     Ok(ReplicaSet::new(
         replicas,
         balancer,

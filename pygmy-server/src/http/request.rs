@@ -2,19 +2,15 @@
 //! its query decoded, with typed accessors that answer 400 on bad input.
 
 use bytes::Bytes;
-use http::{HeaderMap, Method};
+use http::HeaderMap;
 use pygmy_core::types::{IdempotencyKey, ItemId};
 
 use super::error::ApiError;
 
 /// A request whose body has been read (within the size and time limits).
+/// Its method and path are already its route (the handler's argument).
 #[derive(Debug)]
 pub struct Request {
-    /// The method.
-    pub method: Method,
-    /// The path, split on `/`, without empty segments (`/item/1` is
-    /// `["item", "1"]`). Segments stay percent-encoded.
-    pub segments: Vec<String>,
     /// The query pairs, decoded, in order.
     pub query: Vec<(String, String)>,
     /// The headers.
@@ -24,21 +20,9 @@ pub struct Request {
 }
 
 impl Request {
-    /// Builds a request from its parts (the path and query of the URI).
-    pub fn new(
-        method: Method,
-        path: &str,
-        query: Option<&str>,
-        headers: HeaderMap,
-        body: Bytes,
-    ) -> Self {
+    /// Builds a request from the query of its URI, its headers and body.
+    pub fn new(query: Option<&str>, headers: HeaderMap, body: Bytes) -> Self {
         Request {
-            method,
-            segments: path
-                .split('/')
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect(),
             query: query
                 .map(|q| {
                     url::form_urlencoded::parse(q.as_bytes())
@@ -49,11 +33,6 @@ impl Request {
             headers,
             body,
         }
-    }
-
-    /// The path segments as `&str`s, for `match`.
-    pub fn path(&self) -> Vec<&str> {
-        self.segments.iter().map(String::as_str).collect()
     }
 
     /// The first value of query parameter `name`.

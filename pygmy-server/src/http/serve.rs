@@ -181,13 +181,7 @@ async fn respond<H: Handler>(
             BodySize::Batch => limits.max_internal_body,
         };
         let body = read_body(body, max, limits.read_timeout).await?;
-        let request = Request::new(
-            parts.method,
-            parts.uri.path(),
-            parts.uri.query(),
-            parts.headers,
-            body,
-        );
+        let request = Request::new(parts.uri.query(), parts.headers, body);
         match route {
             NodeRoute::Health => Ok(health(handler.identity(), handler.is_ready())),
             NodeRoute::Metrics => Ok(metrics(handler, counts)),
