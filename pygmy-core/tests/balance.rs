@@ -110,3 +110,45 @@ fn least_loaded_spreads_equal_load_and_tries_ejected_replicas_last() {
         assert_eq!(p2c.plan(&set)[2], 2);
     }
 }
+
+/// A replica that answers its health probe: `true`; one that is frozen:
+/// never.
+struct Probed(bool);
+
+#[async_trait::async_trait]
+impl pygmy_core::balance::Probe for Probed {
+    async fn probe(&self) -> bool {
+        if !self.0 {
+            std::future::pending::<()>().await;
+        }
+        true
+    }
+}
+
+/// A failed probe ejects a replica until the next probe can say otherwise,
+/// not only for the passive cool-down: with a cool-down shorter than a
+/// probe round, requests would reach a frozen replica between two probes.
+#[tokio::test]
+async fn a_failed_probe_ejects_until_the_next_probe_decides() {
+    use pygmy_core::balance::{Preferred, ReplicaSet};
+    let policy = HealthPolicy::default();
+    let set = ReplicaSet::new(
+        [("frozen", false), ("fine", true)].map(|(name, answers)| {
+            (
+                name.to_owned(),
+                format!("http://{name}.invalid"),
+                Probed(answers),
+            )
+        }),
+        Box::new(Preferred::new(0)),
+        policy,
+        Duration::from_secs(1),
+    );
+    assert_eq!(set.plan(), vec![0, 1]);
+    let every = Duration::from_secs(3);
+    set.probe(Duration::from_millis(20), every).await;
+    assert_eq!(set.plan(), vec![1, 0], "ejected by the probe");
+    // Past the passive cool-down, well before the next probe's verdict.
+    tokio::time::sleep(policy.cool_down + Duration::from_millis(200)).await;
+    assert_eq!(set.plan(), vec![1, 0], "still ejected until the next probe");
+}

@@ -135,8 +135,8 @@ impl FrontendNode {
             tokio::time::sleep(PROBE_EVERY).await;
             let renewals = self.clone().renew_leases();
             tokio::join!(
-                self.catalogs.probe(PROBE_TIMEOUT),
-                self.orders.probe(PROBE_TIMEOUT)
+                self.catalogs.probe(PROBE_TIMEOUT, PROBE_EVERY),
+                self.orders.probe(PROBE_TIMEOUT, PROBE_EVERY)
             );
             for renewal in renewals {
                 let _ = renewal.await;

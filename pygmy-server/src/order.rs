@@ -121,7 +121,7 @@ impl OrderNode {
     pub async fn probe_forever(self, every: Duration, timeout: Duration) {
         loop {
             tokio::time::sleep(every).await;
-            self.catalogs.probe(timeout).await;
+            self.catalogs.probe(timeout, every).await;
         }
     }
 

@@ -489,3 +489,37 @@ async fn a_frozen_frontend_serves_no_stale_lookup_once_thawed() {
         "a stale cached lookup"
     );
 }
+
+/// A frozen catalog replica is found out by each order replica's health
+/// probe too: an order replica whose preferred catalog replica is frozen
+/// sells through another one, every time, not once in a while. Buys go
+/// straight to `order-0` (which prefers `catalog-0`), spread over several
+/// probe rounds, so a gap between two probes' verdicts would show.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buys_avoid_a_frozen_preferred_catalog_replica() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let cluster = raft_cluster(100).await;
+    let order = pygmy_client::OrderClient::new(&cluster.url("order-0"), &ClientOptions::default())
+        .expect("client");
+    cluster.freeze("catalog-0");
+    // Long enough for a new raft leader, should catalog-0 have led.
+    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    let mut slow = Vec::new();
+    for i in 0..12 {
+        let key = pygmy_core::types::IdempotencyKey::parse(&format!("frozen-preferred-{i}"))
+            .expect("key");
+        let started = Instant::now();
+        let bought = order.buy(pygmy_core::types::ItemId(3), &key).await;
+        let took = started.elapsed();
+        if bought.is_err() || took > Duration::from_millis(1_000) {
+            slow.push(format!("buy {i}: {bought:?} in {took:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    cluster.thaw("catalog-0");
+    assert!(
+        slow.is_empty(),
+        "buys that waited on the frozen replica:\n{}",
+        slow.join("\n")
+    );
+}

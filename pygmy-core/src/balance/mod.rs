@@ -148,6 +148,15 @@ impl Replicas {
         }
     }
 
+    /// Ejects replica `index` until at least `until`, whatever its count of
+    /// failures (an active probe's verdict, which lasts until the next one).
+    pub fn eject_until(&self, index: usize, until: Instant) {
+        let mut ejected = self.replicas[index].lock_ejection();
+        if ejected.is_none_or(|current| current < until) {
+            *ejected = Some(until);
+        }
+    }
+
     /// The order in which to try the replicas: `preferred` (a balancer's
     /// order over all indexes) with the ejected ones moved to the end.
     pub fn plan(&self, preferred: impl IntoIterator<Item = usize>) -> Vec<usize> {

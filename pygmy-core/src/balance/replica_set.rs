@@ -183,9 +183,10 @@ impl<C> ReplicaSet<C> {
 impl<C: Probe> ReplicaSet<C> {
     /// Asks every replica for its health at once, each within `timeout`: a
     /// replica that fails or is late is ejected (tried only after the
-    /// others), one that answers is back at once. Passive ejection covers
-    /// what happens between probes.
-    pub async fn probe(&self, timeout: Duration) {
+    /// others) until the next probe, `every` later, has had its own
+    /// `timeout` to decide; one that answers is back at once. Passive
+    /// ejection covers what happens between probes.
+    pub async fn probe(&self, timeout: Duration, every: Duration) {
         let probes = self.clients.iter().map(|client| async move {
             matches!(
                 tokio::time::timeout(timeout, client.probe()).await,
@@ -201,6 +202,13 @@ impl<C: Probe> ReplicaSet<C> {
                     tracing::warn!(replica = %self.name(index), "health probe failed; ejecting");
                 }
                 self.replicas.record_failure(index);
+                // Until the next verdict: the next probe starts `every`
+                // after this one ends and takes up to `timeout` (and as
+                // much again of margin). A cool-down shorter than that
+                // would let requests reach a frozen replica between two
+                // probes, and wait on it for a whole attempt.
+                let verdict = Instant::now() + every + 2 * timeout;
+                self.replicas.eject_until(index, verdict);
             }
         }
     }
