@@ -209,9 +209,14 @@ pub struct ProcessCluster {
     pub dir: tempfile::TempDir,
 }
 
-/// A free port on 127.0.0.1 (bound, then released for the node to take).
-fn free_port() -> std::io::Result<SocketAddr> {
-    std::net::TcpListener::bind(any_port())?.local_addr()
+/// `n` distinct free ports on 127.0.0.1, for nodes to take. All are held
+/// until all are chosen: a port released at once could be handed out again
+/// to the next node (seen: two nodes of one cluster on one port).
+fn free_ports(n: usize) -> std::io::Result<Vec<SocketAddr>> {
+    let held = (0..n)
+        .map(|_| std::net::TcpListener::bind(any_port()))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    held.iter().map(std::net::TcpListener::local_addr).collect()
 }
 
 impl ProcessCluster {
@@ -252,8 +257,10 @@ impl ProcessCluster {
             }
             Some(network)
         } else {
-            for node in &mut topology.nodes {
-                node.addr = free_port().unwrap_or_else(|e| panic!("no free port: {e}"));
+            let ports =
+                free_ports(topology.nodes.len()).unwrap_or_else(|e| panic!("no free port: {e}"));
+            for (node, addr) in topology.nodes.iter_mut().zip(ports) {
+                node.addr = addr;
             }
             None
         };
