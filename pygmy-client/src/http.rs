@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use pygmy_core::api::routes::Route;
+use pygmy_core::error::chain;
 use reqwest::RequestBuilder;
 use serde::de::DeserializeOwned;
 use url::Url;
@@ -105,7 +106,7 @@ impl Http {
             .await
             .map_err(|e| ClientError::Transport {
                 url: url.clone(),
-                reason: describe(&e),
+                reason: chain(&e),
                 connect: e.is_connect(),
             })?;
         let status = response.status().as_u16();
@@ -116,7 +117,7 @@ impl Http {
             .map(str::to_owned);
         let body = response.bytes().await.map_err(|e| ClientError::Transport {
             url: url.clone(),
-            reason: describe(&e),
+            reason: chain(&e),
             connect: false,
         })?;
         if (200..300).contains(&status) {
@@ -168,16 +169,4 @@ impl Http {
                 reason: format!("{what} answered no item"),
             })
     }
-}
-
-/// reqwest's error with its sources, on one line.
-fn describe(err: &reqwest::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = std::error::Error::source(err);
-    while let Some(inner) = source {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    text
 }

@@ -417,7 +417,6 @@ mod tests {
             OrderRoute::Propagate,
             OrderRoute::Replication("ship".into()),
         ]);
-        round_trip::<FrontendRoute>(&[]);
         let health: NodeRoute<OrderRoute> = parse(&Method::GET, &["health"]).expect("health");
         assert_eq!(health, NodeRoute::Health);
     }
