@@ -5,9 +5,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use pygmy_client::tools::check::{check, Expected, ReplicaUrls};
+use pygmy_client::tools::check::{Checker, ReplicaUrls};
 use pygmy_client::tools::load::{self, LoadConfig, Mix};
 use pygmy_client::{Client, ClientError, ClientOptions};
+use pygmy_core::topology::Topology;
 use pygmy_core::types::{Book, IdempotencyKey, ItemId};
 
 /// The Pygmy book store's command line.
@@ -235,19 +236,12 @@ async fn run_load(store: &Client, args: LoadArgs, json: bool) -> Result<(), Fail
     }
     // Fail fast, with one clear line, if the store is not there.
     store.search(&config.topics[0]).await?;
-    let replicas = if args.check {
+    let checker = if args.check {
         let urls = match &args.topology {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?;
-                ReplicaUrls::from_topology(&text)
-                    .map_err(|e| fail(format!("{}: {e}", path.display())))?
-            }
+            Some(path) => ReplicaUrls::of(&Topology::load(path).map_err(|e| fail(e.to_string()))?),
             None => ReplicaUrls::default_local(),
         };
-        let clients = urls.clients(&ClientOptions::default())?;
-        let before = clients.collect().await?;
-        Some((clients, Expected::baseline(&before)))
+        Some(Checker::before(&urls, &ClientOptions::default()).await?)
     } else {
         None
     };
@@ -270,34 +264,17 @@ async fn run_load(store: &Client, args: LoadArgs, json: bool) -> Result<(), Fail
         std::fs::write(path, pygmy_client::tools::plot::svg(&report))
             .map_err(|e| fail(format!("cannot write {}: {e}", path.display())))?;
     }
-    let Some((clients, expected)) = replicas else {
+    let Some(checker) = checker else {
         return Ok(());
     };
-    // Replicas that lag get a moment to converge ("once quiet").
-    let mut violations = Vec::new();
-    for _ in 0..50 {
-        let state = clients.collect().await?;
-        violations = check(&expected, &state, &report.acked_buys);
-        if violations.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    if violations.is_empty() {
-        println!(
-            "check: ok ({} catalog and {} order replicas; {} acknowledged buys present everywhere)",
-            clients.catalogs.len(),
-            clients.orders.len(),
-            report.acked_buys.len()
-        );
+    let verdict = checker.verdict(&report.acked_buys).await?;
+    print!("{verdict}");
+    if verdict.passed() {
         Ok(())
     } else {
-        for v in &violations {
-            println!("check: VIOLATION {v}");
-        }
         Err(fail(format!(
             "{} violations of the store's promises",
-            violations.len()
+            verdict.violations.len()
         )))
     }
 }

@@ -4,23 +4,10 @@ use pygmy_client::tools::check::{check, Expected, ReplicaUrls};
 use pygmy_client::tools::load::{self, LoadConfig, Mix, Operation};
 use pygmy_client::{Client, ClientError, ClientOptions};
 use pygmy_core::types::{IdempotencyKey, ItemId};
-use pygmy_server::config::Role;
 use pygmy_server::testing::{Options, TestCluster};
 
 fn replica_urls(test: &TestCluster) -> ReplicaUrls {
-    let urls = |role| {
-        test.names(role)
-            .into_iter()
-            .map(|name| {
-                let url = test.url(&name);
-                (name, url)
-            })
-            .collect()
-    };
-    ReplicaUrls {
-        catalogs: urls(Role::Catalog),
-        orders: urls(Role::Order),
-    }
+    ReplicaUrls::of(test.topology())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,15 +122,4 @@ async fn an_open_loop_run_keeps_its_rate() {
     assert!(report.elapsed_s >= 0.49, "{}", report.elapsed_s);
     assert!(report.mode.starts_with("open"));
     test.shutdown().await;
-}
-
-#[test]
-fn the_default_replicas_are_the_servers_default_topology() {
-    let topology = pygmy_server::config::Topology::default_local();
-    let urls = |role| topology.urls(role);
-    let expected = ReplicaUrls {
-        catalogs: urls(Role::Catalog),
-        orders: urls(Role::Order),
-    };
-    assert_eq!(ReplicaUrls::default_local(), expected);
 }

@@ -21,11 +21,13 @@
 //! - [`replication`]: `Replicator`, which applies ops on every replica:
 //!   `raft` (openraft, over any log and state-machine storage; SQLite
 //!   ships) and `broadcast` (the seed's protocol, improved).
+//! - `topology` (feature `topology`): the topology file that names every
+//!   node of a cluster, read by the server and by the client's tools.
 //! - `testing` (feature `testing`): the conformance suites, for your own
 //!   `CatalogStore`, `OrderStore` or `Cache`.
 //!
 //! Features: `sqlite` (the SQLite stores, on by default; the client SDK
-//! turns it off), `raft` (on by default), `testing`.
+//! turns it off), `raft` (on by default), `topology`, `testing`.
 //!
 //! ```
 //! use pygmy_core::cache::{lookup_key, Cache, LruCache};
@@ -52,6 +54,8 @@ pub mod order;
 pub mod replication;
 #[cfg(feature = "testing")]
 pub mod testing;
+#[cfg(feature = "topology")]
+pub mod topology;
 pub mod types;
 
 pub use error::{ErrorKind, ReplicationError, StoreError, TransportError};

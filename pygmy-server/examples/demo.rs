@@ -10,10 +10,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use pygmy_client::tools::check::{check, Expected, ReplicaUrls};
+use pygmy_client::tools::check::{Checker, ReplicaUrls};
 use pygmy_client::tools::load::{self, LoadConfig, Mix};
 use pygmy_client::{Client, ClientOptions};
-use pygmy_server::config::Topology;
+use pygmy_core::topology::Topology;
 use pygmy_server::Cluster;
 
 /// Runs the default store and drives load against it.
@@ -68,11 +68,9 @@ async fn demo(args: Args) -> Result<(), String> {
     cluster.wait_healthy(Duration::from_secs(10)).await?;
 
     let store = Client::new("http://127.0.0.1:8010").map_err(|e| e.to_string())?;
-    let urls = ReplicaUrls::default_local();
-    let replicas = urls
-        .clients(&ClientOptions::default())
+    let checker = Checker::before(&ReplicaUrls::default_local(), &ClientOptions::default())
+        .await
         .map_err(|e| e.to_string())?;
-    let before = replicas.collect().await.map_err(|e| e.to_string())?;
     let config = LoadConfig {
         requests: Some(args.requests),
         concurrency: args.concurrency,
@@ -87,19 +85,13 @@ async fn demo(args: Args) -> Result<(), String> {
     let report = load::run(&store, &config).await;
     print!("{report}");
 
-    let after = replicas.collect().await.map_err(|e| e.to_string())?;
-    let violations = check(&Expected::baseline(&before), &after, &report.acked_buys);
+    let verdict = checker.verdict(&report.acked_buys).await;
     cluster.shutdown().await.map_err(|e| e.to_string())?;
-    if violations.is_empty() {
-        println!(
-            "check: ok ({} acknowledged buys on every replica; stock + orders conserved; replicas identical)",
-            report.acked_buys.len()
-        );
+    let verdict = verdict.map_err(|e| e.to_string())?;
+    print!("{verdict}");
+    if verdict.passed() {
         Ok(())
     } else {
-        for v in &violations {
-            println!("check: VIOLATION {v}");
-        }
-        Err(format!("{} violations", violations.len()))
+        Err(format!("{} violations", verdict.violations.len()))
     }
 }

@@ -16,7 +16,7 @@ use http::StatusCode;
 use pygmy_client::InternalClient;
 use pygmy_core::api::routes::CatalogRoute;
 use pygmy_core::api::{
-    Empty, Invalidation, ItemsResponse, LeaseGrant, Sale, SalesResponse, Stamp, Status,
+    Empty, Envelope, Invalidation, ItemsResponse, LeaseGrant, Sale, SalesResponse, Stamp,
     UpdateResponse,
 };
 use pygmy_core::cache::lease::{LeaseIssuer, Push};
@@ -105,8 +105,7 @@ impl CatalogNode {
                 incarnation: self.incarnation.clone(),
                 issued: link.issuer().grant(now()),
                 message: Empty {},
-                status: Status::Success,
-                validation_code: 200,
+                envelope: Envelope::OK,
             },
         ))
     }
@@ -173,8 +172,7 @@ impl CatalogNode {
                 last_seq,
                 message: Empty {},
                 sales,
-                status: Status::Success,
-                validation_code: 200,
+                envelope: Envelope::OK,
             },
         ))
     }

@@ -10,8 +10,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use crate::config::{ConfigError, Topology};
 use crate::node::{bind, health_client, run_node, NodeError};
+use pygmy_core::topology::{ConfigError, Topology};
 
 struct Running {
     stop: oneshot::Sender<()>,

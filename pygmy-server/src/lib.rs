@@ -4,7 +4,6 @@
 //! # Layout
 //! Dependencies point one way: `cluster` -> `node` (wiring) -> the role
 //! handlers -> `http` and `replica` -> `pygmy-core` and the client SDK.
-//! - [`config`]: the topology file (every node, and cluster settings).
 //! - [`node`]: wiring: one function builds a node from the topology (store,
 //!   replication, clients of the other nodes, handler) and serves it.
 //! - [`cluster`]: [`Cluster`] runs many nodes in one process.
@@ -26,7 +25,6 @@
 
 pub mod catalog;
 pub mod cluster;
-pub mod config;
 pub mod frontend;
 pub mod http;
 pub mod logging;
@@ -38,5 +36,5 @@ pub mod testing;
 pub mod transport;
 
 pub use cluster::Cluster;
-pub use config::Topology;
 pub use node::{run_node, NodeError};
+pub use pygmy_core::topology::Topology;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use pygmy_server::config::Topology;
+use pygmy_core::topology::Topology;
 use pygmy_server::node::{bind, run_node};
 use pygmy_server::Cluster;
 use tracing::Instrument;
@@ -86,7 +86,7 @@ fn main() -> ExitCode {
             None => {
                 let cluster = Cluster::start(topology).await?;
                 tracing::info!(
-                    frontend = ?cluster.topology().of_role(pygmy_server::config::Role::Frontend).map(|n| n.addr).collect::<Vec<_>>(),
+                    frontend = ?cluster.topology().of_role(pygmy_core::topology::Role::Frontend).map(|n| n.addr).collect::<Vec<_>>(),
                     "store running; Ctrl-C stops it"
                 );
                 cluster.run_until(shutdown_signal()).await

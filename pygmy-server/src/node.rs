@@ -27,13 +27,13 @@ use tokio::net::TcpListener;
 use tracing::Instrument;
 
 use crate::catalog::CatalogNode;
-use crate::config::{
-    BalancerKind, ConfigError, NodeConfig, Replication, Role, StoreKind, Topology,
-};
 use crate::frontend::{FrontendNode, PROBE_EVERY, PROBE_TIMEOUT};
 use crate::http::{serve, Identity, Limits};
 use crate::order::OrderNode;
 use crate::transport::HttpTransport;
+use pygmy_core::topology::{
+    BalancerKind, ConfigError, NodeConfig, Replication, Role, StoreKind, Topology,
+};
 
 /// A node could not start or run.
 #[derive(Debug, thiserror::Error)]

@@ -183,7 +183,9 @@ async fn bad_input_gets_the_envelope_and_the_right_status() {
         let ok = status == case.status
             && is_json
             && envelope.as_ref().is_ok_and(|e| {
-                e.status == Status::Failed && e.validation_code == status && !e.message.is_empty()
+                e.envelope.status == Status::Failed
+                    && e.envelope.validation_code == status
+                    && !e.message.is_empty()
             });
         if !ok {
             wrong.push(format!(
@@ -221,7 +223,7 @@ async fn an_oversized_body_is_refused() {
         .expect("send");
     assert_eq!(response.status().as_u16(), 413);
     let envelope: ErrorResponse = response.json().await.expect("envelope");
-    assert_eq!(envelope.validation_code, 413);
+    assert_eq!(envelope.envelope.validation_code, 413);
     test.shutdown().await;
 }
 
@@ -307,7 +309,9 @@ async fn every_role_answers_unknown_paths_and_wrong_methods_alike() {
         let envelope: Result<ErrorResponse, _> = response.json().await;
         let ok = got == *status
             && got_allow.as_deref() == *allow
-            && envelope.is_ok_and(|e| e.status == Status::Failed && e.validation_code == got);
+            && envelope.is_ok_and(|e| {
+                e.envelope.status == Status::Failed && e.envelope.validation_code == got
+            });
         if !ok {
             wrong.push(format!(
                 "{node} {method} {path}: expected {status} {allow:?}, got {got} {got_allow:?}"

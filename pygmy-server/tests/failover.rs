@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use pygmy_client::ClientError;
+use pygmy_core::topology::Role;
 use pygmy_core::types::ItemId;
-use pygmy_server::config::Role;
 use pygmy_server::testing::{Options, TestCluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use pygmy_client::tools::check::{check, Expected, ReplicaUrls, Violation};
 use pygmy_client::tools::load::{self, LoadConfig, LoadReport};
 use pygmy_client::ClientOptions;
-use pygmy_server::config::{Replication, Role};
+use pygmy_core::topology::{Replication, Role};
 use pygmy_server::testing::{Options, ProcessCluster};
 
 /// One step of a fault schedule, at an offset from the start of the load.
@@ -37,20 +37,7 @@ struct Run {
 }
 
 fn replica_urls(cluster: &ProcessCluster) -> ReplicaUrls {
-    let urls = |role| {
-        cluster
-            .names(role)
-            .into_iter()
-            .map(|name| {
-                let url = cluster.url(&name);
-                (name, url)
-            })
-            .collect()
-    };
-    ReplicaUrls {
-        catalogs: urls(Role::Catalog),
-        orders: urls(Role::Order),
-    }
+    ReplicaUrls::of(cluster.topology())
 }
 
 /// One scenario at a time: four clusters of processes and their 256

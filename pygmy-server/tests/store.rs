@@ -3,8 +3,8 @@
 
 use pygmy_client::ClientError;
 use pygmy_core::api::ItemUpdate;
+use pygmy_core::topology::Role;
 use pygmy_core::types::{default_books, Cost, IdempotencyKey, ItemId};
-use pygmy_server::config::Role;
 use pygmy_server::testing::{Options, TestCluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

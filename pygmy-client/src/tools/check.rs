@@ -3,11 +3,14 @@
 //!
 //! [`check`] is a plain function over a [`ClusterState`], so the load
 //! generator's `--check`, the tests and the fault tests all use the same
-//! one. [`collect`] reads a state from live replicas.
+//! one. [`collect`] reads a state from live replicas; a [`Checker`] does
+//! the whole sequence around a run (the state before, then the verdict once
+//! the replicas converged).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+use pygmy_core::topology::{Role, Topology};
 use pygmy_core::types::{Book, ItemId, Order, OrderId};
 use serde::{Deserialize, Serialize};
 
@@ -289,52 +292,18 @@ pub struct ReplicaUrls {
     pub orders: Vec<(String, String)>,
 }
 
-/// The node list of a topology file (the other keys are the server's).
-#[derive(Debug, Deserialize)]
-struct TopologyNodes {
-    node: Vec<TopologyNode>,
-}
-
-#[derive(Debug, Deserialize)]
-struct TopologyNode {
-    name: String,
-    role: String,
-    addr: String,
-}
-
 impl ReplicaUrls {
-    /// The replicas of `pygmy-server`'s default local topology (a test in
-    /// `tests/sdk.rs` holds the two equal).
+    /// The replicas of `pygmy-server`'s default local topology.
     pub fn default_local() -> ReplicaUrls {
-        let node = |name: &str, port: u16| (name.to_owned(), format!("http://127.0.0.1:{port}"));
-        ReplicaUrls {
-            catalogs: vec![
-                node("catalog-a", 8011),
-                node("catalog-b", 8013),
-                node("catalog-c", 8015),
-            ],
-            orders: vec![
-                node("order-a", 8012),
-                node("order-b", 8014),
-                node("order-c", 8016),
-            ],
-        }
+        ReplicaUrls::of(&Topology::default_local())
     }
 
-    /// The replicas named in a topology file's `[[node]]` tables.
-    pub fn from_topology(text: &str) -> Result<ReplicaUrls, String> {
-        let file: TopologyNodes = toml::from_str(text).map_err(|e| e.to_string())?;
-        let of_role = |role: &str| {
-            file.node
-                .iter()
-                .filter(|n| n.role == role)
-                .map(|n| (n.name.clone(), format!("http://{}", n.addr)))
-                .collect::<Vec<_>>()
-        };
-        Ok(ReplicaUrls {
-            catalogs: of_role("catalog"),
-            orders: of_role("order"),
-        })
+    /// The replicas a topology names.
+    pub fn of(topology: &Topology) -> ReplicaUrls {
+        ReplicaUrls {
+            catalogs: topology.urls(Role::Catalog),
+            orders: topology.urls(Role::Order),
+        }
     }
 
     /// Clients of every replica.
@@ -386,6 +355,90 @@ pub async fn collect(
         state.orders.insert(name.clone(), client.orders().await?);
     }
     Ok(state)
+}
+
+/// The check of one run against live replicas: takes their state before
+/// the run, then judges the state after it.
+#[derive(Debug, Clone)]
+pub struct Checker {
+    clients: ReplicaClients,
+    expected: Expected,
+}
+
+/// How long [`Checker::verdict`] lets lagging replicas converge ("once
+/// quiet": a follower may still be applying the last writes).
+const CONVERGE_FOR: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Checker {
+    /// Reads every replica's state before the run, as its baseline.
+    pub async fn before(
+        urls: &ReplicaUrls,
+        options: &crate::ClientOptions,
+    ) -> Result<Checker, ClientError> {
+        let clients = urls.clients(options)?;
+        let before = clients.collect().await?;
+        Ok(Checker {
+            expected: Expected::baseline(&before),
+            clients,
+        })
+    }
+
+    /// Judges the replicas' state after a run whose acknowledged buys were
+    /// `acked`: no violation, or the ones still seen after letting them
+    /// converge for up to 10 s.
+    pub async fn verdict(&self, acked: &[AckedBuy]) -> Result<Verdict, ClientError> {
+        let deadline = tokio::time::Instant::now() + CONVERGE_FOR;
+        loop {
+            let state = self.clients.collect().await?;
+            let violations = check(&self.expected, &state, acked);
+            if violations.is_empty() || tokio::time::Instant::now() >= deadline {
+                return Ok(Verdict {
+                    catalogs: self.clients.catalogs.len(),
+                    orders: self.clients.orders.len(),
+                    acked: acked.len(),
+                    violations,
+                });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// What a [`Checker`] found; prints `check: ok (...)` or one line per
+/// violation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// Catalog replicas read.
+    pub catalogs: usize,
+    /// Order replicas read.
+    pub orders: usize,
+    /// Acknowledged buys looked for.
+    pub acked: usize,
+    /// Broken promises (none: the run passed).
+    pub violations: Vec<Violation>,
+}
+
+impl Verdict {
+    /// Whether every promise held.
+    pub fn passed(&self) -> bool {
+        self.violations.is_empty()
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.passed() {
+            return writeln!(
+                f,
+                "check: ok ({} catalog and {} order replicas; {} acknowledged buys present everywhere; stock + orders conserved; replicas identical)",
+                self.catalogs, self.orders, self.acked
+            );
+        }
+        for v in &self.violations {
+            writeln!(f, "check: VIOLATION {v}")?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -1,9 +1,10 @@
 //! The wire format: the seed's JSON envelope, shared by the server (which
 //! writes it) and the client SDK (which reads it).
 //!
-//! Every response carries `status` (`"Success"` or `"Failed"`),
-//! `validation_code` (the HTTP status) and `message`; successes add `item`
-//! (a list of books, or the updated book) or `order`. Fields are declared in
+//! Every response carries `message` and ends with the [`Envelope`]:
+//! `status` (`"Success"` or `"Failed"`) and `validation_code` (the HTTP
+//! status); successes add `item` (a list of books, or the updated book) or
+//! `order`. Fields are declared in
 //! the order the seed printed them (sorted), so the bytes match its examples.
 
 pub mod routes;
@@ -21,6 +22,38 @@ pub enum Status {
     Failed,
 }
 
+/// The fields every answer ends with, after its own (the seed printed keys
+/// sorted, and these two sort last): whether it succeeded, and its HTTP
+/// status again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// `Success` or `Failed`.
+    pub status: Status,
+    /// The HTTP status.
+    pub validation_code: u16,
+}
+
+impl Envelope {
+    /// A 200 success.
+    pub const OK: Envelope = Envelope {
+        status: Status::Success,
+        validation_code: 200,
+    };
+    /// A 201 success (`PUT /item`).
+    pub const CREATED: Envelope = Envelope {
+        status: Status::Success,
+        validation_code: 201,
+    };
+
+    /// A failure with this HTTP status.
+    pub fn failed(code: u16) -> Envelope {
+        Envelope {
+            status: Status::Failed,
+            validation_code: code,
+        }
+    }
+}
+
 /// The seed's empty `message` object on reads: `{}`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Empty {}
@@ -32,10 +65,9 @@ pub struct ItemsResponse {
     pub item: Vec<Book>,
     /// Always `{}`.
     pub message: Empty,
-    /// Always `Success`.
-    pub status: Status,
-    /// Always 200.
-    pub validation_code: u16,
+    /// `status` and `validation_code`: `Success`, 200.
+    #[serde(flatten)]
+    pub envelope: Envelope,
 }
 
 impl ItemsResponse {
@@ -44,8 +76,7 @@ impl ItemsResponse {
         ItemsResponse {
             item,
             message: Empty {},
-            status: Status::Success,
-            validation_code: 200,
+            envelope: Envelope::OK,
         }
     }
 }
@@ -64,10 +95,9 @@ pub struct BuyResponse {
     pub message: String,
     /// The order taken.
     pub order: OrderRef,
-    /// Always `Success`.
-    pub status: Status,
-    /// Always 200.
-    pub validation_code: u16,
+    /// `status` and `validation_code`: `Success`, 200.
+    #[serde(flatten)]
+    pub envelope: Envelope,
 }
 
 impl BuyResponse {
@@ -76,8 +106,7 @@ impl BuyResponse {
         BuyResponse {
             message: format!("Item with id {item} bought successfully."),
             order: OrderRef { id: order },
-            status: Status::Success,
-            validation_code: 200,
+            envelope: Envelope::OK,
         }
     }
 }
@@ -89,10 +118,9 @@ pub struct UpdateResponse {
     pub item: Book,
     /// Always `{}`.
     pub message: Empty,
-    /// Always `Success`.
-    pub status: Status,
-    /// Always 201.
-    pub validation_code: u16,
+    /// `status` and `validation_code`: `Success`, 201.
+    #[serde(flatten)]
+    pub envelope: Envelope,
 }
 
 impl UpdateResponse {
@@ -101,8 +129,7 @@ impl UpdateResponse {
         UpdateResponse {
             item,
             message: Empty {},
-            status: Status::Success,
-            validation_code: 201,
+            envelope: Envelope::CREATED,
         }
     }
 }
@@ -114,10 +141,9 @@ pub struct OrdersResponse {
     pub message: Empty,
     /// The orders, by ascending id.
     pub order: Vec<Order>,
-    /// Always `Success`.
-    pub status: Status,
-    /// Always 200.
-    pub validation_code: u16,
+    /// `status` and `validation_code`: `Success`, 200.
+    #[serde(flatten)]
+    pub envelope: Envelope,
 }
 
 impl OrdersResponse {
@@ -126,8 +152,7 @@ impl OrdersResponse {
         OrdersResponse {
             message: Empty {},
             order,
-            status: Status::Success,
-            validation_code: 200,
+            envelope: Envelope::OK,
         }
     }
 }
@@ -137,10 +162,9 @@ impl OrdersResponse {
 pub struct ErrorResponse {
     /// What went wrong, for a person.
     pub message: String,
-    /// Always `Failed`.
-    pub status: Status,
-    /// The HTTP status.
-    pub validation_code: u16,
+    /// `status` and `validation_code`: `Failed`, the HTTP status.
+    #[serde(flatten)]
+    pub envelope: Envelope,
 }
 
 impl ErrorResponse {
@@ -148,8 +172,7 @@ impl ErrorResponse {
     pub fn new(code: u16, message: impl Into<String>) -> Self {
         ErrorResponse {
             message: message.into(),
-            status: Status::Failed,
-            validation_code: code,
+            envelope: Envelope::failed(code),
         }
     }
 }
@@ -161,18 +184,16 @@ impl ErrorResponse {
 pub struct Acknowledged {
     /// Always `{}`.
     pub message: Empty,
-    /// Always `Success`.
-    pub status: Status,
-    /// Always 200.
-    pub validation_code: u16,
+    /// `status` and `validation_code`: `Success`, 200.
+    #[serde(flatten)]
+    pub envelope: Envelope,
 }
 
 impl Default for Acknowledged {
     fn default() -> Self {
         Acknowledged {
             message: Empty {},
-            status: Status::Success,
-            validation_code: 200,
+            envelope: Envelope::OK,
         }
     }
 }
@@ -223,10 +244,9 @@ pub struct SalesResponse {
     pub message: Empty,
     /// The sales, in order.
     pub sales: Vec<Sale>,
-    /// Always `Success`.
-    pub status: Status,
-    /// Always 200.
-    pub validation_code: u16,
+    /// `status` and `validation_code`: `Success`, 200.
+    #[serde(flatten)]
+    pub envelope: Envelope,
 }
 
 /// The body of `POST /invalidate` on a frontend, pushed by the catalog after
@@ -266,10 +286,9 @@ pub struct LeaseGrant {
     pub issued: u64,
     /// Always empty.
     pub message: Empty,
-    /// Always `Success`.
-    pub status: Status,
-    /// Always 200.
-    pub validation_code: u16,
+    /// `status` and `validation_code`: `Success`, 200.
+    #[serde(flatten)]
+    pub envelope: Envelope,
 }
 
 #[cfg(test)]

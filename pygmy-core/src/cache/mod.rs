@@ -32,6 +32,37 @@ pub struct CacheStats {
 
 /// A cache of response bodies. Synchronous: every call is short and never
 /// waits on I/O.
+///
+/// A miss takes the generation first, reads the backend, then fills; a buy
+/// that invalidates the key in between makes the fill a no-op:
+///
+/// ```
+/// use std::num::NonZeroUsize;
+/// use std::time::Duration;
+///
+/// use bytes::Bytes;
+/// use pygmy_core::cache::{lookup_key, Cache, LruCache};
+/// use pygmy_core::types::ItemId;
+///
+/// let cache = LruCache::new(NonZeroUsize::new(1024).unwrap(), Duration::from_secs(30));
+/// let key = lookup_key(ItemId(1));
+/// assert_eq!(cache.get(&key), None);
+///
+/// // A slow miss: the generation is taken before the backend read ...
+/// let before = cache.generation();
+/// let old = Bytes::from_static(br#"{"count":10}"#);
+/// // ... a buy lands and invalidates the key while the read is under way ...
+/// cache.invalidate(&key);
+/// // ... so the read's old answer is not put back.
+/// assert!(!cache.fill(&key, old, before));
+/// assert_eq!(cache.get(&key), None);
+///
+/// // The next miss fills, and is then served from the cache.
+/// let fresh = Bytes::from_static(br#"{"count":9}"#);
+/// assert!(cache.fill(&key, fresh.clone(), cache.generation()));
+/// assert_eq!(cache.get(&key), Some(fresh));
+/// assert_eq!((cache.stats().hits, cache.stats().stale_fills), (1, 1));
+/// ```
 pub trait Cache: Send + Sync {
     /// The value of `key`, if cached and not expired.
     fn get(&self, key: &str) -> Option<Bytes>;

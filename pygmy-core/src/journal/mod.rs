@@ -133,6 +133,52 @@ pub struct HighWater {
 ///
 /// Every method may be called concurrently. Errors are the store's own; an
 /// op's refusal (sold out, unknown item) is an outcome, not an error.
+///
+/// A service of your own is a [`Machine`] and a state that executes its
+/// commands; [`memory::MemoryJournal`] (or the SQLite journal) turns it into
+/// a journal, and any replicator can then replicate it:
+///
+/// ```
+/// use pygmy_core::journal::memory::{MemoryJournal, MemoryState};
+/// use pygmy_core::journal::{Journal, Machine, Op, OpId, Source};
+///
+/// /// A counter that never goes below zero.
+/// struct Counter;
+/// impl Machine for Counter {
+///     type Command = i64; // add this much
+///     type Outcome = Option<i64>; // the new value, or None if refused
+/// }
+///
+/// #[derive(Default)]
+/// struct CounterState(i64);
+/// impl MemoryState for CounterState {
+///     type Machine = Counter;
+///     fn execute(&mut self, add: &i64) -> Option<i64> {
+///         let next = self.0.checked_add(*add).filter(|n| *n >= 0)?;
+///         self.0 = next;
+///         Some(next)
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), pygmy_core::StoreError> {
+/// let journal = MemoryJournal::<CounterState>::new();
+/// let here = Source::Local { node: "a".into() };
+/// let add = |id: &str, n| Op { id: OpId(id.into()), cmd: n };
+/// assert_eq!(journal.apply(here.clone(), add("one", 5)).await?.outcome, Some(5));
+/// // A retry of the same op id answers the recorded outcome and changes nothing.
+/// let retry = journal.apply(here.clone(), add("one", 5)).await?;
+/// assert_eq!((retry.outcome, retry.fresh), (Some(5), false));
+/// // A refusal is an outcome, recorded like any other.
+/// assert_eq!(journal.apply(here.clone(), add("two", -9)).await?.outcome, None);
+/// assert_eq!(journal.outcome(&OpId("two".into())).await?, Some(None));
+/// // The ops this replica originated, in order, for a peer that catches up.
+/// let origin = &journal.high_waters().await?[0];
+/// assert_eq!((origin.origin.as_str(), origin.seq), ("a", 2));
+/// assert_eq!(journal.entries("a", 0, 10).await?.len(), 2);
+/// # Ok(())
+/// # }
+/// ```
 #[async_trait]
 pub trait Journal<M: Machine>: Send + Sync {
     /// Applies `op` and records it, atomically: either the state change, the

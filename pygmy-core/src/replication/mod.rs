@@ -24,6 +24,51 @@ use crate::error::{ReplicationError, TransportError};
 use crate::journal::{Machine, Op};
 
 /// Applies a service's ops on its replicas.
+///
+/// Three broadcast replicas of the catalog in one process, over the
+/// in-process [`loopback::Loopback`] transport; a sale proposed at one is
+/// applied on all:
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+///
+/// use pygmy_core::catalog::memory::MemoryCatalog;
+/// use pygmy_core::catalog::{CatalogCommand, CatalogMachine, CatalogOutcome, CatalogStore};
+/// use pygmy_core::journal::{Op, OpId};
+/// use pygmy_core::replication::broadcast::{Broadcast, BroadcastConfig};
+/// use pygmy_core::replication::loopback::Loopback;
+/// use pygmy_core::replication::Replicator;
+/// use pygmy_core::types::{default_books, ItemId};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let names: Vec<String> = ["c0", "c1", "c2"].map(String::from).to_vec();
+/// let net = Loopback::new();
+/// let mut replicas = Vec::new();
+/// for name in &names {
+///     let store = Arc::new(MemoryCatalog::new());
+///     store.seed(default_books()).await?;
+///     let config = BroadcastConfig::new(name.as_str(), names.clone());
+///     let replicator: Arc<dyn Replicator<CatalogMachine>> =
+///         Arc::new(Broadcast::start(config, store.clone(), net.endpoint(name))?);
+///     net.register(name, &replicator);
+///     replicas.push((store, replicator));
+/// }
+/// while !replicas.iter().all(|(_, r)| r.is_ready()) {
+///     tokio::time::sleep(Duration::from_millis(5)).await;
+/// }
+///
+/// let sale = Op { id: OpId("sale:one".into()), cmd: CatalogCommand::Sell { item: ItemId(1) } };
+/// let outcome = replicas[1].1.propose(sale).await?;
+/// assert!(matches!(outcome, CatalogOutcome::Sold { .. }));
+/// // Acknowledged only once every replica that is up applied it.
+/// for (store, _) in &replicas {
+///     assert_eq!(store.book(ItemId(1)).await?.map(|b| b.count), Some(99));
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[async_trait]
 pub trait Replicator<M: Machine>: Send + Sync {
     /// Applies `op` to the replicated service and returns its outcome.
@@ -59,6 +104,45 @@ pub fn position(node: &str, replicas: &[String]) -> Result<usize, ReplicationErr
 }
 
 /// Sends a replication call to a peer and returns its answer.
+///
+/// The server's transport is HTTP (`POST /replication/<rpc>` with the
+/// cluster's token); [`loopback::Loopback`] calls the peer in process. A
+/// transport of your own only moves bytes, for example one that counts the
+/// calls of another:
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use std::sync::Arc;
+///
+/// use async_trait::async_trait;
+/// use pygmy_core::catalog::CatalogMachine;
+/// use pygmy_core::error::TransportError;
+/// use pygmy_core::replication::loopback::Loopback;
+/// use pygmy_core::replication::Transport;
+///
+/// struct Counted {
+///     inner: Arc<dyn Transport>,
+///     calls: AtomicU64,
+/// }
+///
+/// #[async_trait]
+/// impl Transport for Counted {
+///     async fn call(&self, peer: &str, rpc: &str, body: Vec<u8>) -> Result<Vec<u8>, TransportError> {
+///         self.calls.fetch_add(1, Ordering::Relaxed);
+///         self.inner.call(peer, rpc, body).await
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let net = Loopback::<CatalogMachine>::new();
+/// let transport = Counted { inner: net.endpoint("c0"), calls: AtomicU64::new(0) };
+/// // Nobody is registered as c1: the call fails, without an answer.
+/// let err = transport.call("c1", "entries", b"{}".to_vec()).await.unwrap_err();
+/// assert!(matches!(err, TransportError::Unreachable { .. }));
+/// assert_eq!(transport.calls.load(Ordering::Relaxed), 1);
+/// # }
+/// ```
 #[async_trait]
 pub trait Transport: Send + Sync {
     /// Calls `rpc` on `peer` (a node name) with a JSON `body`. An error

@@ -19,7 +19,7 @@ pub mod request;
 pub mod response;
 pub mod serve;
 
-use crate::config::Role;
+use pygmy_core::topology::Role;
 
 pub use error::ApiError;
 pub use metrics::Metrics;

@@ -5,9 +5,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::config::{NodeConfig, Role, StoreKind, Topology};
 use crate::Cluster;
 use pygmy_client::{CatalogClient, Client, ClientOptions, OrderClient};
+use pygmy_core::topology::{NodeConfig, Role, StoreKind, Topology};
 use pygmy_core::types::{Book, ItemId};
 
 pub mod netns;
@@ -29,7 +29,7 @@ pub struct Options {
     /// Where the backends keep their data.
     pub store: StoreKind,
     /// How the backends replicate.
-    pub replication: crate::config::Replication,
+    pub replication: pygmy_core::topology::Replication,
 }
 
 impl Default for Options {
@@ -40,7 +40,7 @@ impl Default for Options {
             token: Some(TOKEN.to_owned()),
             stock: None,
             store: StoreKind::Sqlite,
-            replication: crate::config::Replication::Broadcast,
+            replication: pygmy_core::topology::Replication::Broadcast,
         }
     }
 }
@@ -124,6 +124,11 @@ impl TestCluster {
     /// `http://addr` of node `name`.
     pub fn url(&self, name: &str) -> String {
         self.cluster.url(name).expect("node exists")
+    }
+
+    /// The topology the cluster runs (with the ports it was given).
+    pub fn topology(&self) -> &Topology {
+        self.cluster.topology()
     }
 
     /// A client of the frontend.

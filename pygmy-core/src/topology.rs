@@ -1,4 +1,7 @@
 //! The topology file: every node of a Pygmy cluster, and how they behave.
+//! Read by the server (which runs it) and by the client's tools (which
+//! find the replicas in it), so it lives here (with the `topology`
+//! feature).
 //!
 //! One TOML file names each node (role, name, address, data dir) and the
 //! cluster-wide settings; `docs/topology.md` documents every key, and
@@ -9,7 +12,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use pygmy_core::types::{default_books, Book};
+use crate::types::{default_books, Book};
 use serde::{Deserialize, Serialize};
 
 /// What a node does.
@@ -406,7 +409,7 @@ impl Topology {
                     book.id
                 )));
             }
-            if !(0..=pygmy_core::catalog::MAX_COUNT).contains(&book.count) {
+            if !(0..=crate::catalog::MAX_COUNT).contains(&book.count) {
                 return Err(ConfigError::Invalid(format!(
                     "book {}: bad count {}",
                     book.id, book.count
