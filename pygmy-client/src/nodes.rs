@@ -47,10 +47,29 @@ impl CatalogClient {
     }
 
     /// Changes stock (a delta) and/or cost (`PUT /item/<id>`, internal).
+    /// Without a key, a retry after an error may apply the change twice:
+    /// see [`CatalogClient::update_with_key`].
     pub async fn update(&self, id: ItemId, update: &ItemUpdate) -> Result<Book, ClientError> {
         let request = self
             .http
             .request(&CatalogRoute::Update(id), &[])
+            .json(update);
+        let response: UpdateResponse = self.http.send(request).await?;
+        Ok(response.item)
+    }
+
+    /// Changes stock and/or cost once per `key`: a retry with the same key
+    /// applies nothing more and answers the book as the first one left it.
+    pub async fn update_with_key(
+        &self,
+        id: ItemId,
+        update: &ItemUpdate,
+        key: &IdempotencyKey,
+    ) -> Result<Book, ClientError> {
+        let request = self
+            .http
+            .request(&CatalogRoute::Update(id), &[])
+            .header(IDEMPOTENCY_HEADER, key.as_str())
             .json(update);
         let response: UpdateResponse = self.http.send(request).await?;
         Ok(response.item)

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use pygmy_core::catalog::sqlite::SqliteCatalog;
 use pygmy_core::catalog::{CatalogCommand, CatalogMachine, CatalogOutcome, CatalogStore};
-use pygmy_core::journal::{Op, OpId};
+use pygmy_core::journal::{Journal, Op, OpId};
 use pygmy_core::replication::loopback::Loopback;
 use pygmy_core::replication::raft::{self, RaftConfig, RaftReplicator};
 use pygmy_core::replication::Replicator;
@@ -253,4 +253,67 @@ async fn a_replica_far_behind_catches_up_by_snapshot() {
     assert!(matches!(again, CatalogOutcome::Sold { .. }));
     let books = c.replicas[2].store.books(None).await.expect("books");
     assert_eq!(books.iter().map(|b| 1_000 - b.count).sum::<i64>(), 120);
+}
+
+/// Deletes replica `name`'s database (as a lost disk would).
+fn wipe(dir: &std::path::Path, name: &str) {
+    for suffix in ["db", "db-wal", "db-shm"] {
+        let _ = std::fs::remove_file(dir.join(format!("{name}.{suffix}")));
+    }
+}
+
+/// A replica that lost its disk comes back empty. Were it to vote as the
+/// member it was, it could elect a replica that lacks a write it had
+/// acknowledged, and that write would be lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_lost_its_disk_never_votes_an_acknowledged_write_away() {
+    let mut c = cluster(100).await;
+    // c1 misses the sale: c0 and c2 acknowledge it.
+    c.net.set_cut("c1", true);
+    let kept = c.replicas[0]
+        .replicator
+        .propose(sell("kept", 1))
+        .await
+        .expect("a majority write");
+    assert!(matches!(kept, CatalogOutcome::Sold { ref book } if book.count == 99));
+    // c2 loses its disk and comes back empty; c0 is cut off (as if it had
+    // crashed), and c1 comes back.
+    drop(c.replicas.remove(2));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    wipe(c._dir.path(), "c2");
+    c.net.set_cut("c0", true);
+    let fresh = start_replica(&c.net, c._dir.path(), "c2", 100, |_| {}).await;
+    c.net.set_cut("c1", false);
+    // c1 lacks the sale and the new c2 has nothing: they must not make a
+    // leader together (give them several election timeouts).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let stale = c.replicas[1].replicator.propose(sell("stale", 2)).await;
+    assert!(
+        stale.is_err(),
+        "c1 and the empty c2 elected a leader without the acknowledged sale: {stale:?}"
+    );
+    // c0 comes back: the sale is kept, and c2 catches up and serves again.
+    c.net.set_cut("c0", false);
+    let mut ready = false;
+    for _ in 0..300 {
+        if fresh.replicator.is_ready() && c.replicas.iter().all(|r| r.replicator.is_ready()) {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "the cluster did not heal");
+    c.replicas.push(fresh);
+    let all: Vec<&Replica> = c.replicas.iter().collect();
+    let after = stocks(&all).await;
+    // The sale of item 1 is there on every replica.
+    assert_eq!(after, vec![99; 3]);
+    for r in &c.replicas {
+        let outcome = r
+            .store
+            .outcome(&OpId("kept".to_owned()))
+            .await
+            .expect("read");
+        assert!(outcome.is_some(), "the acknowledged sale is missing");
+    }
 }

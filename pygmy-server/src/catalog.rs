@@ -25,7 +25,7 @@ use pygmy_core::catalog::{
 };
 use pygmy_core::journal::{Op, OpId};
 use pygmy_core::replication::Replicator;
-use pygmy_core::types::{Book, Cost, ItemId};
+use pygmy_core::types::{Book, Cost, IdempotencyKey, ItemId};
 use serde_json::Value;
 use tracing::Instrument;
 
@@ -177,23 +177,39 @@ impl CatalogNode {
         ))
     }
 
-    /// `PUT /item/<id>`: `{"count": delta}` and/or `{"cost": value}`.
+    /// `PUT /item/<id>`: `{"count": delta}` and/or `{"cost": value}`. With
+    /// an `Idempotency-Key`, applied once per key (a retry answers the
+    /// first one's outcome).
     async fn update(&self, req: &Request, id: ItemId) -> ApiResult {
         let (count, cost) = parse_update(&req.json::<Value>()?)?;
+        let key = req.idempotency_key()?;
         let op = Op {
-            id: OpId::random(),
+            id: key
+                .as_ref()
+                .map_or_else(OpId::random, CatalogCommand::update_op_id),
             cmd: CatalogCommand::Update {
                 item: id,
                 count,
                 cost,
             },
         };
+        let another_item = |key: Option<IdempotencyKey>| {
+            ApiError::unprocessable(format!(
+                "the idempotency key {} was used to update another item",
+                key.map(|k| k.to_string()).unwrap_or_default()
+            ))
+        };
         match self.change(op).await? {
-            CatalogOutcome::Updated { book } => {
+            CatalogOutcome::Updated { book } if book.id == id => {
                 Ok(json(StatusCode::CREATED, &UpdateResponse::new(book)))
             }
-            CatalogOutcome::Refused { reason, .. } => Err(ApiError::unprocessable(reason)),
-            CatalogOutcome::NoSuchItem { item } => Err(ApiError::no_such_item(item)),
+            CatalogOutcome::Refused { item, reason } if item == id => {
+                Err(ApiError::unprocessable(reason))
+            }
+            CatalogOutcome::NoSuchItem { item } if item == id => Err(ApiError::no_such_item(item)),
+            CatalogOutcome::Updated { .. }
+            | CatalogOutcome::Refused { .. }
+            | CatalogOutcome::NoSuchItem { .. } => Err(another_item(key)),
             other => Err(ApiError::internal(format!("an update answered {other:?}"))),
         }
     }

@@ -200,6 +200,14 @@ impl OrderNode {
             // Perhaps still under way: look again next round.
             return SaleState::Waiting;
         }
+        // The sale again, under its key (it sells nothing more): the catalog
+        // answers it as a change, so it pushes the book's invalidation to
+        // the frontends, which the first attempt may never have done (its
+        // propose had timed out when the sale committed).
+        if let Err(err) = self.sell(sale.item, &sale.key).await {
+            tracing::warn!(%err, "cannot replay a sale to reconcile; will retry");
+            return SaleState::Failed;
+        }
         match self.record(sale.item, &sale.key).await {
             Ok(order) => {
                 state.first_seen.remove(&sale.key);

@@ -132,6 +132,17 @@ fn cases() -> Vec<Case> {
         with_body(case(c, M::GET, "/lease?frontend=nobody", 404), "", AUTH),
         with_body(case(c, M::POST, "/lease?frontend=frontend", 405), "", AUTH),
         with_body(case(c, M::GET, "/sales?after=x", 400), "", AUTH),
+        // Whole numbers the stores cannot hold.
+        with_body(
+            case(c, M::GET, "/sales?after=9223372036854775808", 400),
+            "",
+            AUTH,
+        ),
+        with_body(
+            case(c, M::GET, "/sales?limit=99999999999999999999", 400),
+            "",
+            AUTH,
+        ),
         with_body(
             case(c, M::POST, "/replication/ship", 401),
             r#"{"entries":[]}"#,

@@ -20,6 +20,8 @@ use pygmy_server::testing::{Options, ProcessCluster};
 #[derive(Debug, Clone)]
 enum Fault {
     Kill(&'static str),
+    /// Kill, and delete the node's data directory.
+    Wipe(&'static str),
     Restart(&'static str),
     Freeze(&'static str),
     Thaw(&'static str),
@@ -76,6 +78,10 @@ async fn under_faults(
         match fault {
             Fault::Kill(name) => {
                 cluster.kill(name);
+                killed.push(*name);
+            }
+            Fault::Wipe(name) => {
+                cluster.wipe(name);
                 killed.push(*name);
             }
             Fault::Restart(name) => {
@@ -255,6 +261,15 @@ const EVERY_REPLICA_IN_TURN: [(u64, Fault); 12] = [
     (26_500, Fault::Restart("order-2")),
 ];
 
+/// A catalog replica, then an order replica, lose their disks and come
+/// back empty.
+const DISK_LOSS: [(u64, Fault); 4] = [
+    (2_000, Fault::Wipe("catalog-1")),
+    (3_000, Fault::Restart("catalog-1")),
+    (8_000, Fault::Wipe("order-2")),
+    (9_000, Fault::Restart("order-2")),
+];
+
 fn assert_kept_every_promise(run: &Run) {
     assert!(run.violations.is_empty(), "{}", summary(run));
     for (name, took) in &run.catch_up {
@@ -285,6 +300,22 @@ async fn raft_keeps_every_promise_through_crashes_and_restarts() {
         &EVERY_REPLICA_IN_TURN,
         assert_kept_every_promise,
     )
+    .await;
+}
+
+/// A replica that lost its disk rejoins under a new raft id, catches up
+/// and becomes a voter again; no acknowledged buy is lost on the way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raft_keeps_every_promise_through_disk_loss() {
+    scenario(raft_cluster(120), 16, &DISK_LOSS, |run| {
+        assert!(run.violations.is_empty(), "{}", summary(run));
+        for (name, took) in &run.catch_up {
+            assert!(
+                *took < Duration::from_secs(30),
+                "{name} took {took:?} to serve again after losing its disk"
+            );
+        }
+    })
     .await;
 }
 

@@ -73,6 +73,49 @@ async fn a_buy_retried_with_its_key_makes_one_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restock_retried_with_its_key_applies_once() {
+    let test = TestCluster::start(Options::default()).await;
+    let restock = ItemUpdate {
+        count: Some(10),
+        cost: None,
+    };
+    let key = IdempotencyKey::parse("restock-1").expect("key");
+    let first = test
+        .catalog("catalog-0")
+        .update_with_key(ItemId(3), &restock, &key)
+        .await
+        .expect("restock");
+    assert_eq!(first.count, 110);
+    // Retried, through either replica: the same answer, nothing more.
+    for name in ["catalog-0", "catalog-1", "catalog-0"] {
+        let again = test
+            .catalog(name)
+            .update_with_key(ItemId(3), &restock, &key)
+            .await
+            .expect("retry");
+        assert_eq!(again, first);
+    }
+    assert_eq!(test.stocks(ItemId(3)).await, vec![110, 110]);
+    // The same key for another item is refused, and changes nothing.
+    assert!(matches!(
+        test.catalog("catalog-1")
+            .update_with_key(ItemId(4), &restock, &key)
+            .await,
+        Err(ClientError::Unprocessable(_))
+    ));
+    assert_eq!(test.stocks(ItemId(4)).await, vec![100, 100]);
+    // Without a key, each update is a new one.
+    for _ in 0..2 {
+        test.catalog("catalog-0")
+            .update(ItemId(3), &restock)
+            .await
+            .expect("restock");
+    }
+    assert_eq!(test.stocks(ItemId(3)).await, vec![130, 130]);
+    test.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_update_is_replicated_and_no_frontend_serves_the_old_value() {
     let test = TestCluster::start(Options::default()).await;
     let store = test.store();

@@ -24,6 +24,9 @@ pub const MAX_COUNT: i64 = 1_000_000_000_000;
 /// by which the journal lists the sales.
 pub const SALE_PREFIX: &str = "sale:";
 
+/// The prefix of the op id of an update made under an idempotency key.
+pub const UPDATE_PREFIX: &str = "update:";
+
 /// A change to the catalog.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -65,6 +68,22 @@ impl CatalogCommand {
     /// The buy's key of a sale's op id; `None` for any other op.
     pub fn sale_key(id: &OpId) -> Option<IdempotencyKey> {
         IdempotencyKey::parse(id.0.strip_prefix(SALE_PREFIX)?).ok()
+    }
+
+    /// The op id of the update (`PUT /item`) made under `key`: a retried
+    /// update with the same key is applied once.
+    ///
+    /// ```
+    /// use pygmy_core::catalog::CatalogCommand;
+    /// use pygmy_core::IdempotencyKey;
+    ///
+    /// let key = IdempotencyKey::parse("restock-7").unwrap();
+    /// assert_eq!(CatalogCommand::update_op_id(&key).0, "update:restock-7");
+    /// // Never the id of a sale, whatever the key.
+    /// assert_eq!(CatalogCommand::sale_key(&CatalogCommand::update_op_id(&key)), None);
+    /// ```
+    pub fn update_op_id(key: &IdempotencyKey) -> OpId {
+        OpId(format!("{UPDATE_PREFIX}{key}"))
     }
 
     /// The book the command is about.

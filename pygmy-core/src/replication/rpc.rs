@@ -29,16 +29,30 @@ pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
     request: &Req,
     limit: Duration,
 ) -> Result<Resp, TransportError> {
-    let codec = |reason: String| TransportError::Codec {
+    let body = serde_json::to_vec(request).map_err(|e| TransportError::Codec {
         peer: peer.to_owned(),
-        reason,
-    };
-    let body = serde_json::to_vec(request).map_err(|e| codec(format!("cannot encode: {e}")))?;
+        reason: format!("cannot encode: {e}"),
+    })?;
+    send(transport, peer, rpc, body, limit).await
+}
+
+/// Sends an encoded `body` as `rpc` to `peer`, and decodes its answer; no
+/// answer within `limit` counts as an unreachable peer.
+pub async fn send<Resp: DeserializeOwned>(
+    transport: &dyn Transport,
+    peer: &str,
+    rpc: &str,
+    body: Vec<u8>,
+    limit: Duration,
+) -> Result<Resp, TransportError> {
     let answer = tokio::time::timeout(limit, transport.call(peer, rpc, body))
         .await
         .map_err(|_| TransportError::Unreachable {
             peer: peer.to_owned(),
             reason: format!("no answer within {limit:?}"),
         })??;
-    serde_json::from_slice(&answer).map_err(|e| codec(format!("undecodable answer: {e}")))
+    serde_json::from_slice(&answer).map_err(|e| TransportError::Codec {
+        peer: peer.to_owned(),
+        reason: format!("undecodable answer: {e}"),
+    })
 }

@@ -73,12 +73,19 @@ impl Request {
     }
 
     /// The optional whole-number query parameter `name`: 400 if it is not
-    /// one.
+    /// one from 0 to 2^63 - 1 (what the stores can hold).
     pub fn number(&self, name: &str) -> Result<Option<u64>, ApiError> {
         self.param(name)
             .map(|raw| {
-                raw.parse()
-                    .map_err(|_| ApiError::bad_request(format!("{name} must be a whole number")))
+                raw.parse::<u64>()
+                    .ok()
+                    .filter(|n| i64::try_from(*n).is_ok())
+                    .ok_or_else(|| {
+                        ApiError::bad_request(format!(
+                            "{name} must be a whole number from 0 to {}",
+                            i64::MAX
+                        ))
+                    })
             })
             .transpose()
     }

@@ -361,6 +361,21 @@ impl ProcessCluster {
         }
     }
 
+    /// Kills node `name` (SIGKILL) and deletes its data directory, as the
+    /// loss of its disk.
+    pub fn wipe(&mut self, name: &str) {
+        self.kill(name);
+        let Some(node) = self.topology.node(name) else {
+            panic!("no node {name}");
+        };
+        let data = self.topology.data_dir(node);
+        if let Err(err) = std::fs::remove_dir_all(&data) {
+            if err.kind() != std::io::ErrorKind::NotFound {
+                panic!("cannot delete {}: {err}", data.display());
+            }
+        }
+    }
+
     /// Freezes node `name` (SIGSTOP): its sockets stay open, nothing answers.
     pub fn freeze(&self, name: &str) {
         self.signal(name, "-STOP");

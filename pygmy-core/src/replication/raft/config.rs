@@ -6,6 +6,9 @@ use openraft::{Config, SnapshotPolicy};
 
 use crate::error::ReplicationError;
 
+/// The size of a snapshot chunk, in bytes.
+pub const SNAPSHOT_CHUNK: u64 = 1024 * 1024;
+
 /// How a raft replica behaves.
 #[derive(Debug, Clone)]
 pub struct RaftConfig {
@@ -53,6 +56,9 @@ impl RaftConfig {
             election_timeout_min: millis(self.election.0),
             election_timeout_max: millis(self.election.1),
             install_snapshot_timeout: 5_000,
+            // Chunks travel raw (see `messages::SnapshotChunk`), far under
+            // the server's 8 MiB limit on a replication call.
+            snapshot_max_chunk_size: SNAPSHOT_CHUNK,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every),
             max_in_snapshot_log_to_keep: self.keep_logs,
             purge_batch_size: 1,

@@ -9,7 +9,9 @@
 //!   `RaftStateMachine`; it also serves its peers' calls.
 //! - [`network`]: the calling side: openraft's network, and a follower's
 //!   calls to its leader, through a [`crate::replication::Transport`].
-//! - [`messages`]: the RPC names.
+//! - [`identity`]: a replica's cluster id and raft id, kept durably, and
+//!   why a replica that lost its disk rejoins under a new id.
+//! - [`messages`]: the RPC names and the messages of founding and joining.
 //! - [`config`]: the replica's timings and snapshot policy ([`RaftConfig`]).
 //! - [`types`]: openraft's type configuration of a service.
 //! - [`sqlite`]: the storage Pygmy ships: the log, the vote and the
@@ -20,6 +22,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod config;
+pub mod identity;
 pub mod messages;
 pub mod network;
 pub mod replicator;
@@ -27,6 +30,7 @@ pub mod sqlite;
 pub mod types;
 
 pub use config::RaftConfig;
+pub use identity::{Identity, IdentityStore};
 pub use replicator::RaftReplicator;
 pub use sqlite::{JournalStateMachine, SqliteLog};
 pub use types::{NodeId, RaftTypes};

@@ -18,38 +18,32 @@ use openraft::BasicNode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::messages as rpc;
+use super::messages::{self as rpc, Addressed, SnapshotChunk};
 use super::types::{NodeId, RaftTypes};
-use crate::error::TransportError;
+use crate::error::{ErrorKind, TransportError};
 use crate::journal::Machine;
 use crate::replication::{rpc as plumbing, Transport};
 
-/// openraft's network: every RPC is a call through the [`Transport`].
+/// openraft's network: every RPC is a call through the [`Transport`],
+/// addressed to one member of one cluster.
 pub struct Network<M> {
     transport: Arc<dyn Transport>,
     /// The longest an RPC may take (openraft has its own limits too).
     limit: Duration,
+    /// The cluster's id.
+    cluster: Arc<str>,
     _machine: std::marker::PhantomData<fn() -> M>,
 }
 
 impl<M> Network<M> {
-    /// A network over `transport`.
-    pub fn new(transport: Arc<dyn Transport>, limit: Duration) -> Self {
+    /// A network of cluster `cluster` over `transport`.
+    pub fn new(transport: Arc<dyn Transport>, limit: Duration, cluster: &str) -> Self {
         Network {
             transport,
             limit,
+            cluster: Arc::from(cluster),
             _machine: std::marker::PhantomData,
         }
-    }
-
-    /// Calls `rpc` on replica `peer` (a follower's forward to its leader).
-    pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
-        &self,
-        peer: &str,
-        rpc: &str,
-        request: &Req,
-    ) -> Result<Resp, TransportError> {
-        plumbing::call(&*self.transport, peer, rpc, request, self.limit).await
     }
 }
 
@@ -60,6 +54,7 @@ impl<M: Machine> RaftNetworkFactory<RaftTypes<M>> for Network<M> {
         Peer {
             transport: Arc::clone(&self.transport),
             limit: self.limit,
+            cluster: Arc::clone(&self.cluster),
             target,
             name: node.addr.clone(),
             _machine: std::marker::PhantomData,
@@ -71,29 +66,56 @@ impl<M: Machine> RaftNetworkFactory<RaftTypes<M>> for Network<M> {
 pub struct Peer<M> {
     transport: Arc<dyn Transport>,
     limit: Duration,
+    cluster: Arc<str>,
     target: NodeId,
     name: String,
     _machine: std::marker::PhantomData<fn() -> M>,
 }
 
 impl<M> Peer<M> {
+    /// Calls openraft's `rpc` on this peer, addressed to it.
     async fn call<Req, Resp, E>(
         &self,
         rpc: &str,
-        request: &Req,
+        request: Req,
     ) -> Result<Resp, RPCError<NodeId, BasicNode, E>>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
+        let addressed = Addressed {
+            cluster: self.cluster.to_string(),
+            to: self.target,
+            request,
+        };
+        let body =
+            plumbing::encode(&addressed).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        self.send(rpc, body).await
+    }
+
+    /// Sends an encoded call and decodes openraft's answer.
+    async fn send<Resp, E>(
+        &self,
+        rpc: &str,
+        body: Vec<u8>,
+    ) -> Result<Resp, RPCError<NodeId, BasicNode, E>>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
         let answer: Result<Resp, E> =
-            match plumbing::call(&*self.transport, &self.name, rpc, request, self.limit).await {
+            match plumbing::send(&*self.transport, &self.name, rpc, body, self.limit).await {
                 Ok(answer) => answer,
-                // Refused or cut off: openraft backs off before trying again.
-                Err(err @ TransportError::Unreachable { .. }) => {
-                    return Err(RPCError::Unreachable(Unreachable::new(&err)))
-                }
+                // Cut off, or not (or no longer) the member called:
+                // openraft backs off before trying again.
+                Err(
+                    err @ (TransportError::Unreachable { .. }
+                    | TransportError::Refused {
+                        kind: ErrorKind::Unavailable,
+                        ..
+                    }),
+                ) => return Err(RPCError::Unreachable(Unreachable::new(&err))),
                 Err(err) => return Err(RPCError::Network(NetworkError::new(&err))),
             };
         answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
@@ -106,7 +128,7 @@ impl<M: Machine> RaftNetwork<RaftTypes<M>> for Peer<M> {
         request: AppendEntriesRequest<RaftTypes<M>>,
         _option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.call(rpc::APPEND, &request).await
+        self.call(rpc::APPEND, request).await
     }
 
     async fn install_snapshot(
@@ -117,7 +139,19 @@ impl<M: Machine> RaftNetwork<RaftTypes<M>> for Peer<M> {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
     > {
-        self.call(rpc::SNAPSHOT, &request).await
+        // The data travels raw after a JSON header (as JSON, a byte array
+        // would be a list of numbers, 3 to 4 times its size).
+        let header = SnapshotChunk {
+            cluster: self.cluster.to_string(),
+            to: self.target,
+            vote: request.vote,
+            meta: request.meta,
+            offset: request.offset,
+            done: request.done,
+        };
+        let body = rpc::frame_chunk(&header, &request.data)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        self.send(rpc::SNAPSHOT, body).await
     }
 
     async fn vote(
@@ -125,6 +159,6 @@ impl<M: Machine> RaftNetwork<RaftTypes<M>> for Peer<M> {
         request: VoteRequest<NodeId>,
         _option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.call(rpc::VOTE, &request).await
+        self.call(rpc::VOTE, request).await
     }
 }

@@ -1,7 +1,7 @@
 //! openraft's log and vote, in the replica's SQLite file.
 //!
 //! Tables `raft_log` (index, entry as JSON) and `raft_meta` (vote,
-//! committed, last purged log id). Every change is one committed
+//! committed, last purged log id, and the replica's [`Identity`]). Every change is one committed
 //! transaction (`synchronous = FULL`): an append is durable before openraft
 //! is told it is flushed, a vote before `save_vote` returns.
 
@@ -18,6 +18,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::journal::Machine;
+use crate::replication::raft::identity::{Identity, IdentityStore};
 use crate::replication::raft::types::{NodeId, RaftTypes};
 
 const SCHEMA: &str = "
@@ -109,6 +110,47 @@ fn put<T: Serialize>(conn: &Connection, key: &str, value: &T) -> Result<(), Erro
     )
     .map_err(io_error)?;
     Ok(())
+}
+
+const IDENTITY: &str = "identity";
+
+#[async_trait::async_trait]
+impl<M: Machine> IdentityStore for SqliteLog<M> {
+    async fn identity(&self) -> Result<Option<Identity>, crate::StoreError> {
+        self.with(|conn| get(conn, IDENTITY))
+            .await
+            .map_err(|e| crate::StoreError::Storage(Box::new(e)))
+    }
+
+    async fn adopt(&self, identity: Identity) -> Result<Identity, crate::StoreError> {
+        self.with(move |conn| {
+            // One transaction: of two adopters, the first one wins.
+            let tx = conn.transaction().map_err(io_error)?;
+            let kept = match get::<Identity>(&tx, IDENTITY)? {
+                Some(kept) => kept,
+                None => {
+                    put(&tx, IDENTITY, &identity)?;
+                    identity
+                }
+            };
+            tx.commit().map_err(io_error)?;
+            Ok(kept)
+        })
+        .await
+        .map_err(|e| crate::StoreError::Storage(Box::new(e)))
+    }
+
+    async fn has_raft_state(&self) -> Result<bool, crate::StoreError> {
+        self.with(|conn| {
+            let vote: Option<Vote<NodeId>> = get(conn, "vote")?;
+            let entries: i64 = conn
+                .query_row("SELECT COUNT(*) FROM raft_log", [], |r| r.get(0))
+                .map_err(read_error)?;
+            Ok(vote.is_some() || entries > 0)
+        })
+        .await
+        .map_err(|e| crate::StoreError::Storage(Box::new(e)))
+    }
 }
 
 fn index(i: u64) -> i64 {
