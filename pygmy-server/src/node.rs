@@ -81,8 +81,14 @@ pub fn health_client(url: &str) -> Result<InternalClient, ClientError> {
     InternalClient::new(url, &options)
 }
 
-/// The longest a node-to-node call may take.
+/// The longest a node-to-node call may take (a backstop: callers that
+/// can try another replica give each attempt [`ATTEMPT_TIMEOUT`]).
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest one attempt at a replica may take before the caller tries
+/// the next one (a frozen replica answers nothing): well under a client's
+/// 10 s, and over a write that waits out one raft election (about 1.6 s).
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn client_options(topology: &Topology) -> ClientOptions {
     ClientOptions {
@@ -138,7 +144,7 @@ fn replica_set<C>(
         replicas,
         balancer,
         HealthPolicy::default(),
-        CALL_TIMEOUT,
+        ATTEMPT_TIMEOUT,
     ))
 }
 

@@ -52,6 +52,7 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 async fn under_faults(
     cluster: &mut ProcessCluster,
     seconds: u64,
+    clients: usize,
     schedule: &[(u64, Fault)],
 ) -> Run {
     let replicas = replica_urls(cluster)
@@ -61,7 +62,7 @@ async fn under_faults(
     let config = LoadConfig {
         requests: None,
         duration: Some(Duration::from_secs(seconds)),
-        concurrency: 64,
+        concurrency: clients,
         mix: "lookup=30,search=20,buy=50".parse().expect("mix"),
         ..LoadConfig::default()
     };
@@ -151,9 +152,20 @@ async fn scenario(
     schedule: &[(u64, Fault)],
     judge: impl FnOnce(&Run),
 ) {
+    scenario_with(cluster, seconds, 64, schedule, judge).await;
+}
+
+/// [`scenario`] with `clients` clients.
+async fn scenario_with(
+    cluster: impl std::future::Future<Output = ProcessCluster>,
+    seconds: u64,
+    clients: usize,
+    schedule: &[(u64, Fault)],
+    judge: impl FnOnce(&Run),
+) {
     let _alone = ONE_AT_A_TIME.lock().await;
     let mut cluster = cluster.await;
-    let run = under_faults(&mut cluster, seconds, schedule).await;
+    let run = under_faults(&mut cluster, seconds, clients, schedule).await;
     println!("{}", summary(&run));
     judge(&run);
 }
@@ -261,6 +273,19 @@ const EVERY_REPLICA_IN_TURN: [(u64, Fault); 12] = [
     (26_500, Fault::Restart("order-2")),
 ];
 
+/// Replicas of both services frozen (SIGSTOP) for 2.5 s each, one at a
+/// time: whichever lead, some freezes hit a leader.
+const FREEZES: [(u64, Fault); 8] = [
+    (2_000, Fault::Freeze("catalog-0")),
+    (4_500, Fault::Thaw("catalog-0")),
+    (6_500, Fault::Freeze("order-0")),
+    (9_000, Fault::Thaw("order-0")),
+    (11_000, Fault::Freeze("catalog-1")),
+    (13_500, Fault::Thaw("catalog-1")),
+    (15_500, Fault::Freeze("order-1")),
+    (18_000, Fault::Thaw("order-1")),
+];
+
 /// A catalog replica, then an order replica, lose their disks and come
 /// back empty.
 const DISK_LOSS: [(u64, Fault); 4] = [
@@ -300,6 +325,29 @@ async fn raft_keeps_every_promise_through_crashes_and_restarts() {
         &EVERY_REPLICA_IN_TURN,
         assert_kept_every_promise,
     )
+    .await;
+}
+
+/// One frozen replica at a time costs the buyers at most about one
+/// election: prints the longest time without an acknowledged buy and the
+/// buys' p99 (targets 1.5 s each, on a quiet machine); asserts only a
+/// generous bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raft_freezes_cost_buyers_about_an_election() {
+    scenario_with(raft_cluster(100_000), 20, 24, &FREEZES, |run| {
+        assert!(run.violations.is_empty(), "{}", summary(run));
+        let buys = &run.report.operations[&load::Operation::Buy];
+        println!(
+            "availability under freezes: longest time without an acknowledged buy {:.0} ms, buy p99 {:.0} ms",
+            run.report.longest_buy_gap_ms, buys.latency_ms.p99
+        );
+        assert!(
+            run.report.longest_buy_gap_ms < 8_000.0,
+            "buys stalled for {:.0} ms\n{}",
+            run.report.longest_buy_gap_ms,
+            summary(run)
+        );
+    })
     .await;
 }
 

@@ -211,6 +211,11 @@ pub struct LoadReport {
     pub timeline: Vec<Second>,
     /// The buys answered with success.
     pub acked_buys: Vec<AckedBuy>,
+    /// The longest time without an acknowledged buy, in milliseconds: from
+    /// the start to the first one, and between any two (the availability
+    /// figure of a run under faults; 0 without buys).
+    #[serde(default)]
+    pub longest_buy_gap_ms: f64,
 }
 
 const SIGFIG: u8 = 3;
@@ -244,6 +249,8 @@ struct Tally {
     ops: BTreeMap<Operation, OpTally>,
     seconds: Vec<(u64, u64, Histogram<u64>)>,
     acked: Vec<AckedBuy>,
+    /// When each acknowledged buy was answered, since the start.
+    acked_at: Vec<Duration>,
 }
 
 impl Tally {
@@ -252,6 +259,7 @@ impl Tally {
             ops: BTreeMap::new(),
             seconds: Vec::new(),
             acked: Vec::new(),
+            acked_at: Vec::new(),
         }
     }
 
@@ -303,6 +311,21 @@ impl Tally {
             let _ = mine.2.add(&hist);
         }
         self.acked.extend(other.acked);
+        self.acked_at.extend(other.acked_at);
+    }
+
+    /// The longest time without an acknowledged buy: from the start to the
+    /// first, and between any two (after the last, the stock may be gone).
+    fn longest_buy_gap(&self) -> Duration {
+        let mut times = self.acked_at.clone();
+        times.sort_unstable();
+        let mut last = Duration::ZERO;
+        let mut longest = Duration::ZERO;
+        for at in times {
+            longest = longest.max(at.saturating_sub(last));
+            last = at;
+        }
+        longest
     }
 }
 
@@ -507,6 +530,9 @@ async fn work(conn: Connection, run: Arc<Run>, index: u64) -> Tally {
         }
         let (op, error) = worker.send(&mut tally).await;
         let done = Instant::now();
+        if op == Operation::Buy && error.is_none() {
+            tally.acked_at.push(done.duration_since(run.start));
+        }
         let second = done.duration_since(run.start).as_secs();
         tally.record(op, second, done.duration_since(due), error);
         if let Some(bar) = &run.bar {
@@ -539,6 +565,7 @@ fn millis(hist: &Histogram<u64>, quantile: f64) -> f64 {
 
 fn report(config: &LoadConfig, concurrency: usize, elapsed: Duration, tally: Tally) -> LoadReport {
     let secs = elapsed.as_secs_f64().max(1e-9);
+    let longest_buy_gap_ms = tally.longest_buy_gap().as_secs_f64() * 1000.0;
     let operations: BTreeMap<Operation, OperationReport> = tally
         .ops
         .into_iter()
@@ -592,6 +619,7 @@ fn report(config: &LoadConfig, concurrency: usize, elapsed: Duration, tally: Tal
             })
             .collect(),
         acked_buys: tally.acked,
+        longest_buy_gap_ms,
     }
 }
 
@@ -637,6 +665,13 @@ impl fmt::Display for LoadReport {
         for (op, r) in self.operations.iter().filter(|(_, r)| !r.errors.is_empty()) {
             let kinds: Vec<String> = r.errors.iter().map(|(k, n)| format!("{k}={n}")).collect();
             writeln!(f, "{op} errors: {}", kinds.join(", "))?;
+        }
+        if !self.acked_buys.is_empty() {
+            writeln!(
+                f,
+                "longest time without an acknowledged buy: {:.0} ms",
+                self.longest_buy_gap_ms
+            )?;
         }
         Ok(())
     }

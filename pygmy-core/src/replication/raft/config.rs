@@ -24,8 +24,12 @@ pub struct RaftConfig {
     pub election: (Duration, Duration),
     /// Longest wait for a write (through elections and forwarding).
     pub write_timeout: Duration,
-    /// Longest wait for one call to a peer.
+    /// Longest wait for one of openraft's calls to a peer.
     pub rpc_timeout: Duration,
+    /// Longest wait for one forward to the leader (a write, or a read
+    /// index): a leader that does not answer by then is likely frozen or
+    /// cut off, and the forward is tried again once another leads.
+    pub forward_timeout: Duration,
     /// A snapshot is built after this many entries since the last one.
     pub snapshot_every: u64,
     /// Entries kept in the log behind a snapshot (a replica further behind
@@ -39,10 +43,11 @@ impl RaftConfig {
         RaftConfig {
             node: node.into(),
             replicas,
-            heartbeat: Duration::from_millis(150),
-            election: (Duration::from_millis(750), Duration::from_millis(1500)),
+            heartbeat: Duration::from_millis(100),
+            election: (Duration::from_millis(400), Duration::from_millis(800)),
             write_timeout: Duration::from_secs(5),
             rpc_timeout: Duration::from_secs(10),
+            forward_timeout: Duration::from_secs(1),
             snapshot_every: 5_000,
             keep_logs: 1_000,
         }

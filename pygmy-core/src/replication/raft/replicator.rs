@@ -450,9 +450,31 @@ impl<M: Machine> RaftReplicator<M> {
             &peer,
             rpc,
             request,
-            self.shared.config.rpc_timeout,
+            self.shared.config.forward_timeout,
         )
         .await
+    }
+
+    /// After a forward to `leader` failed: waits until another leader is
+    /// known, at most until `deadline` or one election timeout (the leader
+    /// may be back by then), so that the retry does not go to the same
+    /// silent leader at once.
+    async fn await_other_leader(
+        &self,
+        member: &Member<M>,
+        leader: NodeId,
+        deadline: tokio::time::Instant,
+    ) {
+        let until = deadline.min(tokio::time::Instant::now() + self.shared.config.election.1);
+        let mut metrics = member.raft.metrics();
+        while metrics.borrow_and_update().current_leader == Some(leader) {
+            if tokio::time::timeout_at(until, metrics.changed())
+                .await
+                .map_or(true, |changed| changed.is_err())
+            {
+                return;
+            }
+        }
     }
 
     /// Waits (a little) until this replica runs raft and a leader is known.
@@ -538,7 +560,12 @@ impl<M: Machine> Replicator<M> for RaftReplicator<M> {
             } else {
                 match self.call_leader(member, leader, rpc::PROPOSE, &op).await {
                     Ok(outcome) => return Ok(outcome),
-                    Err(err) => Err(err.to_string()),
+                    Err(err) => {
+                        if err.passes_over() {
+                            self.await_other_leader(member, leader, deadline).await;
+                        }
+                        Err(err.to_string())
+                    }
                 }
             };
             // Leadership moved, or the leader is unreachable: retry with
@@ -656,10 +683,28 @@ impl<M: Machine> Replicator<M> for RaftReplicator<M> {
                 .map_err(unavailable)?;
             return Ok(());
         }
-        let read: Option<LogId<NodeId>> = self
-            .call_leader(member, leader, rpc::READ_INDEX, &())
-            .await
-            .map_err(unavailable)?;
+        let read: Option<LogId<NodeId>> =
+            match self.call_leader(member, leader, rpc::READ_INDEX, &()).await {
+                Ok(read) => read,
+                Err(err) => {
+                    // Once: a reader waits at most one more forward.
+                    if !err.passes_over() {
+                        return Err(unavailable(err));
+                    }
+                    self.await_other_leader(member, leader, deadline).await;
+                    let (member, leader) = self.await_leader(deadline).await?;
+                    if leader == member.identity.id {
+                        tokio::time::timeout_at(deadline, member.raft.ensure_linearizable())
+                            .await
+                            .map_err(|_| unavailable("leadership not confirmed in time"))?
+                            .map_err(unavailable)?;
+                        return Ok(());
+                    }
+                    self.call_leader(member, leader, rpc::READ_INDEX, &())
+                        .await
+                        .map_err(unavailable)?
+                }
+            };
         let wait = write_timeout.saturating_sub(Duration::from_millis(1));
         member
             .raft
