@@ -230,6 +230,8 @@ async fn run_load(store: &Client, args: LoadArgs, json: bool) -> Result<(), Fail
             .filter(|t| !t.is_empty())
             .collect(),
         progress: !json,
+        // With --check, every lookup is also checked against the buys.
+        history: args.check,
     };
     if config.topics.is_empty() || config.items.is_empty() {
         return Err(fail("give at least one topic and one item"));
@@ -267,14 +269,14 @@ async fn run_load(store: &Client, args: LoadArgs, json: bool) -> Result<(), Fail
     let Some(checker) = checker else {
         return Ok(());
     };
-    let verdict = checker.verdict(&report.acked_buys).await?;
+    let verdict = checker.verdict(&report.acked_buys, &report.history).await?;
     print!("{verdict}");
     if verdict.passed() {
         Ok(())
     } else {
         Err(fail(format!(
             "{} violations of the store's promises",
-            verdict.violations.len()
+            verdict.violations.len() + verdict.anomalies.len()
         )))
     }
 }

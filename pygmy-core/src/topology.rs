@@ -154,6 +154,12 @@ pub struct Topology {
     /// Longest time to receive a request, in milliseconds.
     #[serde(default = "Topology::default_read_timeout_ms")]
     pub read_timeout_ms: u64,
+    /// How long, in seconds, a `raft` replica keeps the record of each op
+    /// (what makes a retry with the same key or op id harmless); older
+    /// records are deleted, so the database grows with the books and
+    /// orders, not with the history. At least 60; a day by default.
+    #[serde(default = "Topology::default_op_retention_s")]
+    pub op_retention_s: u64,
     /// The nodes.
     #[serde(rename = "node")]
     pub nodes: Vec<NodeConfig>,
@@ -207,6 +213,13 @@ impl Topology {
     fn default_read_timeout_ms() -> u64 {
         10_000
     }
+    fn default_op_retention_s() -> u64 {
+        24 * 60 * 60
+    }
+
+    /// The smallest `op_retention_s` accepted: a retried buy arrives within
+    /// seconds, the reconciler within a few more.
+    pub const MIN_OP_RETENTION_S: u64 = 60;
 
     /// The embedded default: on loopback, one frontend on 8010 and three
     /// `raft` replicas each of catalog and order from 8011 up (three
@@ -230,6 +243,7 @@ impl Topology {
             cache: CacheConfig::default(),
             max_body_bytes: Self::default_max_body(),
             read_timeout_ms: Self::default_read_timeout_ms(),
+            op_retention_s: Self::default_op_retention_s(),
             base_dir: None,
             nodes: vec![
                 node("frontend", Role::Frontend, 8010),
@@ -338,6 +352,13 @@ impl Topology {
             return Err(ConfigError::Invalid(
                 "raft keeps its log in SQLite: set store = \"sqlite\"".to_owned(),
             ));
+        }
+        if self.op_retention_s < Self::MIN_OP_RETENTION_S {
+            return Err(ConfigError::Invalid(format!(
+                "op_retention_s is {}: keep op records at least {} s",
+                self.op_retention_s,
+                Self::MIN_OP_RETENTION_S
+            )));
         }
         if self.token.as_deref().is_some_and(|t| t.trim().is_empty()) {
             return Err(ConfigError::Invalid("the token is empty".to_owned()));

@@ -40,13 +40,14 @@ fn openraft_storage_suite() {
 mod state_machine {
     use std::io::Cursor;
     use std::sync::Arc;
+    use std::time::Duration;
 
     use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, SnapshotMeta};
     use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
     use pygmy_core::catalog::sqlite::SqliteCatalog;
     use pygmy_core::catalog::{CatalogCommand, CatalogMachine, CatalogOutcome, CatalogStore};
-    use pygmy_core::journal::{Op, OpId};
-    use pygmy_core::replication::raft::{JournalStateMachine, RaftTypes};
+    use pygmy_core::journal::{Journal, Op, OpId};
+    use pygmy_core::replication::raft::{JournalStateMachine, RaftTypes, Stamped};
     use pygmy_core::types::{default_books, ItemId};
 
     type Machine = JournalStateMachine<CatalogMachine>;
@@ -70,10 +71,13 @@ mod state_machine {
     }
 
     fn sell(id: &str, item: i64) -> EntryPayload<RaftTypes<CatalogMachine>> {
-        EntryPayload::Normal(Op {
-            id: OpId(id.to_owned()),
-            cmd: CatalogCommand::Sell { item: ItemId(item) },
-        })
+        EntryPayload::Normal(
+            Op {
+                id: OpId(id.to_owned()),
+                cmd: CatalogCommand::Sell { item: ItemId(item) },
+            }
+            .into(),
+        )
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,5 +155,83 @@ mod state_machine {
             7,
             "nothing was changed"
         );
+    }
+
+    fn stamped_sell(id: &str, at_s: u64) -> EntryPayload<RaftTypes<CatalogMachine>> {
+        EntryPayload::Normal(Stamped {
+            op: Op {
+                id: OpId(id.to_owned()),
+                cmd: CatalogCommand::Sell { item: ItemId(1) },
+            },
+            at_ms: Some(at_s * 1000),
+        })
+    }
+
+    /// The op ids still recorded, in apply order.
+    async fn recorded(journal: &SqliteCatalog) -> Vec<String> {
+        journal
+            .read(|conn| {
+                let mut stmt = conn.prepare("SELECT op_id FROM journal_ops ORDER BY seq")?;
+                let ids = stmt.query_map([], |r| r.get::<_, String>(0))?;
+                Ok(ids.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
+            .expect("read")
+    }
+
+    /// Op records are kept for the window, by the leaders' stamps, and the
+    /// same on every replica however its batches were cut; the state keeps
+    /// every op's effect.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn op_records_are_kept_for_the_window_by_the_stamps() {
+        const T0: u64 = 1_800_000_000;
+        let entries = || {
+            vec![
+                entry(1, stamped_sell("s1", T0)),
+                entry(2, stamped_sell("s2", T0 + 10)),
+                entry(3, EntryPayload::Blank),
+                entry(4, stamped_sell("s3", T0 + 65)),
+                entry(5, stamped_sell("s4", T0 + 75)),
+            ]
+        };
+        let mut journals = Vec::new();
+        let dirs = [
+            tempfile::tempdir().expect("tempdir"),
+            tempfile::tempdir().expect("tempdir"),
+        ];
+        for (n, dir) in dirs.iter().enumerate() {
+            let (journal, machine) = open(dir.path()).await;
+            let mut machine = machine.retaining(Duration::from_secs(60));
+            journal.seed(default_books()).await.expect("seed");
+            // One replica applies them one by one, the other in one batch.
+            if n == 0 {
+                for e in entries() {
+                    machine.apply(vec![e]).await.expect("apply");
+                }
+            } else {
+                machine.apply(entries()).await.expect("apply");
+            }
+            journals.push(journal);
+        }
+        // s1 (T0) and s2 (T0 + 10) were applied more than 60 s before s4
+        // (T0 + 75) and are forgotten; s3 (T0 + 65) is kept. The same on
+        // both replicas, however their batches were cut.
+        assert_eq!(recorded(&journals[0]).await, vec!["s3", "s4"]);
+        assert_eq!(recorded(&journals[1]).await, vec!["s3", "s4"]);
+        for journal in &journals {
+            assert_eq!(
+                journal
+                    .book(ItemId(1))
+                    .await
+                    .expect("read")
+                    .map(|b| b.count),
+                Some(96),
+                "the state keeps every sale"
+            );
+            assert_eq!(
+                journal.outcome(&OpId("s1".into())).await.expect("read"),
+                None
+            );
+        }
     }
 }

@@ -76,6 +76,7 @@ async fn demo(args: Args) -> Result<(), String> {
         concurrency: args.concurrency,
         mix: args.mix,
         progress: true,
+        history: true,
         ..LoadConfig::default()
     };
     println!(
@@ -85,13 +86,16 @@ async fn demo(args: Args) -> Result<(), String> {
     let report = load::run(&store, &config).await;
     print!("{report}");
 
-    let verdict = checker.verdict(&report.acked_buys).await;
+    let verdict = checker.verdict(&report.acked_buys, &report.history).await;
     cluster.shutdown().await.map_err(|e| e.to_string())?;
     let verdict = verdict.map_err(|e| e.to_string())?;
     print!("{verdict}");
     if verdict.passed() {
         Ok(())
     } else {
-        Err(format!("{} violations", verdict.violations.len()))
+        Err(format!(
+            "{} violations",
+            verdict.violations.len() + verdict.anomalies.len()
+        ))
     }
 }

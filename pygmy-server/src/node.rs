@@ -258,6 +258,7 @@ async fn replicator<M: Service>(
                 }
             };
             let (log, machine) = raft::sqlite::open(Arc::clone(journal), path).await?;
+            let machine = machine.retaining(Duration::from_secs(topology.op_retention_s));
             let config = RaftConfig::new(node.name.clone(), names);
             Ok(Arc::new(
                 RaftReplicator::start(config, log, machine, transport).await?,

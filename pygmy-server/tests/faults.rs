@@ -8,12 +8,15 @@
 //! from a stale state. The same scenarios run against `raft` (three
 //! replicas per service), which must keep every promise.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use pygmy_client::tools::check::{check, Expected, ReplicaUrls, Violation};
+use pygmy_client::tools::history;
 use pygmy_client::tools::load::{self, LoadConfig, LoadReport};
 use pygmy_client::ClientOptions;
 use pygmy_core::topology::{Replication, Role};
+use pygmy_core::types::ItemId;
 use pygmy_server::testing::{Options, ProcessCluster};
 
 /// One step of a fault schedule, at an offset from the start of the load.
@@ -22,6 +25,10 @@ enum Fault {
     Kill(&'static str),
     /// Kill, and delete the node's data directory.
     Wipe(&'static str),
+    /// Kill every node at once (SIGKILL), as a power loss.
+    KillAll,
+    /// Start every node again, and wait until all serve.
+    RestartAll,
     Restart(&'static str),
     Freeze(&'static str),
     Thaw(&'static str),
@@ -34,6 +41,8 @@ enum Fault {
 struct Run {
     report: LoadReport,
     violations: Vec<Violation>,
+    /// Lookups no linearizable store could have answered.
+    anomalies: Vec<history::Anomaly>,
     /// How long each restarted replica took to serve again.
     catch_up: Vec<(String, Duration)>,
 }
@@ -64,6 +73,7 @@ async fn under_faults(
         duration: Some(Duration::from_secs(seconds)),
         concurrency: clients,
         mix: "lookup=30,search=20,buy=50".parse().expect("mix"),
+        history: true,
         ..LoadConfig::default()
     };
     let store = cluster.store();
@@ -84,6 +94,12 @@ async fn under_faults(
             Fault::Wipe(name) => {
                 cluster.wipe(name);
                 killed.push(*name);
+            }
+            Fault::KillAll => cluster.kill_all(),
+            Fault::RestartAll => {
+                let began = Instant::now();
+                cluster.spawn_all(Duration::from_secs(30)).await;
+                catch_up.push(("the whole cluster".to_owned(), began.elapsed()));
             }
             Fault::Restart(name) => {
                 cluster.spawn(name);
@@ -136,9 +152,17 @@ async fn under_faults(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let stock: BTreeMap<ItemId, i64> = before
+        .catalogs
+        .values()
+        .next()
+        .map(|books| books.iter().map(|b| (b.id, b.count)).collect())
+        .unwrap_or_default();
+    let anomalies = history::check(&stock, &report.history);
     Run {
         report,
         violations,
+        anomalies,
         catch_up,
     }
 }
@@ -177,6 +201,19 @@ fn summary(run: &Run) -> String {
     }
     for v in &run.violations {
         text.push_str(&format!("VIOLATION {v}\n"));
+    }
+    let lookups = run
+        .report
+        .history
+        .iter()
+        .filter(|e| matches!(e.effect, history::Effect::Saw(_)))
+        .count();
+    text.push_str(&format!(
+        "history: {} of {lookups} lookups no linearizable store could answer\n",
+        run.anomalies.len()
+    ));
+    for a in run.anomalies.iter().take(10) {
+        text.push_str(&format!("VIOLATION {a}\n"));
     }
     text
 }
@@ -286,6 +323,14 @@ const FREEZES: [(u64, Fault); 8] = [
     (18_000, Fault::Thaw("order-1")),
 ];
 
+/// Every node killed at once, twice, as a power loss.
+const POWER_LOSS: [(u64, Fault); 4] = [
+    (3_000, Fault::KillAll),
+    (4_000, Fault::RestartAll),
+    (9_000, Fault::KillAll),
+    (9_500, Fault::RestartAll),
+];
+
 /// A catalog replica, then an order replica, lose their disks and come
 /// back empty.
 const DISK_LOSS: [(u64, Fault); 4] = [
@@ -296,7 +341,11 @@ const DISK_LOSS: [(u64, Fault); 4] = [
 ];
 
 fn assert_kept_every_promise(run: &Run) {
-    assert!(run.violations.is_empty(), "{}", summary(run));
+    assert!(
+        run.violations.is_empty() && run.anomalies.is_empty(),
+        "{}",
+        summary(run)
+    );
     for (name, took) in &run.catch_up {
         assert!(
             *took < Duration::from_secs(5),
@@ -335,7 +384,11 @@ async fn raft_keeps_every_promise_through_crashes_and_restarts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raft_freezes_cost_buyers_about_an_election() {
     scenario_with(raft_cluster(100_000), 20, 24, &FREEZES, |run| {
-        assert!(run.violations.is_empty(), "{}", summary(run));
+        assert!(
+        run.violations.is_empty() && run.anomalies.is_empty(),
+        "{}",
+        summary(run)
+    );
         let buys = &run.report.operations[&load::Operation::Buy];
         println!(
             "availability under freezes: longest time without an acknowledged buy {:.0} ms, buy p99 {:.0} ms",
@@ -351,12 +404,33 @@ async fn raft_freezes_cost_buyers_about_an_election() {
     .await;
 }
 
+/// A power loss: every node killed at once (twice), and started again.
+/// Every acknowledged buy is still there, and the replicas agree; each
+/// comes back as the member it was (its identity was on disk).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raft_keeps_every_promise_through_power_loss() {
+    scenario(raft_cluster(120), 14, &POWER_LOSS, |run| {
+        assert!(
+            run.violations.is_empty() && run.anomalies.is_empty(),
+            "{}",
+            summary(run)
+        );
+        let buys = &run.report.operations[&load::Operation::Buy];
+        assert!(buys.ok > 0, "no buy succeeded:\n{}", summary(run));
+    })
+    .await;
+}
+
 /// A replica that lost its disk rejoins under a new raft id, catches up
 /// and becomes a voter again; no acknowledged buy is lost on the way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raft_keeps_every_promise_through_disk_loss() {
     scenario(raft_cluster(120), 16, &DISK_LOSS, |run| {
-        assert!(run.violations.is_empty(), "{}", summary(run));
+        assert!(
+            run.violations.is_empty() && run.anomalies.is_empty(),
+            "{}",
+            summary(run)
+        );
         for (name, took) in &run.catch_up {
             assert!(
                 *took < Duration::from_secs(30),

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ClientError;
 use crate::nodes::{CatalogClient, OrderClient};
+use crate::tools::history::{self, Anomaly, Effect, Event};
 
 /// What every replica held at one moment.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -363,6 +364,8 @@ pub async fn collect(
 pub struct Checker {
     clients: ReplicaClients,
     expected: Expected,
+    /// Each book's stock before the run, for the history check.
+    stock: BTreeMap<ItemId, i64>,
 }
 
 /// How long [`Checker::verdict`] lets lagging replicas converge ("once
@@ -377,16 +380,29 @@ impl Checker {
     ) -> Result<Checker, ClientError> {
         let clients = urls.clients(options)?;
         let before = clients.collect().await?;
+        let stock = before
+            .catalogs
+            .values()
+            .next()
+            .map(|books| books.iter().map(|b| (b.id, b.count)).collect())
+            .unwrap_or_default();
         Ok(Checker {
             expected: Expected::baseline(&before),
             clients,
+            stock,
         })
     }
 
     /// Judges the replicas' state after a run whose acknowledged buys were
     /// `acked`: no violation, or the ones still seen after letting them
-    /// converge for up to 10 s.
-    pub async fn verdict(&self, acked: &[AckedBuy]) -> Result<Verdict, ClientError> {
+    /// converge for up to 10 s; and the run's `history` (empty if it was
+    /// not recorded): no lookup that no linearizable store could answer.
+    pub async fn verdict(
+        &self,
+        acked: &[AckedBuy],
+        history: &[Event],
+    ) -> Result<Verdict, ClientError> {
+        let anomalies = history::check(&self.stock, history);
         let deadline = tokio::time::Instant::now() + CONVERGE_FOR;
         loop {
             let state = self.clients.collect().await?;
@@ -396,7 +412,12 @@ impl Checker {
                     catalogs: self.clients.catalogs.len(),
                     orders: self.clients.orders.len(),
                     acked: acked.len(),
+                    lookups: history
+                        .iter()
+                        .filter(|e| matches!(e.effect, Effect::Saw(_)))
+                        .count(),
                     violations,
+                    anomalies,
                 });
             }
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -414,14 +435,18 @@ pub struct Verdict {
     pub orders: usize,
     /// Acknowledged buys looked for.
     pub acked: usize,
-    /// Broken promises (none: the run passed).
+    /// Lookups checked against the history.
+    pub lookups: usize,
+    /// Broken promises of the final state (none: it keeps them all).
     pub violations: Vec<Violation>,
+    /// Lookups no linearizable store could have answered.
+    pub anomalies: Vec<Anomaly>,
 }
 
 impl Verdict {
     /// Whether every promise held.
     pub fn passed(&self) -> bool {
-        self.violations.is_empty()
+        self.violations.is_empty() && self.anomalies.is_empty()
     }
 }
 
@@ -430,12 +455,15 @@ impl fmt::Display for Verdict {
         if self.passed() {
             return writeln!(
                 f,
-                "check: ok ({} catalog and {} order replicas; {} acknowledged buys present everywhere; stock + orders conserved; replicas identical)",
-                self.catalogs, self.orders, self.acked
+                "check: ok ({} catalog and {} order replicas; {} acknowledged buys present everywhere; stock + orders conserved; replicas identical; {} lookups fresh)",
+                self.catalogs, self.orders, self.acked, self.lookups
             );
         }
         for v in &self.violations {
             writeln!(f, "check: VIOLATION {v}")?;
+        }
+        for a in &self.anomalies {
+            writeln!(f, "check: VIOLATION {a}")?;
         }
         Ok(())
     }

@@ -17,10 +17,12 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use pygmy_core::types::{ItemId, OrderId};
+use pygmy_core::ErrorKind;
 use serde::{Deserialize, Serialize};
 
 use crate::tools::check::AckedBuy;
 use crate::tools::engine::{decode, Bought, Connection, Items};
+use crate::tools::history::{Effect, Event};
 use pygmy_core::api::routes::{FrontendRoute, Route};
 
 use crate::error::ClientError;
@@ -126,6 +128,9 @@ pub struct LoadConfig {
     pub topics: Vec<String>,
     /// Show a progress bar (on a terminal).
     pub progress: bool,
+    /// Record every lookup and buy with its times and what it saw or did,
+    /// for [`crate::tools::history::check`] (in [`LoadReport::history`]).
+    pub history: bool,
 }
 
 impl Default for LoadConfig {
@@ -143,6 +148,7 @@ impl Default for LoadConfig {
                 "graduate school".to_owned(),
             ],
             progress: false,
+            history: false,
         }
     }
 }
@@ -216,6 +222,9 @@ pub struct LoadReport {
     /// figure of a run under faults; 0 without buys).
     #[serde(default)]
     pub longest_buy_gap_ms: f64,
+    /// Every lookup and buy, when [`LoadConfig::history`] asked for it.
+    #[serde(skip)]
+    pub history: Vec<Event>,
 }
 
 const SIGFIG: u8 = 3;
@@ -251,6 +260,8 @@ struct Tally {
     acked: Vec<AckedBuy>,
     /// When each acknowledged buy was answered, since the start.
     acked_at: Vec<Duration>,
+    /// Every lookup and buy, if the run records its history.
+    history: Vec<Event>,
 }
 
 impl Tally {
@@ -260,6 +271,7 @@ impl Tally {
             seconds: Vec::new(),
             acked: Vec::new(),
             acked_at: Vec::new(),
+            history: Vec::new(),
         }
     }
 
@@ -312,6 +324,7 @@ impl Tally {
         }
         self.acked.extend(other.acked);
         self.acked_at.extend(other.acked_at);
+        self.history.extend(other.history);
     }
 
     /// The longest time without an acknowledged buy: from the start to the
@@ -351,8 +364,13 @@ impl Worker<'_> {
         items[self.rng.usize(..items.len())]
     }
 
-    /// Sends one request; returns what it was and its failure, if any.
-    async fn send(&mut self, tally: &mut Tally) -> (Operation, Option<&'static str>) {
+    /// Sends one request; returns what it was, its failure if any, and for
+    /// a lookup or a buy, the book and what it saw or did.
+    async fn send(
+        &mut self,
+        tally: &mut Tally,
+    ) -> (Operation, Option<&'static str>, Option<(ItemId, Effect)>) {
+        let mut seen = None;
         let session = matches!(self.config.mix, Mix::Session);
         let op = match (&self.config.mix, &self.step) {
             (Mix::Session, Step::Search) => Operation::Search,
@@ -401,6 +419,12 @@ impl Worker<'_> {
                     .get(&format!("{}?id={id}", FrontendRoute::Lookup.path()))
                     .await;
                 body.and_then(|body| {
+                    if self.config.history {
+                        let found: Items = decode(&body)?;
+                        if let Some(book) = found.item.first() {
+                            seen = Some((id, Effect::Saw(book.count)));
+                        }
+                    }
                     if session {
                         let found: Items = decode(&body)?;
                         let in_stock = found.item.first().is_some_and(|b| b.count > 0);
@@ -422,6 +446,14 @@ impl Worker<'_> {
                     .conn
                     .get(&format!("{}?id={id}", FrontendRoute::Buy.path()))
                     .await;
+                seen = match &body {
+                    Ok(_) => Some((id, Effect::Sold)),
+                    Err(err) if err.kind() == ErrorKind::OutOfStock => Some((id, Effect::SoldOut)),
+                    // No such book: nothing to check.
+                    Err(err) if err.kind() == ErrorKind::NotFound => None,
+                    // It may have sold (a lost answer, a time limit).
+                    Err(_) => Some((id, Effect::MaybeSold)),
+                };
                 body.and_then(|body| {
                     let bought: Bought = decode(&body)?;
                     tally.acked.push(AckedBuy {
@@ -438,7 +470,10 @@ impl Worker<'_> {
         if result.is_err() && session {
             self.step = Step::Search;
         }
-        (op, result.err().as_ref().map(ClientError::label))
+        if !self.config.history {
+            seen = None;
+        }
+        (op, result.err().as_ref().map(ClientError::label), seen)
     }
 }
 
@@ -528,8 +563,17 @@ async fn work(conn: Connection, run: Arc<Run>, index: u64) -> Tally {
         if due > Instant::now() {
             tokio::time::sleep_until(due.into()).await;
         }
-        let (op, error) = worker.send(&mut tally).await;
+        let sent = Instant::now();
+        let (op, error, seen) = worker.send(&mut tally).await;
         let done = Instant::now();
+        if let Some((item, effect)) = seen {
+            tally.history.push(Event {
+                item,
+                sent: sent.duration_since(run.start),
+                answered: done.duration_since(run.start),
+                effect,
+            });
+        }
         if op == Operation::Buy && error.is_none() {
             tally.acked_at.push(done.duration_since(run.start));
         }
@@ -620,6 +664,7 @@ fn report(config: &LoadConfig, concurrency: usize, elapsed: Duration, tally: Tal
             .collect(),
         acked_buys: tally.acked,
         longest_buy_gap_ms,
+        history: tally.history,
     }
 }
 

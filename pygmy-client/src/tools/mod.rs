@@ -5,9 +5,12 @@
 //! - [`load`]: the load generator (closed or fixed-rate open loop, HDR
 //!   histograms), over its own lean HTTP engine (`engine.rs`).
 //! - [`check`]: the checker of the store's promises over replica states.
+//! - [`history`]: the checker of a run's lookups against its buys (a stale
+//!   or impossible read is caught).
 //! - [`plot`]: a run's figures as an SVG chart.
 
 pub mod check;
 mod engine;
+pub mod history;
 pub mod load;
 pub mod plot;

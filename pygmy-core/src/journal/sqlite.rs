@@ -8,6 +8,7 @@ use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
@@ -43,7 +44,49 @@ CREATE TABLE IF NOT EXISTS journal_meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS journal_marks (
+    second INTEGER PRIMARY KEY,
+    seq    INTEGER NOT NULL
+);
 ";
+
+/// An op to apply with [`SqliteJournal::apply_with_meta`]: `None` changes
+/// nothing (a replication log's own entries); `at_ms` is the clock the op
+/// was stamped with (its proposer's, in milliseconds since the Unix
+/// epoch), by which its record is kept.
+pub type Stamped<C> = (Source, Option<Op<C>>, Option<u64>);
+
+/// After an op stamped `at_ms` was applied: marks that ops up to the newest
+/// were applied by that second, and deletes the records of the ops applied
+/// more than `window` before the newest mark. A function of the stamped
+/// ops in order only (not of how they were batched), so replicas that
+/// apply the same stamped ops keep the same records.
+fn retain(tx: &Transaction<'_>, at_ms: u64, window: Duration) -> Result<(), StoreError> {
+    let second = i64::try_from(at_ms / 1000).unwrap_or(i64::MAX);
+    let newest: i64 = tx.query_row("SELECT IFNULL(MAX(seq), 0) FROM journal_ops", [], |r| {
+        r.get(0)
+    })?;
+    tx.execute(
+        "INSERT INTO journal_marks (second, seq) VALUES (?1, ?2)
+         ON CONFLICT (second) DO UPDATE SET seq = MAX(seq, excluded.seq)",
+        params![second, newest],
+    )?;
+    // The newest clock seen, so a leader whose clock is behind its
+    // predecessor's never brings records back into the window.
+    let latest: i64 = tx.query_row("SELECT MAX(second) FROM journal_marks", [], |r| r.get(0))?;
+    let window = i64::try_from(window.as_secs()).unwrap_or(i64::MAX);
+    let horizon = latest.saturating_sub(window);
+    let cut: Option<i64> = tx.query_row(
+        "SELECT MAX(seq) FROM journal_marks WHERE second < ?1",
+        [horizon],
+        |r| r.get(0),
+    )?;
+    if let Some(cut) = cut {
+        tx.execute("DELETE FROM journal_ops WHERE seq <= ?1", [cut])?;
+        tx.execute("DELETE FROM journal_marks WHERE second < ?1", [horizon])?;
+    }
+    Ok(())
+}
 
 const READERS: usize = 4;
 
@@ -128,18 +171,28 @@ impl<M: SqliteMachine> SqliteJournal<M> {
     /// change and what the caller records about it are durable together. A
     /// `None` op changes nothing and answers `None`. For a replication log
     /// that must store its applied position with the state.
+    ///
+    /// With a `retention` window, after each stamped op the records of the
+    /// ops applied more than the window before it (by their stamps) are
+    /// deleted, in the same transaction: their ids can then be applied
+    /// again, and they are no longer listed. The state (books, orders)
+    /// keeps every op's effect.
     pub async fn apply_with_meta(
         &self,
-        ops: Vec<(Source, Option<Op<M::Command>>)>,
+        ops: Vec<Stamped<M::Command>>,
         meta: Vec<(String, String)>,
+        retention: Option<Duration>,
     ) -> Result<Vec<Option<M::Outcome>>, StoreError> {
         self.write(move |tx| {
             let mut outcomes = Vec::with_capacity(ops.len());
-            for (source, op) in ops {
+            for (source, op, at_ms) in ops {
                 outcomes.push(match op {
                     Some(op) => Some(apply_in::<M>(tx, source, &op)?.outcome),
                     None => None,
                 });
+                if let (Some(window), Some(at_ms)) = (retention, at_ms) {
+                    retain(tx, at_ms, window)?;
+                }
             }
             set_meta(tx, &meta)?;
             Ok(outcomes)

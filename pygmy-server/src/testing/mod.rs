@@ -281,18 +281,7 @@ impl ProcessCluster {
             network,
             dir,
         };
-        let names: Vec<String> = cluster
-            .topology
-            .nodes
-            .iter()
-            .map(|n| n.name.clone())
-            .collect();
-        for name in &names {
-            cluster.spawn(name);
-        }
-        for name in &names {
-            cluster.wait_healthy(name, Duration::from_secs(20)).await;
-        }
+        cluster.spawn_all(Duration::from_secs(20)).await;
         cluster
     }
 
@@ -358,6 +347,26 @@ impl ProcessCluster {
         if let Some(mut child) = self.children.remove(name) {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+
+    /// Starts every node (over its existing data), and waits until all
+    /// serve, at most `timeout` each.
+    pub async fn spawn_all(&mut self, timeout: Duration) {
+        let names: Vec<String> = self.topology.nodes.iter().map(|n| n.name.clone()).collect();
+        for name in &names {
+            self.spawn(name);
+        }
+        for name in &names {
+            self.wait_healthy(name, timeout).await;
+        }
+    }
+
+    /// Kills every node at once (SIGKILL), as a power loss.
+    pub fn kill_all(&mut self) {
+        let names: Vec<String> = self.children.keys().cloned().collect();
+        for name in names {
+            self.kill(&name);
         }
     }
 

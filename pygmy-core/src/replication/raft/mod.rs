@@ -9,6 +9,8 @@
 //!   `RaftStateMachine`; it also serves its peers' calls.
 //! - [`network`]: the calling side: openraft's network, and a follower's
 //!   calls to its leader, through a [`crate::replication::Transport`].
+//! - `membership`: how a replica founds or joins its cluster and becomes
+//!   a voter (the background steps of its start).
 //! - [`identity`]: a replica's cluster id and raft id, kept durably, and
 //!   why a replica that lost its disk rejoins under a new id.
 //! - [`messages`]: the RPC names and the messages of founding and joining.
@@ -23,6 +25,7 @@
 
 pub mod config;
 pub mod identity;
+mod membership;
 pub mod messages;
 pub mod network;
 pub mod replicator;
@@ -33,4 +36,4 @@ pub use config::RaftConfig;
 pub use identity::{Identity, IdentityStore};
 pub use replicator::RaftReplicator;
 pub use sqlite::{JournalStateMachine, SqliteLog};
-pub use types::{NodeId, RaftTypes};
+pub use types::{NodeId, RaftTypes, Stamped};

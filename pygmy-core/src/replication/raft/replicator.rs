@@ -1,22 +1,8 @@
 //! The `raft` replicator: openraft over any log and state-machine storage
 //! (openraft's `RaftLogStorage` and `RaftStateMachine`; [`super::sqlite`]
 //! is the one Pygmy ships), reaching its peers through a [`Transport`].
-//!
-//! A replica starts in three steps, in the background (it is not ready
-//! until they are done; see [`super::identity`]):
-//! 1. **Identity.** It reads its [`Identity`]. A replica without one asks
-//!    its peers ([`rpc::HELLO`]): if one belongs to a founded cluster, it
-//!    joins that cluster under a fresh raft id; if none does and a majority
-//!    of the replicas answer, all empty, the first replica of the topology
-//!    founds a cluster; otherwise it waits.
-//! 2. **Founding** (the first replica only, once): it offers each peer its
-//!    founding identity ([`rpc::ADOPT`]) and, once a majority took it,
-//!    initializes raft with them as voters.
-//! 3. **Membership.** Until it is a voter, it asks the leader to make it
-//!    one ([`rpc::JOIN`]): the leader adds it as a learner, and once it has
-//!    caught up, makes it a voter in place of any id it had before.
+//! How a replica founds or joins its cluster is in `membership.rs`.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -25,51 +11,24 @@ use async_trait::async_trait;
 use openraft::error::RaftError;
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use openraft::storage::{RaftLogStorage, RaftStateMachine};
-use openraft::{BasicNode, LogId, Raft, RaftMetrics, ServerState};
+use openraft::{LogId, ServerState};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::config::RaftConfig;
-use super::identity::{Identity, IdentityStore};
-use super::messages::{self as rpc, Addressed, Adopt, Hello, Join, Joining, SnapshotChunk};
-use super::network::Network;
-use super::types::{NodeId, RaftTypes};
+use super::identity::IdentityStore;
+use super::membership::{Member, Shared};
+use super::messages::{self as rpc, Addressed, Adopt, Join, Joining, SnapshotChunk};
+use super::types::{NodeId, RaftTypes, Stamped};
 use crate::error::ReplicationError;
 use crate::journal::{Machine, Op};
 use crate::replication::rpc::{call, decode, encode};
 use crate::replication::{Replicator, Transport};
 
-/// How often a replica that is not yet a voter tries its next step.
-const STEP_EVERY: Duration = Duration::from_millis(500);
-/// Longest wait for a peer's answer while founding or joining.
-const ASK_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long the founder waits for every replica before it founds the
-/// cluster with a majority.
-const FOUND_WAIT: Duration = Duration::from_secs(3);
-/// A learner this many entries behind the leader's log, or fewer, is made a
-/// voter (it catches the rest up as a voter).
-const PROMOTE_WITHIN: u64 = 64;
-
 /// A raft replica of the service `M`.
 pub struct RaftReplicator<M: Machine> {
     shared: Arc<Shared<M>>,
     starter: JoinHandle<()>,
-}
-
-/// A replica that knows its identity, running raft.
-struct Member<M: Machine> {
-    raft: Raft<RaftTypes<M>>,
-    identity: Identity,
-}
-
-struct Shared<M: Machine> {
-    config: RaftConfig,
-    /// This replica's place among the topology's replicas.
-    position: usize,
-    transport: Arc<dyn Transport>,
-    identities: Arc<dyn IdentityStore>,
-    /// Set once, when the replica knows its identity and runs raft.
-    member: OnceLock<Member<M>>,
 }
 
 impl<M: Machine> Drop for RaftReplicator<M> {
@@ -114,6 +73,7 @@ impl<M: Machine> RaftReplicator<M> {
             transport,
             identities: Arc::new(log.clone()),
             member: OnceLock::new(),
+            caught_up: std::sync::atomic::AtomicBool::new(false),
         });
         let starter = Arc::clone(&shared);
         let starter = tokio::spawn(
@@ -125,303 +85,6 @@ impl<M: Machine> RaftReplicator<M> {
             .in_current_span(),
         );
         Ok(RaftReplicator { shared, starter })
-    }
-}
-
-impl<M: Machine> Shared<M> {
-    fn member(&self) -> Option<&Member<M>> {
-        self.member.get()
-    }
-
-    fn peers(&self) -> impl Iterator<Item = (usize, &String)> {
-        let me = self.position;
-        self.config
-            .replicas
-            .iter()
-            .enumerate()
-            .filter(move |(i, _)| *i != me)
-    }
-
-    /// The three steps of a start (see the module's docs).
-    async fn run<L, S>(
-        self: &Arc<Self>,
-        openraft: Arc<openraft::Config>,
-        log: L,
-        machine: S,
-    ) -> Result<(), ReplicationError>
-    where
-        L: RaftLogStorage<RaftTypes<M>>,
-        S: RaftStateMachine<RaftTypes<M>>,
-    {
-        let identity = loop {
-            match self.settle_identity().await {
-                Ok(Some(identity)) => break identity,
-                Ok(None) => {}
-                Err(err) => tracing::warn!(%err, "cannot settle this replica's identity"),
-            }
-            tokio::time::sleep(STEP_EVERY).await;
-        };
-        tracing::info!(cluster = %identity.cluster, id = identity.id, "raft identity");
-        let network = Network::new(
-            Arc::clone(&self.transport),
-            self.config.rpc_timeout,
-            &identity.cluster,
-        );
-        let raft = Raft::new(identity.id, openraft, network, log, machine)
-            .await
-            .map_err(unavailable)?;
-        let founder = identity.id == 1 && !identity.joined();
-        if self.member.set(Member { raft, identity }).is_err() {
-            return Err(ReplicationError::Invalid("started twice".to_owned()));
-        }
-        if founder {
-            self.found().await?;
-        }
-        self.become_voter().await;
-        Ok(())
-    }
-
-    /// Step 1: this replica's identity, if it can be settled now.
-    async fn settle_identity(&self) -> Result<Option<Identity>, ReplicationError> {
-        let store = &self.identities;
-        if let Some(identity) = store.identity().await.map_err(unavailable)? {
-            return Ok(Some(identity));
-        }
-        if store.has_raft_state().await.map_err(unavailable)? {
-            // Raft state from before identities were kept: the founding
-            // member at this position, of a cluster that had no id.
-            let legacy = Identity {
-                cluster: "legacy".to_owned(),
-                id: self.position as NodeId + 1,
-            };
-            return Ok(Some(store.adopt(legacy).await.map_err(unavailable)?));
-        }
-        let mut empty = 1; // this replica
-        for (_, peer) in self.peers() {
-            let hello: Hello =
-                match call(&*self.transport, peer, rpc::HELLO, &(), ASK_TIMEOUT).await {
-                    Ok(hello) => hello,
-                    Err(err) => {
-                        tracing::debug!(%peer, %err, "no hello");
-                        continue;
-                    }
-                };
-            match hello.identity {
-                Some(theirs) if hello.founded => {
-                    // A cluster exists: join it as a new member (never as
-                    // the member this replica may have been).
-                    let mine = store
-                        .adopt(Identity::joining(&theirs.cluster))
-                        .await
-                        .map_err(unavailable)?;
-                    tracing::info!(cluster = %mine.cluster, via = %peer, "joining the running cluster");
-                    return Ok(Some(mine));
-                }
-                Some(_) => {} // being founded: its founder will offer ours
-                None => empty += 1,
-            }
-        }
-        if self.position == 0 && empty > self.config.replicas.len() / 2 {
-            let founding = Identity {
-                cluster: uuid::Uuid::new_v4().simple().to_string(),
-                id: 1,
-            };
-            return Ok(Some(store.adopt(founding).await.map_err(unavailable)?));
-        }
-        // A founding member waits for the founder's offer (it arrives as
-        // `ADOPT` and is stored); the founder waits for a majority.
-        store.identity().await.map_err(unavailable)
-    }
-
-    /// Step 2, on the first replica: offers each peer its founding
-    /// identity, and founds the cluster once a majority took theirs.
-    async fn found(&self) -> Result<(), ReplicationError> {
-        let Some(member) = self.member() else {
-            return Ok(());
-        };
-        let started = tokio::time::Instant::now();
-        loop {
-            if member.raft.is_initialized().await.map_err(unavailable)? {
-                return Ok(());
-            }
-            let mut voters = BTreeMap::new();
-            voters.insert(member.identity.id, BasicNode::new(&self.config.node));
-            for (position, peer) in self.peers() {
-                let offer = Identity {
-                    cluster: member.identity.cluster.clone(),
-                    id: position as NodeId + 1,
-                };
-                let adopt = Adopt {
-                    identity: offer.clone(),
-                };
-                match call::<_, Identity>(&*self.transport, peer, rpc::ADOPT, &adopt, ASK_TIMEOUT)
-                    .await
-                {
-                    Ok(taken) if taken == offer => {
-                        voters.insert(offer.id, BasicNode::new(peer));
-                    }
-                    Ok(other) => tracing::info!(%peer, ?other, "a peer kept another identity"),
-                    Err(err) => tracing::debug!(%peer, %err, "no answer to the founding offer"),
-                }
-            }
-            // Everyone, or a majority once the others had time to answer
-            // (those join later).
-            let all = self.config.replicas.len();
-            let enough =
-                voters.len() == all || (voters.len() > all / 2 && started.elapsed() >= FOUND_WAIT);
-            if enough {
-                match member.raft.initialize(voters).await {
-                    Ok(()) => {
-                        tracing::info!("founded the raft cluster");
-                        return Ok(());
-                    }
-                    Err(RaftError::APIError(err)) => {
-                        tracing::debug!(%err, "the cluster was founded already");
-                        return Ok(());
-                    }
-                    Err(err) => return Err(unavailable(err)),
-                }
-            }
-            tokio::time::sleep(STEP_EVERY).await;
-        }
-    }
-
-    /// Step 3: until this replica is a voter, asks the leader to make it
-    /// one. A founding member is one as soon as the founding membership
-    /// reaches it.
-    async fn become_voter(&self) {
-        let Some(member) = self.member() else {
-            return;
-        };
-        let join = Join {
-            cluster: member.identity.cluster.clone(),
-            name: self.config.node.clone(),
-            id: member.identity.id,
-        };
-        loop {
-            let is_voter = {
-                let metrics = member.raft.metrics();
-                let metrics = metrics.borrow();
-                let membership = metrics.membership_config.membership();
-                membership.get_joint_config().len() == 1
-                    && membership.voter_ids().any(|id| id == member.identity.id)
-            };
-            if is_voter {
-                return;
-            }
-            for (_, peer) in self.peers() {
-                match call::<_, Joining>(&*self.transport, peer, rpc::JOIN, &join, ASK_TIMEOUT)
-                    .await
-                {
-                    Ok(Joining::Voter) => break,
-                    Ok(Joining::CatchingUp) => {
-                        tracing::debug!("catching up as a learner");
-                        break;
-                    }
-                    Err(err) => tracing::debug!(%peer, %err, "join not taken"),
-                }
-            }
-            tokio::time::sleep(STEP_EVERY).await;
-        }
-    }
-}
-
-impl<M: Machine> Member<M> {
-    fn metrics(&self) -> RaftMetrics<NodeId, BasicNode> {
-        self.raft.metrics().borrow().clone()
-    }
-
-    /// The name of member `id`, from the membership.
-    fn name(&self, id: NodeId) -> Option<String> {
-        let metrics = self.raft.metrics();
-        let metrics = metrics.borrow();
-        metrics
-            .membership_config
-            .membership()
-            .get_node(&id)
-            .map(|node| node.addr.clone())
-    }
-
-    /// Checks that an openraft call is meant for this member.
-    fn check_address(&self, cluster: &str, to: NodeId) -> Result<(), ReplicationError> {
-        if cluster != self.identity.cluster {
-            return Err(ReplicationError::Invalid(format!(
-                "a call for cluster {cluster}; this replica belongs to {}",
-                self.identity.cluster
-            )));
-        }
-        if to != self.identity.id {
-            // The caller knows this replica as a member it was before it
-            // lost its data: it must not answer for that member.
-            return Err(ReplicationError::Unavailable(format!(
-                "a call for raft id {to}; this replica is {} now",
-                self.identity.id
-            )));
-        }
-        Ok(())
-    }
-
-    /// On the leader, takes a step of `join`: adds the replica as a
-    /// learner, or, once it has caught up, makes it a voter in place of any
-    /// other id of the same name.
-    async fn join(&self, join: &Join) -> Result<Joining, ReplicationError> {
-        if join.cluster != self.identity.cluster {
-            return Err(ReplicationError::Invalid(format!(
-                "a join of cluster {}; this is {}",
-                join.cluster, self.identity.cluster
-            )));
-        }
-        let metrics = self.metrics();
-        let membership = metrics.membership_config.membership();
-        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
-        let stale: BTreeSet<NodeId> = membership
-            .nodes()
-            .filter(|(id, node)| **id != join.id && node.addr == join.name)
-            .map(|(id, _)| *id)
-            .collect();
-        let uniform = membership.get_joint_config().len() == 1;
-        if uniform && voters.contains(&join.id) && stale.iter().all(|id| !voters.contains(id)) {
-            return Ok(Joining::Voter);
-        }
-        // A membership change outlives the call that asked for it (a caller
-        // that gives up must not leave the cluster in a joint config): it
-        // runs in its own task, and the caller asks again for its outcome.
-        let raft = self.raft.clone();
-        if membership.get_node(&join.id).is_none() {
-            tracing::info!(name = %join.name, id = join.id, "adding a learner");
-            let node = BasicNode::new(&join.name);
-            let id = join.id;
-            tokio::spawn(
-                async move {
-                    if let Err(err) = raft.add_learner(id, node, false).await {
-                        tracing::info!(%err, "the learner was not added");
-                    }
-                }
-                .in_current_span(),
-            );
-            return Ok(Joining::CatchingUp);
-        }
-        let matched = metrics
-            .replication
-            .as_ref()
-            .and_then(|r| r.get(&join.id).copied().flatten())
-            .map_or(0, |log_id| log_id.index);
-        let last = metrics.last_log_index.unwrap_or(0);
-        if matched + PROMOTE_WITHIN < last {
-            return Ok(Joining::CatchingUp);
-        }
-        let mut next: BTreeSet<NodeId> = voters.difference(&stale).copied().collect();
-        next.insert(join.id);
-        tracing::info!(name = %join.name, id = join.id, replaced = ?stale, "making a learner a voter");
-        tokio::spawn(
-            async move {
-                if let Err(err) = raft.change_membership(next, false).await {
-                    tracing::info!(%err, "the membership was not changed");
-                }
-            }
-            .in_current_span(),
-        );
-        Ok(Joining::CatchingUp)
     }
 }
 
@@ -509,29 +172,6 @@ impl<M: Machine> RaftReplicator<M> {
             }
         }
     }
-
-    fn hello(&self) -> Hello {
-        match self.shared.member() {
-            Some(member) => {
-                let metrics = member.metrics();
-                Hello {
-                    identity: Some(member.identity.clone()),
-                    founded: metrics
-                        .membership_config
-                        .membership()
-                        .voter_ids()
-                        .next()
-                        .is_some(),
-                    leader: metrics.current_leader.and_then(|id| member.name(id)),
-                }
-            }
-            None => Hello {
-                identity: None,
-                founded: false,
-                leader: None,
-            },
-        }
-    }
 }
 
 #[async_trait]
@@ -545,8 +185,11 @@ impl<M: Machine> Replicator<M> for RaftReplicator<M> {
             let (member, leader) = self.await_leader(deadline).await?;
             let answer: Result<(), String> = if leader == member.identity.id {
                 // A leader cut off from the others never commits: bounded.
-                let written =
-                    tokio::time::timeout_at(deadline, member.raft.client_write(op.clone())).await;
+                let written = tokio::time::timeout_at(
+                    deadline,
+                    member.raft.client_write(Stamped::now(op.clone())),
+                )
+                .await;
                 match written {
                     Ok(Ok(response)) => {
                         return response.data.ok_or_else(|| {
@@ -584,7 +227,7 @@ impl<M: Machine> Replicator<M> for RaftReplicator<M> {
 
     async fn handle(&self, rpc: &str, body: &[u8]) -> Result<Vec<u8>, ReplicationError> {
         match rpc {
-            rpc::HELLO => return encode(&self.hello()),
+            rpc::HELLO => return encode(&self.shared.hello()),
             rpc::ADOPT => {
                 let adopt: Adopt = decode(body)?;
                 let kept = self
@@ -629,13 +272,8 @@ impl<M: Machine> Replicator<M> for RaftReplicator<M> {
             }
             rpc::READ_INDEX => {
                 // Only the leader can vouch for a read index.
-                let limit = self.shared.config.write_timeout;
-                let read: Option<LogId<NodeId>> =
-                    tokio::time::timeout(limit, member.raft.ensure_linearizable())
-                        .await
-                        .map_err(|_| unavailable("leadership not confirmed in time"))?
-                        .map_err(unavailable)?;
-                encode(&read)
+                let deadline = tokio::time::Instant::now() + self.shared.config.write_timeout;
+                encode(&member.read_index(deadline).await?)
             }
             rpc::JOIN => {
                 let join: Join = decode(body)?;
@@ -664,55 +302,47 @@ impl<M: Machine> Replicator<M> for RaftReplicator<M> {
         };
         let metrics = member.raft.metrics();
         let metrics = metrics.borrow();
-        metrics.running_state.is_ok()
+        self.shared
+            .caught_up
+            .load(std::sync::atomic::Ordering::Acquire)
+            && metrics.running_state.is_ok()
             && metrics.current_leader.is_some()
             && matches!(metrics.state, ServerState::Leader | ServerState::Follower)
     }
 
     /// The leader confirms it still leads (a round of heartbeats to a
     /// majority) and waits until it applied its commit index; a follower
-    /// asks the leader for that index and waits until it applied it.
+    /// asks the leader for that index and waits until it applied it. A
+    /// follower whose leader does not answer asks once more, the next
+    /// leader.
     async fn linearize(&self) -> Result<(), ReplicationError> {
         let write_timeout = self.shared.config.write_timeout;
         let deadline = tokio::time::Instant::now() + write_timeout;
-        let (member, leader) = self.await_leader(deadline).await?;
-        if leader == member.identity.id {
-            tokio::time::timeout_at(deadline, member.raft.ensure_linearizable())
-                .await
-                .map_err(|_| unavailable("leadership not confirmed in time"))?
-                .map_err(unavailable)?;
-            return Ok(());
-        }
-        let read: Option<LogId<NodeId>> =
+        for attempt in 0..2 {
+            let (member, leader) = self.await_leader(deadline).await?;
+            if leader == member.identity.id {
+                member.read_index(deadline).await?;
+                return Ok(());
+            }
             match self.call_leader(member, leader, rpc::READ_INDEX, &()).await {
-                Ok(read) => read,
-                Err(err) => {
-                    // Once: a reader waits at most one more forward.
-                    if !err.passes_over() {
-                        return Err(unavailable(err));
-                    }
-                    self.await_other_leader(member, leader, deadline).await;
-                    let (member, leader) = self.await_leader(deadline).await?;
-                    if leader == member.identity.id {
-                        tokio::time::timeout_at(deadline, member.raft.ensure_linearizable())
-                            .await
-                            .map_err(|_| unavailable("leadership not confirmed in time"))?
-                            .map_err(unavailable)?;
-                        return Ok(());
-                    }
-                    self.call_leader(member, leader, rpc::READ_INDEX, &())
+                Ok(read) => {
+                    let read: Option<LogId<NodeId>> = read;
+                    let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    member
+                        .raft
+                        .wait(Some(wait))
+                        .applied_index_at_least(read.map(|l| l.index), "read index")
                         .await
-                        .map_err(unavailable)?
+                        .map_err(unavailable)?;
+                    return Ok(());
                 }
-            };
-        let wait = write_timeout.saturating_sub(Duration::from_millis(1));
-        member
-            .raft
-            .wait(Some(wait))
-            .applied_index_at_least(read.map(|l| l.index), "read index")
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+                Err(err) if attempt == 0 && err.passes_over() => {
+                    self.await_other_leader(member, leader, deadline).await;
+                }
+                Err(err) => return Err(unavailable(err)),
+            }
+        }
+        Err(unavailable("no leader gave a read index"))
     }
 }
 

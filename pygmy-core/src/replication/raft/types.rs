@@ -6,20 +6,55 @@ use std::io::Cursor;
 use std::marker::PhantomData;
 
 use openraft::{BasicNode, RaftTypeConfig, TokioRuntime};
+use serde::{Deserialize, Serialize};
 
 use crate::journal::{Machine, Op};
 
 /// A replica's raft id: its position among the service's replicas, from 1.
 pub type NodeId = u64;
 
-/// openraft's types for service `M`: log entries carry `Op<M::Command>`,
+/// An op as the raft log holds it: with the wall clock of the leader that
+/// appended it, by which every replica keeps op records for the same
+/// window (see [`crate::journal::sqlite::SqliteJournal::apply_with_meta`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stamped<C> {
+    /// The op.
+    #[serde(flatten)]
+    pub op: Op<C>,
+    /// Milliseconds since the Unix epoch on the leader; none in entries
+    /// written before stamps were kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_ms: Option<u64>,
+}
+
+impl<C> Stamped<C> {
+    /// `op`, stamped with this machine's clock.
+    pub fn now(op: Op<C>) -> Self {
+        let at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .and_then(|d| u64::try_from(d.as_millis()).ok());
+        Stamped { op, at_ms }
+    }
+}
+
+impl<C> From<Op<C>> for Stamped<C> {
+    /// An op without a stamp (its record is kept until a stamped op after
+    /// it is older than the window).
+    fn from(op: Op<C>) -> Self {
+        Stamped { op, at_ms: None }
+    }
+}
+
+/// openraft's types for service `M`: log entries carry stamped ops
+/// ([`Stamped`]`<M::Command>`),
 /// and each applied entry answers `Option<M::Outcome>` (`None` for
 /// openraft's own blank and membership entries). A node's address is its
 /// name in the topology.
 pub struct RaftTypes<M>(PhantomData<fn() -> M>);
 
 impl<M: Machine> RaftTypeConfig for RaftTypes<M> {
-    type D = Op<M::Command>;
+    type D = Stamped<M::Command>;
     type R = Option<M::Outcome>;
     type NodeId = NodeId;
     type Node = BasicNode;

@@ -6,12 +6,19 @@
 //! the last entry applied. Ops keep their ids: an op committed twice (a
 //! client write retried across a leader change) is applied once.
 //!
+//! Each op comes stamped with its leader's clock; op records older than
+//! the retention window (by those stamps) are deleted as ops are applied
+//! ([`SqliteJournal::apply_with_meta`]), so every replica keeps the
+//! same records and the journal grows with the live state, not with its
+//! history.
+//!
 //! A snapshot is a logical dump of the journal's tables (the service's
 //! state and the op records); installing one replaces them in one
 //! transaction. The current snapshot is kept in table `raft_snapshot`.
 
 use std::io::Cursor;
 use std::sync::Arc;
+use std::time::Duration;
 
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{
@@ -39,15 +46,22 @@ pub const RAFT_ORIGIN: &str = "raft";
 /// Tables that are not part of the replicated state.
 const LOCAL_TABLES: [&str; 4] = ["raft_log", "raft_meta", "raft_snapshot", "journal_meta"];
 
+/// How long op records are kept by default: a day, as payment APIs keep
+/// idempotency keys.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// The service's journal as openraft's state machine. Cheap to clone.
 pub struct JournalStateMachine<M: SqliteMachine> {
     journal: Arc<SqliteJournal<M>>,
+    /// How long op records are kept, by the leader's stamps.
+    retention: Duration,
 }
 
 impl<M: SqliteMachine> Clone for JournalStateMachine<M> {
     fn clone(&self) -> Self {
         JournalStateMachine {
             journal: Arc::clone(&self.journal),
+            retention: self.retention,
         }
     }
 }
@@ -247,7 +261,18 @@ impl<M: SqliteMachine> JournalStateMachine<M> {
                 Ok(())
             })
             .await?;
-        Ok(JournalStateMachine { journal })
+        Ok(JournalStateMachine {
+            journal,
+            retention: DEFAULT_RETENTION,
+        })
+    }
+
+    /// Keeps op records for `window` instead of [`DEFAULT_RETENTION`]. Every
+    /// replica of a service must use the same window (the topology's
+    /// `op_retention_s`), or their records of old ops would differ.
+    pub fn retaining(mut self, window: Duration) -> Self {
+        self.retention = window;
+        self
     }
 }
 
@@ -276,11 +301,13 @@ impl<M: SqliteMachine> RaftStateMachine<RaftTypes<M>> for JournalStateMachine<M>
                 origin_seq: entry.log_id.index,
             };
             match entry.payload {
-                EntryPayload::Blank => ops.push((source, None)),
-                EntryPayload::Normal(op) => ops.push((source, Some(op))),
+                EntryPayload::Blank => ops.push((source, None, None)),
+                EntryPayload::Normal(stamped) => {
+                    ops.push((source, Some(stamped.op), stamped.at_ms));
+                }
                 EntryPayload::Membership(m) => {
                     membership = Some(StoredMembership::new(Some(entry.log_id), m));
-                    ops.push((source, None));
+                    ops.push((source, None, None));
                 }
             }
         }
@@ -292,7 +319,7 @@ impl<M: SqliteMachine> RaftStateMachine<RaftTypes<M>> for JournalStateMachine<M>
             meta.push((MEMBERSHIP.to_owned(), json(&membership)?));
         }
         self.journal
-            .apply_with_meta(ops, meta)
+            .apply_with_meta(ops, meta, Some(self.retention))
             .await
             .map_err(sm_error)
     }

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Benchmark: how the replicas' storage grows with buys, with op records kept
+# for a short window against the default day, side by side.
+#
+# Builds pygmy-server and pygmy-client (release), then for each retention
+# (RETENTION seconds, then the default 86400) runs the default store (raft
+# 3+3) with 10^9 copies of each book, drives BUYS buys (64 clients, buys
+# only) and prints, for catalog-a and order-a: the database file (with its
+# WAL), the bytes in use in it (pages minus free pages), the op records
+# kept, the rows of live data (books, orders) and the stored snapshot.
+#
+# Usage: bench/storage.sh [BUYS] [RETENTION]   (default 100000, 60)
+# Needs python3 (to read the SQLite files).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+buys=${1:-100000}
+retention=${2:-60}
+
+work=$(mktemp -d)
+server_pid=
+cleanup() {
+  if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+echo "== building (release)"
+cargo build --release --locked -q -p pygmy-server -p pygmy-client
+server=$PWD/target/release/pygmy-server
+client=$PWD/target/release/pygmy-client
+
+# The seed's books, with a stock that never runs out.
+sed 's/^count = 100$/count = 1000000000/' examples/books.toml >"$work/books.toml"
+
+measure() { # data dir label
+  python3 - "$1" "$2" <<'EOF'
+import os, sqlite3, sys
+data, label = sys.argv[1], sys.argv[2]
+for node, file, live in (("catalog-a", "catalog.db", "books"), ("order-a", "orders.db", "orders")):
+    path = os.path.join(data, node, file)
+    size = sum(os.path.getsize(p) for p in (path, path + "-wal") if os.path.exists(p))
+    db = sqlite3.connect(path)
+    pages, free, page = (db.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_count", "freelist_count", "page_size"))
+    ops = db.execute("SELECT COUNT(*) FROM journal_ops").fetchone()[0]
+    rows = db.execute(f"SELECT COUNT(*) FROM {live}").fetchone()[0]
+    snap = db.execute("SELECT IFNULL(MAX(LENGTH(data)), 0) FROM raft_snapshot").fetchone()[0]
+    print(f"{label:>16} {node:<9} file {size/1e6:8.1f} MB  in use {(pages-free)*page/1e6:8.1f} MB  "
+          f"op records {ops:>8}  {live} {rows:>8}  snapshot {snap/1e6:7.1f} MB")
+EOF
+}
+
+for keep in "$retention" 86400; do
+  dir="$work/run-$keep"
+  mkdir -p "$dir"
+  "$server" --print-config \
+    | sed "s/^op_retention_s = .*/op_retention_s = $keep/" \
+    | sed "s|^log_dir = .*|log_dir = \"$dir/logs\"\ncatalog_file = \"$work/books.toml\"|" \
+    | sed "s|^data_dir = \"data/|data_dir = \"$dir/data/|" >"$dir/cluster.toml"
+  (cd "$dir" && exec "$server" --config cluster.toml >"$dir/server.log" 2>&1) &
+  server_pid=$!
+  for _ in $(seq 300); do
+    curl -sf http://127.0.0.1:8010/health >/dev/null && curl -sf http://127.0.0.1:8011/health >/dev/null && curl -sf http://127.0.0.1:8012/health >/dev/null && break
+    sleep 0.1
+  done
+  echo "== op_retention_s = $keep: $buys buys"
+  "$client" load --requests "$buys" --concurrency 64 --mix buy=100 | grep -E "requests in|^buy"
+  sleep 2
+  kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=
+  measure "$dir/data" "retention ${keep}s"
+done
