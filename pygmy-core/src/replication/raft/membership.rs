@@ -88,7 +88,7 @@ impl<M: Machine> Shared<M> {
             .filter(move |(i, _)| *i != me)
     }
 
-    /// The three steps of a start (see the module's docs).
+    /// The four steps of a start (see the module's docs).
     pub(super) async fn run<L, S>(
         self: &Arc<Self>,
         openraft: Arc<openraft::Config>,
@@ -233,6 +233,45 @@ impl<M: Machine> Shared<M> {
         }
     }
 
+    /// Step 3: until this replica is a voter, asks the leader to make it
+    /// one. A founding member is one as soon as the founding membership
+    /// reaches it.
+    async fn become_voter(&self) {
+        let Some(member) = self.member() else {
+            return;
+        };
+        let join = Join {
+            cluster: member.identity.cluster.clone(),
+            name: self.config.node.clone(),
+            id: member.identity.id,
+        };
+        loop {
+            let is_voter = {
+                let metrics = member.raft.metrics();
+                let metrics = metrics.borrow();
+                let membership = metrics.membership_config.membership();
+                membership.get_joint_config().len() == 1
+                    && membership.voter_ids().any(|id| id == member.identity.id)
+            };
+            if is_voter {
+                return;
+            }
+            for (_, peer) in self.peers() {
+                match call::<_, Joining>(&*self.transport, peer, rpc::JOIN, &join, ASK_TIMEOUT)
+                    .await
+                {
+                    Ok(Joining::Voter) => break,
+                    Ok(Joining::CatchingUp) => {
+                        tracing::debug!("catching up as a learner");
+                        break;
+                    }
+                    Err(err) => tracing::debug!(%peer, %err, "join not taken"),
+                }
+            }
+            tokio::time::sleep(STEP_EVERY).await;
+        }
+    }
+
     /// Step 4: waits until this replica has applied (within
     /// [`PROMOTE_WITHIN`] entries) what the leader had committed when asked,
     /// so that it never says it serves while it replays a long log or
@@ -276,45 +315,6 @@ impl<M: Machine> Shared<M> {
                 tracing::debug!(applied, committed, "catching up with the leader");
             }
             tokio::time::sleep(CATCH_UP_EVERY).await;
-        }
-    }
-
-    /// Step 3: until this replica is a voter, asks the leader to make it
-    /// one. A founding member is one as soon as the founding membership
-    /// reaches it.
-    async fn become_voter(&self) {
-        let Some(member) = self.member() else {
-            return;
-        };
-        let join = Join {
-            cluster: member.identity.cluster.clone(),
-            name: self.config.node.clone(),
-            id: member.identity.id,
-        };
-        loop {
-            let is_voter = {
-                let metrics = member.raft.metrics();
-                let metrics = metrics.borrow();
-                let membership = metrics.membership_config.membership();
-                membership.get_joint_config().len() == 1
-                    && membership.voter_ids().any(|id| id == member.identity.id)
-            };
-            if is_voter {
-                return;
-            }
-            for (_, peer) in self.peers() {
-                match call::<_, Joining>(&*self.transport, peer, rpc::JOIN, &join, ASK_TIMEOUT)
-                    .await
-                {
-                    Ok(Joining::Voter) => break,
-                    Ok(Joining::CatchingUp) => {
-                        tracing::debug!("catching up as a learner");
-                        break;
-                    }
-                    Err(err) => tracing::debug!(%peer, %err, "join not taken"),
-                }
-            }
-            tokio::time::sleep(STEP_EVERY).await;
         }
     }
 
