@@ -5,13 +5,13 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 
+use pygmy_core::topology::{ConfigError, Topology};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::node::{bind, health_client, run_node, NodeError};
-use pygmy_core::topology::{ConfigError, Topology};
 
 struct Running {
     stop: oneshot::Sender<()>,

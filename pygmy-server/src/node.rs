@@ -22,6 +22,9 @@ use pygmy_core::order::{OrderMachine, OrderStore};
 use pygmy_core::replication::broadcast::{Broadcast, BroadcastConfig};
 use pygmy_core::replication::raft::{self, RaftConfig, RaftReplicator};
 use pygmy_core::replication::Replicator;
+use pygmy_core::topology::{
+    BalancerKind, ConfigError, NodeConfig, Replication, Role, StoreKind, Topology,
+};
 use pygmy_core::StoreError;
 use tokio::net::TcpListener;
 use tracing::Instrument;
@@ -31,9 +34,6 @@ use crate::frontend::{FrontendNode, PROBE_EVERY, PROBE_TIMEOUT};
 use crate::http::{serve, Identity, Limits};
 use crate::order::OrderNode;
 use crate::transport::HttpTransport;
-use pygmy_core::topology::{
-    BalancerKind, ConfigError, NodeConfig, Replication, Role, StoreKind, Topology,
-};
 
 /// A node could not start or run.
 #[derive(Debug, thiserror::Error)]

@@ -5,10 +5,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::Cluster;
 use pygmy_client::{CatalogClient, Client, ClientOptions, OrderClient};
 use pygmy_core::topology::{NodeConfig, Role, StoreKind, Topology};
 use pygmy_core::types::{Book, ItemId};
+
+use crate::Cluster;
 
 pub mod netns;
 
