@@ -419,15 +419,17 @@ impl Worker<'_> {
                     .get(&format!("{}?id={id}", FrontendRoute::Lookup.path()))
                     .await;
                 body.and_then(|body| {
-                    if self.config.history {
-                        let found: Items = decode(&body)?;
-                        if let Some(book) = found.item.first() {
-                            seen = Some((id, Effect::Saw(book.count)));
-                        }
+                    // Decoded only when a session or the history needs it.
+                    if !session && !self.config.history {
+                        return Ok(());
+                    }
+                    let found: Items = decode(&body)?;
+                    let count = found.item.first().map(|b| b.count);
+                    if let Some(count) = count {
+                        seen = Some((id, Effect::Saw(count)));
                     }
                     if session {
-                        let found: Items = decode(&body)?;
-                        let in_stock = found.item.first().is_some_and(|b| b.count > 0);
+                        let in_stock = count.is_some_and(|c| c > 0);
                         self.step = if in_stock {
                             Step::Buy(id)
                         } else {

@@ -324,9 +324,11 @@ impl<M: Machine> Replicator<M> for RaftReplicator<M> {
                 member.read_index(deadline).await?;
                 return Ok(());
             }
-            match self.call_leader(member, leader, rpc::READ_INDEX, &()).await {
+            let read = self
+                .call_leader::<_, Option<LogId<NodeId>>>(member, leader, rpc::READ_INDEX, &())
+                .await;
+            match read {
                 Ok(read) => {
-                    let read: Option<LogId<NodeId>> = read;
                     let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
                     member
                         .raft
