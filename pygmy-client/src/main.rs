@@ -7,8 +7,9 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use pygmy_client::tools::check::{Checker, ReplicaUrls};
 use pygmy_client::tools::load::{self, LoadConfig, Mix};
+use pygmy_client::tools::members::{Admin, Table};
 use pygmy_client::{Client, ClientError, ClientOptions};
-use pygmy_core::topology::Topology;
+use pygmy_core::topology::{Role, Topology};
 use pygmy_core::types::{Book, IdempotencyKey, ItemId};
 
 /// The Pygmy book store's command line.
@@ -53,6 +54,52 @@ enum Command {
     /// Drive load at the store and report latency and throughput:
     /// `pygmy-client load --requests 1000`.
     Load(LoadArgs),
+    /// List, add or remove the replicas of a raft service while it serves:
+    /// `pygmy-client members --service catalog list`.
+    Members(MembersArgs),
+}
+
+#[derive(Debug, Args)]
+struct MembersArgs {
+    /// The service: `catalog` or `order`.
+    #[arg(long, value_parser = parse_service)]
+    service: Role,
+    /// The topology file naming the service's replicas and the cluster
+    /// token (default: the default local topology).
+    #[arg(long)]
+    topology: Option<PathBuf>,
+    #[command(subcommand)]
+    action: MemberAction,
+}
+
+#[derive(Debug, Subcommand)]
+enum MemberAction {
+    /// Show every member: name, raft id, role, how far it has replicated.
+    List,
+    /// Add a replica, already running with a topology that names it and
+    /// its peers; waits until it is a voter and serves.
+    Add {
+        /// Its name.
+        name: String,
+        /// Where its peers reach it: `http://host:port`.
+        url: String,
+        /// How long to wait for it to catch up and become a voter.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        wait: Duration,
+    },
+    /// Remove a replica (then stop it, and take it out of the topology).
+    Remove {
+        /// Its name.
+        name: String,
+    },
+}
+
+fn parse_service(text: &str) -> Result<Role, String> {
+    match text {
+        "catalog" => Ok(Role::Catalog),
+        "order" => Ok(Role::Order),
+        other => Err(format!("{other:?}: expected catalog or order")),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -187,8 +234,43 @@ async fn execute(cli: Cli) -> Result<(), Failure> {
             }
         }
         Command::Load(args) => run_load(&store, args, cli.json).await?,
+        Command::Members(args) => run_members(args, cli.json).await?,
     }
     Ok(())
+}
+
+async fn run_members(args: MembersArgs, json: bool) -> Result<(), Failure> {
+    let topology = match &args.topology {
+        Some(path) => Topology::load(path).map_err(|e| fail(e.to_string()))?,
+        None => Topology::default_local(),
+    };
+    let admin = Admin::of(&topology, args.service, &ClientOptions::default())?;
+    let (members, outcome) = match &args.action {
+        MemberAction::List => (admin.list().await?, Ok(())),
+        MemberAction::Add { name, url, wait } => {
+            let (members, serves) = admin.add(name, url, *wait).await?;
+            let outcome = if serves {
+                Ok(())
+            } else {
+                Err(fail(format!(
+                    "{name} was added, but is not a voter that serves after {}: it may \
+                     still be catching up (see `members list`, and its /health)",
+                    humantime::format_duration(*wait)
+                )))
+            };
+            (members, outcome)
+        }
+        MemberAction::Remove { name } => (admin.remove(name).await?, Ok(())),
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&members).unwrap_or_default()
+        );
+    } else {
+        print!("{}", Table(&members));
+    }
+    outcome
 }
 
 fn print_books(books: &[Book], json: bool) {

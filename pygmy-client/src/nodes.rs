@@ -1,12 +1,13 @@
 //! Typed clients of the backend nodes, used by the server for its
 //! node-to-node calls and by tests and checkers to read each replica.
 
-use pygmy_core::api::routes::{CatalogRoute, FrontendRoute, NodeRoute, OrderRoute};
+use pygmy_core::api::routes::{CatalogRoute, FrontendRoute, MemberRoute, NodeRoute, OrderRoute};
 use pygmy_core::api::{
     BuyResponse, HealthResponse, Invalidation, ItemUpdate, ItemsResponse, LeaseGrant,
-    OrdersResponse, SalesResponse, UpdateResponse,
+    MembersResponse, NewMember, OrdersResponse, SalesResponse, UpdateResponse,
 };
 use pygmy_core::balance::Probe;
+use pygmy_core::replication::Members;
 use pygmy_core::types::{Book, IdempotencyKey, ItemId, Order, OrderId};
 
 use crate::error::ClientError;
@@ -153,8 +154,8 @@ impl OrderClient {
     }
 }
 
-/// A client of a node's internal endpoints: replication calls and cache
-/// invalidation.
+/// A client of a node's internal endpoints: replication calls, cache
+/// invalidation and the membership of a service.
 #[derive(Debug, Clone)]
 pub struct InternalClient {
     http: Http,
@@ -183,6 +184,43 @@ impl InternalClient {
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body);
         self.http.send_raw(request).await
+    }
+
+    /// `GET /members` on a catalog or order replica: the service's
+    /// membership, as its leader knows it.
+    pub async fn members(&self) -> Result<Members, ClientError> {
+        self.member_call(MemberRoute::List, None).await
+    }
+
+    /// `POST /members`: adds replica `name`, running at `url`, to the
+    /// service (a learner at first; see [`Members`]).
+    pub async fn add_member(&self, name: &str, url: &str) -> Result<Members, ClientError> {
+        let member = NewMember {
+            name: name.to_owned(),
+            url: url.to_owned(),
+        };
+        self.member_call(MemberRoute::Add, Some(&member)).await
+    }
+
+    /// `DELETE /members/<name>`: removes replica `name` from the service.
+    pub async fn remove_member(&self, name: &str) -> Result<Members, ClientError> {
+        self.member_call(MemberRoute::Remove(name.to_owned()), None)
+            .await
+    }
+
+    async fn member_call(
+        &self,
+        route: MemberRoute,
+        body: Option<&NewMember>,
+    ) -> Result<Members, ClientError> {
+        // The same paths on a catalog and an order replica.
+        let request = self.http.request(&CatalogRoute::Members(route), &[]);
+        let request = match body {
+            Some(body) => request.json(body),
+            None => request,
+        };
+        let answer: MembersResponse = self.http.send(request).await?;
+        Ok(answer.members)
     }
 
     /// `POST /invalidate` on a frontend: drop the cached reads of a book.

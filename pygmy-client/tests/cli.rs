@@ -95,3 +95,87 @@ async fn an_unreachable_store_is_one_clear_line_and_a_failure() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("invalid URL"));
 }
+
+/// `pygmy-client members` against a raft store: the membership at a
+/// glance, as text and JSON; a change the service cannot make is one clear
+/// line and a failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_lists_a_raft_service_and_refuses_impossible_changes() {
+    let test = TestCluster::start(Options {
+        catalogs: 3,
+        orders: 3,
+        replication: pygmy_core::topology::Replication::Raft,
+        ..Options::default()
+    })
+    .await;
+    let frontend = test.url("frontend");
+    let file = test.dir.path().join("cluster.toml");
+    std::fs::write(&file, test.topology().to_toml()).expect("topology written");
+    let file = file.to_str().expect("utf-8 path");
+    let members = |args: &[&str]| {
+        let mut all = vec!["members", "--service", "catalog", "--topology", file];
+        all.extend_from_slice(args);
+        all.iter().map(|s| (*s).to_owned()).collect::<Vec<String>>()
+    };
+    let run = |args: Vec<String>| {
+        let frontend = frontend.clone();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            cli(&frontend, &args).await
+        }
+    };
+
+    let out = run(members(&["list"])).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    assert!(table.contains("leader catalog-"), "{table}");
+    for name in ["catalog-0", "catalog-1", "catalog-2"] {
+        assert!(table.contains(name), "{table}");
+    }
+
+    let mut json = members(&["list"]);
+    json.insert(0, "--json".to_owned());
+    let out = run(json).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let listed: pygmy_core::replication::Members =
+        serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(listed.members.len(), 3);
+    assert!(listed.members.iter().all(|m| listed.has_voter(&m.name)));
+
+    let out = run(members(&["remove", "catalog-9"])).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("catalog-9 is not a member"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(members(&["add", "catalog 9", "http://127.0.0.1:1"])).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("bad request"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // The broadcast backend's replicas are its topology's: refused.
+    test.shutdown().await;
+    let weak = TestCluster::start(Options::default()).await;
+    let file = weak.dir.path().join("cluster.toml");
+    std::fs::write(&file, weak.topology().to_toml()).expect("topology written");
+    let args = [
+        "members",
+        "--service",
+        "order",
+        "--topology",
+        file.to_str().expect("utf-8 path"),
+        "list",
+    ];
+    let out = cli(&weak.url("frontend"), &args).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("replicas are those of its topology"),
+        "{}",
+        text(&out.stderr)
+    );
+    weak.shutdown().await;
+}

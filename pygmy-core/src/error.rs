@@ -147,6 +147,16 @@ pub enum ReplicationError {
     /// The replica's configuration is inconsistent.
     #[error("replication misconfigured: {0}")]
     Config(String),
+    /// A request understood, which cannot be carried out (a membership
+    /// change that is not possible); `kind` says how the caller should take
+    /// it.
+    #[error("{message}")]
+    Refused {
+        /// The kind of refusal.
+        kind: ErrorKind,
+        /// Why.
+        message: String,
+    },
 }
 
 impl ReplicationError {
@@ -157,6 +167,7 @@ impl ReplicationError {
             ReplicationError::BadMessage(_) | ReplicationError::Invalid(_) => ErrorKind::BadRequest,
             ReplicationError::UnknownRpc(_) => ErrorKind::NotFound,
             ReplicationError::Store(_) | ReplicationError::Config(_) => ErrorKind::Internal,
+            ReplicationError::Refused { kind, .. } => *kind,
         }
     }
 }

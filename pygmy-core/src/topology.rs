@@ -294,14 +294,9 @@ impl Topology {
         let mut names = HashSet::new();
         let mut addrs = HashSet::new();
         for node in &self.nodes {
-            let valid_name = !node.name.is_empty()
-                && node
-                    .name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-            if !valid_name {
+            if !crate::replication::members::valid_node_name(&node.name) {
                 return Err(ConfigError::Invalid(format!(
-                    "node name {:?}: use letters, digits, - and _",
+                    "node name {:?}: use letters, digits, - and _ (at most 64)",
                     node.name
                 )));
             }

@@ -10,9 +10,9 @@ use pygmy_core::catalog::{CatalogCommand, CatalogMachine, CatalogOutcome, Catalo
 use pygmy_core::journal::{Journal, Op, OpId};
 use pygmy_core::replication::loopback::Loopback;
 use pygmy_core::replication::raft::{self, RaftConfig, RaftReplicator};
-use pygmy_core::replication::Replicator;
+use pygmy_core::replication::{MemberChange, MemberRole, Members, Replicator};
 use pygmy_core::types::{default_books, ItemId};
-use pygmy_core::ReplicationError;
+use pygmy_core::{ErrorKind, ReplicationError};
 
 const NAMES: [&str; 3] = ["c0", "c1", "c2"];
 
@@ -34,6 +34,18 @@ async fn start_replica(
     stock: i64,
     tune: impl Fn(&mut RaftConfig),
 ) -> Replica {
+    start_replica_of(net, dir, name, &NAMES, stock, tune).await
+}
+
+/// A replica whose topology names `names`.
+async fn start_replica_of(
+    net: &Arc<Loopback<CatalogMachine>>,
+    dir: &std::path::Path,
+    name: &str,
+    names: &[&str],
+    stock: i64,
+    tune: impl Fn(&mut RaftConfig),
+) -> Replica {
     let path = dir.join(format!("{name}.db"));
     let store = Arc::new(SqliteCatalog::open(&path).expect("open"));
     let mut books = default_books();
@@ -41,7 +53,7 @@ async fn start_replica(
         book.count = stock;
     }
     store.seed(books).await.expect("seed");
-    let mut config = RaftConfig::new(name, NAMES.iter().map(|s| s.to_string()).collect());
+    let mut config = RaftConfig::new(name, names.iter().map(|s| s.to_string()).collect());
     config.write_timeout = Duration::from_secs(3);
     tune(&mut config);
     let (log, machine) = raft::sqlite::open(Arc::clone(&store), &path)
@@ -316,4 +328,158 @@ async fn a_replica_that_lost_its_disk_never_votes_an_acknowledged_write_away() {
             .expect("read");
         assert!(outcome.is_some(), "the acknowledged sale is missing");
     }
+}
+
+/// Waits until `check` holds of the membership as `via` reports it.
+async fn await_members(via: &Replica, what: &str, check: impl Fn(&Members) -> bool) -> Members {
+    let mut last = None;
+    for _ in 0..200 {
+        match via.replicator.members().await {
+            Ok(members) if check(&members) => return members,
+            other => last = Some(other),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what}: not after 20 s; last seen {last:?}");
+}
+
+/// An operator grows the service from three replicas to four and shrinks
+/// it back to three (without the founder) while sales go on through every
+/// replica: no acknowledged sale is lost, and a replica the topology does
+/// not name joins only once added.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_is_added_and_another_removed_while_sales_go_on() {
+    let mut c = cluster(100_000).await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = c
+        .replicas
+        .iter()
+        .enumerate()
+        .map(|(w, r)| {
+            let replicator = Arc::clone(&r.replicator);
+            let stop = Arc::clone(&stop);
+            tokio::spawn(async move {
+                let mut acked = Vec::new();
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    n += 1;
+                    let id = format!("w{w}-{n}");
+                    if replicator.propose(sell(&id, 1)).await.is_ok() {
+                        acked.push(id);
+                    }
+                }
+                acked
+            })
+        })
+        .collect();
+
+    // c3 runs with a topology that names it; the others' does not.
+    let grown = ["c0", "c1", "c2", "c3"];
+    let dir = c._dir.path().to_owned();
+    let c3 = start_replica_of(&c.net, &dir, "c3", &grown, 100_000, |_| {}).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!c3.replicator.is_ready(), "c3 joined without being added");
+    let before = c.replicas[1].replicator.members().await.expect("members");
+    assert!(before.get("c3").is_none(), "{before:?}");
+
+    // Bad requests are refused, with the right kind.
+    let bad = MemberChange::Add {
+        name: "c 3".into(),
+        url: "http://127.0.0.1:1".into(),
+    };
+    let err = c.replicas[1]
+        .replicator
+        .change_members(bad)
+        .await
+        .expect_err("a bad name is refused");
+    assert_eq!(err.kind(), ErrorKind::BadRequest, "{err}");
+    let absent = MemberChange::Remove { name: "c9".into() };
+    let err = c.replicas[2]
+        .replicator
+        .change_members(absent)
+        .await
+        .expect_err("removing a non-member is refused");
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+
+    // Added through a follower or the leader alike: a learner, then a voter.
+    let add = MemberChange::Add {
+        name: "c3".into(),
+        url: "http://127.0.0.1:1".into(),
+    };
+    let added = c.replicas[1]
+        .replicator
+        .change_members(add)
+        .await
+        .expect("add");
+    assert!(added.get("c3").is_some(), "{added:?}");
+    await_members(&c.replicas[2], "c3 a voter", |m| m.has_voter("c3")).await;
+    for _ in 0..200 {
+        if c3.replicator.is_ready() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(c3.replicator.is_ready(), "c3 does not serve");
+
+    // c0, the founder, leaves.
+    let remove = MemberChange::Remove { name: "c0".into() };
+    match c.replicas[2].replicator.change_members(remove).await {
+        Ok(_) => {}
+        // The change outlives a slow answer; the listing below follows it.
+        Err(err) => assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}"),
+    }
+    // Asked at once, before the others elected a leader among them: the
+    // removed leader passes the question on, and they wait for their new
+    // leader.
+    let at_once = c.replicas[0].replicator.members().await.expect("members");
+    assert!(at_once.get("c0").is_none(), "{at_once:?}");
+    let after = await_members(&c3, "c0 gone", |m| {
+        m.get("c0").is_none() && !m.changing && m.leader.is_some()
+    })
+    .await;
+    let voters: Vec<&str> = after
+        .members
+        .iter()
+        .filter(|m| m.role == MemberRole::Voter)
+        .map(|m| m.name.as_str())
+        .collect();
+    assert_eq!(voters, ["c1", "c2", "c3"]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut acked = Vec::new();
+    for writer in writers {
+        acked.extend(writer.await.expect("writer"));
+    }
+    assert!(
+        acked.len() > 50,
+        "too few sales went through: {}",
+        acked.len()
+    );
+    // Every acknowledged sale is on every remaining replica, once.
+    c.replicas.push(c3);
+    let remaining: Vec<&Replica> = c.replicas[1..].iter().collect();
+    let counts = stocks(&remaining).await;
+    for r in &remaining {
+        for id in &acked {
+            let outcome = r.store.outcome(&OpId(id.clone())).await.expect("read");
+            assert!(outcome.is_some(), "acknowledged sale {id} is missing");
+        }
+    }
+    let first = counts[0];
+    assert_eq!(counts, vec![first; 3], "the replicas differ");
+    assert!(
+        100_000 - first >= acked.len() as i64,
+        "{} sold, {} acknowledged",
+        100_000 - first,
+        acked.len()
+    );
+    // The removed founder no longer serves, and passes an operator's
+    // question on to the members.
+    assert!(!c.replicas[0].replicator.is_ready(), "c0 still serves");
+    let asked = c.replicas[0].replicator.members().await.expect("members");
+    assert!(
+        asked.get("c0").is_none() && asked.leader.is_some(),
+        "{asked:?}"
+    );
 }

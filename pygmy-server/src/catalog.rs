@@ -369,6 +369,7 @@ impl Handler for CatalogNode {
             // The seed's propagation endpoint: here, a shipment of ops.
             CatalogRoute::Propagate => self.replica.replication_call("ship", &req).await,
             CatalogRoute::Replication(rpc) => self.replica.replication_call(&rpc, &req).await,
+            CatalogRoute::Members(route) => self.replica.members_call(route, &req).await,
         }
     }
 

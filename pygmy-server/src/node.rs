@@ -240,7 +240,11 @@ async fn replicator<M: Service>(
 ) -> Result<Arc<dyn Replicator<M>>, NodeError> {
     let peers = clients(topology, node.role, pool, InternalClient::from_http)?;
     let names = peers.iter().map(|(name, _)| name.clone()).collect();
-    let transport = Arc::new(HttpTransport::new(peers));
+    let transport = Arc::new(HttpTransport::new(
+        peers,
+        pool.clone(),
+        topology.token.clone(),
+    ));
     match topology.replication {
         Replication::Broadcast => {
             let config = BroadcastConfig::new(node.name.clone(), names);

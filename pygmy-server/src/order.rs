@@ -271,6 +271,7 @@ impl Handler for OrderNode {
             // The seed's propagation endpoint: here, a shipment of ops.
             OrderRoute::Propagate => self.replica.replication_call("ship", &req).await,
             OrderRoute::Replication(rpc) => self.replica.replication_call(&rpc, &req).await,
+            OrderRoute::Members(route) => self.replica.members_call(route, &req).await,
         }
     }
 

@@ -5,10 +5,12 @@
 use std::sync::Arc;
 
 use http::StatusCode;
+use pygmy_core::api::routes::MemberRoute;
+use pygmy_core::api::{Envelope, MembersResponse, NewMember};
 use pygmy_core::journal::{Machine, Op};
-use pygmy_core::replication::Replicator;
+use pygmy_core::replication::{MemberChange, Replicator};
 
-use crate::http::{json_bytes, ApiError, ApiResult, Identity, Request};
+use crate::http::{json, json_bytes, ApiError, ApiResult, Identity, Request};
 
 /// One replica of a backend service, as its handler uses it.
 pub struct Replica<M: Machine> {
@@ -68,6 +70,28 @@ impl<M: Machine> Replica<M> {
     /// replica serves).
     pub async fn propose(&self, op: Op<M::Command>) -> Result<M::Outcome, ApiError> {
         Ok(self.replicator.propose(op).await?)
+    }
+
+    /// `/members` (internal, token already checked): the membership, or a
+    /// change of it.
+    pub async fn members_call(&self, route: MemberRoute, req: &Request) -> ApiResult {
+        let members = match route {
+            MemberRoute::List => self.replicator.members().await?,
+            MemberRoute::Add => {
+                let NewMember { name, url } = req.json()?;
+                let change = MemberChange::Add { name, url };
+                self.replicator.change_members(change).await?
+            }
+            MemberRoute::Remove(name) => {
+                let change = MemberChange::Remove { name };
+                self.replicator.change_members(change).await?
+            }
+        };
+        let answer = MembersResponse {
+            members,
+            envelope: Envelope::OK,
+        };
+        Ok(json(StatusCode::OK, &answer))
     }
 
     /// `POST /replication/<rpc>` (internal, token already checked): a

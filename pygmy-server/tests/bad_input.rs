@@ -154,7 +154,34 @@ fn cases() -> Vec<Case> {
             r#"{"origin":1}"#,
             AUTH,
         ),
+        // Membership (internal; the broadcast backend has a fixed one).
+        case(c, M::GET, "/members", 401),
+        with_body(
+            case(c, M::POST, "/members", 401),
+            r#"{"name":"catalog-9","url":"http://127.0.0.1:1"}"#,
+            &[],
+        ),
+        with_body(
+            case(c, M::DELETE, "/members/catalog-1", 401),
+            "",
+            WRONG_TOKEN,
+        ),
+        with_body(case(c, M::DELETE, "/members/a%20b", 400), "", AUTH),
+        with_body(case(c, M::POST, "/members", 400), "not json", AUTH),
+        with_body(
+            case(c, M::POST, "/members", 400),
+            r#"{"name":"catalog-9","url":"http://127.0.0.1:1","extra":1}"#,
+            AUTH,
+        ),
+        with_body(
+            case(c, M::POST, "/members", 422),
+            r#"{"name":"catalog-9","url":"http://127.0.0.1:1"}"#,
+            AUTH,
+        ),
+        with_body(case(c, M::GET, "/members", 422), "", AUTH),
+        case(c, M::PUT, "/members", 405),
         // Order.
+        with_body(case(o, M::DELETE, "/members/order-1", 422), "", AUTH),
         case(o, M::GET, "/buy/abc", 400),
         case(o, M::GET, "/buy/4242", 404),
         case(o, M::POST, "/buy/1", 405),

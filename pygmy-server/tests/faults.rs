@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use pygmy_client::tools::check::{check, Expected, ReplicaUrls, Violation};
 use pygmy_client::tools::history;
 use pygmy_client::tools::load::{self, LoadConfig, LoadReport};
+use pygmy_client::tools::members::{Admin, Table};
 use pygmy_client::ClientOptions;
 use pygmy_core::topology::{Replication, Role};
 use pygmy_core::types::ItemId;
@@ -35,6 +36,12 @@ enum Fault {
     /// Cuts the network link between two nodes (a cluster in namespaces).
     Cut(&'static str, &'static str),
     Heal(&'static str, &'static str),
+    /// Starts a new replica of a service and adds it with the operator's
+    /// command; it must become a voter within 30 s.
+    Add(Role, &'static str),
+    /// Removes a replica from its service with the operator's command,
+    /// then stops it.
+    Remove(Role, &'static str),
 }
 
 /// What a scenario saw.
@@ -45,10 +52,17 @@ struct Run {
     anomalies: Vec<history::Anomaly>,
     /// How long each restarted replica took to serve again.
     catch_up: Vec<(String, Duration)>,
+    /// How long each membership change took.
+    changes: Vec<(String, Duration)>,
 }
 
 fn replica_urls(cluster: &ProcessCluster) -> ReplicaUrls {
     ReplicaUrls::of(cluster.topology())
+}
+
+/// The operator's membership commands for `role`'s replicas.
+fn admin(cluster: &ProcessCluster, role: Role) -> Admin {
+    Admin::of(cluster.topology(), role, &ClientOptions::default()).expect("admin")
 }
 
 /// One scenario at a time: four clusters of processes and their 256
@@ -84,6 +98,7 @@ async fn under_faults(
     let mut killed = Vec::new();
     let mut cuts = Vec::new();
     let mut catch_up = Vec::new();
+    let mut changes = Vec::new();
     for (at, fault) in schedule {
         tokio::time::sleep_until((start + Duration::from_millis(*at)).into()).await;
         match fault {
@@ -124,6 +139,42 @@ async fn under_faults(
                 cluster.heal(a, b);
                 cuts.retain(|cut| cut != &(*a, *b));
             }
+            Fault::Add(role, name) => {
+                let began = Instant::now();
+                cluster.add_replica(*role, name);
+                let admin = admin(cluster, *role);
+                let wait = Duration::from_secs(30);
+                let (members, serves) = admin
+                    .add(name, &cluster.url(name), wait)
+                    .await
+                    .unwrap_or_else(|e| panic!("adding {name}: {e}"));
+                assert!(
+                    serves,
+                    "{name} does not serve as a voter after {wait:?}:\n{}",
+                    Table(&members)
+                );
+                changes.push((
+                    format!("{name} added, a voter that serves,"),
+                    began.elapsed(),
+                ));
+            }
+            Fault::Remove(role, name) => {
+                let began = Instant::now();
+                let admin = admin(cluster, *role);
+                if let Err(err) = admin.remove(name).await {
+                    // Not committed in time: the change goes on.
+                    println!("removing {name}: {err}");
+                }
+                let mut gone = false;
+                while !gone && began.elapsed() < Duration::from_secs(30) {
+                    let members = admin.list().await;
+                    gone = members.is_ok_and(|m| m.get(name).is_none() && !m.changing);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                assert!(gone, "{name} is still a member after 30 s");
+                cluster.forget(name);
+                changes.push((format!("{name} removed"), began.elapsed()));
+            }
         }
     }
     let report = load.await.expect("load task");
@@ -142,6 +193,10 @@ async fn under_faults(
             .wait_healthy(&node.name, Duration::from_secs(30))
             .await;
     }
+    // The replicas as they are now (some may have been added or removed).
+    let replicas = replica_urls(cluster)
+        .clients(&ClientOptions::default())
+        .expect("clients");
     let expected = Expected::baseline(&before);
     let mut violations = Vec::new();
     for _ in 0..100 {
@@ -164,6 +219,7 @@ async fn under_faults(
         violations,
         anomalies,
         catch_up,
+        changes,
     }
 }
 
@@ -198,6 +254,9 @@ fn summary(run: &Run) -> String {
     let mut text = format!("{}", run.report);
     for (name, took) in &run.catch_up {
         text.push_str(&format!("{name} served again {took:?} after its restart\n"));
+    }
+    for (change, took) in &run.changes {
+        text.push_str(&format!("{change} in {took:?}\n"));
     }
     for v in &run.violations {
         text.push_str(&format!("VIOLATION {v}\n"));
@@ -340,6 +399,15 @@ const DISK_LOSS: [(u64, Fault); 4] = [
     (9_000, Fault::Restart("order-2")),
 ];
 
+/// The catalog grows to four replicas and loses its founder; the order
+/// service grows to four and loses one of its first three.
+const MEMBERSHIP_CHANGES: [(u64, Fault); 4] = [
+    (1_500, Fault::Add(Role::Catalog, "catalog-3")),
+    (6_000, Fault::Remove(Role::Catalog, "catalog-0")),
+    (9_000, Fault::Add(Role::Order, "order-3")),
+    (13_000, Fault::Remove(Role::Order, "order-1")),
+];
+
 fn assert_kept_every_promise(run: &Run) {
     assert!(
         run.violations.is_empty() && run.anomalies.is_empty(),
@@ -437,6 +505,26 @@ async fn raft_keeps_every_promise_through_disk_loss() {
                 "{name} took {took:?} to serve again after losing its disk"
             );
         }
+    })
+    .await;
+}
+
+/// An operator grows and shrinks both services while buys go on (the
+/// frontend and the other nodes keep the topology they started with).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raft_keeps_every_promise_through_membership_changes() {
+    scenario_with(raft_cluster(100_000), 18, 24, &MEMBERSHIP_CHANGES, |run| {
+        assert!(
+            run.violations.is_empty() && run.anomalies.is_empty(),
+            "{}",
+            summary(run)
+        );
+        let buys = &run.report.operations[&load::Operation::Buy];
+        println!(
+            "availability through membership changes: longest time without an acknowledged buy {:.0} ms, buy p99 {:.0} ms",
+            run.report.longest_buy_gap_ms, buys.latency_ms.p99
+        );
+        assert!(buys.ok > 0, "no buy succeeded:\n{}", summary(run));
     })
     .await;
 }

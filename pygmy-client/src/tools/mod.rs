@@ -7,10 +7,13 @@
 //! - [`check`]: the checker of the store's promises over replica states.
 //! - [`history`]: the checker of a run's lookups against its buys (a stale
 //!   or impossible read is caught).
+//! - [`members`]: an operator's view and changes of a service's
+//!   membership.
 //! - [`plot`]: a run's figures as an SVG chart.
 
 pub mod check;
 mod engine;
 pub mod history;
 pub mod load;
+pub mod members;
 pub mod plot;

@@ -249,6 +249,30 @@ pub struct SalesResponse {
     pub envelope: Envelope,
 }
 
+/// The body of `POST /members` (internal): a replica to add to the
+/// service, already running with a topology that names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewMember {
+    /// Its name.
+    pub name: String,
+    /// Where its peers reach it: `http://host:port`.
+    pub url: String,
+}
+
+/// `GET`, `POST /members` and `DELETE /members/<name>` (internal): the
+/// service's membership, as its leader knows it (after the change asked
+/// for).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembersResponse {
+    /// The membership.
+    #[serde(flatten)]
+    pub members: crate::replication::Members,
+    /// `status` and `validation_code`: `Success`, 200.
+    #[serde(flatten)]
+    pub envelope: Envelope,
+}
+
 /// The body of `POST /invalidate` on a frontend, pushed by the catalog after
 /// each change to a book.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

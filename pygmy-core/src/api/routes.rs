@@ -264,6 +264,49 @@ impl Route for FrontendRoute {
     }
 }
 
+/// The membership endpoints of a backend replica (catalog or order), all
+/// internal: an operator's, to grow or shrink a `raft` service while it
+/// serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemberRoute {
+    /// `GET /members`: the membership, as its leader knows it.
+    List,
+    /// `POST /members` (a [`crate::api::NewMember`]): add a replica.
+    Add,
+    /// `DELETE /members/<name>`: remove a replica.
+    Remove(String),
+}
+
+impl MemberRoute {
+    fn recognize(method: &Method, path: &[&str]) -> Option<Result<Self, BadParam>> {
+        Some(match (method, path) {
+            (&Method::GET, ["members"]) => Ok(MemberRoute::List),
+            (&Method::POST, ["members"]) => Ok(MemberRoute::Add),
+            (&Method::DELETE, ["members", name]) => {
+                if crate::replication::members::valid_node_name(name) {
+                    Ok(MemberRoute::Remove((*name).to_owned()))
+                } else {
+                    Err(BadParam {
+                        info: RouteInfo::INTERNAL,
+                        message: format!(
+                            "member name {name:?}: use letters, digits, - and _ (at most 64)"
+                        ),
+                    })
+                }
+            }
+            _ => return None,
+        })
+    }
+
+    fn target(&self) -> (Method, Vec<String>) {
+        match self {
+            MemberRoute::List => (Method::GET, segments(&["members"])),
+            MemberRoute::Add => (Method::POST, segments(&["members"])),
+            MemberRoute::Remove(name) => (Method::DELETE, vec!["members".into(), name.clone()]),
+        }
+    }
+}
+
 /// A catalog replica's endpoints.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CatalogRoute {
@@ -287,6 +330,8 @@ pub enum CatalogRoute {
     Lease,
     /// `POST /replication/<rpc>` (internal): a peer's replication call.
     Replication(String),
+    /// `/members` (internal): the membership.
+    Members(MemberRoute),
 }
 
 impl Route for CatalogRoute {
@@ -302,7 +347,7 @@ impl Route for CatalogRoute {
             (&Method::POST, ["replication", rpc]) => {
                 Ok(CatalogRoute::Replication((*rpc).to_owned()))
             }
-            _ => return None,
+            _ => return MemberRoute::recognize(method, path).map(|r| r.map(CatalogRoute::Members)),
         })
     }
 
@@ -321,6 +366,7 @@ impl Route for CatalogRoute {
             CatalogRoute::Replication(rpc) => {
                 (Method::POST, vec!["replication".into(), rpc.clone()])
             }
+            CatalogRoute::Members(route) => route.target(),
         }
     }
 
@@ -330,7 +376,8 @@ impl Route for CatalogRoute {
             CatalogRoute::Update(_)
             | CatalogRoute::Sell(_)
             | CatalogRoute::Sales
-            | CatalogRoute::Lease => RouteInfo::INTERNAL,
+            | CatalogRoute::Lease
+            | CatalogRoute::Members(_) => RouteInfo::INTERNAL,
             CatalogRoute::Propagate | CatalogRoute::Replication(_) => RouteInfo::REPLICATION,
         }
     }
@@ -349,6 +396,8 @@ pub enum OrderRoute {
     Propagate,
     /// `POST /replication/<rpc>` (internal): a peer's replication call.
     Replication(String),
+    /// `/members` (internal): the membership.
+    Members(MemberRoute),
 }
 
 impl Route for OrderRoute {
@@ -358,7 +407,7 @@ impl Route for OrderRoute {
             (&Method::GET, ["orders"]) => Ok(OrderRoute::Orders),
             (&Method::PUT, ["update"]) => Ok(OrderRoute::Propagate),
             (&Method::POST, ["replication", rpc]) => Ok(OrderRoute::Replication((*rpc).to_owned())),
-            _ => return None,
+            _ => return MemberRoute::recognize(method, path).map(|r| r.map(OrderRoute::Members)),
         })
     }
 
@@ -368,12 +417,14 @@ impl Route for OrderRoute {
             OrderRoute::Orders => (Method::GET, segments(&["orders"])),
             OrderRoute::Propagate => (Method::PUT, segments(&["update"])),
             OrderRoute::Replication(rpc) => (Method::POST, vec!["replication".into(), rpc.clone()]),
+            OrderRoute::Members(route) => route.target(),
         }
     }
 
     fn info(&self) -> RouteInfo {
         match self {
             OrderRoute::Buy(_) | OrderRoute::Orders => RouteInfo::PUBLIC,
+            OrderRoute::Members(_) => RouteInfo::INTERNAL,
             OrderRoute::Propagate | OrderRoute::Replication(_) => RouteInfo::REPLICATION,
         }
     }
@@ -410,12 +461,16 @@ mod tests {
             CatalogRoute::Sales,
             CatalogRoute::Lease,
             CatalogRoute::Replication("raft-vote".into()),
+            CatalogRoute::Members(MemberRoute::List),
+            CatalogRoute::Members(MemberRoute::Add),
+            CatalogRoute::Members(MemberRoute::Remove("catalog-4".into())),
         ]);
         round_trip(&[
             OrderRoute::Buy(ItemId(2)),
             OrderRoute::Orders,
             OrderRoute::Propagate,
             OrderRoute::Replication("ship".into()),
+            OrderRoute::Members(MemberRoute::Remove("order_9".into())),
         ]);
         let health: NodeRoute<OrderRoute> = parse(&Method::GET, &["health"]).expect("health");
         assert_eq!(health, NodeRoute::Health);

@@ -14,11 +14,14 @@
 
 pub mod broadcast;
 pub mod loopback;
+pub mod members;
 #[cfg(feature = "raft")]
 pub mod raft;
 pub mod rpc;
 
 use async_trait::async_trait;
+
+pub use members::{MemberChange, MemberInfo, MemberRole, Members};
 
 use crate::error::{ReplicationError, TransportError};
 use crate::journal::{Machine, Op};
@@ -93,6 +96,29 @@ pub trait Replicator<M: Machine>: Send + Sync {
     async fn linearize(&self) -> Result<(), ReplicationError> {
         Ok(())
     }
+
+    /// The replicas of the service, as its leader knows them. The default:
+    /// a backend with a fixed set of replicas (its topology) refuses.
+    async fn members(&self) -> Result<Members, ReplicationError> {
+        Err(fixed_membership())
+    }
+
+    /// Adds a replica to the service or removes one, while it serves, and
+    /// answers the membership as it is then (an added replica is a learner
+    /// until it has caught up). The default refuses.
+    async fn change_members(&self, change: MemberChange) -> Result<Members, ReplicationError> {
+        let _ = change;
+        Err(fixed_membership())
+    }
+}
+
+fn fixed_membership() -> ReplicationError {
+    ReplicationError::Refused {
+        kind: crate::error::ErrorKind::Unprocessable,
+        message: "this replication backend's replicas are those of its topology: \
+                  change the topology and restart"
+            .to_owned(),
+    }
 }
 
 /// The position of `node` among `replicas` (its rank with `broadcast`, its
@@ -148,4 +174,14 @@ pub trait Transport: Send + Sync {
     /// Calls `rpc` on `peer` (a node name) with a JSON `body`. An error
     /// means no answer was had: the peer may or may not have acted.
     async fn call(&self, peer: &str, rpc: &str, body: Vec<u8>) -> Result<Vec<u8>, TransportError>;
+
+    /// Learns that `peer` is reached at `url`: a replica added at run time
+    /// (see [`Replicator::change_members`]), which the topology this
+    /// transport was made from may not name. A name the transport knows
+    /// already keeps its address. The default knows nothing of addresses
+    /// (an in-process transport reaches its peers by name alone).
+    fn learn(&self, peer: &str, url: &str) -> Result<(), TransportError> {
+        let _ = (peer, url);
+        Ok(())
+    }
 }

@@ -209,6 +209,9 @@ pub struct ProcessCluster {
     topology: Topology,
     path: std::path::PathBuf,
     children: std::collections::HashMap<String, std::process::Child>,
+    /// The topology file of each node added after the start (the others
+    /// run `path`'s).
+    files: std::collections::HashMap<String, std::path::PathBuf>,
     /// Each node in a network namespace of its own, if asked for.
     network: Option<netns::Network>,
     /// Data, logs and the topology file.
@@ -279,6 +282,7 @@ impl ProcessCluster {
             topology,
             path,
             children: std::collections::HashMap::new(),
+            files: std::collections::HashMap::new(),
             network,
             dir,
         };
@@ -329,9 +333,10 @@ impl ProcessCluster {
             }
             None => std::process::Command::new(&self.binary),
         };
+        let file = self.files.get(name).unwrap_or(&self.path);
         let child = command
             .arg("--config")
-            .arg(&self.path)
+            .arg(file)
             .arg("--node")
             .arg(name)
             .current_dir(self.dir.path())
@@ -340,6 +345,41 @@ impl ProcessCluster {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.binary.display()));
         self.children.insert(name.to_owned(), child);
+    }
+
+    /// Adds a replica `name` of `role` (a free port, a data directory of
+    /// its own) and starts it with a topology file of its own that names
+    /// it and every node before it, as an operator does before
+    /// `pygmy-client members add`: the running nodes keep the file they
+    /// started with. Not in a cluster in namespaces.
+    pub fn add_replica(&mut self, role: Role, name: &str) {
+        if self.network.is_some() {
+            panic!("replicas are added only to a cluster on loopback");
+        }
+        let addr = free_ports(1)
+            .ok()
+            .and_then(|ports| ports.first().copied())
+            .unwrap_or_else(|| panic!("no free port for {name}"));
+        self.topology.nodes.push(NodeConfig {
+            name: name.to_owned(),
+            role,
+            addr,
+            data_dir: Some(self.dir.path().join("data").join(name)),
+            catalog: None,
+        });
+        let path = self.dir.path().join(format!("{name}.toml"));
+        if let Err(err) = std::fs::write(&path, self.topology.to_toml()) {
+            panic!("cannot write {}: {err}", path.display());
+        }
+        self.files.insert(name.to_owned(), path);
+        self.spawn(name);
+    }
+
+    /// Kills node `name` and drops it from the topology this harness
+    /// heals and checks (a replica removed from its service).
+    pub fn forget(&mut self, name: &str) {
+        self.kill(name);
+        self.topology.nodes.retain(|node| node.name != name);
     }
 
     /// Kills node `name` with SIGKILL, as a crash: nothing is flushed or

@@ -22,20 +22,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use openraft::error::RaftError;
+use openraft::error::{ClientWriteError, RaftError};
 use openraft::storage::{RaftLogStorage, RaftStateMachine};
-use openraft::{BasicNode, LogId, Raft, RaftMetrics};
+use openraft::{ChangeMembers, LogId, Raft, RaftMetrics};
+use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::config::RaftConfig;
 use super::identity::{Identity, IdentityStore};
 use super::messages::{self as rpc, Adopt, Hello, Join, Joining};
-use super::network::Network;
-use super::types::{NodeId, RaftTypes};
-use crate::error::ReplicationError;
+use super::network::{learn, Network};
+use super::types::{NodeId, RaftTypes, ReplicaNode};
+use crate::error::{ErrorKind, ReplicationError, TransportError};
 use crate::journal::Machine;
 use crate::replication::rpc::call;
-use crate::replication::Transport;
+use crate::replication::{MemberInfo, MemberRole, Members, Transport};
 
 /// How often a replica that is not yet a voter tries its next step.
 const STEP_EVERY: Duration = Duration::from_millis(500);
@@ -72,6 +73,47 @@ pub(super) struct Shared<M: Machine> {
 
 fn unavailable(err: impl std::fmt::Display) -> ReplicationError {
     ReplicationError::Unavailable(err.to_string())
+}
+
+fn refused(kind: ErrorKind, message: String) -> ReplicationError {
+    ReplicationError::Refused { kind, message }
+}
+
+/// openraft's refusal of a membership change, for the operator.
+fn change_refused(
+    err: RaftError<NodeId, ClientWriteError<NodeId, ReplicaNode>>,
+) -> ReplicationError {
+    match err {
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(err)) => {
+            refused(ErrorKind::Unprocessable, err.to_string())
+        }
+        other => unavailable(other),
+    }
+}
+
+/// Waits at most `limit` for a membership change that runs in its own task
+/// (a caller that gives up must not leave the cluster in a joint config).
+async fn settle(
+    change: JoinHandle<Result<(), ReplicationError>>,
+    limit: Duration,
+) -> Result<(), ReplicationError> {
+    match tokio::time::timeout(limit, change).await {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(err)) => Err(unavailable(err)),
+        Err(_) => Err(refused(
+            ErrorKind::Unavailable,
+            "the change is not committed yet; it goes on: list the members to follow it".to_owned(),
+        )),
+    }
+}
+
+/// What a peer's refusal means here: its kind kept, so that an operator's
+/// request forwarded to the leader answers as the leader did.
+pub(super) fn forwarded(err: TransportError) -> ReplicationError {
+    match err {
+        TransportError::Refused { kind, message, .. } => refused(kind, message),
+        other => unavailable(other),
+    }
 }
 
 impl<M: Machine> Shared<M> {
@@ -192,7 +234,7 @@ impl<M: Machine> Shared<M> {
                 return Ok(());
             }
             let mut voters = BTreeMap::new();
-            voters.insert(member.identity.id, BasicNode::new(&self.config.node));
+            voters.insert(member.identity.id, ReplicaNode::named(&self.config.node));
             for (position, peer) in self.peers() {
                 let offer = Identity {
                     cluster: member.identity.cluster.clone(),
@@ -205,7 +247,7 @@ impl<M: Machine> Shared<M> {
                     .await
                 {
                     Ok(taken) if taken == offer => {
-                        voters.insert(offer.id, BasicNode::new(peer));
+                        voters.insert(offer.id, ReplicaNode::named(peer));
                     }
                     Ok(other) => tracing::info!(%peer, ?other, "a peer kept another identity"),
                     Err(err) => tracing::debug!(%peer, %err, "no answer to the founding offer"),
@@ -245,6 +287,7 @@ impl<M: Machine> Shared<M> {
             name: self.config.node.clone(),
             id: member.identity.id,
         };
+        let mut told = false;
         loop {
             let is_voter = {
                 let metrics = member.raft.metrics();
@@ -263,6 +306,17 @@ impl<M: Machine> Shared<M> {
                     Ok(Joining::Voter) => break,
                     Ok(Joining::CatchingUp) => {
                         tracing::debug!("catching up as a learner");
+                        break;
+                    }
+                    Err(TransportError::Refused {
+                        kind: ErrorKind::Unprocessable,
+                        message,
+                        ..
+                    }) => {
+                        if !told {
+                            tracing::info!(%message, "waiting to be added to the cluster");
+                            told = true;
+                        }
                         break;
                     }
                     Err(err) => tracing::debug!(%peer, %err, "join not taken"),
@@ -286,7 +340,7 @@ impl<M: Machine> Shared<M> {
             let committed = match metrics.current_leader {
                 Some(leader) if leader == member.identity.id => Some(applied),
                 Some(leader) => {
-                    let peer = member.name(leader).unwrap_or_default();
+                    let peer = self.reach(member, leader).unwrap_or_default();
                     match call::<_, Option<LogId<NodeId>>>(
                         &*self.transport,
                         &peer,
@@ -318,6 +372,100 @@ impl<M: Machine> Shared<M> {
         }
     }
 
+    /// The name to call member `id` by, once the transport knows where it
+    /// is.
+    pub(super) fn reach(&self, member: &Member<M>, id: NodeId) -> Option<String> {
+        let node = member.node(id)?;
+        learn(&*self.transport, &node);
+        Some(node.name)
+    }
+
+    /// Whether the topology this replica started with names `name`.
+    pub(super) fn in_topology(&self, name: &str) -> bool {
+        self.config.replicas.iter().any(|r| r == name)
+    }
+
+    /// On the leader: adds replica `name`, running at `url`, as a learner
+    /// (it asks to be made a voter once it has caught up), waiting at most
+    /// `limit` for the change to commit. Adding a member again is a no-op.
+    pub(super) async fn add(
+        &self,
+        member: &Member<M>,
+        name: &str,
+        url: &str,
+        limit: Duration,
+    ) -> Result<(), ReplicationError> {
+        let metrics = member.metrics();
+        let membership = metrics.membership_config.membership();
+        if let Some((_, node)) = membership.nodes().find(|(_, node)| node.name == name) {
+            return match &node.url {
+                Some(known) if known != url => Err(refused(
+                    ErrorKind::Unprocessable,
+                    format!("{name} is a member at {known}: remove it first"),
+                )),
+                _ => Ok(()),
+            };
+        }
+        self.transport
+            .learn(name, url)
+            .map_err(|err| refused(ErrorKind::BadRequest, err.to_string()))?;
+        let hello: Hello = call(&*self.transport, name, rpc::HELLO, &(), ASK_TIMEOUT)
+            .await
+            .map_err(|err| {
+                refused(
+                    ErrorKind::Unavailable,
+                    format!("{name} at {url} does not answer (is it running?): {err}"),
+                )
+            })?;
+        let ours = &member.identity.cluster;
+        let identity = match hello.identity {
+            Some(theirs) => theirs,
+            None => {
+                // Not settled yet: it takes a joining identity of ours
+                // (unless it settled meanwhile: it answers the one it has).
+                let adopt = Adopt {
+                    identity: Identity::joining(ours),
+                };
+                call::<_, Identity>(&*self.transport, name, rpc::ADOPT, &adopt, ASK_TIMEOUT)
+                    .await
+                    .map_err(|err| {
+                        refused(ErrorKind::Unavailable, format!("{name} at {url}: {err}"))
+                    })?
+            }
+        };
+        if &identity.cluster != ours {
+            return Err(refused(
+                ErrorKind::Unprocessable,
+                format!(
+                    "{name} belongs to another cluster ({}): start it over an empty data directory",
+                    identity.cluster
+                ),
+            ));
+        }
+        if membership.get_node(&identity.id).is_some() {
+            return Err(refused(
+                ErrorKind::Unprocessable,
+                format!("{name}'s raft id {} is another member's", identity.id),
+            ));
+        }
+        tracing::info!(%name, %url, id = identity.id, "adding a member, as a learner");
+        let raft = member.raft.clone();
+        let node = ReplicaNode {
+            name: name.to_owned(),
+            url: Some(url.to_owned()),
+        };
+        let change = tokio::spawn(
+            async move {
+                raft.add_learner(identity.id, node, false)
+                    .await
+                    .map(|_| ())
+                    .map_err(change_refused)
+            }
+            .in_current_span(),
+        );
+        settle(change, limit).await
+    }
+
     /// What this replica says of itself to a peer that asks.
     pub(super) fn hello(&self) -> Hello {
         match self.member() {
@@ -344,19 +492,116 @@ impl<M: Machine> Shared<M> {
 }
 
 impl<M: Machine> Member<M> {
-    pub(super) fn metrics(&self) -> RaftMetrics<NodeId, BasicNode> {
+    pub(super) fn metrics(&self) -> RaftMetrics<NodeId, ReplicaNode> {
         self.raft.metrics().borrow().clone()
     }
 
-    /// The name of member `id`, from the membership.
-    pub(super) fn name(&self, id: NodeId) -> Option<String> {
+    /// Member `id`, from the membership.
+    pub(super) fn node(&self, id: NodeId) -> Option<ReplicaNode> {
         let metrics = self.raft.metrics();
         let metrics = metrics.borrow();
         metrics
             .membership_config
             .membership()
             .get_node(&id)
-            .map(|node| node.addr.clone())
+            .cloned()
+    }
+
+    /// The name of member `id`, from the membership.
+    pub(super) fn name(&self, id: NodeId) -> Option<String> {
+        self.node(id).map(|node| node.name)
+    }
+
+    /// The membership as an operator reads it.
+    pub(super) fn members(&self) -> Members {
+        let metrics = self.metrics();
+        let membership = metrics.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let leads = metrics.current_leader == Some(self.identity.id);
+        let mut members: Vec<MemberInfo> = membership
+            .nodes()
+            .map(|(id, node)| MemberInfo {
+                name: node.name.clone(),
+                id: *id,
+                role: if voters.contains(id) {
+                    MemberRole::Voter
+                } else {
+                    MemberRole::Learner
+                },
+                leader: metrics.current_leader == Some(*id),
+                url: node.url.clone(),
+                matched: if leads && *id == self.identity.id {
+                    metrics.last_log_index
+                } else {
+                    metrics
+                        .replication
+                        .as_ref()
+                        .and_then(|r| r.get(id).copied().flatten())
+                        .map(|log_id| log_id.index)
+                },
+            })
+            .collect();
+        members.sort_by(|a, b| (a.role, &a.name).cmp(&(b.role, &b.name)));
+        Members {
+            cluster: self.identity.cluster.clone(),
+            leader: metrics.current_leader.and_then(|id| self.name(id)),
+            last_log: metrics.last_log_index,
+            changing: membership.get_joint_config().len() > 1,
+            members,
+        }
+    }
+
+    /// On the leader: removes every member named `name` (a voter, through
+    /// joint consensus, or a learner), waiting at most `limit` for the
+    /// change to commit.
+    pub(super) async fn remove(&self, name: &str, limit: Duration) -> Result<(), ReplicationError> {
+        let metrics = self.metrics();
+        let membership = metrics.membership_config.membership();
+        let ids: BTreeSet<NodeId> = membership
+            .nodes()
+            .filter(|(_, node)| node.name == name)
+            .map(|(id, _)| *id)
+            .collect();
+        if ids.is_empty() {
+            return Err(refused(
+                ErrorKind::NotFound,
+                format!("{name} is not a member of this cluster"),
+            ));
+        }
+        if membership.get_joint_config().len() > 1 {
+            return Err(refused(
+                ErrorKind::Unavailable,
+                "a membership change is under way: try again once it is done".to_owned(),
+            ));
+        }
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let leaving: BTreeSet<NodeId> = ids.intersection(&voters).copied().collect();
+        let learners: BTreeSet<NodeId> = ids.difference(&voters).copied().collect();
+        if !leaving.is_empty() && leaving.len() == voters.len() {
+            return Err(refused(
+                ErrorKind::Unprocessable,
+                format!("{name} is the last voter: a service needs one"),
+            ));
+        }
+        tracing::info!(%name, ?ids, "removing a member");
+        let raft = self.raft.clone();
+        let change = tokio::spawn(
+            async move {
+                if !leaving.is_empty() {
+                    raft.change_membership(ChangeMembers::RemoveVoters(leaving), false)
+                        .await
+                        .map_err(change_refused)?;
+                }
+                if !learners.is_empty() {
+                    raft.change_membership(ChangeMembers::RemoveNodes(learners), false)
+                        .await
+                        .map_err(change_refused)?;
+                }
+                Ok(())
+            }
+            .in_current_span(),
+        );
+        settle(change, limit).await
     }
 
     /// On the leader: confirms it still leads (a round of heartbeats to a
@@ -394,8 +639,14 @@ impl<M: Machine> Member<M> {
 
     /// On the leader, takes a step of `join`: adds the replica as a
     /// learner, or, once it has caught up, makes it a voter in place of any
-    /// other id of the same name.
-    pub(super) async fn join(&self, join: &Join) -> Result<Joining, ReplicationError> {
+    /// other id of the same name. A replica joins only under a name the
+    /// membership has (it lost its disk, or an operator added it) or that
+    /// the topology names (`in_topology`: it missed the founding).
+    pub(super) async fn join(
+        &self,
+        join: &Join,
+        in_topology: bool,
+    ) -> Result<Joining, ReplicationError> {
         if join.cluster != self.identity.cluster {
             return Err(ReplicationError::Invalid(format!(
                 "a join of cluster {}; this is {}",
@@ -407,7 +658,7 @@ impl<M: Machine> Member<M> {
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         let stale: BTreeSet<NodeId> = membership
             .nodes()
-            .filter(|(id, node)| **id != join.id && node.addr == join.name)
+            .filter(|(id, node)| **id != join.id && node.name == join.name)
             .map(|(id, _)| *id)
             .collect();
         let uniform = membership.get_joint_config().len() == 1;
@@ -419,8 +670,22 @@ impl<M: Machine> Member<M> {
         // runs in its own task, and the caller asks again for its outcome.
         let raft = self.raft.clone();
         if membership.get_node(&join.id).is_none() {
+            // Its address stays what the membership said of its name.
+            let known = membership
+                .nodes()
+                .find(|(_, node)| node.name == join.name)
+                .map(|(_, node)| node.clone());
+            if known.is_none() && !in_topology {
+                return Err(refused(
+                    ErrorKind::Unprocessable,
+                    format!(
+                        "{} is not a member of this cluster: add it with `pygmy-client members add`",
+                        join.name
+                    ),
+                ));
+            }
             tracing::info!(name = %join.name, id = join.id, "adding a learner");
-            let node = BasicNode::new(&join.name);
+            let node = known.unwrap_or_else(|| ReplicaNode::named(&join.name));
             let id = join.id;
             tokio::spawn(
                 async move {

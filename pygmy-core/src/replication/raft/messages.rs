@@ -1,8 +1,9 @@
 //! `raft`'s RPCs, as `POST /replication/<rpc>`: openraft's three, each
 //! addressed ([`Addressed`]) to one member of one cluster; Pygmy's two
-//! (a follower forwards a write, or asks for a read index); and the three
+//! (a follower forwards a write, or asks for a read index); the three
 //! that found a cluster or let a replica join one ([`Hello`], [`Adopt`],
-//! [`Join`]). Bodies are JSON, except a snapshot chunk's data, which
+//! [`Join`]); and an operator's membership request forwarded to the leader
+//! ([`MEMBERS`]). Bodies are JSON, except a snapshot chunk's data, which
 //! travels as raw bytes after its JSON header (see [`SnapshotChunk`]).
 
 use serde::{Deserialize, Serialize};
@@ -27,6 +28,10 @@ pub const ADOPT: &str = "raft-adopt";
 /// A replica asks the leader to make it a voter ([`Join`]); answers a
 /// [`Joining`].
 pub const JOIN: &str = "raft-join";
+/// An operator's request, forwarded to the leader: the membership, after a
+/// change if one is given (`Option<`[`crate::replication::MemberChange`]`>`);
+/// answers [`crate::replication::Members`].
+pub const MEMBERS: &str = "raft-members";
 
 /// An openraft call, for one member (`to`) of one cluster.
 #[derive(Debug, Serialize, Deserialize)]

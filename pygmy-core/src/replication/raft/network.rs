@@ -14,12 +14,11 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::BasicNode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::messages::{self as rpc, Addressed, SnapshotChunk};
-use super::types::{NodeId, RaftTypes};
+use super::types::{NodeId, RaftTypes, ReplicaNode};
 use crate::error::{ErrorKind, TransportError};
 use crate::journal::Machine;
 use crate::replication::{rpc as plumbing, Transport};
@@ -50,14 +49,25 @@ impl<M> Network<M> {
 impl<M: Machine> RaftNetworkFactory<RaftTypes<M>> for Network<M> {
     type Network = Peer<M>;
 
-    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Peer<M> {
+    async fn new_client(&mut self, target: NodeId, node: &ReplicaNode) -> Peer<M> {
+        learn(&*self.transport, node);
         Peer {
             transport: Arc::clone(&self.transport),
             limit: self.limit,
             cluster: Arc::clone(&self.cluster),
             target,
-            name: node.addr.clone(),
+            name: node.name.clone(),
             _machine: std::marker::PhantomData,
+        }
+    }
+}
+
+/// Tells `transport` where `node` is, if the membership says (a replica
+/// added at run time, which the topology may not name).
+pub fn learn(transport: &dyn Transport, node: &ReplicaNode) {
+    if let Some(url) = &node.url {
+        if let Err(err) = transport.learn(&node.name, url) {
+            tracing::warn!(name = %node.name, %url, %err, "cannot reach a member at its URL");
         }
     }
 }
@@ -78,7 +88,7 @@ impl<M> Peer<M> {
         &self,
         rpc: &str,
         request: Req,
-    ) -> Result<Resp, RPCError<NodeId, BasicNode, E>>
+    ) -> Result<Resp, RPCError<NodeId, ReplicaNode, E>>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
@@ -99,7 +109,7 @@ impl<M> Peer<M> {
         &self,
         rpc: &str,
         body: Vec<u8>,
-    ) -> Result<Resp, RPCError<NodeId, BasicNode, E>>
+    ) -> Result<Resp, RPCError<NodeId, ReplicaNode, E>>
     where
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
@@ -127,7 +137,8 @@ impl<M: Machine> RaftNetwork<RaftTypes<M>> for Peer<M> {
         &mut self,
         request: AppendEntriesRequest<RaftTypes<M>>,
         _option: RPCOption,
-    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, ReplicaNode, RaftError<NodeId>>>
+    {
         self.call(rpc::APPEND, request).await
     }
 
@@ -137,7 +148,7 @@ impl<M: Machine> RaftNetwork<RaftTypes<M>> for Peer<M> {
         _option: RPCOption,
     ) -> Result<
         InstallSnapshotResponse<NodeId>,
-        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
+        RPCError<NodeId, ReplicaNode, RaftError<NodeId, InstallSnapshotError>>,
     > {
         // The data travels raw after a JSON header (as JSON, a byte array
         // would be a list of numbers, 3 to 4 times its size).
@@ -158,7 +169,7 @@ impl<M: Machine> RaftNetwork<RaftTypes<M>> for Peer<M> {
         &mut self,
         request: VoteRequest<NodeId>,
         _option: RPCOption,
-    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, ReplicaNode, RaftError<NodeId>>> {
         self.call(rpc::VOTE, request).await
     }
 }

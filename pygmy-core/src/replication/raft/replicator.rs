@@ -17,13 +17,13 @@ use tracing::Instrument;
 
 use super::config::RaftConfig;
 use super::identity::IdentityStore;
-use super::membership::{Member, Shared};
+use super::membership::{forwarded, Member, Shared};
 use super::messages::{self as rpc, Addressed, Adopt, Join, Joining, SnapshotChunk};
 use super::types::{NodeId, RaftTypes, Stamped};
 use crate::error::ReplicationError;
 use crate::journal::{Machine, Op};
 use crate::replication::rpc::{call, decode, encode};
-use crate::replication::{Replicator, Transport};
+use crate::replication::{MemberChange, Members, Replicator, Transport};
 
 /// A raft replica of the service `M`.
 pub struct RaftReplicator<M: Machine> {
@@ -95,7 +95,8 @@ impl<M: Machine> RaftReplicator<M> {
             .ok_or_else(|| unavailable("this replica has not joined its raft cluster yet"))
     }
 
-    /// Calls `rpc` on the leader `leader`.
+    /// Calls `rpc` on the leader `leader`, waiting for its answer at most
+    /// the forward timeout.
     async fn call_leader<Req, Resp>(
         &self,
         member: &Member<M>,
@@ -107,15 +108,100 @@ impl<M: Machine> RaftReplicator<M> {
         Req: serde::Serialize,
         Resp: serde::de::DeserializeOwned,
     {
-        let peer = member.name(leader).unwrap_or_default();
-        call(
-            &*self.shared.transport,
-            &peer,
-            rpc,
-            request,
-            self.shared.config.forward_timeout,
-        )
-        .await
+        let limit = self.shared.config.forward_timeout;
+        self.call_leader_within(member, leader, rpc, request, limit)
+            .await
+    }
+
+    /// Calls `rpc` on the leader `leader`, waiting at most `limit`.
+    async fn call_leader_within<Req, Resp>(
+        &self,
+        member: &Member<M>,
+        leader: NodeId,
+        rpc: &str,
+        request: &Req,
+        limit: Duration,
+    ) -> Result<Resp, crate::TransportError>
+    where
+        Req: serde::Serialize,
+        Resp: serde::de::DeserializeOwned,
+    {
+        let peer = self.shared.reach(member, leader).unwrap_or_default();
+        call(&*self.shared.transport, &peer, rpc, request, limit).await
+    }
+
+    /// The membership, after `change` if one is given: on the leader, or
+    /// forwarded to it.
+    async fn membership(&self, change: Option<MemberChange>) -> Result<Members, ReplicationError> {
+        if let Some(change) = &change {
+            change
+                .validate()
+                .map_err(|message| ReplicationError::Refused {
+                    kind: crate::ErrorKind::BadRequest,
+                    message,
+                })?;
+        }
+        let limit = self.shared.config.write_timeout;
+        // The leader's own wait, and the answer's way back.
+        let within = limit + limit / 2;
+        let member = self.member()?;
+        if member.node(member.identity.id).is_none() {
+            return self.ask_the_members(member, &change, within).await;
+        }
+        let deadline = tokio::time::Instant::now() + limit;
+        let (member, leader) = loop {
+            let (member, leader) = self.await_leader(deadline).await?;
+            if leader == member.identity.id || member.node(leader).is_some() {
+                break (member, leader);
+            }
+            // The leader was just removed: the others elect another.
+            self.await_other_leader(member, leader, deadline).await;
+            if tokio::time::Instant::now() >= deadline {
+                return Err(unavailable("no leader among the members"));
+            }
+        };
+        if leader != member.identity.id {
+            return self
+                .call_leader_within(member, leader, rpc::MEMBERS, &change, within)
+                .await
+                .map_err(forwarded);
+        }
+        match change {
+            None => {}
+            Some(MemberChange::Add { name, url }) => {
+                self.shared.add(member, &name, &url, limit).await?;
+            }
+            Some(MemberChange::Remove { name }) => member.remove(&name, limit).await?,
+        }
+        Ok(member.members())
+    }
+
+    /// On a replica that is not a member (removed, or not added yet):
+    /// passes an operator's request to the members it knows of, in turn,
+    /// until one answers.
+    async fn ask_the_members(
+        &self,
+        member: &Member<M>,
+        change: &Option<MemberChange>,
+        within: Duration,
+    ) -> Result<Members, ReplicationError> {
+        let members = member.members();
+        let mut last = unavailable(format!(
+            "{} is not a member of its service, and knows no member to ask",
+            self.shared.config.node
+        ));
+        for other in &members.members {
+            let Some(name) = self.shared.reach(member, other.id) else {
+                continue;
+            };
+            let transport = &*self.shared.transport;
+            match call(transport, &name, rpc::MEMBERS, change, within).await {
+                Ok(answer) => return Ok(answer),
+                Err(err @ crate::TransportError::Unreachable { .. }) => last = forwarded(err),
+                Err(err) => return Err(forwarded(err)),
+            }
+        }
+        Err(last)
     }
 
     /// After a forward to `leader` failed: waits until another leader is
@@ -280,7 +366,8 @@ impl<M: Machine> Replicator<M> for RaftReplicator<M> {
                 let leader = member.metrics().current_leader;
                 match leader {
                     Some(leader) if leader == member.identity.id => {
-                        encode(&member.join(&join).await?)
+                        let in_topology = self.shared.in_topology(&join.name);
+                        encode(&member.join(&join, in_topology).await?)
                     }
                     Some(leader) => {
                         let answer: Joining = self
@@ -291,6 +378,10 @@ impl<M: Machine> Replicator<M> for RaftReplicator<M> {
                     }
                     None => Err(unavailable("no raft leader")),
                 }
+            }
+            rpc::MEMBERS => {
+                let change: Option<MemberChange> = decode(body)?;
+                encode(&self.membership(change).await?)
             }
             other => Err(ReplicationError::UnknownRpc(other.to_owned())),
         }
@@ -345,6 +436,14 @@ impl<M: Machine> Replicator<M> for RaftReplicator<M> {
             }
         }
         Err(unavailable("no leader gave a read index"))
+    }
+
+    async fn members(&self) -> Result<Members, ReplicationError> {
+        self.membership(None).await
+    }
+
+    async fn change_members(&self, change: MemberChange) -> Result<Members, ReplicationError> {
+        self.membership(Some(change)).await
     }
 }
 

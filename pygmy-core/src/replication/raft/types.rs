@@ -5,12 +5,14 @@ use std::fmt;
 use std::io::Cursor;
 use std::marker::PhantomData;
 
-use openraft::{BasicNode, RaftTypeConfig, TokioRuntime};
+use openraft::{RaftTypeConfig, TokioRuntime};
 use serde::{Deserialize, Serialize};
 
 use crate::journal::{Machine, Op};
 
-/// A replica's raft id: its position among the service's replicas, from 1.
+/// A replica's raft id: a founding member's position among the topology's
+/// replicas, from 1; a replica that joined later draws one from 2^32 up
+/// (see [`super::identity`]).
 pub type NodeId = u64;
 
 /// An op as the raft log holds it: with the wall clock of the leader that
@@ -46,18 +48,46 @@ impl<C> From<Op<C>> for Stamped<C> {
     }
 }
 
+/// A member as the raft membership names it: its name in the topology and,
+/// for a replica added at run time, the URL its peers reach it at (a
+/// replica of the topology every node started with needs none: its peers
+/// know its address from there).
+///
+/// On the wire and on disk it is openraft's `BasicNode` (`{"addr": name}`)
+/// with an optional `url`, so a membership written before URLs were kept
+/// reads as it was.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaNode {
+    /// The replica's name.
+    #[serde(rename = "addr")]
+    pub name: String,
+    /// Where to reach it, if its peers' topology may not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+impl ReplicaNode {
+    /// A replica of the topology, reached by its name.
+    pub fn named(name: &str) -> Self {
+        ReplicaNode {
+            name: name.to_owned(),
+            url: None,
+        }
+    }
+}
+
 /// openraft's types for service `M`: log entries carry stamped ops
 /// ([`Stamped`]`<M::Command>`),
 /// and each applied entry answers `Option<M::Outcome>` (`None` for
-/// openraft's own blank and membership entries). A node's address is its
-/// name in the topology.
+/// openraft's own blank and membership entries). A member is a
+/// [`ReplicaNode`].
 pub struct RaftTypes<M>(PhantomData<fn() -> M>);
 
 impl<M: Machine> RaftTypeConfig for RaftTypes<M> {
     type D = Stamped<M::Command>;
     type R = Option<M::Outcome>;
     type NodeId = NodeId;
-    type Node = BasicNode;
+    type Node = ReplicaNode;
     type Entry = openraft::Entry<Self>;
     type SnapshotData = Cursor<Vec<u8>>;
     type AsyncRuntime = TokioRuntime;

@@ -21,21 +21,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot, SnapshotMeta};
-use openraft::{
-    BasicNode, EntryPayload, LogId, OptionalSend, StorageError, StorageIOError, StoredMembership,
-};
+use openraft::{EntryPayload, LogId, OptionalSend, StorageError, StorageIOError, StoredMembership};
 use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 use crate::journal::sqlite::{get_meta, set_meta, SqliteJournal, SqliteMachine};
 use crate::journal::Source;
-use crate::replication::raft::types::{NodeId, RaftTypes};
+use crate::replication::raft::types::{NodeId, RaftTypes, ReplicaNode};
 
 type Entry<M> = openraft::Entry<RaftTypes<M>>;
 type Error = StorageError<NodeId>;
-type Membership = StoredMembership<NodeId, BasicNode>;
-type Meta = SnapshotMeta<NodeId, BasicNode>;
+type Membership = StoredMembership<NodeId, ReplicaNode>;
+type Meta = SnapshotMeta<NodeId, ReplicaNode>;
 
 const APPLIED: &str = "raft_applied";
 const MEMBERSHIP: &str = "raft_membership";
@@ -234,7 +232,7 @@ fn stored_snapshot(conn: &Connection) -> Result<Option<(Meta, Vec<u8>)>, Error> 
 
 fn store_snapshot(
     tx: &Connection,
-    meta: &SnapshotMeta<NodeId, BasicNode>,
+    meta: &SnapshotMeta<NodeId, ReplicaNode>,
     data: &[u8],
 ) -> Result<(), Error> {
     tx.execute(
@@ -334,7 +332,7 @@ impl<M: SqliteMachine> RaftStateMachine<RaftTypes<M>> for JournalStateMachine<M>
 
     async fn install_snapshot(
         &mut self,
-        meta: &SnapshotMeta<NodeId, BasicNode>,
+        meta: &SnapshotMeta<NodeId, ReplicaNode>,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), Error> {
         let data = snapshot.into_inner();
