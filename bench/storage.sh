@@ -7,7 +7,7 @@
 # 3+3) with 10^9 copies of each book, drives BUYS buys (64 clients, buys
 # only) and prints, for catalog-a and order-a: the database file (with its
 # WAL), the bytes in use in it (pages minus free pages), the op records
-# kept, the rows of live data (books, orders) and the stored snapshot.
+# kept, the rows of live data (books, orders) and the snapshot file.
 #
 # Usage: bench/storage.sh [BUYS] [RETENTION]   (default 100000, 60)
 # Needs python3 (to read the SQLite files).
@@ -43,7 +43,8 @@ for node, file, live in (("catalog-a", "catalog.db", "books"), ("order-a", "orde
     pages, free, page = (db.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_count", "freelist_count", "page_size"))
     ops = db.execute("SELECT COUNT(*) FROM journal_ops").fetchone()[0]
     rows = db.execute(f"SELECT COUNT(*) FROM {live}").fetchone()[0]
-    snap = db.execute("SELECT IFNULL(MAX(LENGTH(data)), 0) FROM raft_snapshot").fetchone()[0]
+    snaps = path + ".snapshots"
+    snap = sum(os.path.getsize(os.path.join(snaps, f)) for f in os.listdir(snaps)) if os.path.isdir(snaps) else 0
     print(f"{label:>16} {node:<9} file {size/1e6:8.1f} MB  in use {(pages-free)*page/1e6:8.1f} MB  "
           f"op records {ops:>8}  {live} {rows:>8}  snapshot {snap/1e6:7.1f} MB")
 EOF

@@ -160,6 +160,15 @@ pub struct Topology {
     /// orders, not with the history. At least 60; a day by default.
     #[serde(default = "Topology::default_op_retention_s")]
     pub op_retention_s: u64,
+    /// A `raft` replica builds a snapshot after this many log entries
+    /// since its last one (and drops the log behind it, but the last
+    /// `raft_keep_logs`). At least 100; 5,000 by default.
+    #[serde(default = "Topology::default_raft_snapshot_every")]
+    pub raft_snapshot_every: u64,
+    /// Log entries a `raft` replica keeps behind its snapshot: a replica
+    /// further behind catches up by snapshot. 1,000 by default.
+    #[serde(default = "Topology::default_raft_keep_logs")]
+    pub raft_keep_logs: u64,
     /// The nodes.
     #[serde(rename = "node")]
     pub nodes: Vec<NodeConfig>,
@@ -213,6 +222,14 @@ impl Topology {
     fn default_read_timeout_ms() -> u64 {
         10_000
     }
+    fn default_raft_snapshot_every() -> u64 {
+        5_000
+    }
+
+    fn default_raft_keep_logs() -> u64 {
+        1_000
+    }
+
     fn default_op_retention_s() -> u64 {
         24 * 60 * 60
     }
@@ -244,6 +261,8 @@ impl Topology {
             max_body_bytes: Self::default_max_body(),
             read_timeout_ms: Self::default_read_timeout_ms(),
             op_retention_s: Self::default_op_retention_s(),
+            raft_snapshot_every: Self::default_raft_snapshot_every(),
+            raft_keep_logs: Self::default_raft_keep_logs(),
             base_dir: None,
             nodes: vec![
                 node("frontend", Role::Frontend, 8010),
@@ -347,6 +366,12 @@ impl Topology {
             return Err(ConfigError::Invalid(
                 "raft keeps its log in SQLite: set store = \"sqlite\"".to_owned(),
             ));
+        }
+        if self.raft_snapshot_every < 100 {
+            return Err(ConfigError::Invalid(format!(
+                "raft_snapshot_every is {}: at least 100 entries between snapshots",
+                self.raft_snapshot_every
+            )));
         }
         if self.op_retention_s < Self::MIN_OP_RETENTION_S {
             return Err(ConfigError::Invalid(format!(

@@ -38,7 +38,6 @@ fn openraft_storage_suite() {
 }
 
 mod state_machine {
-    use std::io::Cursor;
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -144,17 +143,90 @@ mod state_machine {
         let dir = tempfile::tempdir().expect("tempdir");
         let (journal, mut machine) = open(dir.path()).await;
         journal.seed(default_books()).await.expect("seed");
-        let data = br#"{"tables":[{"name":"books; DROP TABLE books","columns":["id"],"rows":[]}]}"#;
-        let meta = SnapshotMeta::default();
-        let result = machine
-            .install_snapshot(&meta, Box::new(Cursor::new(data.to_vec())))
-            .await;
-        assert!(result.is_err());
-        assert_eq!(
-            journal.books(None).await.expect("books").len(),
-            7,
-            "nothing was changed"
-        );
+        for (data, what) in [
+            (
+                "{\"table\":\"books; DROP TABLE books\",\"columns\":[\"id\"]}\n",
+                "a foreign table",
+            ),
+            (
+                "{\"table\":\"books\",\"columns\":[\"id\",\"evil\"]}\n",
+                "a foreign column",
+            ),
+            ("[1,\"a row before any table\"]\n", "a row first"),
+            (
+                "{\"table\":\"books\",\"columns\":[\"id\"]}\n[1,2]\n",
+                "a row too wide",
+            ),
+        ] {
+            let file = received(dir.path(), data).await;
+            let result = machine
+                .install_snapshot(&SnapshotMeta::default(), Box::new(file))
+                .await;
+            assert!(result.is_err(), "{what} was taken");
+            assert_eq!(
+                journal.books(None).await.expect("books").len(),
+                7,
+                "{what} changed the store"
+            );
+        }
+    }
+
+    /// A replica whose snapshot was kept in the database (before snapshots
+    /// were files) finds it as a file after the upgrade, and a peer
+    /// installs it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_snapshot_kept_in_the_database_moves_to_a_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("catalog.db");
+        let journal = Arc::new(SqliteCatalog::open(&path).expect("open"));
+        let meta = r#"{"last_log_id":{"leader_id":{"term":1,"node_id":1},"index":9},"last_membership":{"log_id":null,"membership":{"configs":[],"nodes":{}}},"snapshot_id":"9-old"}"#;
+        let data = r#"{"tables":[{"name":"books","columns":["id","title","topic","cost_cents","count"],"rows":[[1,"Old times","history",500,3]]}]}"#;
+        journal
+            .write(move |tx| {
+                tx.execute_batch(
+                    "CREATE TABLE raft_snapshot (id INTEGER PRIMARY KEY, meta TEXT NOT NULL, data BLOB NOT NULL)",
+                )?;
+                tx.execute(
+                    "INSERT INTO raft_snapshot (id, meta, data) VALUES (1, ?1, ?2)",
+                    (meta, data.as_bytes()),
+                )?;
+                Ok(())
+            })
+            .await
+            .expect("a legacy snapshot");
+        let mut machine = JournalStateMachine::new(Arc::clone(&journal))
+            .await
+            .expect("machine");
+        let snapshot = machine
+            .get_current_snapshot()
+            .await
+            .expect("current")
+            .expect("migrated");
+        assert_eq!(snapshot.meta.snapshot_id, "9-old");
+        let other = tempfile::tempdir().expect("tempdir");
+        let (peer, mut fresh) = open(other.path()).await;
+        peer.seed(default_books()).await.expect("seed");
+        fresh
+            .install_snapshot(&snapshot.meta, snapshot.snapshot)
+            .await
+            .expect("install");
+        let books = peer.books(None).await.expect("books");
+        assert_eq!(books.len(), 1);
+        assert_eq!((books[0].title.as_str(), books[0].count), ("Old times", 3));
+        // Only the current snapshot's file is left in each directory.
+        for db in [&path, &other.path().join("catalog.db")] {
+            let mut files = db.as_os_str().to_owned();
+            files.push(".snapshots");
+            let count = std::fs::read_dir(&files).expect("dir").count();
+            assert_eq!(count, 1, "{files:?}");
+        }
+    }
+
+    /// A snapshot as received: a file holding `data`.
+    async fn received(dir: &std::path::Path, data: &str) -> tokio::fs::File {
+        let path = dir.join(format!("{}.snap", uuid::Uuid::new_v4().simple()));
+        tokio::fs::write(&path, data).await.expect("write");
+        tokio::fs::File::open(&path).await.expect("open")
     }
 
     fn stamped_sell(id: &str, at_s: u64) -> EntryPayload<RaftTypes<CatalogMachine>> {

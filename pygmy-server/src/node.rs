@@ -263,7 +263,9 @@ async fn replicator<M: Service>(
             };
             let (log, machine) = raft::sqlite::open(Arc::clone(journal), path).await?;
             let machine = machine.retaining(Duration::from_secs(topology.op_retention_s));
-            let config = RaftConfig::new(node.name.clone(), names);
+            let mut config = RaftConfig::new(node.name.clone(), names);
+            config.snapshot_every = topology.raft_snapshot_every;
+            config.keep_logs = topology.raft_keep_logs;
             Ok(Arc::new(
                 RaftReplicator::start(config, log, machine, transport).await?,
             ))

@@ -54,6 +54,37 @@ struct Run {
     catch_up: Vec<(String, Duration)>,
     /// How long each membership change took.
     changes: Vec<(String, Duration)>,
+    /// The size of each backend replica's current snapshot file, once
+    /// healed (raft only; none before the first snapshot).
+    snapshots: BTreeMap<String, u64>,
+    /// The peak resident memory of each node's process, once healed.
+    peak_rss: BTreeMap<String, u64>,
+}
+
+/// The bytes of the snapshot files of every backend replica of `cluster`.
+fn snapshot_sizes(cluster: &ProcessCluster) -> BTreeMap<String, u64> {
+    let topology = cluster.topology();
+    let mut sizes = BTreeMap::new();
+    for node in topology.nodes.iter().filter(|n| n.role != Role::Frontend) {
+        let Ok(entries) = std::fs::read_dir(topology.data_dir(node)) else {
+            continue;
+        };
+        let mut bytes = 0;
+        for dir in entries.flatten() {
+            if !dir.file_name().to_string_lossy().ends_with(".snapshots") {
+                continue;
+            }
+            for file in std::fs::read_dir(dir.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                bytes += file.metadata().map_or(0, |m| m.len());
+            }
+        }
+        sizes.insert(node.name.clone(), bytes);
+    }
+    sizes
 }
 
 fn replica_urls(cluster: &ProcessCluster) -> ReplicaUrls {
@@ -220,6 +251,13 @@ async fn under_faults(
         anomalies,
         catch_up,
         changes,
+        snapshots: snapshot_sizes(cluster),
+        peak_rss: cluster
+            .topology()
+            .nodes
+            .iter()
+            .filter_map(|n| Some((n.name.clone(), cluster.peak_rss(&n.name)?)))
+            .collect(),
     }
 }
 
@@ -390,6 +428,13 @@ const POWER_LOSS: [(u64, Fault); 4] = [
     (9_500, Fault::RestartAll),
 ];
 
+/// A catalog replica loses its disk once its service's snapshot is large,
+/// and comes back empty.
+const LARGE_DISK_LOSS: [(u64, Fault); 2] = [
+    (9_000, Fault::Wipe("catalog-1")),
+    (9_500, Fault::Restart("catalog-1")),
+];
+
 /// A catalog replica, then an order replica, lose their disks and come
 /// back empty.
 const DISK_LOSS: [(u64, Fault); 4] = [
@@ -525,6 +570,46 @@ async fn raft_keeps_every_promise_through_membership_changes() {
             run.report.longest_buy_gap_ms, buys.latency_ms.p99
         );
         assert!(buys.ok > 0, "no buy succeeded:\n{}", summary(run));
+    })
+    .await;
+}
+
+/// A replica that lost its disk catches up through a snapshot of over
+/// 10 MB (a catalog of 60,000 books; snapshots every 500 entries, so the
+/// log it would need is gone) and serves within 30 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raft_heals_a_lost_disk_through_a_large_snapshot() {
+    let options = Options {
+        extra_books: 60_000,
+        snapshots: Some((500, 100)),
+        ..options(Replication::Raft, 3, 100_000)
+    };
+    let cluster = ProcessCluster::start(binary(), options);
+    scenario_with(cluster, 16, 24, &LARGE_DISK_LOSS, |run| {
+        assert!(
+            run.violations.is_empty() && run.anomalies.is_empty(),
+            "{}",
+            summary(run)
+        );
+        let installed = run.snapshots.get("catalog-1").copied().unwrap_or(0);
+        let mb = |bytes: u64| bytes as f64 / 1e6;
+        println!(
+            "catalog-1 installed a snapshot of {:.1} MB; peak memory: catalog-0 {:.1} MB, catalog-1 {:.1} MB, catalog-2 {:.1} MB",
+            mb(installed),
+            mb(run.peak_rss.get("catalog-0").copied().unwrap_or(0)),
+            mb(run.peak_rss.get("catalog-1").copied().unwrap_or(0)),
+            mb(run.peak_rss.get("catalog-2").copied().unwrap_or(0)),
+        );
+        assert!(
+            installed > 10_000_000,
+            "catalog-1's snapshot is {installed} bytes: the scenario is not what it claims"
+        );
+        for (name, took) in &run.catch_up {
+            assert!(
+                *took < Duration::from_secs(30),
+                "{name} took {took:?} to serve again after losing its disk"
+            );
+        }
     })
     .await;
 }

@@ -31,6 +31,11 @@ pub struct Options {
     pub store: StoreKind,
     /// How the backends replicate.
     pub replication: pygmy_core::topology::Replication,
+    /// Books added to the seed's seven (topic `archive`, long titles), to
+    /// make a large store.
+    pub extra_books: usize,
+    /// `raft_snapshot_every` and `raft_keep_logs`, if not the defaults.
+    pub snapshots: Option<(u64, u64)>,
 }
 
 impl Default for Options {
@@ -42,6 +47,8 @@ impl Default for Options {
             stock: None,
             store: StoreKind::Sqlite,
             replication: pygmy_core::topology::Replication::Broadcast,
+            extra_books: 0,
+            snapshots: None,
         }
     }
 }
@@ -82,14 +89,19 @@ pub fn topology(options: &Options, dir: &std::path::Path) -> Topology {
     for i in 0..options.orders {
         topology.nodes.push(node(format!("order-{i}"), Role::Order));
     }
-    if let Some(stock) = options.stock {
-        let books: Vec<Book> = pygmy_core::types::default_books()
-            .into_iter()
-            .map(|mut b| {
-                b.count = stock;
-                b
-            })
-            .collect();
+    if let Some((every, keep)) = options.snapshots {
+        topology.raft_snapshot_every = every;
+        topology.raft_keep_logs = keep;
+    }
+    if options.stock.is_some() || options.extra_books > 0 {
+        let mut books = pygmy_core::types::default_books();
+        if let Some(stock) = options.stock {
+            for book in &mut books {
+                book.count = stock;
+            }
+        }
+        let cost = books[0].cost;
+        books.extend((0..options.extra_books).map(|i| archive_book(i, cost)));
         let text = toml::to_string(&BookFile { book: books }).unwrap_or_default();
         let path = dir.join("books.toml");
         if let Err(err) = std::fs::write(&path, text) {
@@ -98,6 +110,21 @@ pub fn topology(options: &Options, dir: &std::path::Path) -> Topology {
         topology.catalog_file = Some(path);
     }
     topology
+}
+
+/// Book `i` of the archive that makes a store large: about 200 bytes.
+fn archive_book(i: usize, cost: pygmy_core::types::Cost) -> Book {
+    Book {
+        id: ItemId(1_000 + i as i64),
+        title: format!(
+            "Collected papers on replication, consensus and recovery, volume {i}: \
+             proceedings of the workshop on keeping many copies of one book store \
+             honest under crashes, freezes and partitions"
+        ),
+        topic: "archive".to_owned(),
+        cost,
+        count: 10,
+    }
 }
 
 #[derive(serde::Serialize)]
@@ -424,6 +451,16 @@ impl ProcessCluster {
                 panic!("cannot delete {}: {err}", data.display());
             }
         }
+    }
+
+    /// The peak resident memory of node `name`'s process so far, in bytes
+    /// (Linux's `VmHWM`); `None` if it is not running or not on Linux.
+    pub fn peak_rss(&self, name: &str) -> Option<u64> {
+        let child = self.children.get(name)?;
+        let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
     }
 
     /// Freezes node `name` (SIGSTOP): its sockets stay open, nothing answers.

@@ -14,8 +14,8 @@ pub const SNAPSHOT_CHUNK: u64 = 1024 * 1024;
 pub struct RaftConfig {
     /// This replica's name.
     pub node: String,
-    /// Every replica of the service, this one included: replica `i` has
-    /// raft id `i + 1`.
+    /// Every replica of the service in the topology, this one included:
+    /// the founding replica `i` has raft id `i + 1`.
     pub replicas: Vec<String>,
     /// The leader's heartbeat (also the time limit of one append).
     pub heartbeat: Duration,

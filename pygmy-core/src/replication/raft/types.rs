@@ -2,7 +2,6 @@
 
 use std::cmp::Ordering;
 use std::fmt;
-use std::io::Cursor;
 use std::marker::PhantomData;
 
 use openraft::{RaftTypeConfig, TokioRuntime};
@@ -80,7 +79,7 @@ impl ReplicaNode {
 /// ([`Stamped`]`<M::Command>`),
 /// and each applied entry answers `Option<M::Outcome>` (`None` for
 /// openraft's own blank and membership entries). A member is a
-/// [`ReplicaNode`].
+/// [`ReplicaNode`]; a snapshot is a file (see [`super::sqlite::snapshot`]).
 pub struct RaftTypes<M>(PhantomData<fn() -> M>);
 
 impl<M: Machine> RaftTypeConfig for RaftTypes<M> {
@@ -89,7 +88,7 @@ impl<M: Machine> RaftTypeConfig for RaftTypes<M> {
     type NodeId = NodeId;
     type Node = ReplicaNode;
     type Entry = openraft::Entry<Self>;
-    type SnapshotData = Cursor<Vec<u8>>;
+    type SnapshotData = tokio::fs::File;
     type AsyncRuntime = TokioRuntime;
     type Responder = openraft::impls::OneshotResponder<Self>;
 }

@@ -4,8 +4,10 @@
 //! - [`log`]: openraft's log storage ([`SqliteLog`]).
 //! - [`state_machine`]: the service's journal as openraft's state machine
 //!   ([`JournalStateMachine`]), with snapshots.
+//! - [`snapshot`]: snapshots as files, written and read a row at a time.
 
 pub mod log;
+pub mod snapshot;
 pub mod state_machine;
 
 use std::path::Path;

@@ -13,18 +13,23 @@
 //! history.
 //!
 //! A snapshot is a logical dump of the journal's tables (the service's
-//! state and the op records); installing one replaces them in one
-//! transaction. The current snapshot is kept in table `raft_snapshot`.
+//! state and the op records), in a file written and read a row at a time
+//! (see [`super::snapshot`]); installing one replaces the tables in one
+//! transaction. The current snapshot's meta and file name are kept in table
+//! `raft_snapshot_file`.
 
-use std::io::Cursor;
+use std::io::{BufReader, BufWriter};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{EntryPayload, LogId, OptionalSend, StorageError, StorageIOError, StoredMembership};
-use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+
+use super::snapshot::{self, SnapshotDir, Tee};
 
 use crate::journal::sqlite::{get_meta, set_meta, SqliteJournal, SqliteMachine};
 use crate::journal::Source;
@@ -41,8 +46,15 @@ const MEMBERSHIP: &str = "raft_membership";
 /// sequence is the log index.
 pub const RAFT_ORIGIN: &str = "raft";
 
-/// Tables that are not part of the replicated state.
-const LOCAL_TABLES: [&str; 4] = ["raft_log", "raft_meta", "raft_snapshot", "journal_meta"];
+/// Tables that are not part of the replicated state (`raft_snapshot` held
+/// snapshots before they were files; it is migrated at open).
+const LOCAL_TABLES: [&str; 5] = [
+    "raft_log",
+    "raft_meta",
+    "raft_snapshot",
+    "raft_snapshot_file",
+    "journal_meta",
+];
 
 /// How long op records are kept by default: a day, as payment APIs keep
 /// idempotency keys.
@@ -53,13 +65,20 @@ pub struct JournalStateMachine<M: SqliteMachine> {
     journal: Arc<SqliteJournal<M>>,
     /// How long op records are kept, by the leader's stamps.
     retention: Duration,
+    /// Where the snapshot files are.
+    files: SnapshotDir,
+    /// The file a snapshot is being received into, if one is.
+    receiving: Option<PathBuf>,
 }
 
 impl<M: SqliteMachine> Clone for JournalStateMachine<M> {
+    /// A clone for a snapshot builder (it receives nothing).
     fn clone(&self) -> Self {
         JournalStateMachine {
             journal: Arc::clone(&self.journal),
             retention: self.retention,
+            files: self.files.clone(),
+            receiving: None,
         }
     }
 }
@@ -76,18 +95,26 @@ fn snapshot_error(err: impl std::error::Error + 'static) -> Error {
     StorageIOError::read_snapshot(None, &err).into()
 }
 
-/// One table of a snapshot.
-#[derive(Debug, Serialize, Deserialize)]
-struct TableDump {
+fn write_snapshot_error(err: impl std::error::Error + 'static) -> Error {
+    StorageIOError::write_snapshot(None, &err).into()
+}
+
+fn stored(err: impl std::error::Error + Send + Sync + 'static) -> crate::StoreError {
+    crate::StoreError::Storage(Box::new(err))
+}
+
+/// A snapshot as the `raft_snapshot` table held it before snapshots were
+/// files (read once, to migrate it).
+#[derive(Debug, Deserialize)]
+struct LegacyDump {
+    tables: Vec<LegacyTable>,
+}
+
+#[derive(Debug, Deserialize)]
+struct LegacyTable {
     name: String,
     columns: Vec<String>,
     rows: Vec<Vec<serde_json::Value>>,
-}
-
-/// A snapshot's data.
-#[derive(Debug, Serialize, Deserialize)]
-struct Dump {
-    tables: Vec<TableDump>,
 }
 
 fn replicated_tables(conn: &Connection) -> rusqlite::Result<Vec<String>> {
@@ -100,100 +127,6 @@ fn replicated_tables(conn: &Connection) -> rusqlite::Result<Vec<String>> {
         .into_iter()
         .filter(|n| !LOCAL_TABLES.contains(&n.as_str()))
         .collect())
-}
-
-fn columns(conn: &Connection, table: &str) -> rusqlite::Result<Vec<String>> {
-    // `table` comes from sqlite_master, never from outside.
-    let mut stmt = conn.prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))?;
-    let names = stmt.query_map([], |r| r.get::<_, String>(0))?;
-    names.collect()
-}
-
-fn dump(conn: &Connection) -> Result<Dump, Error> {
-    let mut tables = Vec::new();
-    for name in replicated_tables(conn).map_err(read_error)? {
-        let columns = columns(conn, &name).map_err(read_error)?;
-        let mut stmt = conn
-            .prepare(&format!("SELECT * FROM \"{name}\""))
-            .map_err(read_error)?;
-        let mut rows = Vec::new();
-        let mut query = stmt.query([]).map_err(read_error)?;
-        while let Some(row) = query.next().map_err(read_error)? {
-            let mut values = Vec::with_capacity(columns.len());
-            for i in 0..columns.len() {
-                values.push(match row.get_ref(i).map_err(read_error)? {
-                    ValueRef::Null => serde_json::Value::Null,
-                    ValueRef::Integer(n) => n.into(),
-                    ValueRef::Real(x) => x.into(),
-                    ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned().into(),
-                    ValueRef::Blob(_) => {
-                        return Err(read_error(std::io::Error::other(
-                            "blobs are not replicated",
-                        )))
-                    }
-                });
-            }
-            rows.push(values);
-        }
-        tables.push(TableDump {
-            name,
-            columns,
-            rows,
-        });
-    }
-    Ok(Dump { tables })
-}
-
-/// Replaces every replicated table with the dump's rows. The dump comes
-/// from a peer: its table and column names must be this store's own.
-fn restore(tx: &Connection, dump: &Dump) -> Result<(), Error> {
-    let known = replicated_tables(tx).map_err(sm_error)?;
-    for table in &known {
-        tx.execute(&format!("DELETE FROM \"{table}\""), [])
-            .map_err(sm_error)?;
-    }
-    for table in &dump.tables {
-        if !known.contains(&table.name) {
-            return Err(sm_error(std::io::Error::other(format!(
-                "a snapshot has an unknown table {:?}",
-                table.name
-            ))));
-        }
-        let own = columns(tx, &table.name).map_err(sm_error)?;
-        if table.columns.iter().any(|c| !own.contains(c)) {
-            return Err(sm_error(std::io::Error::other(format!(
-                "a snapshot has unknown columns in {:?}",
-                table.name
-            ))));
-        }
-        let names: Vec<String> = table.columns.iter().map(|c| format!("\"{c}\"")).collect();
-        let marks: Vec<String> = (1..=names.len()).map(|i| format!("?{i}")).collect();
-        let sql = format!(
-            "INSERT INTO \"{}\" ({}) VALUES ({})",
-            table.name,
-            names.join(", "),
-            marks.join(", ")
-        );
-        let mut insert = tx.prepare(&sql).map_err(sm_error)?;
-        for row in &table.rows {
-            let values: Vec<rusqlite::types::Value> = row
-                .iter()
-                .map(|v| match v {
-                    serde_json::Value::Null => rusqlite::types::Value::Null,
-                    serde_json::Value::Number(n) => match n.as_i64() {
-                        Some(i) => rusqlite::types::Value::Integer(i),
-                        None => rusqlite::types::Value::Real(n.as_f64().unwrap_or(0.0)),
-                    },
-                    serde_json::Value::String(s) => rusqlite::types::Value::Text(s.clone()),
-                    other => rusqlite::types::Value::Text(other.to_string()),
-                })
-                .collect();
-            insert
-                .execute(rusqlite::params_from_iter(values))
-                .map_err(sm_error)?;
-        }
-    }
-    Ok(())
 }
 
 fn json<T: Serialize>(value: &T) -> Result<String, Error> {
@@ -216,52 +149,114 @@ fn applied_in(conn: &Connection) -> Result<(Option<LogId<NodeId>>, Membership), 
     Ok((applied, membership))
 }
 
-/// The current snapshot as stored: its meta, and its data.
-fn stored_snapshot(conn: &Connection) -> Result<Option<(Meta, Vec<u8>)>, Error> {
-    let row: Option<(String, Vec<u8>)> = conn
+/// The current snapshot: its meta, and its file's name.
+fn current_snapshot(conn: &Connection) -> Result<Option<(Meta, String)>, crate::StoreError> {
+    let row: Option<(String, String)> = conn
+        .query_row(
+            "SELECT meta, file FROM raft_snapshot_file WHERE id = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    row.map(|(meta, file)| Ok((serde_json::from_str(&meta)?, file)))
+        .transpose()
+}
+
+/// Makes `file` the current snapshot; answers the file it replaces.
+fn set_current(
+    tx: &Connection,
+    meta: &Meta,
+    file: &str,
+) -> Result<Option<String>, crate::StoreError> {
+    let previous = current_snapshot(tx)?.map(|(_, file)| file);
+    tx.execute(
+        "INSERT INTO raft_snapshot_file (id, meta, file) VALUES (1, ?1, ?2)
+         ON CONFLICT (id) DO UPDATE SET meta = excluded.meta, file = excluded.file",
+        params![serde_json::to_string(meta)?, file],
+    )?;
+    Ok(previous.filter(|p| p != file))
+}
+
+/// Moves a snapshot kept in the `raft_snapshot` table (before snapshots
+/// were files) to a file, and drops the table.
+fn migrate_legacy(tx: &Connection, files: &SnapshotDir) -> Result<(), crate::StoreError> {
+    let exists: bool = tx.query_row(
+        "SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'raft_snapshot'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !exists {
+        return Ok(());
+    }
+    let row: Option<(String, Vec<u8>)> = tx
         .query_row(
             "SELECT meta, data FROM raft_snapshot WHERE id = 1",
             [],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
-        .optional()
-        .map_err(snapshot_error)?;
-    row.map(|(meta, data)| Ok((serde_json::from_str(&meta).map_err(snapshot_error)?, data)))
-        .transpose()
-}
-
-fn store_snapshot(
-    tx: &Connection,
-    meta: &SnapshotMeta<NodeId, ReplicaNode>,
-    data: &[u8],
-) -> Result<(), Error> {
-    tx.execute(
-        "INSERT INTO raft_snapshot (id, meta, data) VALUES (1, ?1, ?2)
-         ON CONFLICT (id) DO UPDATE SET meta = excluded.meta, data = excluded.data",
-        params![json(meta)?, data],
-    )
-    .map_err(sm_error)?;
+        .optional()?;
+    if let Some((meta, data)) = row {
+        let meta: Meta = serde_json::from_str(&meta)?;
+        let dump: LegacyDump = serde_json::from_slice(&data)?;
+        let name = kept_name(files, &meta);
+        snapshot::write_file(&files.path(&name), |out| {
+            for table in &dump.tables {
+                let header = serde_json::json!({"table": table.name, "columns": table.columns});
+                serde_json::to_writer(&mut *out, &header).map_err(std::io::Error::from)?;
+                out.write_all(b"\n")?;
+                for row in &table.rows {
+                    serde_json::to_writer(&mut *out, row).map_err(std::io::Error::from)?;
+                    out.write_all(b"\n")?;
+                }
+            }
+            Ok(())
+        })
+        .map_err(stored)?;
+        set_current(tx, &meta, &name)?;
+    }
+    tx.execute_batch("DROP TABLE raft_snapshot")?;
     Ok(())
 }
 
+/// The name a snapshot's file is kept under (never a peer's text: a
+/// snapshot id comes from the leader).
+fn kept_name(files: &SnapshotDir, meta: &Meta) -> String {
+    files.fresh(&format!("at-{}", meta.last_log_id.map_or(0, |l| l.index)))
+}
+
 impl<M: SqliteMachine> JournalStateMachine<M> {
-    /// The state machine over `journal` (creating its snapshot table).
+    /// The state machine over `journal` (creating its snapshot table, and
+    /// the snapshot directory beside the database; files that no snapshot
+    /// names are deleted).
     pub async fn new(journal: Arc<SqliteJournal<M>>) -> Result<Self, crate::StoreError> {
+        let db = journal.path().to_path_buf();
+        let files = tokio::task::spawn_blocking(move || SnapshotDir::beside(&db))
+            .await?
+            .map_err(|source| crate::StoreError::Open {
+                path: journal.path().display().to_string(),
+                source: Box::new(source),
+            })?;
+        let dir = files.clone();
         journal
-            .write(|tx| {
+            .write(move |tx| {
                 tx.execute_batch(
-                    "CREATE TABLE IF NOT EXISTS raft_snapshot (
+                    "CREATE TABLE IF NOT EXISTS raft_snapshot_file (
                         id   INTEGER PRIMARY KEY CHECK (id = 1),
                         meta TEXT NOT NULL,
-                        data BLOB NOT NULL
+                        file TEXT NOT NULL
                     );",
                 )?;
+                migrate_legacy(tx, &dir)?;
+                let current = current_snapshot(tx)?.map(|(_, file)| file);
+                dir.clean(current.as_deref()).map_err(stored)?;
                 Ok(())
             })
             .await?;
         Ok(JournalStateMachine {
             journal,
             retention: DEFAULT_RETENTION,
+            files,
+            receiving: None,
         })
     }
 
@@ -326,66 +321,124 @@ impl<M: SqliteMachine> RaftStateMachine<RaftTypes<M>> for JournalStateMachine<M>
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, Error> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, Error> {
+        if let Some(unfinished) = self.receiving.take() {
+            let _ = tokio::fs::remove_file(unfinished).await;
+        }
+        let path = self.files.path(&self.files.fresh("receiving"));
+        let file = tokio::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .await
+            .map_err(write_snapshot_error)?;
+        self.receiving = Some(path);
+        Ok(Box::new(file))
     }
 
+    /// Restores the tables from the snapshot, reading it a line at a time,
+    /// and keeps a copy of it as the current snapshot, in one pass.
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<NodeId, ReplicaNode>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<tokio::fs::File>,
     ) -> Result<(), Error> {
-        let data = snapshot.into_inner();
-        let dump: Dump = serde_json::from_slice(&data).map_err(snapshot_error)?;
+        let mut received = *snapshot;
+        received.flush().await.map_err(snapshot_error)?;
+        received.rewind().await.map_err(snapshot_error)?;
+        let received = received.into_std().await;
         let meta = meta.clone();
-        self.journal
+        let name = kept_name(&self.files, &meta);
+        let kept = self.files.path(&name);
+        let copy_to = kept.clone();
+        let installed = self
+            .journal
             .write(move |tx| {
-                let wrap = |e: Error| crate::StoreError::Storage(Box::new(e));
-                restore(tx, &dump).map_err(wrap)?;
+                let copy = BufWriter::new(std::fs::File::create(&copy_to).map_err(stored)?);
+                let mut tee = Tee {
+                    from: received,
+                    copy,
+                };
+                let tables = replicated_tables(tx)?;
+                snapshot::restore(tx, &tables, BufReader::new(&mut tee)).map_err(stored)?;
+                let copy = tee.copy.into_inner().map_err(|e| stored(e.into_error()))?;
+                copy.sync_all().map_err(stored)?;
                 set_meta(
                     tx,
                     &[
-                        (APPLIED.to_owned(), json(&meta.last_log_id).map_err(wrap)?),
+                        (APPLIED.to_owned(), json(&meta.last_log_id).map_err(stored)?),
                         (
                             MEMBERSHIP.to_owned(),
-                            json(&meta.last_membership).map_err(wrap)?,
+                            json(&meta.last_membership).map_err(stored)?,
                         ),
                     ],
                 )?;
-                store_snapshot(tx, &meta, &data).map_err(wrap)
+                set_current(tx, &meta, &name)
             })
-            .await
-            .map_err(sm_error)
+            .await;
+        if let Some(receiving) = self.receiving.take() {
+            let _ = tokio::fs::remove_file(receiving).await;
+        }
+        match installed {
+            Ok(replaced) => {
+                if let Some(old) = replaced {
+                    let _ = tokio::fs::remove_file(self.files.path(&old)).await;
+                }
+                Ok(())
+            }
+            Err(err) => {
+                let _ = tokio::fs::remove_file(kept).await;
+                Err(sm_error(err))
+            }
+        }
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<RaftTypes<M>>>, Error> {
-        let stored = self
+        let current = self
             .journal
-            .read(|conn| stored_snapshot(conn).map_err(|e| crate::StoreError::Storage(Box::new(e))))
+            .read(current_snapshot)
             .await
             .map_err(snapshot_error)?;
-        Ok(stored.map(|(meta, data)| Snapshot {
+        let Some((meta, file)) = current else {
+            return Ok(None);
+        };
+        let file = tokio::fs::File::open(self.files.path(&file))
+            .await
+            .map_err(snapshot_error)?;
+        Ok(Some(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(file),
         }))
     }
 }
 
 impl<M: SqliteMachine> RaftSnapshotBuilder<RaftTypes<M>> for JournalStateMachine<M> {
+    /// Dumps the tables to a file, a row at a time, in one read
+    /// transaction (the data and its applied position agree), and makes it
+    /// the current snapshot unless a newer one was installed meanwhile.
     async fn build_snapshot(&mut self) -> Result<Snapshot<RaftTypes<M>>, Error> {
-        let wrap = |e: Error| crate::StoreError::Storage(Box::new(e));
-        // One read transaction: the data and its applied position agree.
-        let (applied, membership, data) = self
+        let building = self.files.path(&self.files.fresh("building"));
+        let path = building.clone();
+        let built = self
             .journal
             .read(move |conn| {
                 let tx = conn.unchecked_transaction()?;
-                let (applied, membership) = applied_in(&tx).map_err(wrap)?;
-                let data = serde_json::to_vec(&dump(&tx).map_err(wrap)?)?;
+                let (applied, membership) = applied_in(&tx).map_err(stored)?;
+                let tables = replicated_tables(&tx)?;
+                snapshot::write_file(&path, |out| snapshot::dump(&tx, &tables, out))
+                    .map_err(stored)?;
                 tx.commit()?;
-                Ok((applied, membership, data))
+                Ok((applied, membership))
             })
-            .await
-            .map_err(snapshot_error)?;
+            .await;
+        let (applied, membership) = match built {
+            Ok(built) => built,
+            Err(err) => {
+                let _ = tokio::fs::remove_file(&building).await;
+                return Err(write_snapshot_error(err));
+            }
+        };
         let meta = SnapshotMeta {
             last_log_id: applied,
             last_membership: membership,
@@ -395,28 +448,33 @@ impl<M: SqliteMachine> RaftSnapshotBuilder<RaftTypes<M>> for JournalStateMachine
                 uuid::Uuid::new_v4().simple()
             ),
         };
+        let name = kept_name(&self.files, &meta);
+        let files = self.files.clone();
         // Keep the newest: a snapshot installed meanwhile may be newer.
-        let (stored_meta, stored_data) = {
-            let (meta, data) = (meta.clone(), data.clone());
-            self.journal
-                .write(move |tx| {
-                    let current = stored_snapshot(tx).map_err(wrap)?;
-                    match current {
-                        Some((current, current_data)) if current.last_log_id > meta.last_log_id => {
-                            Ok((current, current_data))
-                        }
-                        _ => {
-                            store_snapshot(tx, &meta, &data).map_err(wrap)?;
-                            Ok((meta, data))
-                        }
-                    }
-                })
-                .await
-                .map_err(sm_error)?
-        };
+        let (meta, file, replaced) = self
+            .journal
+            .write(move |tx| match current_snapshot(tx)? {
+                Some((current, file)) if current.last_log_id > meta.last_log_id => {
+                    std::fs::remove_file(&building).map_err(stored)?;
+                    Ok((current, file, None))
+                }
+                _ => {
+                    std::fs::rename(&building, files.path(&name)).map_err(stored)?;
+                    let replaced = set_current(tx, &meta, &name)?;
+                    Ok((meta, name, replaced))
+                }
+            })
+            .await
+            .map_err(write_snapshot_error)?;
+        if let Some(old) = replaced {
+            let _ = tokio::fs::remove_file(self.files.path(&old)).await;
+        }
+        let file = tokio::fs::File::open(self.files.path(&file))
+            .await
+            .map_err(snapshot_error)?;
         Ok(Snapshot {
-            meta: stored_meta,
-            snapshot: Box::new(Cursor::new(stored_data)),
+            meta,
+            snapshot: Box::new(file),
         })
     }
 }
