@@ -152,3 +152,116 @@ async fn a_failed_probe_ejects_until_the_next_probe_decides() {
     tokio::time::sleep(policy.cool_down + Duration::from_millis(200)).await;
     assert_eq!(set.plan(), vec![1, 0], "still ejected until the next probe");
 }
+
+#[derive(Debug)]
+struct Never;
+impl std::fmt::Display for Never {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("never")
+    }
+}
+impl pygmy_core::balance::ReplicaFailure for Never {
+    fn is_replica_failure(&self) -> bool {
+        true
+    }
+}
+
+/// A call that waits on a replica the probe then finds silent moves on to
+/// the next replica at once, not at the end of its attempt's time limit.
+#[tokio::test]
+async fn a_probe_that_finds_a_replica_silent_moves_its_waiting_calls_on() {
+    use pygmy_core::balance::{Preferred, ReplicaSet};
+
+    let set = std::sync::Arc::new(ReplicaSet::new(
+        [("frozen", false), ("fine", true)].map(|(name, answers)| {
+            (
+                name.to_owned(),
+                format!("http://{name}.invalid"),
+                Probed(answers),
+            )
+        }),
+        Box::new(Preferred::new(0)),
+        HealthPolicy::default(),
+        Duration::from_secs(30),
+    ));
+    let waiting = {
+        let set = std::sync::Arc::clone(&set);
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let answer = set
+                .call(|client: &Probed| {
+                    let answers = client.0;
+                    async move {
+                        if !answers {
+                            std::future::pending::<()>().await;
+                        }
+                        Ok::<_, Never>("fine")
+                    }
+                })
+                .await;
+            (answer.ok(), started.elapsed())
+        })
+    };
+    // The call is waiting on the frozen replica; the probe finds it silent.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    set.probe(Duration::from_millis(50), Duration::from_secs(3))
+        .await;
+    let (answer, took) = waiting.await.expect("the call");
+    assert_eq!(answer, Some("fine"));
+    assert!(took < Duration::from_secs(5), "it waited {took:?}");
+}
+
+/// A replica that answers its probe at once that it cannot serve now (as
+/// during an election), and answers its calls after `delay`.
+struct Electing {
+    ready: bool,
+    delay: Duration,
+}
+
+#[async_trait::async_trait]
+impl pygmy_core::balance::Probe for Electing {
+    async fn probe(&self) -> bool {
+        self.ready
+    }
+}
+
+/// A call waiting on a replica that answers its probe "not now" is left to
+/// finish there: during an election every replica says so, and the calls
+/// waiting on them are the ones that will succeed first.
+#[tokio::test]
+async fn a_probe_answered_not_ready_leaves_the_waiting_calls_alone() {
+    use pygmy_core::balance::{Preferred, ReplicaSet};
+    let set = std::sync::Arc::new(ReplicaSet::new(
+        [("electing", false), ("other", true)].map(|(name, ready)| {
+            (
+                name.to_owned(),
+                format!("http://{name}.invalid"),
+                Electing {
+                    ready,
+                    delay: Duration::from_millis(400),
+                },
+            )
+        }),
+        Box::new(Preferred::new(0)),
+        HealthPolicy::default(),
+        Duration::from_secs(30),
+    ));
+    let waiting = {
+        let set = std::sync::Arc::clone(&set);
+        tokio::spawn(async move {
+            set.call(|client: &Electing| {
+                let (ready, delay) = (client.ready, client.delay);
+                async move {
+                    tokio::time::sleep(delay).await;
+                    Ok::<_, Never>(if ready { "other" } else { "electing" })
+                }
+            })
+            .await
+            .ok()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    set.probe(Duration::from_millis(50), Duration::from_secs(3))
+        .await;
+    assert_eq!(waiting.await.expect("the call"), Some("electing"));
+}

@@ -222,6 +222,35 @@ mod state_machine {
         }
     }
 
+    /// The current snapshot is always readable while newer ones replace
+    /// it (seen: a snapshot looked up, then replaced and its file deleted
+    /// before it was opened; openraft stopped on the error).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_current_snapshot_stays_readable_while_snapshots_are_built() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (journal, mut machine) = open(dir.path()).await;
+        journal.seed(default_books()).await.expect("seed");
+        machine
+            .apply(vec![entry(1, EntryPayload::Blank), entry(2, sell("s1", 1))])
+            .await
+            .expect("apply");
+        let mut builder = machine.get_snapshot_builder().await;
+        builder.build_snapshot().await.expect("the first snapshot");
+        let building = tokio::spawn(async move {
+            for _ in 0..100 {
+                builder.build_snapshot().await.expect("build");
+            }
+        });
+        while !building.is_finished() {
+            let current = machine.get_current_snapshot().await;
+            assert!(
+                matches!(current, Ok(Some(_))),
+                "the current snapshot: {current:?}"
+            );
+        }
+        building.await.expect("the builder");
+    }
+
     /// A snapshot as received: a file holding `data`.
     async fn received(dir: &std::path::Path, data: &str) -> tokio::fs::File {
         let path = dir.join(format!("{}.snap", uuid::Uuid::new_v4().simple()));

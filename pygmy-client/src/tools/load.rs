@@ -222,6 +222,11 @@ pub struct LoadReport {
     /// figure of a run under faults; 0 without buys).
     #[serde(default)]
     pub longest_buy_gap_ms: f64,
+    /// Every time without an acknowledged buy longer than half a second:
+    /// `[start, length]` in milliseconds from the start of the run (when
+    /// under faults, which fault cost what).
+    #[serde(default)]
+    pub buy_gaps_ms: Vec<[f64; 2]>,
     /// Every lookup and buy, when [`LoadConfig::history`] asked for it.
     #[serde(skip)]
     pub history: Vec<Event>,
@@ -327,18 +332,19 @@ impl Tally {
         self.history.extend(other.history);
     }
 
-    /// The longest time without an acknowledged buy: from the start to the
-    /// first, and between any two (after the last, the stock may be gone).
-    fn longest_buy_gap(&self) -> Duration {
+    /// The times without an acknowledged buy, `(start, length)`: from the
+    /// start to the first, and between any two (after the last, the stock
+    /// may be gone).
+    fn buy_gaps(&self) -> Vec<(Duration, Duration)> {
         let mut times = self.acked_at.clone();
         times.sort_unstable();
         let mut last = Duration::ZERO;
-        let mut longest = Duration::ZERO;
+        let mut gaps = Vec::with_capacity(times.len());
         for at in times {
-            longest = longest.max(at.saturating_sub(last));
+            gaps.push((last, at.saturating_sub(last)));
             last = at;
         }
-        longest
+        gaps
     }
 }
 
@@ -611,7 +617,14 @@ fn millis(hist: &Histogram<u64>, quantile: f64) -> f64 {
 
 fn report(config: &LoadConfig, concurrency: usize, elapsed: Duration, tally: Tally) -> LoadReport {
     let secs = elapsed.as_secs_f64().max(1e-9);
-    let longest_buy_gap_ms = tally.longest_buy_gap().as_secs_f64() * 1000.0;
+    let gaps = tally.buy_gaps();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let longest_buy_gap_ms = gaps.iter().map(|(_, len)| ms(*len)).fold(0.0, f64::max);
+    let buy_gaps_ms = gaps
+        .iter()
+        .filter(|(_, len)| *len > Duration::from_millis(500))
+        .map(|(start, len)| [ms(*start), ms(*len)])
+        .collect();
     let operations: BTreeMap<Operation, OperationReport> = tally
         .ops
         .into_iter()
@@ -666,6 +679,7 @@ fn report(config: &LoadConfig, concurrency: usize, elapsed: Duration, tally: Tal
             .collect(),
         acked_buys: tally.acked,
         longest_buy_gap_ms,
+        buy_gaps_ms,
         history: tally.history,
     }
 }
@@ -719,6 +733,18 @@ impl fmt::Display for LoadReport {
                 "longest time without an acknowledged buy: {:.0} ms",
                 self.longest_buy_gap_ms
             )?;
+            if !self.buy_gaps_ms.is_empty() {
+                let gaps: Vec<String> = self
+                    .buy_gaps_ms
+                    .iter()
+                    .map(|[start, len]| format!("{:.0} ms at {:.1} s", len, start / 1000.0))
+                    .collect();
+                writeln!(
+                    f,
+                    "times without an acknowledged buy over 0.5 s: {}",
+                    gaps.join(", ")
+                )?;
+            }
         }
         Ok(())
     }

@@ -260,6 +260,7 @@ mod tests {
                 .collect(),
             acked_buys: Vec::new(),
             longest_buy_gap_ms: 0.0,
+            buy_gaps_ms: Vec::new(),
             history: Vec::new(),
         }
     }

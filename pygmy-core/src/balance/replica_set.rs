@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use futures_util::future::join_all;
+use futures_util::future::{join_all, select, Either};
+use tokio::sync::Notify;
 
 use super::{Balancer, HealthPolicy, Replicas};
 
@@ -38,6 +39,11 @@ pub enum AttemptError<E> {
     /// The replica did not answer within the attempt's limit.
     #[error("no answer within {0:?}")]
     TimedOut(Duration),
+    /// The health probe found the replica silent while the attempt waited
+    /// on it: the attempt was given up (it may still be applied there,
+    /// as after a timeout).
+    #[error("found silent by the health probe while waiting on it")]
+    Ejected,
 }
 
 /// A call on a replica set failed.
@@ -58,6 +64,10 @@ pub enum CallError<E> {
 pub struct ReplicaSet<C> {
     replicas: Replicas,
     clients: Vec<C>,
+    /// Per replica: woken when a probe finds it silent, so that the
+    /// attempts waiting on it move on at once instead of at their time
+    /// limit.
+    downs: Vec<Notify>,
     balancer: Box<dyn Balancer>,
     attempt_timeout: Duration,
     failovers: AtomicU64,
@@ -78,6 +88,7 @@ impl<C> ReplicaSet<C> {
             .unzip();
         ReplicaSet {
             replicas: Replicas::new(named, policy),
+            downs: clients.iter().map(|_| Notify::new()).collect(),
             clients,
             balancer,
             attempt_timeout,
@@ -115,7 +126,8 @@ impl<C> ReplicaSet<C> {
     }
 
     /// One attempt of `call` on replica `index`, within the attempt's time
-    /// limit; its outcome counts toward the replica's health.
+    /// limit, given up at once if a health probe finds the replica silent
+    /// meanwhile; its outcome counts toward the replica's health.
     pub async fn attempt<'a, T, E, F, Fut>(
         &'a self,
         index: usize,
@@ -128,7 +140,19 @@ impl<C> ReplicaSet<C> {
     {
         let result = {
             let _in_flight = self.replicas.start(index);
-            tokio::time::timeout(self.attempt_timeout, call(&self.clients[index])).await
+            // Registered before the call starts: a probe's verdict that
+            // comes while it waits is not missed.
+            let down = std::pin::pin!(self.downs[index].notified());
+            let answer = std::pin::pin!(tokio::time::timeout(
+                self.attempt_timeout,
+                call(&self.clients[index])
+            ));
+            match select(answer, down).await {
+                Either::Left((answer, _)) => {
+                    answer.map_err(|_| AttemptError::TimedOut(self.attempt_timeout))
+                }
+                Either::Right(((), _)) => Err(AttemptError::Ejected),
+            }
         };
         match result {
             Ok(Ok(value)) => {
@@ -143,9 +167,9 @@ impl<C> ReplicaSet<C> {
                 }
                 Err(AttemptError::Failed(err))
             }
-            Err(_) => {
+            Err(gave_up) => {
                 self.replicas.record_failure(index);
-                Err(AttemptError::TimedOut(self.attempt_timeout))
+                Err(gave_up)
             }
         }
     }
@@ -187,15 +211,13 @@ impl<C: Probe> ReplicaSet<C> {
     /// `timeout` to decide; one that answers is back at once. Passive
     /// ejection covers what happens between probes.
     pub async fn probe(&self, timeout: Duration, every: Duration) {
-        let probes = self.clients.iter().map(|client| async move {
-            matches!(
-                tokio::time::timeout(timeout, client.probe()).await,
-                Ok(true)
-            )
-        });
+        let probes = self
+            .clients
+            .iter()
+            .map(|client| tokio::time::timeout(timeout, client.probe()));
         let answers = join_all(probes).await;
-        for (index, healthy) in answers.into_iter().enumerate() {
-            if healthy {
+        for (index, answer) in answers.into_iter().enumerate() {
+            if matches!(answer, Ok(true)) {
                 self.replicas.record_success(index);
             } else {
                 if !self.replicas.all()[index].is_ejected(Instant::now()) {
@@ -209,6 +231,13 @@ impl<C: Probe> ReplicaSet<C> {
                 // probes, and wait on it for a whole attempt.
                 let verdict = Instant::now() + every + 2 * timeout;
                 self.replicas.eject_until(index, verdict);
+                if answer.is_err() {
+                    // Silent (frozen, or cut off): the attempts waiting on
+                    // it would wait in vain. One that answers it cannot
+                    // serve now (during an election, say) may well finish
+                    // the attempts it has: they go on.
+                    self.downs[index].notify_waiters();
+                }
             }
         }
     }

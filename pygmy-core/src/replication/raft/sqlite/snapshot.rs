@@ -13,6 +13,7 @@
 
 use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use rusqlite::types::{Value, ValueRef};
 use rusqlite::Connection;
@@ -53,6 +54,11 @@ struct TableHeader {
 #[derive(Debug, Clone)]
 pub struct SnapshotDir {
     dir: PathBuf,
+    /// Held while the current snapshot's file is looked up and opened, and
+    /// while a replaced one is deleted: a snapshot sent while a newer one
+    /// replaces it is opened before its file goes (an open file stays
+    /// readable).
+    files: Arc<Mutex<()>>,
 }
 
 impl SnapshotDir {
@@ -63,7 +69,40 @@ impl SnapshotDir {
         name.push(".snapshots");
         let dir = PathBuf::from(name);
         std::fs::create_dir_all(&dir)?;
-        Ok(SnapshotDir { dir })
+        Ok(SnapshotDir {
+            dir,
+            files: Arc::new(Mutex::new(())),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        // It guards no data: a panic while held leaves nothing half done.
+        self.files.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Opens the file that `current` names (it looks the current snapshot
+    /// up), with no replaced file deleted meanwhile. Blocking.
+    pub fn open_current<T>(
+        &self,
+        current: impl FnOnce() -> Result<Option<(T, String)>, crate::StoreError>,
+    ) -> Result<Option<(T, std::fs::File)>, crate::StoreError> {
+        let _files = self.lock();
+        let Some((meta, name)) = current()? else {
+            return Ok(None);
+        };
+        let file = std::fs::File::open(self.path(&name))
+            .map_err(|e| crate::StoreError::Storage(Box::new(e)))?;
+        Ok(Some((meta, file)))
+    }
+
+    /// Deletes file `name`, once no lookup of the current snapshot is under
+    /// way. Blocking.
+    pub fn remove(&self, name: &str) -> std::io::Result<()> {
+        let _files = self.lock();
+        match std::fs::remove_file(self.path(name)) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(err),
+            _ => Ok(()),
+        }
     }
 
     /// The path of file `name` in the directory.

@@ -260,6 +260,33 @@ impl<M: SqliteMachine> JournalStateMachine<M> {
         })
     }
 
+    /// The current snapshot, its file opened.
+    async fn current(&self) -> Result<Option<Snapshot<RaftTypes<M>>>, Error> {
+        let files = self.files.clone();
+        let current = self
+            .journal
+            .read(move |conn| files.open_current(|| current_snapshot(conn)))
+            .await
+            .map_err(snapshot_error)?;
+        Ok(current.map(|(meta, file)| Snapshot {
+            meta,
+            snapshot: Box::new(tokio::fs::File::from_std(file)),
+        }))
+    }
+
+    /// Deletes a snapshot file that was replaced (a failure only leaves a
+    /// file behind, deleted at the next open).
+    async fn remove(&self, replaced: Option<String>) {
+        let Some(name) = replaced else {
+            return;
+        };
+        let files = self.files.clone();
+        let removed = tokio::task::spawn_blocking(move || files.remove(&name)).await;
+        if let Ok(Err(err)) = removed {
+            tracing::warn!(%err, "cannot delete a replaced snapshot file");
+        }
+    }
+
     /// Keeps op records for `window` instead of [`DEFAULT_RETENTION`]. Every
     /// replica of a service must use the same window (the topology's
     /// `op_retention_s`), or their records of old ops would differ.
@@ -382,9 +409,7 @@ impl<M: SqliteMachine> RaftStateMachine<RaftTypes<M>> for JournalStateMachine<M>
         }
         match installed {
             Ok(replaced) => {
-                if let Some(old) = replaced {
-                    let _ = tokio::fs::remove_file(self.files.path(&old)).await;
-                }
+                self.remove(replaced).await;
                 Ok(())
             }
             Err(err) => {
@@ -395,28 +420,15 @@ impl<M: SqliteMachine> RaftStateMachine<RaftTypes<M>> for JournalStateMachine<M>
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<RaftTypes<M>>>, Error> {
-        let current = self
-            .journal
-            .read(current_snapshot)
-            .await
-            .map_err(snapshot_error)?;
-        let Some((meta, file)) = current else {
-            return Ok(None);
-        };
-        let file = tokio::fs::File::open(self.files.path(&file))
-            .await
-            .map_err(snapshot_error)?;
-        Ok(Some(Snapshot {
-            meta,
-            snapshot: Box::new(file),
-        }))
+        self.current().await
     }
 }
 
 impl<M: SqliteMachine> RaftSnapshotBuilder<RaftTypes<M>> for JournalStateMachine<M> {
     /// Dumps the tables to a file, a row at a time, in one read
     /// transaction (the data and its applied position agree), and makes it
-    /// the current snapshot unless a newer one was installed meanwhile.
+    /// the current snapshot unless a newer one was installed meanwhile;
+    /// answers the current snapshot.
     async fn build_snapshot(&mut self) -> Result<Snapshot<RaftTypes<M>>, Error> {
         let building = self.files.path(&self.files.fresh("building"));
         let path = building.clone();
@@ -451,30 +463,24 @@ impl<M: SqliteMachine> RaftSnapshotBuilder<RaftTypes<M>> for JournalStateMachine
         let name = kept_name(&self.files, &meta);
         let files = self.files.clone();
         // Keep the newest: a snapshot installed meanwhile may be newer.
-        let (meta, file, replaced) = self
+        let replaced = self
             .journal
             .write(move |tx| match current_snapshot(tx)? {
-                Some((current, file)) if current.last_log_id > meta.last_log_id => {
+                Some((current, _)) if current.last_log_id > meta.last_log_id => {
                     std::fs::remove_file(&building).map_err(stored)?;
-                    Ok((current, file, None))
+                    Ok(None)
                 }
                 _ => {
                     std::fs::rename(&building, files.path(&name)).map_err(stored)?;
-                    let replaced = set_current(tx, &meta, &name)?;
-                    Ok((meta, name, replaced))
+                    set_current(tx, &meta, &name)
                 }
             })
             .await
             .map_err(write_snapshot_error)?;
-        if let Some(old) = replaced {
-            let _ = tokio::fs::remove_file(self.files.path(&old)).await;
-        }
-        let file = tokio::fs::File::open(self.files.path(&file))
-            .await
-            .map_err(snapshot_error)?;
-        Ok(Snapshot {
-            meta,
-            snapshot: Box::new(file),
-        })
+        self.remove(replaced).await;
+        // This one, or a newer one installed since.
+        self.current()
+            .await?
+            .ok_or_else(|| snapshot_error(std::io::Error::other("the snapshot built is gone")))
     }
 }
