@@ -44,7 +44,7 @@ impl RaftConfig {
             node: node.into(),
             replicas,
             heartbeat: Duration::from_millis(100),
-            election: (Duration::from_millis(400), Duration::from_millis(800)),
+            election: (Duration::from_millis(250), Duration::from_millis(500)),
             write_timeout: Duration::from_secs(5),
             rpc_timeout: Duration::from_secs(10),
             forward_timeout: Duration::from_secs(1),
