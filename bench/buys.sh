@@ -16,9 +16,9 @@ buys=${2:-15000}
 rounds=${3:-2}
 
 work=$(mktemp -d)
-pid=
+. bench/lib.sh
 cleanup() {
-  if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
+  stop_store
   git worktree remove --force "$work/base" 2>/dev/null || true
   rm -rf "$work"
 }
@@ -35,21 +35,12 @@ sed 's/^count = 100$/count = 1000000000/' examples/books.toml >"$work/books.toml
 
 run() { # binary label
   local dir="$work/run-$2"
-  mkdir -p "$dir"
-  "$1" --print-config \
-    | sed "s|^log_dir = .*|log_dir = \"$dir/logs\"\ncatalog_file = \"$work/books.toml\"|" \
-    | sed "s|^data_dir = \"data/|data_dir = \"$dir/data/|" >"$dir/cluster.toml"
-  (cd "$dir" && exec "$1" --config cluster.toml >"$dir/server.log" 2>&1) &
-  pid=$!
-  for _ in $(seq 300); do
-    curl -sf http://127.0.0.1:8010/health >/dev/null && curl -sf http://127.0.0.1:8011/health >/dev/null && curl -sf http://127.0.0.1:8012/health >/dev/null && break
-    sleep 0.1
-  done
+  start_store "$1" "$dir" "$work/books.toml"
   "$client" load --requests 1000 --concurrency 64 --mix buy=100 >/dev/null
   local out
   out=$("$client" load --requests "$buys" --concurrency 64 --mix buy=100)
   echo "$2 $(echo "$out" | awk '/^buy/ {print $5, $6, $8}')"
-  kill "$pid"; wait "$pid" 2>/dev/null || true; pid=
+  stop_store
   rm -rf "$dir"
 }
 

@@ -18,9 +18,9 @@ buys=${1:-100000}
 retention=${2:-60}
 
 work=$(mktemp -d)
-server_pid=
+. bench/lib.sh
 cleanup() {
-  if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
+  stop_store
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -54,20 +54,10 @@ EOF
 # RETENTION 86400 runs the default alone.
 for keep in $(printf '%s\n' "$retention" 86400 | awk '!seen[$0]++'); do
   dir="$work/run-$keep"
-  mkdir -p "$dir"
-  "$server" --print-config \
-    | sed "s/^op_retention_s = .*/op_retention_s = $keep/" \
-    | sed "s|^log_dir = .*|log_dir = \"$dir/logs\"\ncatalog_file = \"$work/books.toml\"|" \
-    | sed "s|^data_dir = \"data/|data_dir = \"$dir/data/|" >"$dir/cluster.toml"
-  (cd "$dir" && exec "$server" --config cluster.toml >"$dir/server.log" 2>&1) &
-  server_pid=$!
-  for _ in $(seq 300); do
-    curl -sf http://127.0.0.1:8010/health >/dev/null && curl -sf http://127.0.0.1:8011/health >/dev/null && curl -sf http://127.0.0.1:8012/health >/dev/null && break
-    sleep 0.1
-  done
+  start_store "$server" "$dir" "$work/books.toml" "$keep"
   echo "== op_retention_s = $keep: $buys buys"
   "$client" load --requests "$buys" --concurrency 64 --mix buy=100 | grep -E "requests in|^buy"
   sleep 2
-  kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=
+  stop_store
   measure "$dir/data" "retention ${keep}s"
 done
