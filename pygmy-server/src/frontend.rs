@@ -32,11 +32,11 @@ use crate::http::{
 };
 
 /// How often the frontend asks every replica for its `/health`.
-pub const PROBE_EVERY: Duration = Duration::from_millis(500);
+pub const PROBE_EVERY: Duration = Duration::from_millis(250);
 
 /// How long a probe waits: a replica that cannot answer its health in this
 /// time (a frozen process, say) gets no new requests until it can.
-pub const PROBE_TIMEOUT: Duration = Duration::from_millis(400);
+pub const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
 
 /// The longest topic a search takes: topics are short, and each one
 /// searched takes a cache slot.
