@@ -125,23 +125,28 @@ impl pygmy_core::balance::Probe for Probed {
     }
 }
 
+/// Two replicas, `clients` by name, the first preferred, each attempt
+/// limited to `attempt`.
+fn preferring_the_first<C>(
+    clients: [(&str, C); 2],
+    attempt: Duration,
+) -> pygmy_core::balance::ReplicaSet<C> {
+    pygmy_core::balance::ReplicaSet::new(
+        clients.map(|(name, client)| (name.to_owned(), format!("http://{name}.invalid"), client)),
+        Box::new(pygmy_core::balance::Preferred::new(0)),
+        HealthPolicy::default(),
+        attempt,
+    )
+}
+
 /// A failed probe ejects a replica until the next probe can say otherwise,
 /// not only for the passive cool-down: with a cool-down shorter than a
 /// probe round, requests would reach a frozen replica between two probes.
 #[tokio::test]
 async fn a_failed_probe_ejects_until_the_next_probe_decides() {
-    use pygmy_core::balance::{Preferred, ReplicaSet};
     let policy = HealthPolicy::default();
-    let set = ReplicaSet::new(
-        [("frozen", false), ("fine", true)].map(|(name, answers)| {
-            (
-                name.to_owned(),
-                format!("http://{name}.invalid"),
-                Probed(answers),
-            )
-        }),
-        Box::new(Preferred::new(0)),
-        policy,
+    let set = preferring_the_first(
+        [("frozen", Probed(false)), ("fine", Probed(true))],
         Duration::from_secs(1),
     );
     assert_eq!(set.plan(), vec![0, 1]);
@@ -170,18 +175,8 @@ impl pygmy_core::balance::ReplicaFailure for Never {
 /// the next replica at once, not at the end of its attempt's time limit.
 #[tokio::test]
 async fn a_probe_that_finds_a_replica_silent_moves_its_waiting_calls_on() {
-    use pygmy_core::balance::{Preferred, ReplicaSet};
-
-    let set = std::sync::Arc::new(ReplicaSet::new(
-        [("frozen", false), ("fine", true)].map(|(name, answers)| {
-            (
-                name.to_owned(),
-                format!("http://{name}.invalid"),
-                Probed(answers),
-            )
-        }),
-        Box::new(Preferred::new(0)),
-        HealthPolicy::default(),
+    let set = std::sync::Arc::new(preferring_the_first(
+        [("frozen", Probed(false)), ("fine", Probed(true))],
         Duration::from_secs(30),
     ));
     let waiting = {
@@ -230,20 +225,12 @@ impl pygmy_core::balance::Probe for Electing {
 /// waiting on them are the ones that will succeed first.
 #[tokio::test]
 async fn a_probe_answered_not_ready_leaves_the_waiting_calls_alone() {
-    use pygmy_core::balance::{Preferred, ReplicaSet};
-    let set = std::sync::Arc::new(ReplicaSet::new(
-        [("electing", false), ("other", true)].map(|(name, ready)| {
-            (
-                name.to_owned(),
-                format!("http://{name}.invalid"),
-                Electing {
-                    ready,
-                    delay: Duration::from_millis(400),
-                },
-            )
-        }),
-        Box::new(Preferred::new(0)),
-        HealthPolicy::default(),
+    let electing = |ready| Electing {
+        ready,
+        delay: Duration::from_millis(400),
+    };
+    let set = std::sync::Arc::new(preferring_the_first(
+        [("electing", electing(false)), ("other", electing(true))],
         Duration::from_secs(30),
     ));
     let waiting = {

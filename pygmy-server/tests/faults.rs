@@ -453,12 +453,27 @@ const MEMBERSHIP_CHANGES: [(u64, Fault); 4] = [
     (13_000, Fault::Remove(Role::Order, "order-1")),
 ];
 
-fn assert_kept_every_promise(run: &Run) {
+/// No violation of the store's promises, no impossible lookup.
+fn assert_no_broken_promise(run: &Run) {
     assert!(
         run.violations.is_empty() && run.anomalies.is_empty(),
         "{}",
         summary(run)
     );
+}
+
+/// The availability figures of a run under `faults`: the longest time
+/// without an acknowledged buy, and the buys' p99.
+fn print_availability(run: &Run, faults: &str) {
+    let buys = &run.report.operations[&load::Operation::Buy];
+    println!(
+        "availability {faults}: longest time without an acknowledged buy {:.0} ms, buy p99 {:.0} ms",
+        run.report.longest_buy_gap_ms, buys.latency_ms.p99
+    );
+}
+
+fn assert_kept_every_promise(run: &Run) {
+    assert_no_broken_promise(run);
     for (name, took) in &run.catch_up {
         assert!(
             *took < Duration::from_secs(5),
@@ -497,16 +512,8 @@ async fn raft_keeps_every_promise_through_crashes_and_restarts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raft_freezes_cost_buyers_about_an_election() {
     scenario_with(raft_cluster(100_000), 20, 24, &FREEZES, |run| {
-        assert!(
-        run.violations.is_empty() && run.anomalies.is_empty(),
-        "{}",
-        summary(run)
-    );
-        let buys = &run.report.operations[&load::Operation::Buy];
-        println!(
-            "availability under freezes: longest time without an acknowledged buy {:.0} ms, buy p99 {:.0} ms",
-            run.report.longest_buy_gap_ms, buys.latency_ms.p99
-        );
+        assert_no_broken_promise(run);
+        print_availability(run, "under freezes");
         assert!(
             run.report.longest_buy_gap_ms < 8_000.0,
             "buys stalled for {:.0} ms\n{}",
@@ -523,11 +530,7 @@ async fn raft_freezes_cost_buyers_about_an_election() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raft_keeps_every_promise_through_power_loss() {
     scenario(raft_cluster(120), 14, &POWER_LOSS, |run| {
-        assert!(
-            run.violations.is_empty() && run.anomalies.is_empty(),
-            "{}",
-            summary(run)
-        );
+        assert_no_broken_promise(run);
         let buys = &run.report.operations[&load::Operation::Buy];
         assert!(buys.ok > 0, "no buy succeeded:\n{}", summary(run));
     })
@@ -539,11 +542,7 @@ async fn raft_keeps_every_promise_through_power_loss() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raft_keeps_every_promise_through_disk_loss() {
     scenario(raft_cluster(120), 16, &DISK_LOSS, |run| {
-        assert!(
-            run.violations.is_empty() && run.anomalies.is_empty(),
-            "{}",
-            summary(run)
-        );
+        assert_no_broken_promise(run);
         for (name, took) in &run.catch_up {
             assert!(
                 *took < Duration::from_secs(30),
@@ -559,16 +558,9 @@ async fn raft_keeps_every_promise_through_disk_loss() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raft_keeps_every_promise_through_membership_changes() {
     scenario_with(raft_cluster(100_000), 18, 24, &MEMBERSHIP_CHANGES, |run| {
-        assert!(
-            run.violations.is_empty() && run.anomalies.is_empty(),
-            "{}",
-            summary(run)
-        );
+        assert_no_broken_promise(run);
+        print_availability(run, "through membership changes");
         let buys = &run.report.operations[&load::Operation::Buy];
-        println!(
-            "availability through membership changes: longest time without an acknowledged buy {:.0} ms, buy p99 {:.0} ms",
-            run.report.longest_buy_gap_ms, buys.latency_ms.p99
-        );
         assert!(buys.ok > 0, "no buy succeeded:\n{}", summary(run));
     })
     .await;
@@ -586,11 +578,7 @@ async fn raft_heals_a_lost_disk_through_a_large_snapshot() {
     };
     let cluster = ProcessCluster::start(binary(), options);
     scenario_with(cluster, 16, 24, &LARGE_DISK_LOSS, |run| {
-        assert!(
-            run.violations.is_empty() && run.anomalies.is_empty(),
-            "{}",
-            summary(run)
-        );
+        assert_no_broken_promise(run);
         let installed = run.snapshots.get("catalog-1").copied().unwrap_or(0);
         let mb = |bytes: u64| bytes as f64 / 1e6;
         println!(
