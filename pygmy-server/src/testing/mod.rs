@@ -1,6 +1,7 @@
-//! A harness for tests: a real cluster on 127.0.0.1:0, with its data in a
-//! temporary directory, and typed clients of each of its nodes. Used by
-//! this crate's integration tests and by `pygmy-client`'s.
+//! A harness for tests: a real cluster on loopback (on ports below the
+//! kernel's ephemeral range), with its data in a temporary directory, and
+//! typed clients of each of its nodes. Used by this crate's integration
+//! tests and by `pygmy-client`'s.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -12,6 +13,7 @@ use pygmy_core::types::{Book, ItemId};
 use crate::Cluster;
 
 pub mod netns;
+mod ports;
 
 /// The cluster token of test clusters.
 pub const TOKEN: &str = "test-cluster-token";
@@ -61,12 +63,16 @@ pub struct TestCluster {
     pub dir: tempfile::TempDir,
 }
 
+/// A free port on 127.0.0.1 for a test node, from [`ports`]: never one the
+/// kernel hands out as the source port of an outgoing connection, so a node
+/// stopped and started again finds its port still free.
 fn any_port() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 0))
+    ports::take().unwrap_or_else(|e| panic!("no free port: {e}"))
 }
 
 /// The topology of a test cluster: a frontend, then `catalog-<i>` and
-/// `order-<i>` replicas, all on port 0, with data and logs under `dir`.
+/// `order-<i>` replicas, each on a free port of its own, with data and logs
+/// under `dir`.
 pub fn topology(options: &Options, dir: &std::path::Path) -> Topology {
     let mut topology = Topology::default_local();
     topology.log_dir = dir.join("logs");
@@ -245,16 +251,6 @@ pub struct ProcessCluster {
     pub dir: tempfile::TempDir,
 }
 
-/// `n` distinct free ports on 127.0.0.1, for nodes to take. All are held
-/// until all are chosen: a port released at once could be handed out again
-/// to the next node (seen: two nodes of one cluster on one port).
-fn free_ports(n: usize) -> std::io::Result<Vec<SocketAddr>> {
-    let held = (0..n)
-        .map(|_| std::net::TcpListener::bind(any_port()))
-        .collect::<std::io::Result<Vec<_>>>()?;
-    held.iter().map(std::net::TcpListener::local_addr).collect()
-}
-
 impl ProcessCluster {
     /// Writes the topology of `options` (with real ports) and starts every
     /// node of it as a process of `binary` on loopback; waits until all are
@@ -293,11 +289,7 @@ impl ProcessCluster {
             }
             Some(network)
         } else {
-            let ports =
-                free_ports(topology.nodes.len()).unwrap_or_else(|e| panic!("no free port: {e}"));
-            for (node, addr) in topology.nodes.iter_mut().zip(ports) {
-                node.addr = addr;
-            }
+            // `topology` gave every node a port of its own already.
             None
         };
         let path = dir.path().join("cluster.toml");
@@ -383,10 +375,7 @@ impl ProcessCluster {
         if self.network.is_some() {
             panic!("replicas are added only to a cluster on loopback");
         }
-        let addr = free_ports(1)
-            .ok()
-            .and_then(|ports| ports.first().copied())
-            .unwrap_or_else(|| panic!("no free port for {name}"));
+        let addr = any_port();
         self.topology.nodes.push(NodeConfig {
             name: name.to_owned(),
             role,
