@@ -232,6 +232,16 @@ impl InternalClient {
         self.http.send_raw(request).await.map(drop)
     }
 
+    /// `POST /invalidate` on a frontend with a list: drop the cached reads
+    /// of several books at once.
+    pub async fn invalidate_all(&self, invalidations: &[Invalidation]) -> Result<(), ClientError> {
+        let request = self
+            .http
+            .request(&FrontendRoute::Invalidate, &[])
+            .json(&invalidations);
+        self.http.send_raw(request).await.map(drop)
+    }
+
     /// `GET /health`.
     pub async fn health(&self) -> Result<HealthResponse, ClientError> {
         health(&self.http).await

@@ -46,7 +46,7 @@ mod state_machine {
     use pygmy_core::catalog::sqlite::SqliteCatalog;
     use pygmy_core::catalog::{CatalogCommand, CatalogMachine, CatalogOutcome, CatalogStore};
     use pygmy_core::journal::{Journal, Op, OpId};
-    use pygmy_core::replication::raft::{JournalStateMachine, RaftTypes, Stamped};
+    use pygmy_core::replication::raft::{JournalStateMachine, Proposal, RaftTypes, Stamped};
     use pygmy_core::types::{default_books, ItemId};
 
     type Machine = JournalStateMachine<CatalogMachine>;
@@ -79,6 +79,67 @@ mod state_machine {
         )
     }
 
+    fn op(id: &str, item: i64) -> Op<CatalogCommand> {
+        Op {
+            id: OpId(id.to_owned()),
+            cmd: CatalogCommand::Sell { item: ItemId(item) },
+        }
+    }
+
+    /// The ops of one entry apply in order, each answering its own
+    /// outcome, and each is recorded once in the journal, as ops of their
+    /// own entries are.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_ops_of_one_entry_apply_in_order_with_an_outcome_each() {
+        let a = tempfile::tempdir().expect("tempdir");
+        let (journal, mut machine) = open(a.path()).await;
+        let mut books = default_books();
+        books[0].count = 2;
+        journal.seed(books).await.expect("seed");
+        let grouped = |index, ops| entry(index, EntryPayload::Normal(Proposal::now(ops)));
+        let replies = machine
+            .apply(vec![
+                grouped(1, vec![op("s1", 1), op("s2", 2), op("s1", 1)]),
+                entry(2, EntryPayload::Blank),
+                grouped(3, vec![op("s3", 1), op("s4", 1), op("s2", 2)]),
+            ])
+            .await
+            .expect("apply");
+        assert_eq!(replies.len(), 3);
+        assert!(matches!(
+            replies[0][..],
+            [CatalogOutcome::Sold { .. }, CatalogOutcome::Sold { .. }, _]
+        ));
+        assert_eq!(replies[0][2], replies[0][0], "a repeat in one entry");
+        assert_eq!(replies[1], vec![]);
+        assert!(matches!(replies[2][0], CatalogOutcome::Sold { .. }));
+        assert_eq!(replies[2][1], CatalogOutcome::SoldOut { item: ItemId(1) });
+        assert_eq!(replies[2][2], replies[0][1], "a repeat of an earlier entry");
+        let book = journal.book(ItemId(1)).await.expect("read").expect("book");
+        assert_eq!(book.count, 0);
+        assert_eq!(recorded(&journal).await, ["s1", "s2", "s3", "s4"]);
+    }
+
+    /// An entry written before ops were grouped (one stamped op) still
+    /// reads, as a proposal of that op.
+    #[test]
+    fn an_entry_of_one_op_written_before_grouping_reads_as_a_proposal() {
+        let legacy = Stamped {
+            op: op("s1", 3),
+            at_ms: Some(5),
+        };
+        let text = serde_json::to_string(&legacy).expect("encode");
+        let read: Proposal<CatalogCommand> = serde_json::from_str(&text).expect("decode");
+        assert_eq!(read.ops, vec![op("s1", 3)]);
+        assert_eq!(read.at_ms, Some(5));
+        let grouped = Proposal::now(vec![op("a", 1), op("b", 2)]);
+        let text = serde_json::to_string(&grouped).expect("encode");
+        assert_eq!(
+            serde_json::from_str::<Proposal<CatalogCommand>>(&text).expect("decode"),
+            grouped
+        );
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn ops_apply_once_and_a_snapshot_carries_the_state() {
         let a = tempfile::tempdir().expect("tempdir");
@@ -98,13 +159,13 @@ mod state_machine {
             .await
             .expect("apply");
         assert_eq!(replies.len(), 5);
-        assert_eq!(replies[0], None);
-        assert!(matches!(replies[1], Some(CatalogOutcome::Sold { .. })));
+        assert_eq!(replies[0], vec![]);
+        assert!(matches!(replies[1][..], [CatalogOutcome::Sold { .. }]));
         assert_eq!(replies[1], replies[2], "a repeat answers the first outcome");
-        assert!(matches!(replies[3], Some(CatalogOutcome::Sold { .. })));
+        assert!(matches!(replies[3][..], [CatalogOutcome::Sold { .. }]));
         assert_eq!(
             replies[4],
-            Some(CatalogOutcome::SoldOut { item: ItemId(1) })
+            vec![CatalogOutcome::SoldOut { item: ItemId(1) }]
         );
         let (applied, _) = machine.applied_state().await.expect("state");
         assert_eq!(applied.map(|l| l.index), Some(5));
@@ -131,7 +192,7 @@ mod state_machine {
             .apply(vec![entry(6, sell("s2", 1))])
             .await
             .expect("apply");
-        assert!(matches!(replies[0], Some(CatalogOutcome::Sold { .. })));
+        assert!(matches!(replies[0][..], [CatalogOutcome::Sold { .. }]));
         assert_eq!(
             other.book(ItemId(1)).await.expect("book").map(|b| b.count),
             Some(0)
@@ -259,11 +320,11 @@ mod state_machine {
     }
 
     fn stamped_sell(id: &str, at_s: u64) -> EntryPayload<RaftTypes<CatalogMachine>> {
-        EntryPayload::Normal(Stamped {
-            op: Op {
+        EntryPayload::Normal(Proposal {
+            ops: vec![Op {
                 id: OpId(id.to_owned()),
                 cmd: CatalogCommand::Sell { item: ItemId(1) },
-            },
+            }],
             at_ms: Some(at_s * 1000),
         })
     }

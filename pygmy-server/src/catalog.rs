@@ -30,12 +30,13 @@ use serde_json::Value;
 use tracing::Instrument;
 
 use crate::http::{json, ApiError, ApiResult, Handler, Identity, Metrics, Request};
+use crate::pusher::Pusher;
 use crate::replica::Replica;
 
 /// One frontend, as this replica pushes to it.
 struct FrontendLink {
     name: String,
-    client: InternalClient,
+    pusher: Pusher,
     lease: Mutex<LeaseIssuer>,
 }
 
@@ -79,7 +80,7 @@ impl CatalogNode {
                 .map(|(name, client)| {
                     Arc::new(FrontendLink {
                         name,
-                        client,
+                        pusher: Pusher::start(client),
                         lease: Mutex::new(LeaseIssuer::new(now())),
                     })
                 })
@@ -268,19 +269,12 @@ impl CatalogNode {
             let link = link.clone();
             pushes.spawn(
                 async move {
-                    match tokio::time::timeout_at(deadline, link.client.invalidate(&invalidation))
-                        .await
-                    {
-                        Ok(Ok(())) => false,
-                        Ok(Err(err)) => {
+                    match link.pusher.push(invalidation, deadline).await {
+                        Ok(()) => false,
+                        Err(err) => {
                             tracing::warn!(frontend = %link.name, %err,
                                 "a frontend did not take an invalidation; waiting out its lease");
                             tokio::time::sleep_until(deadline).await;
-                            true
-                        }
-                        Err(_) => {
-                            tracing::warn!(frontend = %link.name,
-                                "a frontend did not take an invalidation before its lease ran out");
                             true
                         }
                     }

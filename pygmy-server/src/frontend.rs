@@ -21,7 +21,7 @@ use bytes::Bytes;
 use http::StatusCode;
 use pygmy_client::{CatalogClient, OrderClient};
 use pygmy_core::api::routes::FrontendRoute;
-use pygmy_core::api::{Acknowledged, BuyResponse, Invalidation, ItemsResponse};
+use pygmy_core::api::{Acknowledged, BuyResponse, Invalidations, ItemsResponse};
 use pygmy_core::balance::ReplicaSet;
 use pygmy_core::cache::lease::{Grant, Leases};
 use pygmy_core::cache::{lookup_key, search_key, Cache};
@@ -247,15 +247,18 @@ impl FrontendNode {
         Ok(json(StatusCode::OK, &BuyResponse::new(id, order)))
     }
 
-    /// `POST /invalidate` (internal): the catalog says a book changed.
+    /// `POST /invalidate` (internal): the catalog says a book changed, or
+    /// several did (a list).
     fn invalidate(&self, req: &Request) -> ApiResult {
-        let invalidation: Invalidation = req.json()?;
-        self.cache.invalidate(&lookup_key(invalidation.item));
-        self.cache.invalidate(&search_key(&invalidation.topic));
-        if let Some(stamp) = &invalidation.stamp {
-            self.lease
-                .lock()
-                .applied(&stamp.source, &stamp.incarnation, stamp.seq);
+        let invalidations: Invalidations = req.json()?;
+        for invalidation in invalidations.into_vec() {
+            self.cache.invalidate(&lookup_key(invalidation.item));
+            self.cache.invalidate(&search_key(&invalidation.topic));
+            if let Some(stamp) = &invalidation.stamp {
+                self.lease
+                    .lock()
+                    .applied(&stamp.source, &stamp.incarnation, stamp.seq);
+            }
         }
         Ok(json(StatusCode::OK, &Acknowledged::default()))
     }

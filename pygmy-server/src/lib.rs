@@ -30,6 +30,7 @@ pub mod http;
 pub mod logging;
 pub mod node;
 pub mod order;
+mod pusher;
 pub mod replica;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -10,6 +10,11 @@ use pygmy_server::node::{bind, run_node};
 use pygmy_server::Cluster;
 use tracing::Instrument;
 
+/// Every node allocates per request and per raft entry; mimalloc costs
+/// less than glibc's malloc there (docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Runs Pygmy book store nodes.
 ///
 /// With no options, runs the default local store (a frontend on

@@ -288,6 +288,28 @@ pub struct Invalidation {
     pub stamp: Option<Stamp>,
 }
 
+/// The body of `POST /invalidate`: one [`Invalidation`], or a list of
+/// them (a catalog replica sends together those that waited while its
+/// previous push was under way).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Invalidations {
+    /// Several, applied in order.
+    Many(Vec<Invalidation>),
+    /// One.
+    One(Invalidation),
+}
+
+impl Invalidations {
+    /// The invalidations, in order.
+    pub fn into_vec(self) -> Vec<Invalidation> {
+        match self {
+            Invalidations::Many(all) => all,
+            Invalidations::One(one) => vec![one],
+        }
+    }
+}
+
 /// The number of an invalidation among those one catalog replica (in one
 /// incarnation) pushed to one frontend.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -63,27 +63,29 @@ pub type Stamped<C> = (Source, Option<Op<C>>, Option<u64>);
 /// apply the same stamped ops keep the same records.
 fn retain(tx: &Transaction<'_>, at_ms: u64, window: Duration) -> Result<(), StoreError> {
     let second = i64::try_from(at_ms / 1000).unwrap_or(i64::MAX);
-    let newest: i64 = tx.query_row("SELECT IFNULL(MAX(seq), 0) FROM journal_ops", [], |r| {
-        r.get(0)
-    })?;
-    tx.execute(
+    let newest: i64 = tx
+        .prepare_cached("SELECT IFNULL(MAX(seq), 0) FROM journal_ops")?
+        .query_row([], |r| r.get(0))?;
+    tx.prepare_cached(
         "INSERT INTO journal_marks (second, seq) VALUES (?1, ?2)
          ON CONFLICT (second) DO UPDATE SET seq = MAX(seq, excluded.seq)",
-        params![second, newest],
-    )?;
+    )?
+    .execute(params![second, newest])?;
     // The newest clock seen, so a leader whose clock is behind its
     // predecessor's never brings records back into the window.
-    let latest: i64 = tx.query_row("SELECT MAX(second) FROM journal_marks", [], |r| r.get(0))?;
+    let latest: i64 = tx
+        .prepare_cached("SELECT MAX(second) FROM journal_marks")?
+        .query_row([], |r| r.get(0))?;
     let window = i64::try_from(window.as_secs()).unwrap_or(i64::MAX);
     let horizon = latest.saturating_sub(window);
-    let cut: Option<i64> = tx.query_row(
-        "SELECT MAX(seq) FROM journal_marks WHERE second < ?1",
-        [horizon],
-        |r| r.get(0),
-    )?;
+    let cut: Option<i64> = tx
+        .prepare_cached("SELECT MAX(seq) FROM journal_marks WHERE second < ?1")?
+        .query_row([horizon], |r| r.get(0))?;
     if let Some(cut) = cut {
-        tx.execute("DELETE FROM journal_ops WHERE seq <= ?1", [cut])?;
-        tx.execute("DELETE FROM journal_marks WHERE second < ?1", [horizon])?;
+        tx.prepare_cached("DELETE FROM journal_ops WHERE seq <= ?1")?
+            .execute([cut])?;
+        tx.prepare_cached("DELETE FROM journal_marks WHERE second < ?1")?
+            .execute([horizon])?;
     }
     Ok(())
 }
@@ -112,8 +114,13 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
         .map_err(open_err)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))
         .map_err(open_err)?;
+    // Every statement of an apply stays prepared (rusqlite keeps 16).
+    conn.set_prepared_statement_cache_capacity(STATEMENTS_KEPT);
     Ok(conn)
 }
+
+/// Prepared statements each connection keeps.
+const STATEMENTS_KEPT: usize = 64;
 
 fn lock(conn: &Mutex<Connection>) -> std::sync::MutexGuard<'_, Connection> {
     // A panic mid-statement rolls the open transaction back when the
@@ -207,6 +214,21 @@ impl<M: SqliteMachine> SqliteJournal<M> {
         self.read(move |conn| get_meta(conn, &key)).await
     }
 
+    /// Lets the writer's commits go without a sync of their own
+    /// (`synchronous = NORMAL`), for a journal whose ops are first kept
+    /// durably by another writer of the same file, synced (the raft log):
+    /// that writer's next sync makes them durable too (one write-ahead
+    /// log), and ops lost to a power cut before it are applied again from
+    /// that record. A process that crashes loses nothing either way.
+    pub async fn sync_with_another_writer(&self) -> Result<(), StoreError> {
+        let writer = Arc::clone(&self.writer);
+        tokio::task::spawn_blocking(move || {
+            lock(&writer).pragma_update(None, "synchronous", "NORMAL")?;
+            Ok(())
+        })
+        .await?
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
@@ -252,11 +274,11 @@ pub fn set_meta(tx: &Connection, meta: &[(String, String)]) -> Result<(), StoreE
                 "the incarnation cannot be changed".to_owned(),
             ));
         }
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO journal_meta (key, value) VALUES (?1, ?2)
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            params![key, value],
-        )?;
+        )?
+        .execute(params![key, value])?;
     }
     Ok(())
 }
@@ -264,31 +286,25 @@ pub fn set_meta(tx: &Connection, meta: &[(String, String)]) -> Result<(), StoreE
 /// Reads a meta key (in the caller's connection or transaction).
 pub fn get_meta(conn: &Connection, key: &str) -> Result<Option<String>, StoreError> {
     Ok(conn
-        .query_row(
-            "SELECT value FROM journal_meta WHERE key = ?1",
-            [key],
-            |row| row.get(0),
-        )
+        .prepare_cached("SELECT value FROM journal_meta WHERE key = ?1")?
+        .query_row([key], |row| row.get(0))
         .optional()?)
 }
 
 fn high_water(tx: &Connection, origin: &str) -> Result<u64, StoreError> {
     let seq: Option<i64> = tx
-        .query_row(
-            "SELECT high_water FROM journal_origins WHERE origin = ?1",
-            [origin],
-            |row| row.get(0),
-        )
+        .prepare_cached("SELECT high_water FROM journal_origins WHERE origin = ?1")?
+        .query_row([origin], |row| row.get(0))
         .optional()?;
     Ok(seq.map_or(0, |s| s.max(0) as u64))
 }
 
 fn raise_high_water(tx: &Connection, origin: &str, seq: u64) -> Result<(), StoreError> {
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO journal_origins (origin, high_water) VALUES (?1, ?2)
          ON CONFLICT (origin) DO UPDATE SET high_water = max(high_water, excluded.high_water)",
-        params![origin, to_sql_seq(seq)?],
-    )?;
+    )?
+    .execute(params![origin, to_sql_seq(seq)?])?;
     Ok(())
 }
 
@@ -309,11 +325,8 @@ fn apply_in<M: SqliteMachine>(
         Source::Peer { origin, origin_seq } => (origin, origin_seq, false),
     };
     let recorded: Option<String> = tx
-        .query_row(
-            "SELECT outcome FROM journal_ops WHERE op_id = ?1",
-            [&op.id.0],
-            |row| row.get(0),
-        )
+        .prepare_cached("SELECT outcome FROM journal_ops WHERE op_id = ?1")?
+        .query_row([&op.id.0], |row| row.get(0))
         .optional()?;
     if let Some(recorded) = recorded {
         if !local {
@@ -326,17 +339,17 @@ fn apply_in<M: SqliteMachine>(
         });
     }
     let outcome = M::execute(tx, &op.cmd)?;
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO journal_ops (op_id, origin, origin_seq, command, outcome)
          VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![
-            op.id.0,
-            origin,
-            to_sql_seq(origin_seq)?,
-            serde_json::to_string(&op.cmd)?,
-            serde_json::to_string(&outcome)?,
-        ],
-    )?;
+    )?
+    .execute(params![
+        op.id.0,
+        origin,
+        to_sql_seq(origin_seq)?,
+        serde_json::to_string(&op.cmd)?,
+        serde_json::to_string(&outcome)?,
+    ])?;
     raise_high_water(tx, &origin, origin_seq)?;
     Ok(Applied {
         outcome,
@@ -462,11 +475,8 @@ impl<M: SqliteMachine> Journal<M> for SqliteJournal<M> {
         let id = id.0.clone();
         self.read(move |conn| {
             let recorded: Option<String> = conn
-                .query_row(
-                    "SELECT outcome FROM journal_ops WHERE op_id = ?1",
-                    [id],
-                    |row| row.get(0),
-                )
+                .prepare_cached("SELECT outcome FROM journal_ops WHERE op_id = ?1")?
+                .query_row([id], |row| row.get(0))
                 .optional()?;
             Ok(recorded.map(|r| serde_json::from_str(&r)).transpose()?)
         })

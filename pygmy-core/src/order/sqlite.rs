@@ -42,9 +42,9 @@ CREATE TABLE IF NOT EXISTS orders (
         if let Some(order) = select_by_key(tx, key)? {
             return Ok(OrderOutcome::Recorded { order });
         }
-        let id: i64 = tx.query_row("SELECT IFNULL(MAX(id), 0) + 1 FROM orders", [], |r| {
-            r.get(0)
-        })?;
+        let id: i64 = tx
+            .prepare_cached("SELECT IFNULL(MAX(id), 0) + 1 FROM orders")?
+            .query_row([], |r| r.get(0))?;
         tx.prepare_cached(
             "INSERT INTO orders (id, key, item_id, created) VALUES (?1, ?2, ?3, ?4)",
         )?

@@ -28,10 +28,12 @@ use openraft::{ChangeMembers, LogId, Raft, RaftMetrics};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
+use super::batch::Batcher;
 use super::config::RaftConfig;
 use super::identity::{Identity, IdentityStore};
 use super::messages::{self as rpc, Adopt, Hello, Join, Joining};
 use super::network::{learn, Network};
+use super::read_index::ReadRounds;
 use super::types::{NodeId, RaftTypes, ReplicaNode};
 use crate::error::{ErrorKind, ReplicationError, TransportError};
 use crate::journal::Machine;
@@ -56,6 +58,10 @@ const PROMOTE_WITHIN: u64 = 64;
 pub(super) struct Member<M: Machine> {
     pub(super) raft: Raft<RaftTypes<M>>,
     pub(super) identity: Identity,
+    /// Where the ops proposed here, as leader, gather into entries.
+    pub(super) batcher: Batcher<M>,
+    /// Where the reads waiting for a read index share a round.
+    pub(super) reads: ReadRounds<M>,
 }
 
 pub(super) struct Shared<M: Machine> {
@@ -159,7 +165,15 @@ impl<M: Machine> Shared<M> {
             .await
             .map_err(unavailable)?;
         let founder = identity.id == 1 && !identity.joined();
-        if self.member.set(Member { raft, identity }).is_err() {
+        let batcher = Batcher::start(raft.clone(), self.config.write_timeout);
+        let reads = ReadRounds::new(raft.clone(), self.config.write_timeout);
+        let member = Member {
+            raft,
+            identity,
+            batcher,
+            reads,
+        };
+        if self.member.set(member).is_err() {
             return Err(ReplicationError::Invalid("started twice".to_owned()));
         }
         if founder {
@@ -605,14 +619,14 @@ impl<M: Machine> Member<M> {
     }
 
     /// On the leader: confirms it still leads (a round of heartbeats to a
-    /// majority), waits until it applied its commit index, and answers that
-    /// index, by `deadline` (a leader cut off from the others never
-    /// confirms).
+    /// majority, shared with the reads waiting beside this one), waits
+    /// until it applied its commit index, and answers that index, by
+    /// `deadline` (a leader cut off from the others never confirms).
     pub(super) async fn read_index(
         &self,
         deadline: tokio::time::Instant,
     ) -> Result<Option<LogId<NodeId>>, ReplicationError> {
-        tokio::time::timeout_at(deadline, self.raft.ensure_linearizable())
+        tokio::time::timeout_at(deadline, self.reads.read_index())
             .await
             .map_err(|_| unavailable("leadership not confirmed in time"))?
             .map_err(unavailable)

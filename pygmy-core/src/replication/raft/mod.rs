@@ -13,6 +13,9 @@
 //!   a voter (the background steps of its start).
 //! - [`identity`]: a replica's cluster id and raft id, kept durably, and
 //!   why a replica that lost its disk rejoins under a new id.
+//! - `batch`: group commit: the ops proposed while the leader writes go
+//!   into one entry.
+//! - `read_index`: the reads waiting for a read index share one round.
 //! - [`messages`]: the RPC names and the messages of founding and joining.
 //! - [`config`]: the replica's timings and snapshot policy ([`RaftConfig`]).
 //! - [`types`]: openraft's type configuration of a service.
@@ -23,11 +26,13 @@
 // the helpers here return it as the traits do.
 #![allow(clippy::result_large_err)]
 
+mod batch;
 pub mod config;
 pub mod identity;
 mod membership;
 pub mod messages;
 pub mod network;
+mod read_index;
 pub mod replicator;
 pub mod sqlite;
 pub mod types;
@@ -36,4 +41,4 @@ pub use config::RaftConfig;
 pub use identity::{Identity, IdentityStore};
 pub use replicator::RaftReplicator;
 pub use sqlite::{JournalStateMachine, SqliteLog};
-pub use types::{NodeId, RaftTypes, Stamped};
+pub use types::{NodeId, Proposal, RaftTypes, Stamped};

@@ -8,18 +8,18 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use openraft::error::RaftError;
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use openraft::storage::{RaftLogStorage, RaftStateMachine};
 use openraft::{LogId, ServerState};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
+use super::batch::NotWritten;
 use super::config::RaftConfig;
 use super::identity::IdentityStore;
 use super::membership::{forwarded, Member, Shared};
 use super::messages::{self as rpc, Addressed, Adopt, Join, Joining, SnapshotChunk};
-use super::types::{NodeId, RaftTypes, Stamped};
+use super::types::{NodeId, RaftTypes};
 use crate::error::ReplicationError;
 use crate::journal::{Machine, Op};
 use crate::replication::rpc::{call, decode, encode};
@@ -270,20 +270,14 @@ impl<M: Machine> Replicator<M> for RaftReplicator<M> {
         loop {
             let (member, leader) = self.await_leader(deadline).await?;
             let answer: Result<(), String> = if leader == member.identity.id {
-                // A leader cut off from the others never commits: bounded.
-                let written = tokio::time::timeout_at(
-                    deadline,
-                    member.raft.client_write(Stamped::now(op.clone())),
-                )
-                .await;
+                // Written with the ops proposed beside it. A leader cut off
+                // from the others never commits: bounded.
+                let written =
+                    tokio::time::timeout_at(deadline, member.batcher.write(op.clone())).await;
                 match written {
-                    Ok(Ok(response)) => {
-                        return response.data.ok_or_else(|| {
-                            ReplicationError::Invalid("an op applied with no outcome".to_owned())
-                        })
-                    }
-                    Ok(Err(RaftError::APIError(err))) => Err(err.to_string()),
-                    Ok(Err(RaftError::Fatal(err))) => return Err(unavailable(err)),
+                    Ok(Ok(outcome)) => return Ok(outcome),
+                    Ok(Err(NotWritten::Retry(why))) => Err(why),
+                    Ok(Err(NotWritten::Stopped(why))) => return Err(unavailable(why)),
                     Err(_) => Err("not committed in time".to_owned()),
                 }
             } else {

@@ -14,37 +14,90 @@ use crate::journal::{Machine, Op};
 /// (see [`super::identity`]).
 pub type NodeId = u64;
 
-/// An op as the raft log holds it: with the wall clock of the leader that
-/// appended it, by which every replica keeps op records for the same
-/// window (see [`crate::journal::sqlite::SqliteJournal::apply_with_meta`]).
+/// The most ops one [`Proposal`] may hold.
+pub const MAX_OPS_PER_ENTRY: usize = 1024;
+
+/// The ops of one raft entry, proposed together: they share the entry's
+/// append (one fsync on each replica), its replication round and its apply
+/// transaction, and are applied in order. Stamped with the wall clock of
+/// the leader that appended them, by which every replica keeps op records
+/// for the same window (see
+/// [`crate::journal::sqlite::SqliteJournal::apply_with_meta`]).
+///
+/// On the wire and on disk: `{"ops": [op, ...], "at_ms": ms}`. An entry
+/// written before ops were grouped (one [`Stamped`] op) reads as a
+/// proposal of that one op.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Stamped<C> {
-    /// The op.
-    #[serde(flatten)]
-    pub op: Op<C>,
+#[serde(
+    from = "ProposalOnDisk<C>",
+    bound(deserialize = "C: serde::de::DeserializeOwned")
+)]
+pub struct Proposal<C> {
+    /// The ops, in the order they are applied.
+    pub ops: Vec<Op<C>>,
     /// Milliseconds since the Unix epoch on the leader; none in entries
     /// written before stamps were kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at_ms: Option<u64>,
 }
 
-impl<C> Stamped<C> {
-    /// `op`, stamped with this machine's clock.
-    pub fn now(op: Op<C>) -> Self {
+/// The two forms an entry's payload takes on disk.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ProposalOnDisk<C> {
+    Grouped {
+        ops: Vec<Op<C>>,
+        #[serde(default)]
+        at_ms: Option<u64>,
+    },
+    One(Stamped<C>),
+}
+
+impl<C> From<ProposalOnDisk<C>> for Proposal<C> {
+    fn from(read: ProposalOnDisk<C>) -> Self {
+        match read {
+            ProposalOnDisk::Grouped { ops, at_ms } => Proposal { ops, at_ms },
+            ProposalOnDisk::One(Stamped { op, at_ms }) => Proposal {
+                ops: vec![op],
+                at_ms,
+            },
+        }
+    }
+}
+
+impl<C> Proposal<C> {
+    /// `ops`, stamped with this machine's clock.
+    pub fn now(ops: Vec<Op<C>>) -> Self {
         let at_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .ok()
             .and_then(|d| u64::try_from(d.as_millis()).ok());
-        Stamped { op, at_ms }
+        Proposal { ops, at_ms }
     }
 }
 
-impl<C> From<Op<C>> for Stamped<C> {
-    /// An op without a stamp (its record is kept until a stamped op after
+impl<C> From<Op<C>> for Proposal<C> {
+    /// One op without a stamp (its record is kept until a stamped op after
     /// it is older than the window).
     fn from(op: Op<C>) -> Self {
-        Stamped { op, at_ms: None }
+        Proposal {
+            ops: vec![op],
+            at_ms: None,
+        }
     }
+}
+
+/// An entry's payload as the raft log held it before ops were grouped
+/// into [`Proposal`]s: one op, and the leader's clock. Still read from
+/// logs written then.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stamped<C> {
+    /// The op.
+    #[serde(flatten)]
+    pub op: Op<C>,
+    /// Milliseconds since the Unix epoch on the leader, if kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_ms: Option<u64>,
 }
 
 /// A member as the raft membership names it: its name in the topology and,
@@ -75,16 +128,16 @@ impl ReplicaNode {
     }
 }
 
-/// openraft's types for service `M`: log entries carry stamped ops
-/// ([`Stamped`]`<M::Command>`),
-/// and each applied entry answers `Option<M::Outcome>` (`None` for
-/// openraft's own blank and membership entries). A member is a
+/// openraft's types for service `M`: log entries carry grouped ops
+/// ([`Proposal`]`<M::Command>`), and each applied entry answers the
+/// outcome of each of its ops, in order (none for openraft's own blank and
+/// membership entries). A member is a
 /// [`ReplicaNode`]; a snapshot is a file (see [`super::sqlite::snapshot`]).
 pub struct RaftTypes<M>(PhantomData<fn() -> M>);
 
 impl<M: Machine> RaftTypeConfig for RaftTypes<M> {
-    type D = Stamped<M::Command>;
-    type R = Option<M::Outcome>;
+    type D = Proposal<M::Command>;
+    type R = Vec<M::Outcome>;
     type NodeId = NodeId;
     type Node = ReplicaNode;
     type Entry = openraft::Entry<Self>;

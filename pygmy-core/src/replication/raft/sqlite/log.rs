@@ -3,7 +3,8 @@
 //! Tables `raft_log` (index, entry as JSON) and `raft_meta` (vote,
 //! committed, last purged log id, and the replica's [`Identity`]). Every change is one committed
 //! transaction (`synchronous = FULL`): an append is durable before openraft
-//! is told it is flushed, a vote before `save_vote` returns.
+//! is told it is flushed, a vote before `save_vote` returns. The committed
+//! log id is written with the next append, never by itself.
 
 use std::fmt::Debug;
 use std::marker::PhantomData;
@@ -38,6 +39,11 @@ type Error = StorageError<NodeId>;
 /// The raft log of one replica. Cheap to clone: clones share the connection.
 pub struct SqliteLog<M> {
     conn: Arc<Mutex<Connection>>,
+    /// The committed log id openraft last told of, not written yet: it is
+    /// written with the next append (openraft needs it only to re-apply
+    /// committed entries sooner after a restart, so it never costs a sync
+    /// of its own).
+    committed: Arc<Mutex<Option<Option<LogId<NodeId>>>>>,
     _machine: PhantomData<fn() -> M>,
 }
 
@@ -45,6 +51,7 @@ impl<M> Clone for SqliteLog<M> {
     fn clone(&self) -> Self {
         SqliteLog {
             conn: Arc::clone(&self.conn),
+            committed: Arc::clone(&self.committed),
             _machine: PhantomData,
         }
     }
@@ -69,6 +76,7 @@ impl<M: Machine> SqliteLog<M> {
         conn.execute_batch(SCHEMA)?;
         Ok(SqliteLog {
             conn: Arc::new(Mutex::new(conn)),
+            committed: Arc::new(Mutex::new(None)),
             _machine: PhantomData,
         })
     }
@@ -91,10 +99,8 @@ impl<M: Machine> SqliteLog<M> {
 
 fn get<T: DeserializeOwned>(conn: &Connection, key: &str) -> Result<Option<T>, Error> {
     let value: Option<String> = conn
-        .query_row("SELECT value FROM raft_meta WHERE key = ?1", [key], |r| {
-            r.get(0)
-        })
-        .optional()
+        .prepare_cached("SELECT value FROM raft_meta WHERE key = ?1")
+        .and_then(|mut select| select.query_row([key], |r| r.get(0)).optional())
         .map_err(read_error)?;
     value
         .map(|v| serde_json::from_str(&v).map_err(read_error))
@@ -103,16 +109,17 @@ fn get<T: DeserializeOwned>(conn: &Connection, key: &str) -> Result<Option<T>, E
 
 fn put<T: Serialize>(conn: &Connection, key: &str, value: &T) -> Result<(), Error> {
     let value = serde_json::to_string(value).map_err(io_error)?;
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO raft_meta (key, value) VALUES (?1, ?2)
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        params![key, value],
     )
+    .and_then(|mut upsert| upsert.execute(params![key, value]))
     .map_err(io_error)?;
     Ok(())
 }
 
 const IDENTITY: &str = "identity";
+const COMMITTED: &str = "committed";
 
 #[async_trait::async_trait]
 impl<M: Machine> IdentityStore for SqliteLog<M> {
@@ -235,13 +242,15 @@ impl<M: Machine> RaftLogStorage<RaftTypes<M>> for SqliteLog<M> {
         self.with(|conn| get(conn, "vote")).await
     }
 
+    /// Kept until the next append writes it: a committed id read after a
+    /// restart may be older than the last one told, never newer.
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<(), Error> {
-        self.with(move |conn| put(conn, "committed", &committed))
-            .await
+        *self.committed.lock().unwrap_or_else(|p| p.into_inner()) = Some(committed);
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, Error> {
-        self.with(|conn| Ok(get::<Option<LogId<NodeId>>>(conn, "committed")?.flatten()))
+        self.with(|conn| Ok(get::<Option<LogId<NodeId>>>(conn, COMMITTED)?.flatten()))
             .await
     }
 
@@ -263,9 +272,17 @@ impl<M: Machine> RaftLogStorage<RaftTypes<M>> for SqliteLog<M> {
                 ))
             })
             .collect::<Result<Vec<_>, Error>>()?;
+        let committed = self
+            .committed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         let written = self
             .with(move |conn| {
                 let tx = conn.transaction().map_err(io_error)?;
+                if let Some(committed) = committed {
+                    put(&tx, COMMITTED, &committed)?;
+                }
                 {
                     let mut insert = tx
                         .prepare_cached(

@@ -33,7 +33,7 @@ use super::snapshot::{self, SnapshotDir, Tee};
 
 use crate::journal::sqlite::{get_meta, set_meta, SqliteJournal, SqliteMachine};
 use crate::journal::Source;
-use crate::replication::raft::types::{NodeId, RaftTypes, ReplicaNode};
+use crate::replication::raft::types::{NodeId, RaftTypes, ReplicaNode, MAX_OPS_PER_ENTRY};
 
 type Entry<M> = openraft::Entry<RaftTypes<M>>;
 type Error = StorageError<NodeId>;
@@ -43,8 +43,33 @@ type Meta = SnapshotMeta<NodeId, ReplicaNode>;
 const APPLIED: &str = "raft_applied";
 const MEMBERSHIP: &str = "raft_membership";
 /// The origin under which raft's ops are recorded in the journal; their
-/// sequence is the log index.
+/// sequence is [`origin_seq`] (the log index, in logs written before ops
+/// were grouped).
 pub const RAFT_ORIGIN: &str = "raft";
+
+/// The journal's sequence number of the op at `position` of the entry at
+/// log `index`: one of its own per op, above every log index (the
+/// sequence of entries written before ops were grouped).
+pub fn origin_seq(index: u64, position: usize) -> Option<u64> {
+    if position >= MAX_OPS_PER_ENTRY {
+        return None;
+    }
+    index
+        .checked_mul(MAX_OPS_PER_ENTRY as u64)?
+        .checked_add(position as u64)
+}
+
+fn source(index: u64, position: usize) -> Result<Source, Error> {
+    let origin_seq = origin_seq(index, position).ok_or_else(|| {
+        sm_error(crate::StoreError::Refused(format!(
+            "entry {index} holds more than {MAX_OPS_PER_ENTRY} ops"
+        )))
+    })?;
+    Ok(Source::Peer {
+        origin: RAFT_ORIGIN.to_owned(),
+        origin_seq,
+    })
+}
 
 /// Tables that are not part of the replicated state (`raft_snapshot` held
 /// snapshots before they were files; it is migrated at open).
@@ -306,42 +331,55 @@ impl<M: SqliteMachine> RaftStateMachine<RaftTypes<M>> for JournalStateMachine<M>
             .map_err(read_error)
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Option<M::Outcome>>, Error>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Vec<M::Outcome>>, Error>
     where
         I: IntoIterator<Item = Entry<M>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
         let mut ops = Vec::new();
+        // How many of `ops` each entry has.
+        let mut sizes = Vec::new();
         let mut last = None;
         let mut membership = None;
         for entry in entries {
             last = Some(entry.log_id);
-            let source = Source::Peer {
-                origin: RAFT_ORIGIN.to_owned(),
-                origin_seq: entry.log_id.index,
-            };
+            let index = entry.log_id.index;
             match entry.payload {
-                EntryPayload::Blank => ops.push((source, None, None)),
-                EntryPayload::Normal(stamped) => {
-                    ops.push((source, Some(stamped.op), stamped.at_ms));
+                EntryPayload::Blank => sizes.push(0),
+                EntryPayload::Normal(proposal) => {
+                    sizes.push(proposal.ops.len());
+                    let count = proposal.ops.len();
+                    for (position, op) in proposal.ops.into_iter().enumerate() {
+                        // The stamp once, after the entry's last op: one
+                        // pass over the records past the window per entry.
+                        let at_ms = (position + 1 == count).then_some(proposal.at_ms).flatten();
+                        ops.push((source(index, position)?, Some(op), at_ms));
+                    }
                 }
                 EntryPayload::Membership(m) => {
                     membership = Some(StoredMembership::new(Some(entry.log_id), m));
-                    ops.push((source, None, None));
+                    sizes.push(0);
                 }
             }
         }
-        if ops.is_empty() {
+        if sizes.is_empty() {
             return Ok(Vec::new());
         }
         let mut meta = vec![(APPLIED.to_owned(), json(&last)?)];
         if let Some(membership) = membership {
             meta.push((MEMBERSHIP.to_owned(), json(&membership)?));
         }
-        self.journal
+        let outcomes = self
+            .journal
             .apply_with_meta(ops, meta, Some(self.retention))
             .await
-            .map_err(sm_error)
+            .map_err(sm_error)?;
+        // Each entry's outcomes, in order.
+        let mut outcomes = outcomes.into_iter().flatten();
+        Ok(sizes
+            .into_iter()
+            .map(|size| outcomes.by_ref().take(size).collect())
+            .collect())
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {

@@ -1,0 +1,151 @@
+//! Group commit: the ops proposed to the leader while it writes are
+//! written together, as one raft entry.
+//!
+//! openraft 0.9's core appends each `client_write` by itself and waits
+//! for its fsync before it takes the next, so one op per entry makes
+//! every write pay a whole fsync on the leader, its own replication round
+//! and its own apply transaction on every replica. Here a writer takes
+//! every op that is waiting (up to [`MAX_OPS`]), proposes them as one
+//! [`Proposal`], and answers each op with its own outcome. At most
+//! [`IN_FLIGHT`] entries are under way at once: while they are, the next
+//! ops gather. An op alone is written at once; under load the entries
+//! grow with the load.
+//!
+//! Nothing changes for a caller: an op is answered once it is committed
+//! and applied on the leader, in the order the leader took it. A write
+//! that fails (the leader stepped down, the entry was not committed in
+//! time) fails every op of its entry; each caller retries its own op,
+//! which its op id makes harmless.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::RaftError;
+use openraft::Raft;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tracing::Instrument;
+
+use super::types::{Proposal, RaftTypes, MAX_OPS_PER_ENTRY};
+use crate::journal::{Machine, Op};
+
+/// The most ops written as one entry.
+pub const MAX_OPS: usize = 512;
+
+/// Entries under way at once: one being appended while another is
+/// replicated and applied.
+pub const IN_FLIGHT: usize = 1;
+
+/// Ops waiting for a writer, at most: a proposer waits for room beyond.
+const QUEUE: usize = 8192;
+
+// An entry never holds more ops than the state machine takes.
+const _: () = assert!(MAX_OPS <= MAX_OPS_PER_ENTRY);
+
+/// Why an op was not written.
+#[derive(Debug, Clone)]
+pub(super) enum NotWritten {
+    /// Not written now (this replica no longer leads, or the entry was not
+    /// committed in time): the op may be proposed again.
+    Retry(String),
+    /// The raft replica has stopped.
+    Stopped(String),
+}
+
+type Answer<M> = Result<<M as Machine>::Outcome, NotWritten>;
+
+struct Waiting<M: Machine> {
+    op: Op<M::Command>,
+    answer: oneshot::Sender<Answer<M>>,
+}
+
+/// Where the ops proposed on this replica wait for their entry.
+pub(super) struct Batcher<M: Machine> {
+    queue: mpsc::Sender<Waiting<M>>,
+}
+
+impl<M: Machine> Batcher<M> {
+    /// Starts the writer of `raft`: it runs until the batcher is dropped.
+    /// A write waits at most `limit` for its commit.
+    pub(super) fn start(raft: Raft<RaftTypes<M>>, limit: Duration) -> Self {
+        let (queue, waiting) = mpsc::channel(QUEUE);
+        tokio::spawn(write_forever(raft, waiting, limit).in_current_span());
+        Batcher { queue }
+    }
+
+    /// Writes `op` with the ops waiting beside it; answers its outcome
+    /// once its entry is committed and applied here.
+    pub(super) async fn write(&self, op: Op<M::Command>) -> Answer<M> {
+        let (answer, answered) = oneshot::channel();
+        self.queue
+            .send(Waiting { op, answer })
+            .await
+            .map_err(|_| NotWritten::Stopped("the raft writer has stopped".to_owned()))?;
+        answered
+            .await
+            .map_err(|_| NotWritten::Stopped("the raft writer has stopped".to_owned()))?
+    }
+}
+
+/// Takes the waiting ops, as many as there are (up to [`MAX_OPS`]), each
+/// time an entry can be under way, and writes them as one entry.
+async fn write_forever<M: Machine>(
+    raft: Raft<RaftTypes<M>>,
+    mut waiting: mpsc::Receiver<Waiting<M>>,
+    limit: Duration,
+) {
+    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+    loop {
+        // A slot first: while every slot is taken, ops gather.
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            return;
+        };
+        let Some(first) = waiting.recv().await else {
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_OPS {
+            match waiting.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let raft = raft.clone();
+        tokio::spawn(
+            async move {
+                write_entry(&raft, batch, limit).await;
+                drop(slot);
+            }
+            .in_current_span(),
+        );
+    }
+}
+
+/// Writes `batch` as one entry and answers each op of it.
+async fn write_entry<M: Machine>(
+    raft: &Raft<RaftTypes<M>>,
+    batch: Vec<Waiting<M>>,
+    limit: Duration,
+) {
+    let (ops, answers): (Vec<_>, Vec<_>) = batch.into_iter().map(|w| (w.op, w.answer)).unzip();
+    let count = ops.len();
+    let written = tokio::time::timeout(limit, raft.client_write(Proposal::now(ops))).await;
+    let failure = match written {
+        Ok(Ok(response)) if response.data.len() == count => {
+            for (answer, outcome) in answers.into_iter().zip(response.data) {
+                // The proposer may have given up waiting: nothing to do.
+                let _ = answer.send(Ok(outcome));
+            }
+            return;
+        }
+        Ok(Ok(response)) => NotWritten::Stopped(format!(
+            "an entry of {count} ops applied with {} outcomes",
+            response.data.len()
+        )),
+        Ok(Err(RaftError::APIError(err))) => NotWritten::Retry(err.to_string()),
+        Ok(Err(RaftError::Fatal(err))) => NotWritten::Stopped(err.to_string()),
+        Err(_) => NotWritten::Retry("not committed in time".to_owned()),
+    };
+    for answer in answers {
+        let _ = answer.send(Err(failure.clone()));
+    }
+}
