@@ -2,19 +2,23 @@
 //! log directory (`logs/<node>.log`, as the seed's `logs/`).
 //!
 //! Every node runs inside a span with a `node` field; a small layer
-//! remembers that name on the span, and each node's file layer keeps only
-//! the events under its node's span. So one process running every node
-//! still writes one file per node.
+//! remembers that name on the span, and the file layer writes each event to
+//! the file of the node whose span it is under. So one process running
+//! every node still writes one file per node. One file layer for all the
+//! nodes, not one per node: every layer pays for each span entered, and
+//! spans are entered at every poll of a node's tasks.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id};
 use tracing::Subscriber;
-use tracing_appender::non_blocking::WorkerGuard;
-use tracing_subscriber::filter::{DynFilterFn, EnvFilter, LevelFilter};
+use tracing_appender::non_blocking::{NonBlocking, WorkerGuard};
+use tracing_subscriber::filter::{EnvFilter, LevelFilter};
+use tracing_subscriber::fmt::writer::{EitherWriter, MakeWriter};
 use tracing_subscriber::layer::{Context, SubscriberExt};
-use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::registry::{LookupSpan, Registry};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
 
@@ -57,12 +61,33 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for NodeTagger {
     }
 }
 
-/// Whether the current span is inside node `name`'s span.
-fn in_node<S: Subscriber + for<'a> LookupSpan<'a>>(ctx: &Context<'_, S>, name: &str) -> bool {
-    ctx.lookup_current().is_some_and(|span| {
-        span.scope()
-            .any(|s| s.extensions().get::<NodeTag>().is_some_and(|t| t.0 == name))
-    })
+/// The node of the current span, if it is under one.
+fn current_node() -> Option<String> {
+    tracing::Span::current()
+        .with_subscriber(|(id, dispatch)| {
+            let registry = dispatch.downcast_ref::<Registry>()?;
+            let span = registry.span(id)?;
+            span.scope()
+                .find_map(|s| s.extensions().get::<NodeTag>().map(|t| t.0.clone()))
+        })
+        .flatten()
+}
+
+/// Each node's log file, chosen by the node of the current span.
+struct NodeFiles {
+    writers: HashMap<String, NonBlocking>,
+}
+
+impl<'a> MakeWriter<'a> for NodeFiles {
+    type Writer = EitherWriter<NonBlocking, std::io::Sink>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        match current_node().and_then(|node| self.writers.get(&node)) {
+            Some(writer) => EitherWriter::A(writer.clone()),
+            // Not under a node's span: no node's file.
+            None => EitherWriter::B(std::io::sink()),
+        }
+    }
 }
 
 /// Sets up logging for the nodes `nodes`: stdout at the `RUST_LOG` level
@@ -70,39 +95,33 @@ fn in_node<S: Subscriber + for<'a> LookupSpan<'a>>(ctx: &Context<'_, S>, name: &
 pub fn init(log_dir: &Path, nodes: &[String]) -> std::io::Result<LogGuard> {
     std::fs::create_dir_all(log_dir)?;
     let mut guards = Vec::new();
-    // Filtered to what is logged at all (node spans are at `info`): a
-    // layer with no filter would make every span of every level be built,
-    // openraft's many `debug` ones too (seen in the profile).
-    let mut layers: Vec<Box<dyn Layer<_> + Send + Sync>> =
-        vec![NodeTagger.with_filter(LevelFilter::INFO).boxed()];
-    let stdout_filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    layers.push(
-        tracing_subscriber::fmt::layer()
-            .with_target(false)
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-            .with_filter(stdout_filter)
-            .boxed(),
-    );
+    let mut writers = HashMap::new();
     for node in nodes {
         let file = tracing_appender::rolling::never(log_dir, format!("{node}.log"));
         let (writer, guard) = tracing_appender::non_blocking(file);
         guards.push(guard);
-        let name = node.clone();
-        let only_this_node =
-            DynFilterFn::new(move |meta, ctx| meta.is_span() || in_node(ctx, &name));
-        layers.push(
+        writers.insert(node.clone(), writer);
+    }
+    let stdout_filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::registry()
+        // Filtered to what is logged at all (node spans are at `info`): a
+        // layer with no filter would make every span of every level be
+        // built, openraft's many `debug` ones too (seen in the profile).
+        .with(NodeTagger.with_filter(LevelFilter::INFO))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_target(false)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+                .with_filter(stdout_filter),
+        )
+        .with(
             tracing_subscriber::fmt::layer()
                 .with_ansi(false)
                 .with_target(false)
-                .with_writer(writer)
-                .with_filter(only_this_node)
-                .with_filter(LevelFilter::INFO)
-                .boxed(),
-        );
-    }
-    tracing_subscriber::registry()
-        .with(layers)
+                .with_writer(NodeFiles { writers })
+                .with_filter(LevelFilter::INFO),
+        )
         .try_init()
         .map_err(std::io::Error::other)?;
     Ok(LogGuard { _guards: guards })

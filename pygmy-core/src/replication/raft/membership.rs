@@ -19,7 +19,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
@@ -33,7 +33,7 @@ use super::config::RaftConfig;
 use super::identity::{Identity, IdentityStore};
 use super::messages::{self as rpc, Adopt, Hello, Join, Joining};
 use super::network::{learn, Network};
-use super::read_index::ReadRounds;
+use super::read_index::{self, ReadRounds};
 use super::types::{NodeId, RaftTypes, ReplicaNode};
 use crate::error::{ErrorKind, ReplicationError, TransportError};
 use crate::journal::Machine;
@@ -60,8 +60,10 @@ pub(super) struct Member<M: Machine> {
     pub(super) identity: Identity,
     /// Where the ops proposed here, as leader, gather into entries.
     pub(super) batcher: Batcher<M>,
-    /// Where the reads waiting for a read index share a round.
-    pub(super) reads: ReadRounds<M>,
+    /// Where the reads waiting for a read index share a round, as leader.
+    pub(super) reads: ReadRounds,
+    /// Where they share a call to the leader, as follower.
+    pub(super) leader_reads: ReadRounds,
 }
 
 pub(super) struct Shared<M: Machine> {
@@ -75,6 +77,25 @@ pub(super) struct Shared<M: Machine> {
     /// Set once this replica, a voter, has applied (nearly) all the leader
     /// had committed: from then on it serves.
     pub(super) caught_up: AtomicBool,
+}
+
+/// A follower's round: the read index of the leader it knows (one call,
+/// for every read waiting).
+async fn ask_the_leader<M: Machine>(shared: Weak<Shared<M>>) -> read_index::Answer {
+    let shared = shared.upgrade().ok_or("the replica has stopped")?;
+    let member = shared.member().ok_or("not a raft member yet")?;
+    let leader = member
+        .metrics()
+        .current_leader
+        .ok_or("no raft leader: fewer than a majority of replicas answer")?;
+    if leader == member.identity.id {
+        return member.reads.read_index().await;
+    }
+    let peer = shared.reach(member, leader).unwrap_or_default();
+    let limit = shared.config.forward_timeout;
+    call(&*shared.transport, &peer, rpc::READ_INDEX, &(), limit)
+        .await
+        .map_err(|err| err.to_string())
 }
 
 fn unavailable(err: impl std::fmt::Display) -> ReplicationError {
@@ -166,12 +187,25 @@ impl<M: Machine> Shared<M> {
             .map_err(unavailable)?;
         let founder = identity.id == 1 && !identity.joined();
         let batcher = Batcher::start(raft.clone(), self.config.write_timeout);
-        let reads = ReadRounds::new(raft.clone(), self.config.write_timeout);
+        let confirming = raft.clone();
+        let reads = ReadRounds::new(
+            move || {
+                let raft = confirming.clone();
+                Box::pin(async move { raft.ensure_linearizable().await.map_err(|e| e.to_string()) })
+            },
+            self.config.write_timeout,
+        );
+        let shared = Arc::downgrade(self);
+        let leader_reads = ReadRounds::new(
+            move || Box::pin(ask_the_leader(shared.clone())),
+            self.config.forward_timeout,
+        );
         let member = Member {
             raft,
             identity,
             batcher,
             reads,
+            leader_reads,
         };
         if self.member.set(member).is_err() {
             return Err(ReplicationError::Invalid("started twice".to_owned()));

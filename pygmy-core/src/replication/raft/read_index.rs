@@ -3,23 +3,31 @@
 //! A fresh read needs the leader to confirm it still leads (a heartbeat
 //! round to a majority) after the read arrived, and the commit index it
 //! had then to be applied. openraft's `ensure_linearizable` runs one such
-//! round per call; here one round serves every read that was waiting when
-//! it started. A read that arrives while a round is under way waits for
-//! the next one, which starts after it arrived: its answer is as fresh as
-//! a round of its own.
+//! round per call, and a follower asks the leader for it once per read;
+//! here one round (on the leader) or one call to the leader (on a
+//! follower) serves every read that was waiting when it started. A read
+//! that arrives while a round is under way waits for the next one, which
+//! starts after it arrived: its answer is as fresh as a round of its own.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use openraft::{LogId, Raft};
+use openraft::LogId;
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
-use super::types::{NodeId, RaftTypes};
-use crate::journal::Machine;
+use super::types::NodeId;
 
 /// What a round answers: the read index, or why there is none.
-type Answer = Result<Option<LogId<NodeId>>, String>;
+pub(super) type Answer = Result<Option<LogId<NodeId>>, String>;
+
+/// One round: a future that answers the read index.
+pub(super) type Round = Pin<Box<dyn Future<Output = Answer> + Send>>;
+
+/// What starts a round.
+type StartRound = Arc<dyn Fn() -> Round + Send + Sync>;
 
 /// The reads waiting for the next round, and whether rounds are running.
 #[derive(Default)]
@@ -28,19 +36,19 @@ struct Queue {
     running: bool,
 }
 
-/// The ReadIndex rounds of one replica.
-pub(super) struct ReadRounds<M: Machine> {
-    raft: Raft<RaftTypes<M>>,
+/// ReadIndex rounds: one at a time, each serving the reads that waited.
+pub(super) struct ReadRounds {
+    round: StartRound,
     /// How long one round may take.
     limit: Duration,
     queue: Arc<Mutex<Queue>>,
 }
 
-impl<M: Machine> ReadRounds<M> {
-    /// Rounds on `raft`, each bounded by `limit`.
-    pub(super) fn new(raft: Raft<RaftTypes<M>>, limit: Duration) -> Self {
+impl ReadRounds {
+    /// Rounds of `round`, each bounded by `limit`.
+    pub(super) fn new(round: impl Fn() -> Round + Send + Sync + 'static, limit: Duration) -> Self {
         ReadRounds {
-            raft,
+            round: Arc::new(round),
             limit,
             queue: Arc::default(),
         }
@@ -58,9 +66,8 @@ impl<M: Machine> ReadRounds<M> {
         };
         if start {
             let queue = Arc::clone(&self.queue);
-            let raft = self.raft.clone();
-            let limit = self.limit;
-            tokio::spawn(run_rounds(raft, queue, limit).in_current_span());
+            let round = Arc::clone(&self.round);
+            tokio::spawn(run_rounds(round, queue, self.limit).in_current_span());
         }
         answered
             .await
@@ -74,11 +81,7 @@ fn lock(queue: &Mutex<Queue>) -> std::sync::MutexGuard<'_, Queue> {
 
 /// Runs rounds while reads wait: each round takes every read waiting when
 /// it starts.
-async fn run_rounds<M: Machine>(
-    raft: Raft<RaftTypes<M>>,
-    queue: Arc<Mutex<Queue>>,
-    limit: Duration,
-) {
+async fn run_rounds(round: StartRound, queue: Arc<Mutex<Queue>>, limit: Duration) {
     loop {
         let readers = {
             let mut queue = lock(&queue);
@@ -88,10 +91,9 @@ async fn run_rounds<M: Machine>(
             }
             std::mem::take(&mut queue.waiting)
         };
-        let answer = match tokio::time::timeout(limit, raft.ensure_linearizable()).await {
-            Ok(Ok(read)) => Ok(read),
-            Ok(Err(err)) => Err(err.to_string()),
-            Err(_) => Err("leadership not confirmed in time".to_owned()),
+        let answer = match tokio::time::timeout(limit, round()).await {
+            Ok(answer) => answer,
+            Err(_) => Err("no read index in time".to_owned()),
         };
         for reader in readers {
             let _ = reader.send(answer.clone());

@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use openraft::storage::{RaftLogStorage, RaftStateMachine};
-use openraft::{LogId, ServerState};
+use openraft::ServerState;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
@@ -397,9 +397,10 @@ impl<M: Machine> Replicator<M> for RaftReplicator<M> {
 
     /// The leader confirms it still leads (a round of heartbeats to a
     /// majority) and waits until it applied its commit index; a follower
-    /// asks the leader for that index and waits until it applied it. A
-    /// follower whose leader does not answer asks once more, the next
-    /// leader.
+    /// asks the leader for that index and waits until it applied it. Both
+    /// share their round with the reads waiting beside this one (see
+    /// `read_index.rs`). A follower whose leader does not answer asks once
+    /// more, the next leader.
     async fn linearize(&self) -> Result<(), ReplicationError> {
         let write_timeout = self.shared.config.write_timeout;
         let deadline = tokio::time::Instant::now() + write_timeout;
@@ -409,9 +410,9 @@ impl<M: Machine> Replicator<M> for RaftReplicator<M> {
                 member.read_index(deadline).await?;
                 return Ok(());
             }
-            let read = self
-                .call_leader::<_, Option<LogId<NodeId>>>(member, leader, rpc::READ_INDEX, &())
-                .await;
+            let read = tokio::time::timeout_at(deadline, member.leader_reads.read_index())
+                .await
+                .map_err(|_| unavailable("no read index in time"))?;
             match read {
                 Ok(read) => {
                     let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -423,7 +424,8 @@ impl<M: Machine> Replicator<M> for RaftReplicator<M> {
                         .map_err(unavailable)?;
                     return Ok(());
                 }
-                Err(err) if attempt == 0 && err.passes_over() => {
+                Err(err) if attempt == 0 => {
+                    tracing::debug!(%err, "no read index from the leader; asking the next");
                     self.await_other_leader(member, leader, deadline).await;
                 }
                 Err(err) => return Err(unavailable(err)),
