@@ -23,6 +23,10 @@ use async_trait::async_trait;
 
 pub use members::{MemberChange, MemberInfo, MemberRole, Members};
 
+/// The largest body of a replication call a node takes (a shipment of
+/// ops, a raft append, a snapshot chunk); every call is built to fit.
+pub const MAX_CALL_BYTES: usize = 8 * 1024 * 1024;
+
 use crate::error::{ReplicationError, TransportError};
 use crate::journal::{Machine, Op};
 

@@ -73,7 +73,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_body: 64 * 1024,
-            max_internal_body: 8 * 1024 * 1024,
+            max_internal_body: pygmy_core::replication::MAX_CALL_BYTES,
             read_timeout: Duration::from_secs(10),
             handler_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(5),

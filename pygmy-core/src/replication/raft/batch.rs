@@ -28,8 +28,10 @@ use tracing::Instrument;
 use super::types::{Proposal, RaftTypes, MAX_OPS_PER_ENTRY};
 use crate::journal::{Machine, Op};
 
-/// The most ops written as one entry.
-pub const MAX_OPS: usize = 512;
+/// The most ops written as one entry: with
+/// [`super::config::MAX_APPEND_ENTRIES`] entries per append, an append of
+/// the largest ops still fits in a replication call (tested below).
+pub const MAX_OPS: usize = 256;
 
 /// Entries under way at once: one being appended while another is
 /// replicated and applied.
@@ -147,5 +149,62 @@ async fn write_entry<M: Machine>(
     };
     for answer in answers {
         let _ = answer.send(Err(failure.clone()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::raft::AppendEntriesRequest;
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Vote};
+
+    use super::*;
+    use crate::order::{OrderCommand, OrderMachine};
+    use crate::replication::raft::config::MAX_APPEND_ENTRIES;
+    use crate::replication::raft::messages::Addressed;
+    use crate::types::{IdempotencyKey, ItemId};
+
+    /// The largest op a user can cause: an order under the longest key.
+    fn largest_op(n: usize) -> Op<OrderCommand> {
+        let raw = format!("{n:08}{}", "k".repeat(IdempotencyKey::MAX_LEN - 8));
+        let key = IdempotencyKey::parse(&raw).expect("a valid key");
+        Op {
+            id: OrderCommand::op_id(&key),
+            cmd: OrderCommand::Record {
+                key,
+                item: ItemId(i64::MAX),
+                created: "2026-11-25T22:22:22.222Z".to_owned(),
+            },
+        }
+    }
+
+    #[test]
+    fn the_largest_append_fits_in_a_replication_call() {
+        let leader = CommittedLeaderId::new(u64::MAX, u64::MAX);
+        let entries: Vec<Entry<RaftTypes<OrderMachine>>> = (0..MAX_APPEND_ENTRIES)
+            .map(|index| Entry {
+                log_id: LogId::new(leader, u64::MAX - index),
+                payload: EntryPayload::Normal(Proposal::now(
+                    (0..MAX_OPS).map(largest_op).collect(),
+                )),
+            })
+            .collect();
+        let append = Addressed {
+            cluster: "c".repeat(64),
+            to: u64::MAX,
+            request: AppendEntriesRequest::<RaftTypes<OrderMachine>> {
+                vote: Vote::new_committed(u64::MAX, u64::MAX),
+                prev_log_id: Some(LogId::new(leader, u64::MAX)),
+                leader_commit: Some(LogId::new(leader, u64::MAX)),
+                entries,
+            },
+        };
+        let bytes = crate::replication::rpc::encode(&append)
+            .expect("encode")
+            .len();
+        eprintln!("the largest append: {bytes} bytes");
+        assert!(
+            bytes < crate::replication::MAX_CALL_BYTES * 3 / 4,
+            "{bytes} bytes: too close to the limit of a call"
+        );
     }
 }

@@ -9,6 +9,12 @@ use crate::error::ReplicationError;
 /// The size of a snapshot chunk, in bytes.
 pub const SNAPSHOT_CHUNK: u64 = 1024 * 1024;
 
+/// The most entries one append carries. With entries of up to
+/// `batch::MAX_OPS` ops, the largest append stays well under
+/// [`crate::replication::MAX_CALL_BYTES`] (tested in `batch.rs`); openraft's
+/// default, 300, would not.
+pub const MAX_APPEND_ENTRIES: u64 = 64;
+
 /// How a raft replica behaves.
 #[derive(Debug, Clone)]
 pub struct RaftConfig {
@@ -64,6 +70,7 @@ impl RaftConfig {
             // Chunks travel raw (see `messages::SnapshotChunk`), far under
             // the server's 8 MiB limit on a replication call.
             snapshot_max_chunk_size: SNAPSHOT_CHUNK,
+            max_payload_entries: MAX_APPEND_ENTRIES,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every),
             max_in_snapshot_log_to_keep: self.keep_logs,
             purge_batch_size: 1,
