@@ -15,6 +15,8 @@
 //!   the request, responses, and `ApiError`, the one mapping of every
 //!   failure to its HTTP status and the JSON envelope.
 //! - [`transport`]: replication calls over HTTP.
+//! - [`pusher`]: a catalog replica's invalidation pushes to one frontend,
+//!   those that wait while one is under way sent together.
 //! - [`logging`]: stdout and one log file per node.
 //! - `testing` (feature `testing`): a real cluster on loopback, and
 //!   network namespaces, for tests (this crate's and the client's).
@@ -30,7 +32,7 @@ pub mod http;
 pub mod logging;
 pub mod node;
 pub mod order;
-mod pusher;
+pub mod pusher;
 pub mod replica;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -14,8 +14,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-/// The most invalidations one push carries.
-const MOST_PER_PUSH: usize = 512;
+/// The most invalidations one push carries (`POST /invalidate` takes a
+/// replication call's body, far more than this many).
+pub const MOST_PER_PUSH: usize = 512;
 
 /// Invalidations waiting for a push, at most: a change waits for room
 /// beyond.

@@ -5,7 +5,7 @@ use pygmy_client::ClientError;
 use pygmy_core::api::ItemUpdate;
 use pygmy_core::topology::Role;
 use pygmy_core::types::{default_books, Cost, IdempotencyKey, ItemId};
-use pygmy_server::testing::{Options, TestCluster};
+use pygmy_server::testing::{Options, TestCluster, TOKEN};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lookup_search_and_buy_through_the_frontend() {
@@ -292,5 +292,33 @@ async fn the_store_keeps_its_data_across_a_restart() {
     assert_eq!(orders.iter().map(|o| o.id).collect::<Vec<_>>(), vec![order]);
     // Ids go on after the restart.
     assert!(store.buy(ItemId(5)).await.expect("buy") > order);
+    test.shutdown().await;
+}
+
+/// The largest push a catalog replica sends (as many invalidations as one
+/// push carries, each with a long topic) is taken whole, under the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frontend_takes_the_largest_invalidation_push() {
+    use pygmy_core::api::{Invalidation, Stamp};
+    let test = TestCluster::start(Options::default()).await;
+    let mut options = test.options();
+    options.token = Some(TOKEN.to_owned());
+    let frontend =
+        pygmy_client::InternalClient::new(&test.url("frontend"), &options).expect("client");
+    let push: Vec<Invalidation> = (1..=pygmy_server::pusher::MOST_PER_PUSH)
+        .map(|seq| Invalidation {
+            item: ItemId(3),
+            topic: "t".repeat(200),
+            stamp: Some(Stamp {
+                source: "catalog-0".to_owned(),
+                incarnation: uuid::Uuid::new_v4().to_string(),
+                seq: seq as u64,
+            }),
+        })
+        .collect();
+    frontend
+        .invalidate_all(&push)
+        .await
+        .expect("the push is taken");
     test.shutdown().await;
 }

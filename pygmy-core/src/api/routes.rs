@@ -259,7 +259,8 @@ impl Route for FrontendRoute {
     fn info(&self) -> RouteInfo {
         match self {
             FrontendRoute::Lookup | FrontendRoute::Search | FrontendRoute::Buy => RouteInfo::PUBLIC,
-            FrontendRoute::Invalidate => RouteInfo::INTERNAL,
+            // A catalog replica's push may carry many invalidations.
+            FrontendRoute::Invalidate => RouteInfo::REPLICATION,
         }
     }
 }
