@@ -33,8 +33,9 @@ use crate::journal::{Machine, Op};
 /// the largest ops still fits in a replication call (tested below).
 pub const MAX_OPS: usize = 256;
 
-/// Entries under way at once: one being appended while another is
-/// replicated and applied.
+/// Entries under way at once: one, so that the next ops gather while it is
+/// replicated and applied (two made smaller entries and fewer buys per
+/// second: docs/benchmarks.md).
 pub const IN_FLIGHT: usize = 1;
 
 /// Ops waiting for a writer, at most: a proposer waits for room beyond.
