@@ -128,10 +128,10 @@ pids=()
 echo "== Pygmy, the default store (raft 3+3), cache on"
 sed 's/^count = 100$/count = 1000000000/' examples/books.toml >"$work/books.toml"
 start_store "$bin/pygmy-server" "$work/store" "$work/books.toml"
-"$client" load --requests 2000 --concurrency 64 --mix buy=100 >/dev/null
 wrk -t1 -c"$connections" -d2s "http://127.0.0.1:8010/lookup?id=1" >/dev/null
 read -r cached cached_p99 < <(wrk_rate "http://127.0.0.1:8010/lookup?id=1")
 echo "cached lookup: $cached req/s, p99 $cached_p99 ms"
+"$client" load --requests 2000 --concurrency 64 --mix buy=100 >/dev/null
 buys=()
 for c in 1 16 64 256; do
   read -r rate p99 < <(load_rate "$c" buy=100)
