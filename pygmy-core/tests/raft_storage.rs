@@ -70,13 +70,16 @@ mod state_machine {
     }
 
     fn sell(id: &str, item: i64) -> EntryPayload<RaftTypes<CatalogMachine>> {
-        EntryPayload::Normal(
-            Op {
-                id: OpId(id.to_owned()),
-                cmd: CatalogCommand::Sell { item: ItemId(item) },
-            }
-            .into(),
-        )
+        EntryPayload::Normal(op(id, item).into())
+    }
+
+    /// A state machine over a catalog whose first book has two copies.
+    async fn open_with_two_copies(dir: &std::path::Path) -> (Arc<SqliteCatalog>, Machine) {
+        let (journal, machine) = open(dir).await;
+        let mut books = default_books();
+        books[0].count = 2;
+        journal.seed(books).await.expect("seed");
+        (journal, machine)
     }
 
     fn op(id: &str, item: i64) -> Op<CatalogCommand> {
@@ -92,10 +95,7 @@ mod state_machine {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_ops_of_one_entry_apply_in_order_with_an_outcome_each() {
         let a = tempfile::tempdir().expect("tempdir");
-        let (journal, mut machine) = open(a.path()).await;
-        let mut books = default_books();
-        books[0].count = 2;
-        journal.seed(books).await.expect("seed");
+        let (journal, mut machine) = open_with_two_copies(a.path()).await;
         let grouped = |index, ops| entry(index, EntryPayload::Normal(Proposal::now(ops)));
         let replies = machine
             .apply(vec![
@@ -143,10 +143,7 @@ mod state_machine {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn ops_apply_once_and_a_snapshot_carries_the_state() {
         let a = tempfile::tempdir().expect("tempdir");
-        let (journal, mut machine) = open(a.path()).await;
-        let mut books = default_books();
-        books[0].count = 2;
-        journal.seed(books).await.expect("seed");
+        let (journal, mut machine) = open_with_two_copies(a.path()).await;
 
         let replies = machine
             .apply(vec![
