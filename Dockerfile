@@ -1,8 +1,13 @@
 # syntax=docker/dockerfile:1
 #
-# One image for every Pygmy node. The role of a container comes from its
-# arguments, e.g. `--config /etc/pygmy/compose.toml --node catalog-a` (see
-# compose.yaml and docs/topology.md).
+# One image for every Pygmy node, for a host that can pull from a registry
+# (rust and debian images). The role of a container comes from its
+# arguments or environment, e.g. PYGMY_CONFIG=/etc/pygmy/compose.toml
+# PYGMY_NODE=catalog-a (see compose.yaml and docs/operations.md).
+#
+# With no registry, deploy/build-image.sh builds the same binary on the
+# host, statically linked, into an image FROM scratch: that is the image
+# compose.yaml and the CI use.
 
 # Build: the release binary of pygmy-server.
 FROM rust:1-bookworm AS build
@@ -13,13 +18,18 @@ COPY Cargo.toml Cargo.lock ./
 COPY pygmy-core pygmy-core
 COPY pygmy-client pygmy-client
 COPY pygmy-server pygmy-server
+# The workspace names these members too.
+COPY examples examples
+COPY bench/baselines bench/baselines
+# The OpenAPI documents the nodes serve are compiled in.
+COPY docs/openapi docs/openapi
 # The cache mounts keep the registry and the build directory between builds.
 # The binary is copied out in the same step, because target/ is a cache
 # mount.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked -p pygmy-server \
-    && cp target/release/pygmy-server /usr/local/bin/pygmy-server
+    && cp target/release/pygmy-server /pygmy-server
 
 # Run: the binary alone on a slim Debian. SQLite is compiled into the binary,
 # and the nodes speak plain HTTP, so no extra library is needed.
@@ -29,14 +39,15 @@ FROM debian:bookworm-slim
 RUN useradd --system --user-group --no-create-home --home-dir /var/lib/pygmy pygmy \
     && mkdir -p /var/lib/pygmy \
     && chown pygmy:pygmy /var/lib/pygmy
-COPY --from=build /usr/local/bin/pygmy-server /usr/local/bin/pygmy-server
+# At /pygmy-server, as in the image FROM scratch, so that compose.yaml's
+# health check runs in either.
+COPY --from=build /pygmy-server /pygmy-server
 USER pygmy
 # Relative `data_dir` and `log_dir` paths resolve here. Mount a volume on it
 # to keep the data.
 WORKDIR /var/lib/pygmy
-# The default ports: frontend 8010, then catalog-a, order-a, catalog-b,
-# order-b.
-EXPOSE 8010-8014
+# The default ports: frontend 8010, then the replicas 8011 to 8016.
+EXPOSE 8010-8016
 # With no arguments, the binary runs the embedded topology on 127.0.0.1,
 # which only the container itself can reach. Pass --config and --node.
-ENTRYPOINT ["pygmy-server"]
+ENTRYPOINT ["/pygmy-server"]

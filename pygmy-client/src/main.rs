@@ -57,6 +57,20 @@ enum Command {
     /// List, add or remove the replicas of a raft service while it serves:
     /// `pygmy-client members --service catalog list`.
     Members(MembersArgs),
+    /// Every node of a topology at a glance: health, raft role, term,
+    /// leader, applied index and lag, cache hit rate, requests per second.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+struct StatusArgs {
+    /// The topology file naming the nodes (default: the default local
+    /// topology).
+    #[arg(long)]
+    topology: Option<PathBuf>,
+    /// The time between the two samples that give requests per second.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    interval: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -235,16 +249,57 @@ async fn execute(cli: Cli) -> Result<(), Failure> {
         }
         Command::Load(args) => run_load(&store, args, cli.json).await?,
         Command::Members(args) => run_members(args, cli.json).await?,
+        Command::Status(args) => run_status(args, cli.json).await?,
     }
     Ok(())
 }
 
-async fn run_members(args: MembersArgs, json: bool) -> Result<(), Failure> {
-    let topology = match &args.topology {
+/// The topology at `path` (default: the default local one), and client
+/// options with its cluster token: `PYGMY_TOKEN`, the topology's `token`,
+/// or the one the nodes keep in its `token_file` (read from the directory
+/// the command runs in, as the nodes do).
+fn cluster(path: Option<&std::path::Path>) -> Result<(Topology, ClientOptions), Failure> {
+    let mut topology = match path {
         Some(path) => Topology::load(path).map_err(|e| fail(e.to_string()))?,
         None => Topology::default_local(),
     };
-    let admin = Admin::of(&topology, args.service, &ClientOptions::default())?;
+    let from_env = std::env::var(pygmy_core::topology::TOKEN_ENV).ok();
+    topology
+        .resolve_token(from_env, false)
+        .map_err(|e| fail(e.to_string()))?;
+    let options = ClientOptions {
+        token: topology.token.clone(),
+        ..ClientOptions::default()
+    };
+    Ok((topology, options))
+}
+
+async fn run_status(args: StatusArgs, json: bool) -> Result<(), Failure> {
+    let (topology, _) = cluster(args.topology.as_deref())?;
+    let rows = pygmy_client::tools::status::status(&topology, args.interval).await;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).unwrap_or_default()
+        );
+    } else {
+        print!("{}", pygmy_client::tools::status::StatusTable(&rows));
+    }
+    let down: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.error.is_some())
+        .map(|r| r.node.as_str())
+        .collect();
+    if down.is_empty() {
+        Ok(())
+    } else {
+        Err(fail(format!("unreachable: {}", down.join(", "))))
+    }
+}
+
+async fn run_members(args: MembersArgs, json: bool) -> Result<(), Failure> {
+    let (topology, options) = cluster(args.topology.as_deref())?;
+    let admin = Admin::of(&topology, args.service, &options)?;
     let (members, outcome) = match &args.action {
         MemberAction::List => (admin.list().await?, Ok(())),
         MemberAction::Add { name, url, wait } => {
@@ -321,11 +376,8 @@ async fn run_load(store: &Client, args: LoadArgs, json: bool) -> Result<(), Fail
     // Fail fast, with one clear line, if the store is not there.
     store.search(&config.topics[0]).await?;
     let checker = if args.check {
-        let urls = match &args.topology {
-            Some(path) => ReplicaUrls::of(&Topology::load(path).map_err(|e| fail(e.to_string()))?),
-            None => ReplicaUrls::default_local(),
-        };
-        Some(Checker::before(&urls, &ClientOptions::default()).await?)
+        let (topology, options) = cluster(args.topology.as_deref())?;
+        Some(Checker::before(&ReplicaUrls::of(&topology), &options).await?)
     } else {
         None
     };

@@ -4,7 +4,7 @@
 use pygmy_core::api::routes::{CatalogRoute, FrontendRoute, MemberRoute, NodeRoute, OrderRoute};
 use pygmy_core::api::{
     BuyResponse, HealthResponse, Invalidation, ItemUpdate, ItemsResponse, LeaseGrant,
-    MembersResponse, NewMember, OrdersResponse, SalesResponse, UpdateResponse,
+    MembersResponse, NewMember, OrderPage, OrdersResponse, SalesResponse, UpdateResponse,
 };
 use pygmy_core::balance::Probe;
 use pygmy_core::replication::Members;
@@ -141,11 +141,23 @@ impl OrderClient {
         Ok(response.order.id)
     }
 
-    /// Every order this replica holds (`GET /orders`).
+    /// Every order this replica holds, with its idempotency key
+    /// (`GET /ledger`, internal: the client needs the cluster token).
     pub async fn orders(&self) -> Result<Vec<Order>, ClientError> {
-        let request = self.http.request(&OrderRoute::Orders, &[]);
+        let request = self.http.request(&OrderRoute::Ledger, &[]);
         let response: OrdersResponse = self.http.send(request).await?;
         Ok(response.order)
+    }
+
+    /// A page of orders, without their keys (`GET /orders?after=&limit=`,
+    /// public): those with an id above `after`, at most `limit`.
+    pub async fn orders_page(&self, after: OrderId, limit: u64) -> Result<OrderPage, ClientError> {
+        let (after, limit) = (after.0.to_string(), limit.to_string());
+        let request = self.http.request(
+            &OrderRoute::Orders,
+            &[("after", after.as_str()), ("limit", limit.as_str())],
+        );
+        self.http.send(request).await
     }
 
     /// `GET /health`.

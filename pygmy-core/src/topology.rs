@@ -129,9 +129,16 @@ pub struct Topology {
     /// Where each node writes `<name>.log`.
     #[serde(default = "Topology::default_log_dir")]
     pub log_dir: PathBuf,
-    /// The cluster token internal endpoints demand (none: open).
+    /// The cluster token internal endpoints demand. When neither this nor
+    /// `PYGMY_TOKEN` sets one, the nodes use the one kept in `token_file`,
+    /// generated at first start if every node listens on loopback (see
+    /// [`Topology::resolve_token`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// Where a generated cluster token is kept (default
+    /// `data/cluster.token`, beside the default data dirs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
     /// A TOML file of books to start the catalog with (default: the seed's
     /// seven). Relative to the topology file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -154,6 +161,15 @@ pub struct Topology {
     /// Longest time to receive a request, in milliseconds.
     #[serde(default = "Topology::default_read_timeout_ms")]
     pub read_timeout_ms: u64,
+    /// Most connections a node keeps open at once (more wait in the
+    /// kernel's backlog). 4,096 by default.
+    #[serde(default = "Topology::default_max_connections")]
+    pub max_connections: usize,
+    /// Most bytes of request bodies a node holds at once, over all its
+    /// connections (a request that finds no room within half of
+    /// `read_timeout_ms` is answered 503). 64 MiB by default; never less than the largest body.
+    #[serde(default = "Topology::default_max_body_in_flight_bytes")]
+    pub max_body_in_flight_bytes: usize,
     /// How long, in seconds, a `raft` replica keeps the record of each op
     /// (what makes a retry with the same key or op id harmless); older
     /// records are deleted, so the database grows with the books and
@@ -203,6 +219,91 @@ pub enum ConfigError {
     /// No node of that name.
     #[error("no node named {0:?} in the topology")]
     UnknownNode(String),
+    /// Nodes listen beyond loopback, and no cluster token is set.
+    #[error(
+        "{0} listens on a non-loopback address and the cluster has no token: \
+         set `token` in the topology or PYGMY_TOKEN in the environment \
+         (every node must have the same one)"
+    )]
+    NoToken(String),
+    /// The token file could not be read or written.
+    #[error("the cluster token file {path}: {source}")]
+    TokenFile {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Where a node's cluster token came from ([`Topology::resolve_token`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    /// `token` in the topology.
+    Topology,
+    /// The environment (`PYGMY_TOKEN`).
+    Environment,
+    /// The token file, written at an earlier start.
+    File(PathBuf),
+    /// The token file, written now: this is the cluster's first start.
+    Generated(PathBuf),
+}
+
+/// The environment variable that sets the cluster token (over the
+/// topology's).
+pub const TOKEN_ENV: &str = "PYGMY_TOKEN";
+
+/// The token in `path`, if the file exists.
+fn read_token(path: &Path) -> Result<Option<String>, ConfigError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) if text.trim().is_empty() => Err(ConfigError::TokenFile {
+            path: path.display().to_string(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, "the file is empty"),
+        }),
+        Ok(text) => Ok(Some(text.trim().to_owned())),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(ConfigError::TokenFile {
+            path: path.display().to_string(),
+            source,
+        }),
+    }
+}
+
+/// Writes a new random token to `path`, unless another node of the cluster
+/// wrote one first: the token is written whole to a draft file of its own, then linked to `path`, which fails if `path` exists; the loser
+/// reads the winner's. Answers the token in `path`.
+fn write_new_token(path: &Path) -> Result<String, ConfigError> {
+    use std::io::Write;
+    let failed = |source| ConfigError::TokenFile {
+        path: path.display().to_string(),
+        source,
+    };
+    // 244 random bits, as 64 hex digits.
+    let token = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(failed)?;
+    }
+    let draft = path.with_extension(format!("new-{}", uuid::Uuid::new_v4().simple()));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let written = options.open(&draft).and_then(|mut file| {
+        file.write_all(format!("{token}\n").as_bytes())?;
+        file.sync_all()
+    });
+    let linked = written.and_then(|()| std::fs::hard_link(&draft, path));
+    let _ = std::fs::remove_file(&draft);
+    match linked {
+        Ok(()) => Ok(token),
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => read_token(path)?
+            .ok_or_else(|| failed(std::io::Error::from(std::io::ErrorKind::NotFound))),
+        Err(err) => Err(failed(err)),
+    }
 }
 
 /// The books of a catalog file: `[[book]]` tables.
@@ -221,6 +322,12 @@ impl Topology {
     }
     fn default_read_timeout_ms() -> u64 {
         10_000
+    }
+    fn default_max_connections() -> usize {
+        4096
+    }
+    fn default_max_body_in_flight_bytes() -> usize {
+        64 * 1024 * 1024
     }
     fn default_raft_snapshot_every() -> u64 {
         5_000
@@ -253,6 +360,7 @@ impl Topology {
         Topology {
             log_dir: Self::default_log_dir(),
             token: None,
+            token_file: None,
             catalog_file: None,
             replication: Replication::default(),
             store: StoreKind::default(),
@@ -260,6 +368,8 @@ impl Topology {
             cache: CacheConfig::default(),
             max_body_bytes: Self::default_max_body(),
             read_timeout_ms: Self::default_read_timeout_ms(),
+            max_connections: Self::default_max_connections(),
+            max_body_in_flight_bytes: Self::default_max_body_in_flight_bytes(),
             op_retention_s: Self::default_op_retention_s(),
             raft_snapshot_every: Self::default_raft_snapshot_every(),
             raft_keep_logs: Self::default_raft_keep_logs(),
@@ -380,6 +490,11 @@ impl Topology {
                 Self::MIN_OP_RETENTION_S
             )));
         }
+        if self.max_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "max_connections is 0: no one could connect".to_owned(),
+            ));
+        }
         if self.token.as_deref().is_some_and(|t| t.trim().is_empty()) {
             return Err(ConfigError::Invalid("the token is empty".to_owned()));
         }
@@ -416,6 +531,53 @@ impl Topology {
         catalogs
             .get(position % catalogs.len().max(1))
             .map(|c| c.name.clone())
+    }
+
+    /// Where a generated cluster token is kept.
+    pub fn token_file(&self) -> PathBuf {
+        self.token_file
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("data").join("cluster.token"))
+    }
+
+    /// Sets [`Topology::token`] to the cluster token every node uses, and
+    /// says where it came from: `from_env` (the value of `PYGMY_TOKEN`, if
+    /// set and not blank), else the topology's `token`, else the token
+    /// file. With none of them, a topology whose nodes all listen on
+    /// loopback gets a new random token, written to the token file (mode
+    /// 0600) for the other nodes and the operator's tools; one with a
+    /// non-loopback address is refused, since its nodes on other hosts
+    /// could not share a generated token. With `generate` false (a client
+    /// tool), a missing token is `Ok(None)`.
+    pub fn resolve_token(
+        &mut self,
+        from_env: Option<String>,
+        generate: bool,
+    ) -> Result<Option<TokenSource>, ConfigError> {
+        if let Some(token) = from_env.filter(|t| !t.trim().is_empty()) {
+            self.token = Some(token.trim().to_owned());
+            return Ok(Some(TokenSource::Environment));
+        }
+        if self.token.is_some() {
+            return Ok(Some(TokenSource::Topology));
+        }
+        let path = self.token_file();
+        if let Some(token) = read_token(&path)? {
+            self.token = Some(token);
+            return Ok(Some(TokenSource::File(path)));
+        }
+        if !generate {
+            return Ok(None);
+        }
+        if let Some(node) = self.nodes.iter().find(|n| !n.addr.ip().is_loopback()) {
+            return Err(ConfigError::NoToken(format!(
+                "{} ({})",
+                node.name, node.addr
+            )));
+        }
+        let token = write_new_token(&path)?;
+        self.token = Some(token);
+        Ok(Some(TokenSource::Generated(path)))
     }
 
     /// The data directory of `node`.
@@ -481,6 +643,79 @@ mod tests {
         let bad = "[[book]]\ncost = -3\ncount = 4\nid = 9\ntitle = \"T\"\ntopic = \"t\"\n";
         std::fs::write(dir.path().join("books.toml"), bad).expect("write");
         assert!(loaded.books().is_err());
+    }
+
+    fn local_in(dir: &Path) -> Topology {
+        let mut topology = Topology::default_local();
+        topology.token_file = Some(dir.join("data").join("cluster.token"));
+        topology
+    }
+
+    #[test]
+    fn a_token_is_generated_at_first_start_and_kept_for_every_node() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut client = local_in(dir.path());
+        assert_eq!(client.resolve_token(None, false).expect("resolve"), None);
+        let mut first = local_in(dir.path());
+        let source = first.resolve_token(None, true).expect("generate");
+        assert!(
+            matches!(source, Some(TokenSource::Generated(_))),
+            "{source:?}"
+        );
+        let token = first.token.clone().expect("a token");
+        assert_eq!(token.len(), 64);
+        let mut second = local_in(dir.path());
+        let source = second.resolve_token(None, true).expect("read");
+        assert!(matches!(source, Some(TokenSource::File(_))), "{source:?}");
+        assert_eq!(second.token.as_deref(), Some(token.as_str()));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(first.token_file())
+                .expect("stat")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let mut set = local_in(dir.path());
+        set.token = Some("from-the-file".into());
+        set.resolve_token(Some("from-env".into()), true)
+            .expect("env");
+        assert_eq!(set.token.as_deref(), Some("from-env"));
+        set.resolve_token(Some("  ".into()), true)
+            .expect("blank env");
+        assert_eq!(set.token.as_deref(), Some("from-env"));
+    }
+
+    #[test]
+    fn nodes_racing_at_first_start_agree_on_one_token() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("cluster.token");
+        let tokens: Vec<String> = std::thread::scope(|s| {
+            let racers: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| write_new_token(&path).expect("token")))
+                .collect();
+            racers
+                .into_iter()
+                .map(|r| r.join().expect("join"))
+                .collect()
+        });
+        assert!(tokens.iter().all(|t| *t == tokens[0]), "{tokens:?}");
+    }
+
+    #[test]
+    fn a_cluster_beyond_loopback_needs_a_token() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut open = local_in(dir.path());
+        open.nodes[1].addr = SocketAddr::from(([0, 0, 0, 0], 8011));
+        let refused = open.resolve_token(None, true);
+        assert!(
+            matches!(refused, Err(ConfigError::NoToken(ref node)) if node.contains("catalog-a"))
+        );
+        assert!(!open.token_file().exists());
+        open.resolve_token(Some("shared".into()), true)
+            .expect("env token");
+        assert_eq!(open.token.as_deref(), Some("shared"));
     }
 
     #[test]

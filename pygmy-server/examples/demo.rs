@@ -55,6 +55,7 @@ async fn demo(args: Args) -> Result<(), String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let mut topology = Topology::default_local();
     topology.log_dir = dir.path().join("logs");
+    topology.token_file = Some(dir.path().join(topology.token_file()));
     for node in &mut topology.nodes {
         if let Some(data) = &node.data_dir {
             node.data_dir = Some(dir.path().join(data));
@@ -68,7 +69,13 @@ async fn demo(args: Args) -> Result<(), String> {
     cluster.wait_healthy(Duration::from_secs(10)).await?;
 
     let store = Client::new("http://127.0.0.1:8010").map_err(|e| e.to_string())?;
-    let checker = Checker::before(&ReplicaUrls::default_local(), &ClientOptions::default())
+    // The checker reads every replica through internal endpoints, with the
+    // token the cluster generated at its start.
+    let options = ClientOptions {
+        token: cluster.topology().token.clone(),
+        ..ClientOptions::default()
+    };
+    let checker = Checker::before(&ReplicaUrls::of(cluster.topology()), &options)
         .await
         .map_err(|e| e.to_string())?;
     let config = LoadConfig {

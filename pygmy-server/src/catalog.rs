@@ -375,7 +375,8 @@ impl Handler for CatalogNode {
         self.replica.is_ready()
     }
 
-    fn metrics(&self, out: &mut Metrics) {
+    async fn metrics(&self, out: &mut Metrics) {
+        self.replica.write_metrics(out).await;
         out.counter(
             "pygmy_catalog_reads_total",
             "Reads of books served.",

@@ -281,7 +281,7 @@ impl Handler for FrontendNode {
         &self.identity
     }
 
-    fn metrics(&self, out: &mut Metrics) {
+    async fn metrics(&self, out: &mut Metrics) {
         let c = &self.counters;
         let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
         out.counter(

@@ -18,6 +18,8 @@
 //! - [`pusher`]: a catalog replica's invalidation pushes to one frontend,
 //!   those that wait while one is under way sent together.
 //! - [`logging`]: stdout and one log file per node.
+//! - [`probe`]: `--probe`, a node's health asked with no runtime (a
+//!   container's health check).
 //! - `testing` (feature `testing`): a real cluster on loopback, and
 //!   network namespaces, for tests (this crate's and the client's).
 //!
@@ -32,6 +34,7 @@ pub mod http;
 pub mod logging;
 pub mod node;
 pub mod order;
+pub mod probe;
 pub mod pusher;
 pub mod replica;
 #[cfg(feature = "testing")]

@@ -27,11 +27,21 @@ struct Args {
     #[arg(long, short, env = "PYGMY_CONFIG")]
     config: Option<PathBuf>,
     /// Run only this node of the topology (default: all of them).
-    #[arg(long, short)]
+    #[arg(long, short, env = "PYGMY_NODE")]
     node: Option<String>,
     /// Print the topology (the default one, or --config's) as TOML and exit.
     #[arg(long)]
     print_config: bool,
+    /// Print the cluster token the nodes use and exit: PYGMY_TOKEN, the
+    /// topology's `token`, or the one kept in its `token_file` (generated
+    /// now if the cluster has none yet and runs on loopback).
+    #[arg(long)]
+    print_token: bool,
+    /// Ask the node (--node, on its address in the topology) for its
+    /// `/health` and exit 0 if it serves, 1 if not: a container's health
+    /// check, in an image with no other program.
+    #[arg(long, requires = "node")]
+    probe: bool,
 }
 
 fn main() -> ExitCode {
@@ -50,6 +60,33 @@ fn main() -> ExitCode {
     if args.print_config {
         print!("{}", topology.to_toml());
         return ExitCode::SUCCESS;
+    }
+    if args.probe {
+        let name = args.node.as_deref().unwrap_or_default();
+        let Some(node) = topology.node(name) else {
+            eprintln!("pygmy-server: no node named {name:?} in the topology");
+            return ExitCode::from(2);
+        };
+        return match pygmy_server::probe::health(node.addr, std::time::Duration::from_secs(2)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("pygmy-server: {name} at {}: {err}", node.addr);
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if args.print_token {
+        let mut topology = topology;
+        return match pygmy_server::node::resolve_token(&mut topology) {
+            Ok(_) => {
+                println!("{}", topology.token.unwrap_or_default());
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("pygmy-server: {err}");
+                ExitCode::from(2)
+            }
+        };
     }
     let nodes: Vec<String> = match &args.node {
         Some(name) if topology.node(name).is_none() => {

@@ -23,7 +23,8 @@ use pygmy_core::replication::broadcast::{Broadcast, BroadcastConfig};
 use pygmy_core::replication::raft::{self, RaftConfig, RaftReplicator};
 use pygmy_core::replication::Replicator;
 use pygmy_core::topology::{
-    BalancerKind, ConfigError, NodeConfig, Replication, Role, StoreKind, Topology,
+    BalancerKind, ConfigError, NodeConfig, Replication, Role, StoreKind, TokenSource, Topology,
+    TOKEN_ENV,
 };
 use pygmy_core::StoreError;
 use tokio::net::TcpListener;
@@ -64,6 +65,22 @@ pub enum NodeError {
     },
 }
 
+/// Sets `topology`'s cluster token ([`Topology::resolve_token`], with
+/// `PYGMY_TOKEN` from the environment), generating one at the first start
+/// of a loopback cluster; a cluster beyond loopback without one is
+/// refused. Every node runs with a token.
+pub fn resolve_token(topology: &mut Topology) -> Result<Option<TokenSource>, ConfigError> {
+    let from_env = std::env::var(TOKEN_ENV).ok();
+    let source = topology.resolve_token(from_env, true)?;
+    if let Some(TokenSource::Generated(path)) = &source {
+        tracing::info!(
+            file = %path.display(),
+            "generated the cluster token (`pygmy-server --print-token` shows it)"
+        );
+    }
+    Ok(source)
+}
+
 /// Binds a node's address.
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, NodeError> {
     TcpListener::bind(addr)
@@ -100,6 +117,8 @@ fn client_options(topology: &Topology) -> ClientOptions {
 
 fn limits(topology: &Topology) -> Limits {
     Limits {
+        max_connections: topology.max_connections,
+        max_body_in_flight: topology.max_body_in_flight_bytes,
         max_body: topology.max_body_bytes,
         max_internal_body: Limits::default()
             .max_internal_body
@@ -358,6 +377,14 @@ pub async fn run_node(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), NodeError> {
+    let mut resolved;
+    let topology = if topology.token.is_some() {
+        topology
+    } else {
+        resolved = topology.clone();
+        resolve_token(&mut resolved)?;
+        &resolved
+    };
     let node = topology
         .node(name)
         .ok_or_else(|| ConfigError::UnknownNode(name.to_owned()))?;
@@ -365,6 +392,7 @@ pub async fn run_node(
         name: node.name.clone(),
         role: node.role,
         token: topology.token.clone(),
+        data_dir: (node.role != Role::Frontend).then(|| topology.data_dir(node)),
     };
     let limits = limits(topology);
     let addr = listener.local_addr().map_err(|source| NodeError::Bind {

@@ -14,12 +14,12 @@ use async_trait::async_trait;
 use http::StatusCode;
 use pygmy_client::CatalogClient;
 use pygmy_core::api::routes::OrderRoute;
-use pygmy_core::api::{BuyResponse, OrdersResponse, Sale};
+use pygmy_core::api::{BuyResponse, OrderPage, OrdersResponse, Sale};
 use pygmy_core::balance::ReplicaSet;
 use pygmy_core::journal::Op;
 use pygmy_core::order::{OrderCommand, OrderMachine, OrderOutcome, OrderStore};
 use pygmy_core::replication::Replicator;
-use pygmy_core::types::{IdempotencyKey, ItemId, Order};
+use pygmy_core::types::{IdempotencyKey, ItemId, Order, OrderId};
 
 use crate::http::{json, ApiError, ApiResult, Handler, Identity, Metrics, Request};
 use crate::replica::Replica;
@@ -256,6 +256,28 @@ impl OrderNode {
     }
 }
 
+impl OrderNode {
+    /// `GET /orders?after=&limit=`: a page of orders, fresh, without keys.
+    async fn page(&self, req: &Request) -> ApiResult {
+        let after = req.number("after")?.unwrap_or(0);
+        let limit = req.number("limit")?.unwrap_or(OrderPage::DEFAULT_LIMIT);
+        if !(1..=OrderPage::MAX_LIMIT).contains(&limit) {
+            return Err(ApiError::bad_request(format!(
+                "limit must be from 1 to {}",
+                OrderPage::MAX_LIMIT
+            )));
+        }
+        // Both fit: `number` takes at most 2^63 - 1, and limit at most 1,000.
+        let (after, limit) = (
+            OrderId(i64::try_from(after).unwrap_or(i64::MAX)),
+            usize::try_from(limit).unwrap_or(1),
+        );
+        self.replica.ready_to_read().await?;
+        let orders = self.store.orders_after(after, limit).await?;
+        Ok(json(StatusCode::OK, &OrderPage::new(orders, limit)))
+    }
+}
+
 #[async_trait]
 impl Handler for OrderNode {
     type Route = OrderRoute;
@@ -263,7 +285,8 @@ impl Handler for OrderNode {
     async fn handle(&self, route: OrderRoute, req: Request) -> ApiResult {
         match route {
             OrderRoute::Buy(item) => self.buy(&req, item).await,
-            OrderRoute::Orders => {
+            OrderRoute::Orders => self.page(&req).await,
+            OrderRoute::Ledger => {
                 self.replica.ready_to_read().await?;
                 let orders = self.store.orders().await?;
                 Ok(json(StatusCode::OK, &OrdersResponse::new(orders)))
@@ -283,7 +306,8 @@ impl Handler for OrderNode {
         self.replica.is_ready()
     }
 
-    fn metrics(&self, out: &mut Metrics) {
+    async fn metrics(&self, out: &mut Metrics) {
+        self.replica.write_metrics(out).await;
         out.counter(
             "pygmy_order_reconciled_total",
             "Orders recorded for sales that had none.",

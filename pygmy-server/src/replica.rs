@@ -8,9 +8,9 @@ use http::StatusCode;
 use pygmy_core::api::routes::MemberRoute;
 use pygmy_core::api::{Envelope, MembersResponse, NewMember};
 use pygmy_core::journal::{Machine, Op};
-use pygmy_core::replication::{MemberChange, Replicator};
+use pygmy_core::replication::{MemberChange, ReplicaStatus, Replicator};
 
-use crate::http::{json, json_bytes, ApiError, ApiResult, Identity, Request};
+use crate::http::{json, json_bytes, ApiError, ApiResult, Identity, Metrics, Request};
 
 /// One replica of a backend service, as its handler uses it.
 pub struct Replica<M: Machine> {
@@ -94,10 +94,104 @@ impl<M: Machine> Replica<M> {
         Ok(json(StatusCode::OK, &answer))
     }
 
+    /// Its replication state (none with `broadcast`).
+    pub fn status(&self) -> Option<ReplicaStatus> {
+        self.replicator.status()
+    }
+
+    /// Its figures for `/metrics`: raft state, and the bytes its data dir
+    /// holds.
+    pub async fn write_metrics(&self, out: &mut Metrics) {
+        if let Some(status) = self.status() {
+            write_raft(&status, out);
+        }
+        if let Some(dir) = self.identity.data_dir.clone() {
+            // A few files' sizes, off the async threads.
+            if let Ok(bytes) = tokio::task::spawn_blocking(move || dir_bytes(&dir)).await {
+                out.gauge(
+                    "pygmy_store_bytes",
+                    "Bytes in the replica's data dir (database, raft log, snapshots).",
+                    bytes,
+                );
+            }
+        }
+    }
+
     /// `POST /replication/<rpc>` (internal, token already checked): a
     /// peer's call to the replicator.
     pub async fn replication_call(&self, rpc: &str, req: &Request) -> ApiResult {
         let answer = self.replicator.handle(rpc, &req.body).await?;
         Ok(json_bytes(StatusCode::OK, answer.into()))
     }
+}
+
+/// The raft state of a replica as Prometheus samples.
+fn write_raft(status: &ReplicaStatus, out: &mut Metrics) {
+    for state in ["leader", "follower", "candidate", "learner", "shutdown"] {
+        out.gauge_with(
+            "pygmy_raft_state",
+            "1 for the replica's raft state, 0 for the others.",
+            &[("state", state)],
+            u64::from(status.state == state),
+        );
+    }
+    out.gauge("pygmy_raft_term", "The current raft term.", status.term);
+    if let Some(leader) = &status.leader {
+        out.gauge_with(
+            "pygmy_raft_leader",
+            "1, labelled with the leader this replica knows.",
+            &[("leader", leader)],
+            1,
+        );
+    }
+    out.gauge(
+        "pygmy_raft_last_log_index",
+        "The index of the replica's last log entry.",
+        status.last_log,
+    );
+    if let Some(committed) = status.committed {
+        out.gauge(
+            "pygmy_raft_committed_index",
+            "On the leader: the highest index a majority of voters holds.",
+            committed,
+        );
+    }
+    out.gauge(
+        "pygmy_raft_applied_index",
+        "The index of the last entry the replica applied.",
+        status.applied,
+    );
+    out.gauge(
+        "pygmy_raft_snapshot_index",
+        "The index the replica's last snapshot covers (0: none).",
+        status.snapshot.unwrap_or(0),
+    );
+    out.gauge(
+        "pygmy_raft_purged_index",
+        "The index up to which the replica dropped its log behind a snapshot.",
+        status.purged.unwrap_or(0),
+    );
+    for (follower, lag) in &status.followers {
+        out.gauge_with(
+            "pygmy_raft_follower_lag_entries",
+            "On the leader: entries of its log a member has not acknowledged.",
+            &[("follower", follower)],
+            *lag,
+        );
+    }
+}
+
+/// The bytes of the files in `dir` and below (0 if it cannot be read).
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.metadata() {
+            Ok(meta) if meta.is_dir() => dir_bytes(&entry.path()),
+            Ok(meta) => meta.len(),
+            Err(_) => 0,
+        })
+        .sum()
 }

@@ -277,12 +277,14 @@ async fn a_slow_client_times_out() {
     topology.read_timeout_ms = 300;
     let cluster = pygmy_server::Cluster::start(topology).await.expect("start");
     let addr = cluster.topology().node("catalog-0").expect("node").addr;
+    // The token the cluster generated at its start (none was set).
+    let token = cluster.topology().token.clone().expect("a generated token");
     // Headers sent, then a body that never comes.
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    stream
-        .write_all(b"PUT /item/1 HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{")
-        .await
-        .expect("write");
+    let head = format!(
+        "PUT /item/1 HTTP/1.1\r\nhost: x\r\nx-pygmy-token: {token}\r\ncontent-length: 100\r\n\r\n{{"
+    );
+    stream.write_all(head.as_bytes()).await.expect("write");
     let mut answer = Vec::new();
     let read = tokio::time::timeout(
         std::time::Duration::from_secs(5),

@@ -93,7 +93,7 @@ fn replica_urls(cluster: &ProcessCluster) -> ReplicaUrls {
 
 /// The operator's membership commands for `role`'s replicas.
 fn admin(cluster: &ProcessCluster, role: Role) -> Admin {
-    Admin::of(cluster.topology(), role, &ClientOptions::default()).expect("admin")
+    Admin::of(cluster.topology(), role, &cluster.options()).expect("admin")
 }
 
 /// One scenario at a time: four clusters of processes and their 256
@@ -110,7 +110,7 @@ async fn under_faults(
     schedule: &[(u64, Fault)],
 ) -> Run {
     let replicas = replica_urls(cluster)
-        .clients(&ClientOptions::default())
+        .clients(&cluster.options())
         .expect("clients");
     let before = replicas.collect().await.expect("state before");
     let config = LoadConfig {
@@ -226,7 +226,7 @@ async fn under_faults(
     }
     // The replicas as they are now (some may have been added or removed).
     let replicas = replica_urls(cluster)
-        .clients(&ClientOptions::default())
+        .clients(&cluster.options())
         .expect("clients");
     let expected = Expected::baseline(&before);
     let mut violations = Vec::new();
@@ -658,10 +658,7 @@ async fn a_frontend_cut_off_from_the_catalog_serves_no_stale_lookup() {
     for catalog in &catalogs {
         cluster.cut("frontend", catalog);
     }
-    let options = pygmy_client::ClientOptions {
-        token: cluster.topology().token.clone(),
-        ..ClientOptions::default()
-    };
+    let options = cluster.options();
     let catalog =
         pygmy_client::CatalogClient::new(&cluster.url("catalog-0"), &options).expect("client");
     let update = pygmy_core::api::ItemUpdate {
@@ -768,10 +765,7 @@ async fn a_frozen_frontend_serves_no_stale_lookup_once_thawed() {
     let book = pygmy_core::types::ItemId(3);
     assert_eq!(store.lookup(book).await.expect("lookup").count, 100);
     cluster.freeze("frontend");
-    let options = pygmy_client::ClientOptions {
-        token: cluster.topology().token.clone(),
-        ..ClientOptions::default()
-    };
+    let options = cluster.options();
     let catalog =
         pygmy_client::CatalogClient::new(&cluster.url("catalog-0"), &options).expect("client");
     let update = pygmy_core::api::ItemUpdate {

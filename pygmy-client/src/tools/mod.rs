@@ -10,6 +10,7 @@
 //! - [`members`]: an operator's view and changes of a service's
 //!   membership.
 //! - [`plot`]: a run's figures as an SVG chart.
+//! - [`status`]: every node of a cluster at a glance.
 
 pub mod check;
 mod engine;
@@ -17,3 +18,4 @@ pub mod history;
 pub mod load;
 pub mod members;
 pub mod plot;
+pub mod status;

@@ -134,7 +134,66 @@ impl UpdateResponse {
     }
 }
 
-/// `GET /orders`: every order the replica holds, by id.
+/// An order as the public `GET /orders` shows it: without the idempotency
+/// key, which would let anyone replay another user's buy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublicOrder {
+    /// When the order was taken, RFC 3339 in UTC.
+    pub created: String,
+    /// The order's id.
+    pub id: OrderId,
+    /// The book that was bought.
+    pub item_id: ItemId,
+}
+
+impl From<Order> for PublicOrder {
+    fn from(order: Order) -> Self {
+        PublicOrder {
+            created: order.created,
+            id: order.id,
+            item_id: order.item_id,
+        }
+    }
+}
+
+/// `GET /orders?after=&limit=`: a page of orders, by ascending id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderPage {
+    /// Always `{}`.
+    pub message: Empty,
+    /// The orders with an id above `after`, at most `limit`.
+    pub order: Vec<PublicOrder>,
+    /// The `after` of the next page; `null` on the last page.
+    pub next_after: Option<OrderId>,
+    /// `status` and `validation_code`: `Success`, 200.
+    #[serde(flatten)]
+    pub envelope: Envelope,
+}
+
+impl OrderPage {
+    /// The largest page.
+    pub const MAX_LIMIT: u64 = 1_000;
+    /// The page size when none is asked for.
+    pub const DEFAULT_LIMIT: u64 = 100;
+
+    /// A 200 answer with `orders`, a page of at most `limit`.
+    pub fn new(orders: Vec<Order>, limit: usize) -> Self {
+        let next_after = if orders.len() >= limit {
+            orders.last().map(|o| o.id)
+        } else {
+            None
+        };
+        OrderPage {
+            message: Empty {},
+            order: orders.into_iter().map(PublicOrder::from).collect(),
+            next_after,
+            envelope: Envelope::OK,
+        }
+    }
+}
+
+/// `GET /ledger` (internal): every order the replica holds, by id, with
+/// its idempotency key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OrdersResponse {
     /// Always `{}`.

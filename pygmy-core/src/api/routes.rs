@@ -124,6 +124,10 @@ pub trait Route: Sized {
     /// Its access and body limit.
     fn info(&self) -> RouteInfo;
 
+    /// Its method and path pattern, as in `/metrics` (`GET /item/{id}`):
+    /// one per endpoint, whatever the parameters.
+    fn label(&self) -> &'static str;
+
     /// The method.
     fn method(&self) -> Method {
         self.target().0
@@ -190,6 +194,8 @@ pub enum NodeRoute<R> {
     Health,
     /// `GET /metrics`: Prometheus text.
     Metrics,
+    /// `GET /openapi.json`: the OpenAPI document of the node's role.
+    OpenApi,
     /// One of the role's own routes.
     Role(R),
 }
@@ -199,6 +205,7 @@ impl<R: Route> Route for NodeRoute<R> {
         match (method, path) {
             (&Method::GET, ["health"]) => Some(Ok(NodeRoute::Health)),
             (&Method::GET, ["metrics"]) => Some(Ok(NodeRoute::Metrics)),
+            (&Method::GET, ["openapi.json"]) => Some(Ok(NodeRoute::OpenApi)),
             _ => R::recognize(method, path).map(|r| r.map(NodeRoute::Role)),
         }
     }
@@ -207,14 +214,24 @@ impl<R: Route> Route for NodeRoute<R> {
         match self {
             NodeRoute::Health => (Method::GET, segments(&["health"])),
             NodeRoute::Metrics => (Method::GET, segments(&["metrics"])),
+            NodeRoute::OpenApi => (Method::GET, segments(&["openapi.json"])),
             NodeRoute::Role(route) => route.target(),
         }
     }
 
     fn info(&self) -> RouteInfo {
         match self {
-            NodeRoute::Health | NodeRoute::Metrics => RouteInfo::PUBLIC,
+            NodeRoute::Health | NodeRoute::Metrics | NodeRoute::OpenApi => RouteInfo::PUBLIC,
             NodeRoute::Role(route) => route.info(),
+        }
+    }
+
+    fn label(&self) -> &'static str {
+        match self {
+            NodeRoute::Health => "GET /health",
+            NodeRoute::Metrics => "GET /metrics",
+            NodeRoute::OpenApi => "GET /openapi.json",
+            NodeRoute::Role(route) => route.label(),
         }
     }
 }
@@ -263,6 +280,15 @@ impl Route for FrontendRoute {
             FrontendRoute::Invalidate => RouteInfo::REPLICATION,
         }
     }
+
+    fn label(&self) -> &'static str {
+        match self {
+            FrontendRoute::Lookup => "GET /lookup",
+            FrontendRoute::Search => "GET /search",
+            FrontendRoute::Buy => "GET /buy",
+            FrontendRoute::Invalidate => "POST /invalidate",
+        }
+    }
 }
 
 /// The membership endpoints of a backend replica (catalog or order), all
@@ -304,6 +330,14 @@ impl MemberRoute {
             MemberRoute::List => (Method::GET, segments(&["members"])),
             MemberRoute::Add => (Method::POST, segments(&["members"])),
             MemberRoute::Remove(name) => (Method::DELETE, vec!["members".into(), name.clone()]),
+        }
+    }
+
+    fn label(&self) -> &'static str {
+        match self {
+            MemberRoute::List => "GET /members",
+            MemberRoute::Add => "POST /members",
+            MemberRoute::Remove(_) => "DELETE /members/{name}",
         }
     }
 }
@@ -382,6 +416,20 @@ impl Route for CatalogRoute {
             CatalogRoute::Propagate | CatalogRoute::Replication(_) => RouteInfo::REPLICATION,
         }
     }
+
+    fn label(&self) -> &'static str {
+        match self {
+            CatalogRoute::Items => "GET /item",
+            CatalogRoute::Item(_) => "GET /item/{id}",
+            CatalogRoute::Update(_) => "PUT /item/{id}",
+            CatalogRoute::Sell(_) => "POST /item/{id}/sell",
+            CatalogRoute::Propagate => "PUT /item/propagate/{any}",
+            CatalogRoute::Sales => "GET /sales",
+            CatalogRoute::Lease => "GET /lease",
+            CatalogRoute::Replication(_) => "POST /replication/{rpc}",
+            CatalogRoute::Members(route) => route.label(),
+        }
+    }
 }
 
 /// An order replica's endpoints.
@@ -390,8 +438,12 @@ pub enum OrderRoute {
     /// `GET /buy/<item>`: buy one copy (under the request's idempotency
     /// key, if it has one).
     Buy(ItemId),
-    /// `GET /orders`: every order.
+    /// `GET /orders?after=&limit=`: a page of orders, without their
+    /// idempotency keys.
     Orders,
+    /// `GET /ledger` (internal): every order with its idempotency key, for
+    /// the operator's checks.
+    Ledger,
     /// `PUT /update` (internal): the seed's propagation endpoint, here a
     /// shipment of ops (`broadcast`).
     Propagate,
@@ -406,6 +458,7 @@ impl Route for OrderRoute {
         Some(match (method, path) {
             (&Method::GET, ["buy", id]) => item(id, OrderRoute::Buy),
             (&Method::GET, ["orders"]) => Ok(OrderRoute::Orders),
+            (&Method::GET, ["ledger"]) => Ok(OrderRoute::Ledger),
             (&Method::PUT, ["update"]) => Ok(OrderRoute::Propagate),
             (&Method::POST, ["replication", rpc]) => Ok(OrderRoute::Replication((*rpc).to_owned())),
             _ => return MemberRoute::recognize(method, path).map(|r| r.map(OrderRoute::Members)),
@@ -416,6 +469,7 @@ impl Route for OrderRoute {
         match self {
             OrderRoute::Buy(id) => (Method::GET, vec!["buy".into(), id.to_string()]),
             OrderRoute::Orders => (Method::GET, segments(&["orders"])),
+            OrderRoute::Ledger => (Method::GET, segments(&["ledger"])),
             OrderRoute::Propagate => (Method::PUT, segments(&["update"])),
             OrderRoute::Replication(rpc) => (Method::POST, vec!["replication".into(), rpc.clone()]),
             OrderRoute::Members(route) => route.target(),
@@ -425,8 +479,19 @@ impl Route for OrderRoute {
     fn info(&self) -> RouteInfo {
         match self {
             OrderRoute::Buy(_) | OrderRoute::Orders => RouteInfo::PUBLIC,
-            OrderRoute::Members(_) => RouteInfo::INTERNAL,
+            OrderRoute::Ledger | OrderRoute::Members(_) => RouteInfo::INTERNAL,
             OrderRoute::Propagate | OrderRoute::Replication(_) => RouteInfo::REPLICATION,
+        }
+    }
+
+    fn label(&self) -> &'static str {
+        match self {
+            OrderRoute::Buy(_) => "GET /buy/{id}",
+            OrderRoute::Orders => "GET /orders",
+            OrderRoute::Ledger => "GET /ledger",
+            OrderRoute::Propagate => "PUT /update",
+            OrderRoute::Replication(_) => "POST /replication/{rpc}",
+            OrderRoute::Members(route) => route.label(),
         }
     }
 }
@@ -469,6 +534,7 @@ mod tests {
         round_trip(&[
             OrderRoute::Buy(ItemId(2)),
             OrderRoute::Orders,
+            OrderRoute::Ledger,
             OrderRoute::Propagate,
             OrderRoute::Replication("ship".into()),
             OrderRoute::Members(MemberRoute::Remove("order_9".into())),

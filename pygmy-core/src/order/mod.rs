@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
 use crate::journal::{Journal, Machine, OpId};
-use crate::types::{IdempotencyKey, ItemId, Order};
+use crate::types::{IdempotencyKey, ItemId, Order, OrderId};
 
 /// A change to the orders.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,4 +89,14 @@ pub trait OrderStore: Journal<OrderMachine> {
 
     /// Every order, by ascending id.
     async fn orders(&self) -> Result<Vec<Order>, StoreError>;
+
+    /// The orders with an id above `after`, by ascending id, at most
+    /// `limit`. The default reads every order: a store that can seek
+    /// should.
+    async fn orders_after(&self, after: OrderId, limit: usize) -> Result<Vec<Order>, StoreError> {
+        let mut orders = self.orders().await?;
+        orders.retain(|o| o.id > after);
+        orders.truncate(limit);
+        Ok(orders)
+    }
 }

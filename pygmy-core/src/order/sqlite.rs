@@ -80,4 +80,18 @@ impl OrderStore for SqliteOrders {
         })
         .await
     }
+
+    async fn orders_after(&self, after: OrderId, limit: usize) -> Result<Vec<Order>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            let orders = conn
+                .prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM orders WHERE id > ?1 ORDER BY id LIMIT ?2"
+                ))?
+                .query_map(params![after.0, limit], order_from_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(orders)
+        })
+        .await
+    }
 }

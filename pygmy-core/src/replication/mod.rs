@@ -101,6 +101,11 @@ pub trait Replicator<M: Machine>: Send + Sync {
         Ok(())
     }
 
+    /// This replica's replication state, if the backend has one to tell.
+    fn status(&self) -> Option<ReplicaStatus> {
+        None
+    }
+
     /// The replicas of the service, as its leader knows them. The default:
     /// a backend with a fixed set of replicas (its topology) refuses.
     async fn members(&self) -> Result<Members, ReplicationError> {
@@ -114,6 +119,33 @@ pub trait Replicator<M: Machine>: Send + Sync {
         let _ = change;
         Err(fixed_membership())
     }
+}
+
+/// A replica's view of its replication, for `/metrics` and
+/// `pygmy-client status` (backends with consensus; `broadcast` has none).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplicaStatus {
+    /// `leader`, `follower`, `candidate`, `learner` or `shutdown`.
+    pub state: &'static str,
+    /// The current term.
+    pub term: u64,
+    /// The leader it knows, by name.
+    pub leader: Option<String>,
+    /// The index of its last log entry (0: none).
+    pub last_log: u64,
+    /// On a leader: the highest index a majority of the voters hold (its
+    /// commit index, as far as it can be told from outside openraft).
+    pub committed: Option<u64>,
+    /// The index of the last entry it applied (0: none).
+    pub applied: u64,
+    /// The index its last snapshot covers, if it has one.
+    pub snapshot: Option<u64>,
+    /// The index up to which its log was dropped behind a snapshot.
+    pub purged: Option<u64>,
+    /// On a leader: each other member by name, with how many entries of
+    /// the leader's log it lacks (the leader's last index less the last it
+    /// acknowledged).
+    pub followers: Vec<(String, u64)>,
 }
 
 fn fixed_membership() -> ReplicationError {

@@ -36,4 +36,7 @@ pub struct Identity {
     pub role: Role,
     /// The cluster token its internal endpoints demand.
     pub token: Option<String>,
+    /// Where a backend replica keeps its data (for its size in
+    /// `/metrics`); none for a frontend.
+    pub data_dir: Option<std::path::PathBuf>,
 }

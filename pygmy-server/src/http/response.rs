@@ -4,6 +4,7 @@ use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 use http_body_util::Full;
 use pygmy_core::api::HealthResponse;
+use pygmy_core::topology::Role;
 use serde::Serialize;
 
 use super::error::ApiError;
@@ -39,6 +40,28 @@ pub fn to_bytes<T: Serialize>(body: &T) -> Result<Bytes, ApiError> {
     serde_json::to_vec(body)
         .map(Bytes::from)
         .map_err(|e| ApiError::internal(e.to_string()))
+}
+
+/// The OpenAPI 3.1 documents of the roles (`docs/openapi/`).
+const OPENAPI_FRONTEND: &str = include_str!("../../../docs/openapi/frontend.json");
+const OPENAPI_CATALOG: &str = include_str!("../../../docs/openapi/catalog.json");
+const OPENAPI_ORDER: &str = include_str!("../../../docs/openapi/order.json");
+
+/// The OpenAPI document of `role`.
+pub fn openapi_document(role: Role) -> &'static str {
+    match role {
+        Role::Frontend => OPENAPI_FRONTEND,
+        Role::Catalog => OPENAPI_CATALOG,
+        Role::Order => OPENAPI_ORDER,
+    }
+}
+
+/// `GET /openapi.json`: the OpenAPI document of the node's role.
+pub fn openapi(role: Role) -> Response {
+    json_bytes(
+        StatusCode::OK,
+        Bytes::from_static(openapi_document(role).as_bytes()),
+    )
 }
 
 /// `GET /health`: 200 once the node serves, 503 while it catches up.

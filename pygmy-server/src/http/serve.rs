@@ -3,31 +3,35 @@
 //! path from bytes to a handler: the route is parsed from the method and
 //! path first (404 and 405 fall out of the role's route table), the
 //! cluster token of an internal route is checked from the headers, and only
-//! then is the body read, under the route's limit. What every node answers
-//! alike (`GET /health`, `GET /metrics`) is answered here.
+//! then is the body read, under the route's limit and once there is room
+//! for it under the node's cap on bodies in flight. Connections are capped
+//! too. What every node answers alike (`GET /health`, `GET /metrics`,
+//! `GET /openapi.json`) is answered here, and every request's latency is
+//! counted by route.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::HeaderValue;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use pygmy_core::api::routes::{parse, Access, BodySize, NodeRoute, Route, RouteError};
 use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use super::error::ApiError;
-use super::metrics::{Metrics, RequestCounts};
+use super::metrics::{Latencies, Metrics, RequestCounts};
 use super::request::Request;
-use super::response::{health, ApiResult, Response};
+use super::response::{health, openapi, ApiResult, Response};
 use super::Identity;
 
 /// A node's request handler: one per role.
@@ -51,12 +55,19 @@ pub trait Handler: Send + Sync + 'static {
 
     /// The node's own figures for `GET /metrics` (the server adds the
     /// request counts every node has).
-    fn metrics(&self, _out: &mut Metrics) {}
+    async fn metrics(&self, _out: &mut Metrics) {}
 }
 
 /// The limits every request is served under.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
+    /// Most connections open at once; more wait in the kernel's backlog
+    /// until one closes.
+    pub max_connections: usize,
+    /// Most bytes of request bodies being read or held at once, over all
+    /// connections (at least the largest body); a request that finds no
+    /// room within half of `read_timeout` is answered 503.
+    pub max_body_in_flight: usize,
     /// Largest body of a user or admin request.
     pub max_body: usize,
     /// Largest body of a replication call (a batch of ops).
@@ -72,6 +83,8 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
+            max_connections: 4096,
+            max_body_in_flight: 64 * 1024 * 1024,
             max_body: 64 * 1024,
             max_internal_body: pygmy_core::replication::MAX_CALL_BYTES,
             read_timeout: Duration::from_secs(10),
@@ -91,14 +104,21 @@ pub async fn serve<H: Handler>(
     shutdown: impl Future<Output = ()>,
 ) {
     let graceful = GracefulShutdown::new();
-    let counts = Arc::new(RequestCounts::default());
+    let server = Arc::new(Server::new(limits));
     let mut connections = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         // Reap finished connections so the set stays small.
         while connections.try_join_next().is_some() {}
+        // A connection slot first: past the cap, new connections wait in
+        // the backlog, and nothing is read from them.
+        let next = async {
+            let slot = Arc::clone(&server.connections).acquire_owned().await;
+            (slot, listener.accept().await)
+        };
         tokio::select! {
-            accepted = listener.accept() => {
+            (slot, accepted) = next => {
+                let Ok(slot) = slot else { break };
                 let (stream, peer) = match accepted {
                     Ok(accepted) => accepted,
                     Err(err) => {
@@ -109,12 +129,14 @@ pub async fn serve<H: Handler>(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let (handler, counts) = (Arc::clone(&handler), Arc::clone(&counts));
+                let (handler, server) = (Arc::clone(&handler), Arc::clone(&server));
                 let service = service_fn(move |req| {
-                    let (handler, counts) = (Arc::clone(&handler), Arc::clone(&counts));
+                    let (handler, server) = (Arc::clone(&handler), Arc::clone(&server));
                     async move {
-                        let response = respond(&*handler, &counts, req, limits).await;
-                        counts.record(response.status());
+                        let started = Instant::now();
+                        let (route, response) = respond(&*handler, &server, req).await;
+                        server.counts.record(response.status());
+                        server.latencies.record(route, started.elapsed());
                         Ok::<_, std::convert::Infallible>(response)
                     }
                 });
@@ -129,6 +151,7 @@ pub async fn serve<H: Handler>(
                         if let Err(err) = conn.await {
                             tracing::debug!(%peer, %err, "connection ended with an error");
                         }
+                        drop(slot);
                     }
                     .in_current_span(),
                 );
@@ -146,13 +169,77 @@ pub async fn serve<H: Handler>(
     connections.shutdown().await;
 }
 
+/// What one node's server keeps across its connections.
+struct Server {
+    limits: Limits,
+    counts: RequestCounts,
+    latencies: Latencies,
+    /// One permit per connection that may be open.
+    connections: Arc<Semaphore>,
+    /// One permit per byte of body that may be held.
+    bodies: Arc<Semaphore>,
+}
+
+impl Server {
+    fn new(limits: Limits) -> Self {
+        let most_body = limits.max_body.max(limits.max_internal_body);
+        let in_flight = limits
+            .max_body_in_flight
+            .max(most_body)
+            .min(Semaphore::MAX_PERMITS);
+        Server {
+            limits,
+            counts: RequestCounts::default(),
+            latencies: Latencies::default(),
+            connections: Arc::new(Semaphore::new(limits.max_connections.max(1))),
+            bodies: Arc::new(Semaphore::new(in_flight)),
+        }
+    }
+
+    /// Room for a body of at most `bytes`, waited for at most half the
+    /// read timeout (a body that takes its whole read timeout gives its
+    /// room back by then): the permit is held until the request is
+    /// answered.
+    async fn room_for(&self, bytes: usize) -> Result<Option<OwnedSemaphorePermit>, ApiError> {
+        if bytes == 0 {
+            return Ok(None);
+        }
+        let permits = u32::try_from(bytes).unwrap_or(u32::MAX);
+        let room = Arc::clone(&self.bodies).acquire_many_owned(permits);
+        match tokio::time::timeout(self.limits.read_timeout / 2, room).await {
+            Ok(Ok(permit)) => Ok(Some(permit)),
+            _ => Err(ApiError::unavailable(
+                "too many request bodies in flight; try again",
+            )),
+        }
+    }
+
+    fn write_metrics(&self, out: &mut Metrics) {
+        self.counts.write(out);
+        self.latencies.write(out);
+        let open = self.limits.max_connections.max(1) - self.connections.available_permits();
+        out.gauge(
+            "pygmy_connections_open",
+            "Connections open (at most max_connections).",
+            u64::try_from(open).unwrap_or(u64::MAX),
+        );
+        out.gauge(
+            "pygmy_connections_max",
+            "The most connections open at once.",
+            u64::try_from(self.limits.max_connections).unwrap_or(u64::MAX),
+        );
+    }
+}
+
+/// Answers one request, and says which route it was (for its latency).
 async fn respond<H: Handler>(
     handler: &H,
-    counts: &RequestCounts,
+    server: &Server,
     req: http::Request<Incoming>,
-    limits: Limits,
-) -> Response {
+) -> (&'static str, Response) {
+    let mut label = "unmatched";
     let result = async {
+        let limits = server.limits;
         let (parts, body) = req.into_parts();
         let segments: Vec<&str> = parts
             .uri
@@ -172,6 +259,7 @@ async fn respond<H: Handler>(
             }
             Err(err) => return Err(err.into()),
         };
+        label = route.label();
         let info = route.info();
         if info.access == Access::Internal {
             authorize(&parts.headers, handler.identity().token.as_deref())?;
@@ -180,11 +268,15 @@ async fn respond<H: Handler>(
             BodySize::Small => limits.max_body,
             BodySize::Batch => limits.max_internal_body,
         };
+        let _room = server
+            .room_for(body_bound(&parts.headers, &body, max)?)
+            .await?;
         let body = read_body(body, max, limits.read_timeout).await?;
         let request = Request::new(parts.uri.query(), parts.headers, body);
         match route {
             NodeRoute::Health => Ok(health(handler.identity(), handler.is_ready())),
-            NodeRoute::Metrics => Ok(metrics(handler, counts)),
+            NodeRoute::Metrics => Ok(metrics(handler, server).await),
+            NodeRoute::OpenApi => Ok(openapi(handler.identity().role)),
             NodeRoute::Role(route) => {
                 tokio::time::timeout(limits.handler_timeout, handler.handle(route, request))
                     .await
@@ -193,7 +285,25 @@ async fn respond<H: Handler>(
         }
     }
     .await;
-    result.unwrap_or_else(ApiError::into_response)
+    (label, result.unwrap_or_else(ApiError::into_response))
+}
+
+/// The most bytes `body` can carry under the limit `max`: 0 for none, its
+/// `Content-Length` if it gives one (413 at once if that is over `max`),
+/// else `max`.
+fn body_bound(headers: &http::HeaderMap, body: &Incoming, max: usize) -> Result<usize, ApiError> {
+    if body.is_end_stream() {
+        return Ok(0);
+    }
+    let declared = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(length) if length > max as u64 => Err(ApiError::payload_too_large(max)),
+        Some(length) => Ok(usize::try_from(length).unwrap_or(max)),
+        None => Ok(max),
+    }
 }
 
 /// Checks the cluster token in `headers`, if the cluster has one.
@@ -216,15 +326,15 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn metrics<H: Handler>(handler: &H, counts: &RequestCounts) -> Response {
+async fn metrics<H: Handler>(handler: &H, server: &Server) -> Response {
     let mut out = Metrics::new(&handler.identity().name);
-    counts.write(&mut out);
+    server.write_metrics(&mut out);
     out.gauge(
         "pygmy_ready",
         "1 once the node serves, 0 while it catches up.",
         u64::from(handler.is_ready()),
     );
-    handler.metrics(&mut out);
+    handler.metrics(&mut out).await;
     let mut response = http::Response::new(Full::new(Bytes::from(out.into_text())));
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,

@@ -25,7 +25,8 @@ pub struct Options {
     pub catalogs: usize,
     /// Order replicas.
     pub orders: usize,
-    /// The cluster token (default [`TOKEN`]).
+    /// The cluster token (default [`TOKEN`]; `None`: generated at first
+    /// start, as a cluster with none in its topology does).
     pub token: Option<String>,
     /// Stock of every book (None: the seed's 100).
     pub stock: Option<i64>,
@@ -77,6 +78,8 @@ pub fn topology(options: &Options, dir: &std::path::Path) -> Topology {
     let mut topology = Topology::default_local();
     topology.log_dir = dir.join("logs");
     topology.token = options.token.clone();
+    // With no token set, the cluster generates one here at first start.
+    topology.token_file = Some(dir.join("data").join("cluster.token"));
     topology.store = options.store;
     topology.replication = options.replication;
     let node = |name: String, role| NodeConfig {
@@ -276,6 +279,12 @@ impl ProcessCluster {
             Err(err) => panic!("cannot make a temporary directory: {err}"),
         };
         let mut topology = topology(&options, dir.path());
+        // With no token set, the one the nodes would generate, made here
+        // (before the nodes move to namespaces beyond loopback): the
+        // harness's clients need it too.
+        if let Err(err) = topology.resolve_token(None, true) {
+            panic!("cluster token: {err}");
+        }
         let network = if namespaces {
             let names: Vec<String> = topology.nodes.iter().map(|n| n.name.clone()).collect();
             let network =
@@ -312,6 +321,14 @@ impl ProcessCluster {
     /// The topology the processes run.
     pub fn topology(&self) -> &Topology {
         &self.topology
+    }
+
+    /// Client options with the cluster's token.
+    pub fn options(&self) -> ClientOptions {
+        ClientOptions {
+            token: self.topology.token.clone(),
+            ..ClientOptions::default()
+        }
     }
 
     /// `http://addr` of node `name`.

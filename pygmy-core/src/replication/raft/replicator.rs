@@ -23,7 +23,7 @@ use super::types::{NodeId, RaftTypes};
 use crate::error::ReplicationError;
 use crate::journal::{Machine, Op};
 use crate::replication::rpc::{call, decode, encode};
-use crate::replication::{MemberChange, Members, Replicator, Transport};
+use crate::replication::{MemberChange, Members, ReplicaStatus, Replicator, Transport};
 
 /// A raft replica of the service `M`.
 pub struct RaftReplicator<M: Machine> {
@@ -436,6 +436,59 @@ impl<M: Machine> Replicator<M> for RaftReplicator<M> {
 
     async fn members(&self) -> Result<Members, ReplicationError> {
         self.membership(None).await
+    }
+
+    fn status(&self) -> Option<ReplicaStatus> {
+        let member = self.shared.member()?;
+        let metrics = member.raft.metrics();
+        let metrics = metrics.borrow();
+        let membership = metrics.membership_config.membership();
+        let name = |id: NodeId| {
+            membership
+                .nodes()
+                .find(|(node, _)| **node == id)
+                .map_or_else(|| format!("#{id}"), |(_, node)| node.name.clone())
+        };
+        let last_log = metrics.last_log_index.unwrap_or(0);
+        let committed = metrics.replication.as_ref().map(|matched| {
+            let mut held: Vec<u64> = membership
+                .voter_ids()
+                .map(|id| match matched.get(&id) {
+                    _ if id == metrics.id => last_log,
+                    Some(Some(log)) => log.index,
+                    _ => 0,
+                })
+                .collect();
+            held.sort_unstable_by(|a, b| b.cmp(a));
+            held.get(held.len() / 2).copied().unwrap_or(0)
+        });
+        let followers = metrics
+            .replication
+            .iter()
+            .flatten()
+            .filter(|(id, _)| **id != metrics.id)
+            .map(|(id, matched)| {
+                let matched = matched.map_or(0, |log| log.index);
+                (name(*id), last_log.saturating_sub(matched))
+            })
+            .collect();
+        Some(ReplicaStatus {
+            state: match metrics.state {
+                ServerState::Leader => "leader",
+                ServerState::Follower => "follower",
+                ServerState::Candidate => "candidate",
+                ServerState::Learner => "learner",
+                ServerState::Shutdown => "shutdown",
+            },
+            term: metrics.current_term,
+            leader: metrics.current_leader.map(name),
+            last_log,
+            committed,
+            applied: metrics.last_applied.map_or(0, |log| log.index),
+            snapshot: metrics.snapshot.map(|log| log.index),
+            purged: metrics.purged.map(|log| log.index),
+            followers,
+        })
     }
 
     async fn change_members(&self, change: MemberChange) -> Result<Members, ReplicationError> {

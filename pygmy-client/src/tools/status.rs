@@ -1,0 +1,332 @@
+//! `pygmy-client status`: every node of a topology at a glance, from what
+//! each node serves anyway (`GET /health` and `GET /metrics`), scraped
+//! twice to tell the requests per second.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use pygmy_core::topology::{Role, Topology};
+use serde::Serialize;
+
+/// What one node showed, or why it showed nothing.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NodeStatus {
+    /// Its name in the topology.
+    pub node: String,
+    /// Its role.
+    pub role: String,
+    /// Its address.
+    pub addr: String,
+    /// `ok`, `catching_up`, or `unreachable`.
+    pub health: String,
+    /// Why it could not be read, if it could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// A backend's raft figures (none for a frontend or `broadcast`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raft: Option<RaftFigures>,
+    /// A frontend's cache hits over reads, since it started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_hit_rate: Option<f64>,
+    /// Requests answered per second, over the sampling interval.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requests_per_s: Option<f64>,
+}
+
+/// A replica's raft state, as its `/metrics` tells it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RaftFigures {
+    /// `leader`, `follower`, `candidate`, `learner` or `shutdown`.
+    pub state: String,
+    /// The current term.
+    pub term: u64,
+    /// The leader it knows.
+    pub leader: Option<String>,
+    /// The last entry it applied.
+    pub applied: u64,
+    /// Entries it has not applied that the most advanced replica of its
+    /// service has.
+    pub lag: u64,
+}
+
+/// Reads every node of `topology`: two scrapes `interval` apart. An
+/// unreachable node is a row that says why, never an error of the whole.
+pub async fn status(topology: &Topology, interval: Duration) -> Vec<NodeStatus> {
+    let client = match reqwest::Client::builder()
+        .connect_timeout(Duration::from_millis(500))
+        .timeout(Duration::from_secs(2))
+        .build()
+    {
+        Ok(client) => client,
+        Err(err) => {
+            return topology
+                .nodes
+                .iter()
+                .map(|n| unreachable(n.name.clone(), n.role, n.addr.to_string(), err.to_string()))
+                .collect()
+        }
+    };
+    let urls: Vec<String> = topology
+        .nodes
+        .iter()
+        .map(|n| format!("http://{}", n.addr))
+        .collect();
+    let first = futures_util::future::join_all(urls.iter().map(|u| scrape(&client, u))).await;
+    let started = Instant::now();
+    tokio::time::sleep(interval).await;
+    let second = futures_util::future::join_all(urls.iter().map(|u| scrape(&client, u))).await;
+    let elapsed = started.elapsed().as_secs_f64();
+
+    let mut rows: Vec<NodeStatus> = topology
+        .nodes
+        .iter()
+        .zip(first.into_iter().zip(second))
+        .map(|(node, (before, after))| {
+            let (name, addr) = (node.name.clone(), node.addr.to_string());
+            match after {
+                Err(err) => unreachable(name, node.role, addr, err),
+                Ok(now) => {
+                    let requests = |s: &Scrape| s.sum("pygmy_requests_total");
+                    let requests_per_s = before
+                        .ok()
+                        .map(|b| (requests(&now) - requests(&b)).max(0.0) / elapsed.max(1e-3));
+                    NodeStatus {
+                        node: name,
+                        role: node.role.to_string(),
+                        addr,
+                        health: now.health.clone(),
+                        error: None,
+                        raft: now.raft(),
+                        cache_hit_rate: now.hit_rate(),
+                        requests_per_s,
+                    }
+                }
+            }
+        })
+        .collect();
+    // A replica's lag: behind the most advanced replica of its service.
+    let mut most: BTreeMap<String, u64> = BTreeMap::new();
+    for row in &rows {
+        if let Some(raft) = &row.raft {
+            let top = most.entry(row.role.clone()).or_default();
+            *top = (*top).max(raft.applied);
+        }
+    }
+    for row in &mut rows {
+        if let Some(raft) = &mut row.raft {
+            raft.lag = most.get(&row.role).copied().unwrap_or(0) - raft.applied;
+        }
+    }
+    rows
+}
+
+fn unreachable(node: String, role: Role, addr: String, error: String) -> NodeStatus {
+    NodeStatus {
+        node,
+        role: role.to_string(),
+        addr,
+        health: "unreachable".to_owned(),
+        error: Some(error),
+        raft: None,
+        cache_hit_rate: None,
+        requests_per_s: None,
+    }
+}
+
+/// One node's `/health` state and `/metrics` samples.
+#[derive(Debug, Clone, Default)]
+struct Scrape {
+    health: String,
+    samples: Vec<Sample>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Sample {
+    name: String,
+    labels: Vec<(String, String)>,
+    value: f64,
+}
+
+async fn scrape(client: &reqwest::Client, url: &str) -> Result<Scrape, String> {
+    let health = client
+        .get(format!("{url}/health"))
+        .send()
+        .await
+        .map_err(|e| describe(&e))?;
+    let health = match health.status().as_u16() {
+        200 => "ok",
+        503 => "catching_up",
+        other => return Err(format!("/health answered {other}")),
+    };
+    let metrics = client
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .map_err(|e| describe(&e))?;
+    if !metrics.status().is_success() {
+        return Err(format!("/metrics answered {}", metrics.status().as_u16()));
+    }
+    let text = metrics.text().await.map_err(|e| describe(&e))?;
+    Ok(Scrape {
+        health: health.to_owned(),
+        samples: parse(&text),
+    })
+}
+
+fn describe(err: &reqwest::Error) -> String {
+    if err.is_connect() {
+        "cannot connect".to_owned()
+    } else if err.is_timeout() {
+        "no answer within 2 s".to_owned()
+    } else {
+        err.to_string()
+    }
+}
+
+/// The samples of Prometheus text (comments skipped; a line that does not
+/// parse is skipped too).
+fn parse(text: &str) -> Vec<Sample> {
+    text.lines()
+        .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let value = value.parse().ok()?;
+            let (name, labels) = match series.split_once('{') {
+                Some((name, rest)) => (name, labels(rest.strip_suffix('}')?)),
+                None => (series, Vec::new()),
+            };
+            Some(Sample {
+                name: name.to_owned(),
+                labels,
+                value,
+            })
+        })
+        .collect()
+}
+
+/// `a="x",b="y"` as pairs (values without `",` inside, as Pygmy writes).
+fn labels(text: &str) -> Vec<(String, String)> {
+    text.split("\",")
+        .filter_map(|pair| {
+            let (name, value) = pair.split_once("=\"")?;
+            Some((name.to_owned(), value.trim_end_matches('"').to_owned()))
+        })
+        .collect()
+}
+
+impl Scrape {
+    fn value(&self, name: &str) -> Option<f64> {
+        self.samples
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| s.value)
+    }
+
+    fn sum(&self, name: &str) -> f64 {
+        self.samples
+            .iter()
+            .filter(|s| s.name == name)
+            .map(|s| s.value)
+            .sum()
+    }
+
+    fn label_of(&self, name: &str, label: &str, value: f64) -> Option<String> {
+        self.samples
+            .iter()
+            .filter(|s| s.name == name && s.value == value)
+            .find_map(|s| s.labels.iter().find(|(l, _)| l == label))
+            .map(|(_, v)| v.clone())
+    }
+
+    fn raft(&self) -> Option<RaftFigures> {
+        let whole = |v: f64| v as u64;
+        Some(RaftFigures {
+            state: self.label_of("pygmy_raft_state", "state", 1.0)?,
+            term: whole(self.value("pygmy_raft_term")?),
+            leader: self.label_of("pygmy_raft_leader", "leader", 1.0),
+            applied: whole(self.value("pygmy_raft_applied_index")?),
+            lag: 0,
+        })
+    }
+
+    fn hit_rate(&self) -> Option<f64> {
+        let hits = self.value("pygmy_cache_hits_total")?;
+        let misses = self.value("pygmy_cache_misses_total")?;
+        (hits + misses > 0.0).then(|| hits / (hits + misses))
+    }
+}
+
+/// The rows as a table.
+pub struct StatusTable<'a>(pub &'a [NodeStatus]);
+
+impl fmt::Display for StatusTable<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{:<14} {:<9} {:<21} {:<12} {:<9} {:>5} {:<14} {:>9} {:>5} {:>6} {:>8}",
+            "NODE",
+            "ROLE",
+            "ADDR",
+            "HEALTH",
+            "RAFT",
+            "TERM",
+            "LEADER",
+            "APPLIED",
+            "LAG",
+            "HIT%",
+            "REQ/S"
+        )?;
+        for row in self.0 {
+            let dash = || "-".to_owned();
+            let raft = row.raft.as_ref();
+            writeln!(
+                f,
+                "{:<14} {:<9} {:<21} {:<12} {:<9} {:>5} {:<14} {:>9} {:>5} {:>6} {:>8}",
+                row.node,
+                row.role,
+                row.addr,
+                row.health,
+                raft.map_or_else(dash, |r| r.state.clone()),
+                raft.map_or_else(dash, |r| r.term.to_string()),
+                raft.and_then(|r| r.leader.clone()).unwrap_or_else(dash),
+                raft.map_or_else(dash, |r| r.applied.to_string()),
+                raft.map_or_else(dash, |r| r.lag.to_string()),
+                row.cache_hit_rate
+                    .map_or_else(dash, |r| format!("{:.1}", r * 100.0)),
+                row.requests_per_s.map_or_else(dash, |r| format!("{r:.1}")),
+            )?;
+            if let Some(error) = &row.error {
+                writeln!(f, "  {}: {error}", row.node)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_text_is_read_back() {
+        let text = "# HELP x y\n# TYPE pygmy_raft_state gauge\n\
+            pygmy_raft_state{node=\"c-a\",state=\"leader\"} 0\n\
+            pygmy_raft_state{node=\"c-a\",state=\"follower\"} 1\n\
+            pygmy_raft_term{node=\"c-a\"} 4\n\
+            pygmy_raft_leader{node=\"c-a\",leader=\"c-b\"} 1\n\
+            pygmy_raft_applied_index{node=\"c-a\"} 120\n\
+            pygmy_requests_total{node=\"c-a\",code=\"2xx\"} 10\n\
+            pygmy_requests_total{node=\"c-a\",code=\"5xx\"} 2\n";
+        let scrape = Scrape {
+            health: "ok".into(),
+            samples: parse(text),
+        };
+        let raft = scrape.raft().expect("raft figures");
+        assert_eq!(raft.state, "follower");
+        assert_eq!((raft.term, raft.applied), (4, 120));
+        assert_eq!(raft.leader.as_deref(), Some("c-b"));
+        assert_eq!(scrape.sum("pygmy_requests_total"), 12.0);
+        assert_eq!(scrape.hit_rate(), None);
+    }
+}

@@ -1,0 +1,390 @@
+//! What an operator relies on: a cluster token by default, caps on
+//! connections and on bodies in flight, paged public orders without keys,
+//! `/metrics` with latency histograms and raft state (checked by promtool
+//! where it is installed; `.ci/run` installs it and requires it), and
+//! `pygmy-client status`.
+
+use std::time::Duration;
+
+use pygmy_core::topology::{Replication, Role};
+use pygmy_server::testing::{Options, TestCluster};
+use pygmy_server::Cluster;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn no_token() -> Options {
+    Options {
+        token: None,
+        ..Options::default()
+    }
+}
+
+async fn status_of(request: reqwest::RequestBuilder) -> u16 {
+    request.send().await.expect("send").status().as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_without_a_token_generates_one_that_every_internal_endpoint_demands() {
+    let test = TestCluster::start(no_token()).await;
+    let token = test.topology().token.clone().expect("a generated token");
+    assert_eq!(token.len(), 64, "{token}");
+    let kept = std::fs::read_to_string(test.dir.path().join("data").join("cluster.token"))
+        .expect("the token is kept with the data");
+    assert_eq!(kept.trim(), token);
+
+    let http = reqwest::Client::new();
+    let (catalog, order, frontend) = (
+        test.url("catalog-0"),
+        test.url("order-0"),
+        test.url("frontend"),
+    );
+    let internal = [
+        http.put(format!("{catalog}/item/1"))
+            .body(r#"{"count": 1}"#),
+        http.post(format!("{catalog}/item/1/sell")),
+        http.get(format!("{catalog}/sales")),
+        http.get(format!("{catalog}/lease?frontend=frontend")),
+        http.post(format!("{catalog}/replication/ship")).body("[]"),
+        http.put(format!("{catalog}/item/propagate/1")).body("[]"),
+        http.get(format!("{catalog}/members")),
+        http.get(format!("{order}/ledger")),
+        http.put(format!("{order}/update")).body("[]"),
+        http.post(format!("{order}/replication/ship")).body("[]"),
+        http.delete(format!("{order}/members/order-9")),
+        http.post(format!("{frontend}/invalidate")).body("[]"),
+    ];
+    for request in internal {
+        let probe = request.try_clone().expect("clone").build().expect("build");
+        let what = format!("{} {}", probe.method(), probe.url().path());
+        assert_eq!(
+            status_of(request.try_clone().expect("clone")).await,
+            401,
+            "{what}"
+        );
+        let wrong = request
+            .try_clone()
+            .expect("clone")
+            .header("x-pygmy-token", "guess");
+        assert_eq!(status_of(wrong).await, 401, "{what} with a wrong token");
+        let right = request.header("x-pygmy-token", &token);
+        assert_ne!(status_of(right).await, 401, "{what} with the token");
+    }
+    // The public endpoints need none.
+    assert_eq!(
+        status_of(http.get(format!("{frontend}/lookup?id=1"))).await,
+        200
+    );
+    assert_eq!(status_of(http.get(format!("{order}/orders"))).await, 200);
+    test.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_orders_come_in_pages_without_keys() {
+    let test = TestCluster::start(Options::default()).await;
+    let store = test.store();
+    for _ in 0..5 {
+        store.buy(pygmy_core::ItemId(1)).await.expect("buy");
+    }
+    let order = test.url("order-0");
+    let http = reqwest::Client::new();
+    let page = |after: i64| {
+        let http = http.clone();
+        let url = format!("{order}/orders?after={after}&limit=2");
+        async move {
+            let text = http.get(url).send().await.expect("send").text().await;
+            serde_json::from_str::<serde_json::Value>(&text.expect("text")).expect("json")
+        }
+    };
+    let mut seen = Vec::new();
+    let mut after = 0;
+    loop {
+        let answer = page(after).await;
+        let orders = answer["order"].as_array().expect("orders").clone();
+        assert!(orders.len() <= 2, "{answer}");
+        for order in &orders {
+            assert!(
+                order.get("key").is_none(),
+                "a public order shows its key: {order}"
+            );
+            seen.push(order["id"].as_i64().expect("id"));
+        }
+        match answer["next_after"].as_i64() {
+            Some(next) => after = next,
+            None => break,
+        }
+    }
+    assert_eq!(seen, vec![1, 2, 3, 4, 5]);
+    for bad in ["limit=0", "limit=1001", "after=-1", "limit=x"] {
+        let status = status_of(http.get(format!("{order}/orders?{bad}"))).await;
+        assert_eq!(status, 400, "{bad}");
+    }
+    // The operator's listing has every order with its key.
+    let ledger = test.order("order-0").orders().await.expect("ledger");
+    assert_eq!(ledger.len(), 5);
+    test.shutdown().await;
+}
+
+/// Reads an HTTP answer's status line, if one comes within `wait`.
+async fn answered(stream: &mut tokio::net::TcpStream, wait: Duration) -> Option<String> {
+    let mut buf = vec![0u8; 256];
+    match tokio::time::timeout(wait, stream.read(&mut buf)).await {
+        Ok(Ok(n)) if n > 0 => Some(
+            String::from_utf8_lossy(&buf[..n])
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+        ),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_cap_wait_until_one_closes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut topology = pygmy_server::testing::topology(&Options::default(), dir.path());
+    topology.max_connections = 2;
+    let cluster = Cluster::start(topology).await.expect("start");
+    // The frontend: no other node connects to it while nothing is sold.
+    let addr = cluster.topology().node("frontend").expect("node").addr;
+    let connect = || tokio::net::TcpStream::connect(addr);
+    let health = b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n";
+
+    let mut first = connect().await.expect("connect");
+    let mut second = connect().await.expect("connect");
+    for stream in [&mut first, &mut second] {
+        stream.write_all(health).await.expect("write");
+        let line = answered(stream, Duration::from_secs(5)).await;
+        assert!(line.is_some_and(|l| l.contains("200")), "within the cap");
+    }
+    let mut third = connect().await.expect("the kernel's backlog takes it");
+    third.write_all(health).await.expect("write");
+    assert_eq!(
+        answered(&mut third, Duration::from_millis(500)).await,
+        None,
+        "a third connection past a cap of two is served"
+    );
+    drop(first);
+    let line = answered(&mut third, Duration::from_secs(5)).await;
+    assert!(
+        line.as_deref().is_some_and(|l| l.contains("200")),
+        "served once a connection closed: {line:?}"
+    );
+    drop((second, third));
+    cluster.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_past_the_cap_in_flight_are_refused_not_buffered() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut topology = pygmy_server::testing::topology(&Options::default(), dir.path());
+    // The floor of the cap is the largest body (a replication call's 8 MiB).
+    topology.max_body_in_flight_bytes = 0;
+    topology.read_timeout_ms = 600;
+    let cluster = Cluster::start(topology).await.expect("start");
+    let addr = cluster.topology().node("catalog-0").expect("node").addr;
+    let token = pygmy_server::testing::TOKEN;
+    let five_mib = 5 * 1024 * 1024;
+    let head = format!(
+        "POST /replication/ship HTTP/1.1\r\nhost: x\r\nx-pygmy-token: {token}\r\n\
+         content-length: {five_mib}\r\n\r\n["
+    );
+    // The first holds 5 MiB of room, its body never coming.
+    let mut first = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    first.write_all(head.as_bytes()).await.expect("write");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The second finds 3 MiB: it is answered 503 without its body read.
+    let mut second = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    second.write_all(head.as_bytes()).await.expect("write");
+    let line = answered(&mut second, Duration::from_secs(5)).await;
+    assert!(
+        line.as_deref().is_some_and(|l| l.contains("503")),
+        "a body past the cap in flight: {line:?}"
+    );
+    let line = answered(&mut first, Duration::from_secs(5)).await;
+    assert!(
+        line.as_deref().is_some_and(|l| l.contains("408")),
+        "{line:?}"
+    );
+    // The room is given back: a small request goes through.
+    let http = reqwest::Client::new();
+    let url = format!("http://{addr}/item/1");
+    assert_eq!(status_of(http.get(url)).await, 200);
+    cluster.shutdown().await.expect("shutdown");
+}
+
+fn raft_options() -> Options {
+    Options {
+        catalogs: 3,
+        orders: 3,
+        replication: Replication::Raft,
+        ..Options::default()
+    }
+}
+
+/// `promtool check metrics` on `text`, where promtool is installed
+/// (`PROMTOOL`, or on the PATH); required when `PYGMY_REQUIRE_PROMTOOL`
+/// is set, as `.ci/run` does.
+fn promtool_check(node: &str, text: &str) {
+    use std::io::Write;
+    let promtool = std::env::var("PROMTOOL").unwrap_or_else(|_| "promtool".to_owned());
+    let child = std::process::Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(err) => {
+            assert!(
+                std::env::var_os("PYGMY_REQUIRE_PROMTOOL").is_none(),
+                "promtool is required and cannot run ({promtool}): {err}"
+            );
+            eprintln!("promtool not found ({err}): the metrics of {node} are not linted");
+            return;
+        }
+    };
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(text.as_bytes()).expect("write to promtool");
+    }
+    let output = child.wait_with_output().expect("promtool runs");
+    assert!(
+        output.status.success(),
+        "promtool check metrics on {node}: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_show_latency_by_route_and_the_raft_state_of_each_replica() {
+    let test = TestCluster::start(raft_options()).await;
+    let store = test.store();
+    for _ in 0..3 {
+        store.buy(pygmy_core::ItemId(2)).await.expect("buy");
+        store.lookup(pygmy_core::ItemId(2)).await.expect("lookup");
+    }
+    let http = reqwest::Client::new();
+    let scrape = |name: String| {
+        let (http, url) = (http.clone(), test.url(&name));
+        async move {
+            let text = http
+                .get(format!("{url}/metrics"))
+                .send()
+                .await
+                .expect("scrape")
+                .text()
+                .await
+                .expect("text");
+            promtool_check(&name, &text);
+            text
+        }
+    };
+    let frontend = scrape("frontend".to_owned()).await;
+    for route in ["GET /buy", "GET /lookup"] {
+        let count =
+            format!("pygmy_request_duration_seconds_count{{node=\"frontend\",route=\"{route}\"}} ");
+        let line = frontend.lines().find(|l| l.starts_with(&count));
+        let n: u64 = line
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {count} in\n{frontend}"));
+        assert!(n >= 3, "{route}: {n}");
+    }
+    for role in [Role::Catalog, Role::Order] {
+        let mut leaders = 0;
+        for name in test.names(role) {
+            let text = scrape(name.clone()).await;
+            let leads = format!("pygmy_raft_state{{node=\"{name}\",state=\"leader\"}} 1");
+            if text.contains(&leads) {
+                leaders += 1;
+                assert_eq!(
+                    text.matches("pygmy_raft_follower_lag_entries{").count(),
+                    2,
+                    "the leader tells each follower's lag:\n{text}"
+                );
+                assert!(text.contains("pygmy_raft_committed_index{"), "{text}");
+            }
+            for metric in [
+                "pygmy_raft_term{",
+                "pygmy_raft_leader{",
+                "pygmy_raft_applied_index{",
+                "pygmy_raft_last_log_index{",
+                "pygmy_store_bytes{",
+                "pygmy_request_duration_seconds_bucket{",
+            ] {
+                assert!(text.contains(metric), "{name} has no {metric}");
+            }
+        }
+        assert_eq!(leaders, 1, "one {role} leader");
+    }
+    test.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_raft_peer_protocol_refuses_bad_bodies_without_a_crash() {
+    let test = TestCluster::start(raft_options()).await;
+    let http = reqwest::Client::new();
+    let token = pygmy_server::testing::TOKEN;
+    // Every call that takes a body (`raft-hello` and `read-index` take
+    // none, and ignore one).
+    let rpcs = [
+        "propose",
+        "raft-append",
+        "raft-vote",
+        "raft-snapshot",
+        "raft-adopt",
+        "raft-join",
+        "raft-members",
+    ];
+    let too_big = pygmy_core::replication::MAX_CALL_BYTES + 1;
+    for node in ["catalog-0", "order-1"] {
+        let url = test.url(node);
+        for rpc in rpcs {
+            let call = |body: Vec<u8>| {
+                http.post(format!("{url}/replication/{rpc}"))
+                    .header("x-pygmy-token", token)
+                    .body(body)
+            };
+            for garbage in [&b"not json"[..], b"{}", b"[1,2", b"\xff\xfe"] {
+                let status = status_of(call(garbage.to_vec())).await;
+                assert_eq!(
+                    status,
+                    400,
+                    "{node} {rpc} {:?}",
+                    String::from_utf8_lossy(garbage)
+                );
+            }
+            // Refused from its Content-Length, before a byte of it is read.
+            let mut stream = tokio::net::TcpStream::connect(url.trim_start_matches("http://"))
+                .await
+                .expect("connect");
+            let head = format!(
+                "POST /replication/{rpc} HTTP/1.1\r\nhost: x\r\nx-pygmy-token: {token}\r\n\
+                 content-length: {too_big}\r\n\r\n"
+            );
+            stream.write_all(head.as_bytes()).await.expect("write");
+            let line = answered(&mut stream, Duration::from_secs(5)).await;
+            assert!(
+                line.as_deref().is_some_and(|l| l.contains("413")),
+                "{node} {rpc}: {line:?}"
+            );
+            let without = http.post(format!("{url}/replication/{rpc}")).body("{}");
+            assert_eq!(status_of(without).await, 401, "{node} {rpc}");
+        }
+    }
+    // Every replica still serves.
+    test.store()
+        .buy(pygmy_core::ItemId(3))
+        .await
+        .expect("a buy after the bad calls");
+    for node in test
+        .names(Role::Catalog)
+        .into_iter()
+        .chain(test.names(Role::Order))
+    {
+        let health = http.get(format!("{}/health", test.url(&node)));
+        assert_eq!(status_of(health).await, 200, "{node}");
+    }
+    test.shutdown().await;
+}
