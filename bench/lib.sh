@@ -1,9 +1,18 @@
-# Shared by the bench scripts (sourced, not run): start the default store
-# (raft 3+3) from a binary with its data, logs and catalog file in a
-# directory of the run's own, wait until it serves, and stop it.
+# Shared by the bench scripts (sourced, not run): install wrk when it is
+# missing; start the default store (raft 3+3) from a binary with its data,
+# logs and catalog file in a directory of the run's own, wait until it
+# serves, and stop it.
 #
+#   ensure_wrk
 #   start_store BINARY DIR BOOKS [RETENTION]   sets store_pid
 #   stop_store
+
+ensure_wrk() {
+  if ! command -v wrk >/dev/null; then
+    echo "installing wrk..."
+    apt-get update -qq && apt-get install -y -qq wrk >/dev/null
+  fi
+}
 
 store_pid=
 

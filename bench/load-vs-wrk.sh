@@ -14,10 +14,8 @@ cd "$(dirname "$0")/.."
 seconds=${1:-10}
 connections=${2:-32}
 
-if ! command -v wrk >/dev/null; then
-  echo "installing wrk..."
-  apt-get update -qq && apt-get install -y -qq wrk >/dev/null
-fi
+. bench/lib.sh
+ensure_wrk
 cargo build --release --locked -q -p pygmy-server -p pygmy-client
 
 work=$(mktemp -d)

@@ -20,10 +20,8 @@ base=${1:-HEAD~1}
 seconds=${2:-8}
 connections=${3:-64}
 
-if ! command -v wrk >/dev/null; then
-  echo "installing wrk..."
-  apt-get update -qq && apt-get install -y -qq wrk >/dev/null
-fi
+. bench/lib.sh
+ensure_wrk
 
 work=$(mktemp -d)
 server_pid=

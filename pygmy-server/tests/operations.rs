@@ -174,6 +174,35 @@ async fn connections_past_the_cap_wait_until_one_closes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_gives_its_slot_back_after_the_read_timeout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut topology = pygmy_server::testing::topology(&Options::default(), dir.path());
+    topology.max_connections = 1;
+    topology.read_timeout_ms = 500;
+    let cluster = Cluster::start(topology).await.expect("start");
+    let addr = cluster.topology().node("frontend").expect("node").addr;
+    let health = b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n";
+    // One request, then the connection kept alive and idle: it holds the
+    // only slot.
+    let mut idle = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    idle.write_all(health).await.expect("write");
+    let line = answered(&mut idle, Duration::from_secs(5)).await;
+    assert!(line.is_some_and(|l| l.contains("200")));
+    let mut next = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    next.write_all(health).await.expect("write");
+    let line = answered(&mut next, Duration::from_secs(5)).await;
+    assert!(
+        line.as_deref().is_some_and(|l| l.contains("200")),
+        "the idle connection was closed after the read timeout: {line:?}"
+    );
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(1), idle.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the idle connection is closed");
+    drop(next);
+    cluster.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_past_the_cap_in_flight_are_refused_not_buffered() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut topology = pygmy_server::testing::topology(&Options::default(), dir.path());
