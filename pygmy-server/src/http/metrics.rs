@@ -2,10 +2,10 @@
 //! the figures the server keeps of every request (counts by status class,
 //! latency histograms by route).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::RwLock;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use http::StatusCode;
@@ -53,17 +53,18 @@ impl Metrics {
     ) {
         self.declare(name, help, "histogram");
         let labels = self.labels(labels);
+        let (buckets, sum_us) = histogram.totals();
         let mut cumulative = 0;
-        for (bound, count) in Histogram::BOUNDS_US.iter().zip(&histogram.buckets) {
-            cumulative += count.load(Ordering::Relaxed);
+        for (bound, count) in Histogram::BOUNDS_US.iter().zip(&buckets) {
+            cumulative += count;
             let le = *bound as f64 / 1e6;
             let _ = writeln!(
                 self.text,
                 "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}"
             );
         }
-        let count = histogram.count.load(Ordering::Relaxed);
-        let sum = histogram.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let count: u64 = buckets.iter().sum();
+        let sum = sum_us as f64 / 1e6;
         let _ = writeln!(self.text, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
         let _ = writeln!(self.text, "{name}_sum{{{labels}}} {sum}");
         let _ = writeln!(self.text, "{name}_count{{{labels}}} {count}");
@@ -131,16 +132,37 @@ impl RequestCounts {
     }
 }
 
-/// Durations counted in fixed buckets, lock-free.
+/// Durations counted in fixed buckets. Every request of a node counts in
+/// one: the counts are kept in shards, each thread writing mostly its own
+/// (its own cache line), so that the cores serving requests do not pass
+/// one counter back and forth; a scrape adds the shards up.
 #[derive(Debug, Default)]
 pub struct Histogram {
-    buckets: [AtomicU64; Histogram::BOUNDS_US.len()],
-    count: AtomicU64,
+    shards: [Shard; SHARDS],
+}
+
+/// How many shards a histogram has: a few per core of a small machine.
+const SHARDS: usize = 8;
+
+/// One shard: a count per bucket (the last for durations over every
+/// bound), and the sum, on cache lines of their own.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Shard {
+    buckets: [AtomicU64; Histogram::BOUNDS_US.len() + 1],
     sum_us: AtomicU64,
 }
 
+thread_local! {
+    /// This thread's shard, given out in turn at its first count.
+    static SHARD: usize = {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        usize::try_from(NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS as u64).unwrap_or(0)
+    };
+}
+
 impl Histogram {
-    /// The buckets' upper bounds, in microseconds: 0.25 ms to 10 s.
+    /// The buckets' upper bounds, in microseconds: 0.25 ms to 30 s.
     const BOUNDS_US: [u64; 16] = [
         250, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000, 200_000, 500_000,
         1_000_000, 2_000_000, 5_000_000, 10_000_000, 30_000_000,
@@ -149,39 +171,55 @@ impl Histogram {
     /// Counts one duration.
     pub fn record(&self, took: Duration) {
         let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
-        if let Some(bucket) = Self::BOUNDS_US.iter().position(|bound| us <= *bound) {
-            self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        let bucket = Self::BOUNDS_US
+            .iter()
+            .position(|bound| us <= *bound)
+            .unwrap_or(Self::BOUNDS_US.len());
+        let shard = &self.shards[SHARD.with(|s| *s)];
+        shard.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        shard.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// The count of each bucket (not cumulative; the last past every
+    /// bound), and the sum in microseconds, over every shard.
+    fn totals(&self) -> ([u64; Histogram::BOUNDS_US.len() + 1], u64) {
+        let mut buckets = [0; Histogram::BOUNDS_US.len() + 1];
+        let mut sum = 0;
+        for shard in &self.shards {
+            for (total, count) in buckets.iter_mut().zip(&shard.buckets) {
+                *total += count.load(Ordering::Relaxed);
+            }
+            sum += shard.sum_us.load(Ordering::Relaxed);
         }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_us.fetch_add(us, Ordering::Relaxed);
+        (buckets, sum)
     }
 }
 
 /// Request latency by route: one [`Histogram`] per route label, made at
-/// its first request.
+/// its first request, in slots that are only ever filled (a request finds
+/// its route's with plain loads, no lock).
 #[derive(Debug, Default)]
 pub(crate) struct Latencies {
-    by_route: RwLock<BTreeMap<&'static str, Histogram>>,
+    slots: [OnceLock<(&'static str, Histogram)>; ROUTES],
 }
+
+/// More than any role has routes (the frontend has 8, with `unmatched`).
+const ROUTES: usize = 32;
 
 impl Latencies {
     pub(crate) fn record(&self, route: &'static str, took: Duration) {
-        if let Ok(routes) = self.by_route.read() {
-            if let Some(histogram) = routes.get(route) {
+        for slot in &self.slots {
+            let (label, histogram) = slot.get_or_init(|| (route, Histogram::default()));
+            if *label == route {
                 histogram.record(took);
                 return;
             }
         }
-        if let Ok(mut routes) = self.by_route.write() {
-            routes.entry(route).or_default().record(took);
-        }
+        tracing::warn!(route, "more routes than latency slots; not timed");
     }
 
     pub(crate) fn write(&self, out: &mut Metrics) {
-        let Ok(routes) = self.by_route.read() else {
-            return;
-        };
-        for (route, histogram) in routes.iter() {
+        for (route, histogram) in self.slots.iter().map_while(OnceLock::get) {
             out.histogram(
                 "pygmy_request_duration_seconds",
                 "Time from a request's headers to its answer, by route.",
