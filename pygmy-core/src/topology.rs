@@ -167,7 +167,8 @@ pub struct Topology {
     pub max_connections: usize,
     /// Most bytes of request bodies a node holds at once, over all its
     /// connections (a request that finds no room within half of
-    /// `read_timeout_ms` is answered 503). 64 MiB by default; never less than the largest body.
+    /// `read_timeout_ms` is answered 503). 64 MiB by default; never less
+    /// than the largest body.
     #[serde(default = "Topology::default_max_body_in_flight_bytes")]
     pub max_body_in_flight_bytes: usize,
     /// How long, in seconds, a `raft` replica keeps the record of each op
@@ -270,8 +271,9 @@ fn read_token(path: &Path) -> Result<Option<String>, ConfigError> {
 }
 
 /// Writes a new random token to `path`, unless another node of the cluster
-/// wrote one first: the token is written whole to a draft file of its own, then linked to `path`, which fails if `path` exists; the loser
-/// reads the winner's. Answers the token in `path`.
+/// wrote one first: the token is written whole to a draft file of its own,
+/// then linked to `path`, which fails if `path` exists; the loser reads
+/// the winner's. Answers the token in `path`.
 fn write_new_token(path: &Path) -> Result<String, ConfigError> {
     use std::io::Write;
     let failed = |source| ConfigError::TokenFile {

@@ -29,7 +29,7 @@ impl Cluster {
     /// written back into the topology, so that the nodes find each other),
     /// then starts them all.
     pub async fn start(mut topology: Topology) -> Result<Cluster, NodeError> {
-        crate::node::resolve_token(&mut topology)?;
+        crate::node::resolve_token_off_runtime(&mut topology).await?;
         let mut listeners = Vec::new();
         for node in &mut topology.nodes {
             let listener = bind(node.addr).await?;

@@ -54,6 +54,9 @@ pub enum NodeError {
     /// A node stopped on its own.
     #[error("node {0} stopped")]
     Stopped(String),
+    /// A task run off the async threads failed.
+    #[error("a blocking task failed: {0}")]
+    Blocking(#[from] tokio::task::JoinError),
     /// The address could not be bound.
     #[error("cannot listen on {addr}")]
     Bind {
@@ -79,6 +82,21 @@ pub fn resolve_token(topology: &mut Topology) -> Result<Option<TokenSource>, Con
         );
     }
     Ok(source)
+}
+
+/// [`resolve_token`] off the async threads: it reads, and at a first
+/// start writes, the token file.
+pub async fn resolve_token_off_runtime(
+    topology: &mut Topology,
+) -> Result<Option<TokenSource>, NodeError> {
+    let mut owned = topology.clone();
+    let (owned, source) = tokio::task::spawn_blocking(move || {
+        let source = resolve_token(&mut owned);
+        (owned, source)
+    })
+    .await?;
+    topology.token = owned.token;
+    Ok(source?)
 }
 
 /// Binds a node's address.
@@ -382,7 +400,7 @@ pub async fn run_node(
         topology
     } else {
         resolved = topology.clone();
-        resolve_token(&mut resolved)?;
+        resolve_token_off_runtime(&mut resolved).await?;
         &resolved
     };
     let node = topology
