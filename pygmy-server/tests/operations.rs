@@ -130,6 +130,18 @@ async fn public_orders_come_in_pages_without_keys() {
     test.shutdown().await;
 }
 
+/// A test cluster (the default options) whose topology `tweak` changed
+/// first; the directory holds its data and must outlive it.
+async fn start_tweaked(
+    tweak: impl FnOnce(&mut pygmy_core::topology::Topology),
+) -> (tempfile::TempDir, Cluster) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut topology = pygmy_server::testing::topology(&Options::default(), dir.path());
+    tweak(&mut topology);
+    let cluster = Cluster::start(topology).await.expect("start");
+    (dir, cluster)
+}
+
 /// Reads an HTTP answer's status line, if one comes within `wait`.
 async fn answered(stream: &mut tokio::net::TcpStream, wait: Duration) -> Option<String> {
     let mut buf = vec![0u8; 256];
@@ -147,10 +159,7 @@ async fn answered(stream: &mut tokio::net::TcpStream, wait: Duration) -> Option<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_past_the_cap_wait_until_one_closes() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut topology = pygmy_server::testing::topology(&Options::default(), dir.path());
-    topology.max_connections = 2;
-    let cluster = Cluster::start(topology).await.expect("start");
+    let (_dir, cluster) = start_tweaked(|t| t.max_connections = 2).await;
     // The frontend: no other node connects to it while nothing is sold.
     let addr = cluster.topology().node("frontend").expect("node").addr;
     let connect = || tokio::net::TcpStream::connect(addr);
@@ -182,11 +191,11 @@ async fn connections_past_the_cap_wait_until_one_closes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_connection_gives_its_slot_back_after_the_read_timeout() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut topology = pygmy_server::testing::topology(&Options::default(), dir.path());
-    topology.max_connections = 1;
-    topology.read_timeout_ms = 500;
-    let cluster = Cluster::start(topology).await.expect("start");
+    let (_dir, cluster) = start_tweaked(|t| {
+        t.max_connections = 1;
+        t.read_timeout_ms = 500;
+    })
+    .await;
     let addr = cluster.topology().node("frontend").expect("node").addr;
     let health = b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n";
     // One request, then the connection kept alive and idle: it holds the
@@ -211,12 +220,12 @@ async fn an_idle_connection_gives_its_slot_back_after_the_read_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_past_the_cap_in_flight_are_refused_not_buffered() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut topology = pygmy_server::testing::topology(&Options::default(), dir.path());
-    // The floor of the cap is the largest body (a replication call's 8 MiB).
-    topology.max_body_in_flight_bytes = 0;
-    topology.read_timeout_ms = 600;
-    let cluster = Cluster::start(topology).await.expect("start");
+    let (_dir, cluster) = start_tweaked(|t| {
+        // The floor of the cap is the largest body (a replication call's 8 MiB).
+        t.max_body_in_flight_bytes = 0;
+        t.read_timeout_ms = 600;
+    })
+    .await;
     let addr = cluster.topology().node("catalog-0").expect("node").addr;
     let token = pygmy_server::testing::TOKEN;
     let five_mib = 5 * 1024 * 1024;
