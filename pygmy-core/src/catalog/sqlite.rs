@@ -1,4 +1,8 @@
-//! The catalog in SQLite.
+//! The catalog in SQLite, with every book also kept in memory ([`Books`]):
+//! a read after the replicator's read index needs neither SQLite nor a
+//! hand-off to the blocking pool.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
@@ -66,6 +70,53 @@ fn update(
     Ok(CatalogOutcome::Updated { book })
 }
 
+/// Every book, by id and by topic: the catalog's in-memory view.
+#[derive(Debug, Default)]
+pub struct Books {
+    by_id: BTreeMap<ItemId, Book>,
+    by_topic: HashMap<String, BTreeSet<ItemId>>,
+}
+
+impl Books {
+    fn put(&mut self, book: Book) {
+        if let Some(old) = self.by_id.get(&book.id) {
+            if old.topic != book.topic {
+                let old_topic = old.topic.clone();
+                self.unfile(&old_topic, book.id);
+            }
+        }
+        self.by_topic
+            .entry(book.topic.clone())
+            .or_default()
+            .insert(book.id);
+        self.by_id.insert(book.id, book);
+    }
+
+    fn unfile(&mut self, topic: &str, id: ItemId) {
+        if let Some(ids) = self.by_topic.get_mut(topic) {
+            ids.remove(&id);
+            if ids.is_empty() {
+                self.by_topic.remove(topic);
+            }
+        }
+    }
+
+    fn book(&self, id: ItemId) -> Option<Book> {
+        self.by_id.get(&id).cloned()
+    }
+
+    fn books(&self, topic: Option<&str>) -> Vec<Book> {
+        match topic {
+            None => self.by_id.values().cloned().collect(),
+            Some(topic) => self.by_topic.get(topic).map_or_else(Vec::new, |ids| {
+                ids.iter()
+                    .filter_map(|id| self.by_id.get(id).cloned())
+                    .collect()
+            }),
+        }
+    }
+}
+
 impl SqliteMachine for CatalogMachine {
     const SCHEMA: &'static str = "
 CREATE TABLE IF NOT EXISTS books (
@@ -77,6 +128,23 @@ CREATE TABLE IF NOT EXISTS books (
 );
 CREATE INDEX IF NOT EXISTS books_topic ON books (topic);
 ";
+
+    type View = Books;
+
+    fn load_view(conn: &Connection) -> Result<Books, StoreError> {
+        let mut books = Books::default();
+        let mut stmt = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM books"))?;
+        for book in stmt.query_map([], book_from_row)? {
+            books.put(book?);
+        }
+        Ok(books)
+    }
+
+    fn update_view(books: &mut Books, outcome: &CatalogOutcome) {
+        if let Some(book) = outcome.changed_book() {
+            books.put(book.clone());
+        }
+    }
 
     fn execute(tx: &Transaction<'_>, cmd: &CatalogCommand) -> Result<CatalogOutcome, StoreError> {
         match cmd {
@@ -115,25 +183,10 @@ impl CatalogStore for SqliteCatalog {
     }
 
     async fn book(&self, id: ItemId) -> Result<Option<Book>, StoreError> {
-        self.read(move |conn| select_book(conn, id)).await
+        Ok(self.view().book(id))
     }
 
     async fn books(&self, topic: Option<String>) -> Result<Vec<Book>, StoreError> {
-        self.read(move |conn| {
-            let books = match topic {
-                Some(topic) => conn
-                    .prepare_cached(&format!(
-                        "SELECT {COLUMNS} FROM books WHERE topic = ?1 ORDER BY id"
-                    ))?
-                    .query_map([topic], book_from_row)?
-                    .collect::<Result<Vec<_>, _>>()?,
-                None => conn
-                    .prepare_cached(&format!("SELECT {COLUMNS} FROM books ORDER BY id"))?
-                    .query_map([], book_from_row)?
-                    .collect::<Result<Vec<_>, _>>()?,
-            };
-            Ok(books)
-        })
-        .await
+        Ok(self.view().books(topic.as_deref()))
     }
 }

@@ -3,11 +3,19 @@
 //! One writer connection behind a mutex and a few reader connections; every
 //! call runs on tokio's blocking pool, never on the async runtime. Commits
 //! are `synchronous = FULL`: a write is on disk when `apply` returns.
+//!
+//! Beside the tables, a service may keep a view of them in memory
+//! ([`SqliteMachine::View`]) for reads that need no SQLite and no hand-off
+//! to the blocking pool: it is updated after each commit, under the writer
+//! lock (so in commit order), from the outcomes of the ops the commit
+//! applied anew, or reloaded whole after any other write (seeding, a
+//! snapshot installed). A caller that waited for an apply to return reads
+//! a view that holds it.
 
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -24,6 +32,26 @@ pub trait SqliteMachine: Machine {
     /// Applies `cmd` inside `tx` (the journal commits it with the op's
     /// record). Must match the in-memory backend's semantics exactly.
     fn execute(tx: &Transaction<'_>, cmd: &Self::Command) -> Result<Self::Outcome, StoreError>;
+
+    /// What the service keeps of its tables in memory, for reads (`()`
+    /// for none).
+    type View: Send + Sync + 'static;
+
+    /// The view of the tables as `conn` sees them (at open, and after any
+    /// write that is not an op's apply).
+    fn load_view(conn: &Connection) -> Result<Self::View, StoreError>;
+
+    /// Brings `view` up to date with an op applied anew that answered
+    /// `outcome` (never called for a repeat, whose recorded outcome may be
+    /// older than the tables).
+    fn update_view(view: &mut Self::View, outcome: &Self::Outcome);
+}
+
+/// How a commit changes the view: the outcomes of the ops it applied anew,
+/// in order, or a whole new view.
+enum ViewChange<M: SqliteMachine> {
+    Applied(Vec<M::Outcome>),
+    Reloaded(M::View),
 }
 
 const JOURNAL_SCHEMA: &str = "
@@ -93,10 +121,11 @@ fn retain(tx: &Transaction<'_>, at_ms: u64, window: Duration) -> Result<(), Stor
 const READERS: usize = 4;
 
 /// A [`Journal`] in one SQLite file, generic over the service it stores.
-pub struct SqliteJournal<M> {
+pub struct SqliteJournal<M: SqliteMachine> {
     writer: Arc<Mutex<Connection>>,
     readers: Arc<Vec<Mutex<Connection>>>,
     next_reader: AtomicUsize,
+    view: Arc<RwLock<M::View>>,
     path: PathBuf,
     incarnation: String,
     _machine: PhantomData<fn() -> M>,
@@ -163,9 +192,11 @@ impl<M: SqliteMachine> SqliteJournal<M> {
         let readers = (0..READERS)
             .map(|_| open_connection(&path).map(Mutex::new))
             .collect::<Result<Vec<_>, _>>()?;
+        let view = M::load_view(&writer)?;
         Ok(SqliteJournal {
             writer: Arc::new(Mutex::new(writer)),
             readers: Arc::new(readers),
+            view: Arc::new(RwLock::new(view)),
             next_reader: AtomicUsize::new(0),
             path,
             incarnation,
@@ -190,11 +221,12 @@ impl<M: SqliteMachine> SqliteJournal<M> {
         meta: Vec<(String, String)>,
         retention: Option<Duration>,
     ) -> Result<Vec<Option<M::Outcome>>, StoreError> {
-        self.write(move |tx| {
+        self.commit(move |tx| {
             let mut outcomes = Vec::with_capacity(ops.len());
+            let mut fresh = Vec::with_capacity(ops.len());
             for (source, op, at_ms) in ops {
                 outcomes.push(match op {
-                    Some(op) => Some(apply_in::<M>(tx, source, &op)?.outcome),
+                    Some(op) => Some(apply_noting::<M>(tx, source, &op, &mut fresh)?.outcome),
                     None => None,
                 });
                 if let (Some(window), Some(at_ms)) = (retention, at_ms) {
@@ -202,7 +234,7 @@ impl<M: SqliteMachine> SqliteJournal<M> {
                 }
             }
             set_meta(tx, &meta)?;
-            Ok(outcomes)
+            Ok((outcomes, ViewChange::Applied(fresh)))
         })
         .await
     }
@@ -235,21 +267,53 @@ impl<M: SqliteMachine> SqliteJournal<M> {
     }
 
     /// Runs `f` in one `IMMEDIATE` transaction on the writer, committed if
-    /// `f` succeeds, on the blocking pool.
+    /// `f` succeeds, on the blocking pool; the in-memory view is reloaded
+    /// from what the transaction leaves (so `f` may change any table).
     pub async fn write<R, F>(&self, f: F) -> Result<R, StoreError>
     where
         R: Send + 'static,
         F: FnOnce(&Transaction<'_>) -> Result<R, StoreError> + Send + 'static,
     {
+        self.commit(move |tx| {
+            let result = f(tx)?;
+            Ok((result, ViewChange::Reloaded(M::load_view(tx)?)))
+        })
+        .await
+    }
+
+    /// Runs `f` in one `IMMEDIATE` transaction on the writer, on the
+    /// blocking pool; once it is committed, and before the writer is free
+    /// again, makes the view change `f` answered.
+    async fn commit<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<(R, ViewChange<M>), StoreError> + Send + 'static,
+    {
         let writer = Arc::clone(&self.writer);
+        let view = Arc::clone(&self.view);
         tokio::task::spawn_blocking(move || {
             let mut conn = lock(&writer);
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let result = f(&tx)?;
+            let (result, change) = f(&tx)?;
             tx.commit()?;
+            let mut view = view.write().unwrap_or_else(|p| p.into_inner());
+            match change {
+                ViewChange::Applied(outcomes) => {
+                    for outcome in &outcomes {
+                        M::update_view(&mut view, outcome);
+                    }
+                }
+                ViewChange::Reloaded(reloaded) => *view = reloaded,
+            }
             Ok(result)
         })
         .await?
+    }
+
+    /// The in-memory view of the tables, as of the last commit. Held only
+    /// to copy out of it: never across an `.await`.
+    pub(crate) fn view(&self) -> RwLockReadGuard<'_, M::View> {
+        self.view.read().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Runs `f` on a reader connection (a consistent snapshot per statement;
@@ -358,6 +422,21 @@ fn apply_in<M: SqliteMachine>(
     })
 }
 
+/// [`apply_in`], noting the outcome in `fresh` if the op was applied anew
+/// (for the view).
+fn apply_noting<M: SqliteMachine>(
+    tx: &Transaction<'_>,
+    source: Source,
+    op: &Op<M::Command>,
+    fresh: &mut Vec<M::Outcome>,
+) -> Result<Applied<M::Outcome>, StoreError> {
+    let applied = apply_in::<M>(tx, source, op)?;
+    if applied.fresh {
+        fresh.push(applied.outcome.clone());
+    }
+    Ok(applied)
+}
+
 #[async_trait]
 impl<M: SqliteMachine> Journal<M> for SqliteJournal<M> {
     async fn apply(
@@ -365,19 +444,25 @@ impl<M: SqliteMachine> Journal<M> for SqliteJournal<M> {
         source: Source,
         op: Op<M::Command>,
     ) -> Result<Applied<M::Outcome>, StoreError> {
-        self.write(move |tx| apply_in::<M>(tx, source, &op)).await
+        self.commit(move |tx| {
+            let mut fresh = Vec::with_capacity(1);
+            let applied = apply_noting::<M>(tx, source, &op, &mut fresh)?;
+            Ok((applied, ViewChange::Applied(fresh)))
+        })
+        .await
     }
 
     async fn apply_entries(&self, entries: Vec<Entry<M::Command>>) -> Result<(), StoreError> {
-        self.write(move |tx| {
+        self.commit(move |tx| {
+            let mut fresh = Vec::with_capacity(entries.len());
             for entry in entries {
                 let source = Source::Peer {
                     origin: entry.origin,
                     origin_seq: entry.origin_seq,
                 };
-                apply_in::<M>(tx, source, &entry.op)?;
+                apply_noting::<M>(tx, source, &entry.op, &mut fresh)?;
             }
-            Ok(())
+            Ok(((), ViewChange::Applied(fresh)))
         })
         .await
     }

@@ -37,6 +37,15 @@ CREATE TABLE IF NOT EXISTS orders (
 );
 ";
 
+    /// Orders are read from SQLite: none kept in memory.
+    type View = ();
+
+    fn load_view(_: &Connection) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn update_view(_: &mut (), _: &OrderOutcome) {}
+
     fn execute(tx: &Transaction<'_>, cmd: &OrderCommand) -> Result<OrderOutcome, StoreError> {
         let OrderCommand::Record { key, item, created } = cmd;
         if let Some(order) = select_by_key(tx, key)? {

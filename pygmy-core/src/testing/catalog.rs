@@ -213,6 +213,12 @@ pub async fn an_op_id_applies_once(store: Arc<dyn CatalogStore>) {
         .expect("sell");
     assert!(!from_peer.fresh);
     assert_eq!(count(&store, 1).await, 4);
+    // A repeat after a later sale answers the first outcome (4 left then)
+    // and leaves the stock as the later sale left it.
+    store.apply(local(), sell("later", 1)).await.expect("sell");
+    let late_repeat = store.apply(local(), sell("same", 1)).await.expect("sell");
+    assert_eq!(late_repeat.outcome, first.outcome);
+    assert_eq!(count(&store, 1).await, 3);
     assert_eq!(
         store.outcome(&OpId("same".to_owned())).await.expect("read"),
         Some(first.outcome)
