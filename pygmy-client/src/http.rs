@@ -1,12 +1,21 @@
-//! The HTTP plumbing the typed clients share: one pooled reqwest client,
-//! URL building, and decoding of the envelope.
+//! The HTTP plumbing the typed clients share: one pool of keep-alive
+//! connections (hyper-util's client), the calls' targets built from the
+//! typed routes, and decoding of the envelope.
 
 use std::time::Duration;
 
+use bytes::Bytes;
+use http::header::CONTENT_TYPE;
+use http::{HeaderName, HeaderValue};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use pygmy_core::api::routes::Route;
 use pygmy_core::error::chain;
-use reqwest::RequestBuilder;
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 use url::Url;
 
 use crate::error::{ClientError, ERROR_KIND_HEADER};
@@ -38,12 +47,94 @@ impl Default for ClientOptions {
     }
 }
 
-/// A base URL and a pooled HTTP client (keep-alive connections, shared by
-/// clones).
+/// A pool of keep-alive HTTP/1 connections (hyper's), with the settings of
+/// the calls made over it; clones share it. One per process is enough: it
+/// keeps connections per host.
+#[derive(Debug, Clone)]
+pub struct Pool {
+    client: Client<HttpConnector, Full<Bytes>>,
+    timeout: Duration,
+}
+
+/// A pool with these settings, to share between [`Http`]s (one connection
+/// pool for all the nodes a process talks to).
+pub fn pooled(options: &ClientOptions) -> Result<Pool, ClientError> {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(options.connect_timeout));
+    connector.set_nodelay(true);
+    let client = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(256)
+        .pool_timer(TokioTimer::new())
+        .build(connector);
+    Ok(Pool {
+        client,
+        timeout: options.timeout,
+    })
+}
+
+/// A call to make with [`Http::send`]: method, target, headers and body.
+#[derive(Debug)]
+pub struct Call {
+    request: http::request::Builder,
+    body: Bytes,
+    /// Why the call cannot be made (a header or a body that does not
+    /// encode), told when it is sent.
+    invalid: Option<String>,
+}
+
+impl Call {
+    /// Adds header `name: value`.
+    pub fn header(mut self, name: &str, value: &str) -> Call {
+        match (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            (Ok(name), Ok(value)) => self.request = self.request.header(name, value),
+            _ => self.invalid = Some(format!("the header {name} cannot carry {value:?}")),
+        }
+        self
+    }
+
+    /// Sends `body` as JSON.
+    pub fn json<T: Serialize + ?Sized>(self, body: &T) -> Call {
+        match serde_json::to_vec(body) {
+            Ok(bytes) => self.body(bytes),
+            Err(err) => Call {
+                invalid: Some(format!("the body does not encode: {err}")),
+                ..self
+            },
+        }
+    }
+
+    /// Sends `body`, JSON already encoded.
+    pub fn body(mut self, body: Vec<u8>) -> Call {
+        self.request = self.request.header(CONTENT_TYPE, "application/json");
+        self.body = Bytes::from(body);
+        self
+    }
+}
+
+/// Escaped in a path segment: what the URL standard escapes there.
+const SEGMENT: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}')
+    .add(b'/')
+    .add(b'%');
+
+/// A base URL and a pool of connections (shared by clones).
 #[derive(Debug, Clone)]
 pub struct Http {
-    client: reqwest::Client,
+    pool: Pool,
     base: Url,
+    /// `http://host:port`, without a path: each call's target is built on it.
+    origin: String,
     token: Option<String>,
 }
 
@@ -53,18 +144,20 @@ impl Http {
         Http::with_client(pooled(options)?, base, options.token.clone())
     }
 
-    /// A client for `base` sharing an existing reqwest client (and its pool).
-    pub fn with_client(
-        client: reqwest::Client,
-        base: &str,
-        token: Option<String>,
-    ) -> Result<Http, ClientError> {
+    /// A client for `base` sharing an existing pool.
+    pub fn with_client(pool: Pool, base: &str, token: Option<String>) -> Result<Http, ClientError> {
         let base = Url::parse(base).map_err(|_| ClientError::InvalidUrl(base.to_owned()))?;
-        if base.scheme() != "http" || base.host().is_none() {
-            return Err(ClientError::InvalidUrl(base.to_string()));
-        }
+        let host = match (base.scheme(), base.host_str()) {
+            ("http", Some(host)) => host,
+            _ => return Err(ClientError::InvalidUrl(base.to_string())),
+        };
+        let origin = match base.port() {
+            Some(port) => format!("http://{host}:{port}"),
+            None => format!("http://{host}"),
+        };
         Ok(Http {
-            client,
+            pool,
+            origin,
             base,
             token,
         })
@@ -75,51 +168,80 @@ impl Http {
         &self.base
     }
 
-    /// A request for `route` with `query` pairs (each escaped), with the
+    /// A call of `route` with `query` pairs (each escaped), with the
     /// cluster token if there is one.
-    pub fn request<R: Route>(&self, route: &R, query: &[(&str, &str)]) -> RequestBuilder {
+    pub fn request<R: Route>(&self, route: &R, query: &[(&str, &str)]) -> Call {
         let (method, segments) = route.target();
-        let mut url = self.base.clone();
-        if let Ok(mut path) = url.path_segments_mut() {
-            path.clear().extend(&segments);
+        let mut target = self.origin.clone();
+        for segment in &segments {
+            target.push('/');
+            target.extend(utf8_percent_encode(segment, SEGMENT));
+        }
+        if segments.is_empty() {
+            target.push('/');
         }
         if !query.is_empty() {
-            url.query_pairs_mut().extend_pairs(query);
+            target.push('?');
+            let start = target.len();
+            let mut pairs = url::form_urlencoded::Serializer::for_suffix(target, start);
+            pairs.extend_pairs(query);
+            target = pairs.finish();
         }
-        let request = self.client.request(method, url);
+        let request = http::Request::builder().method(method).uri(target);
+        let call = Call {
+            request,
+            body: Bytes::new(),
+            invalid: None,
+        };
         match &self.token {
-            Some(token) => request.header(TOKEN_HEADER, token),
-            None => request,
+            Some(token) => call.header(TOKEN_HEADER, token),
+            None => call,
         }
     }
 
-    /// Sends `request` and returns the body of a 2xx answer, or the error
-    /// the answer stands for.
-    pub async fn send_raw(&self, request: RequestBuilder) -> Result<bytes::Bytes, ClientError> {
-        let request = request
-            .build()
+    /// Sends `call` and returns the body of a 2xx answer, or the error the
+    /// answer stands for; the whole call within the pool's timeout.
+    pub async fn send_raw(&self, call: Call) -> Result<Bytes, ClientError> {
+        if let Some(invalid) = call.invalid {
+            return Err(ClientError::InvalidUrl(invalid));
+        }
+        let url = call
+            .request
+            .uri_ref()
+            .map_or_else(|| self.origin.clone(), ToString::to_string);
+        let request = call
+            .request
+            .body(Full::new(call.body))
             .map_err(|e| ClientError::InvalidUrl(e.to_string()))?;
-        let url = request.url().to_string();
-        let response = self
-            .client
-            .execute(request)
-            .await
-            .map_err(|e| ClientError::Transport {
-                url: url.clone(),
-                reason: chain(&e),
-                connect: e.is_connect(),
-            })?;
-        let status = response.status().as_u16();
-        let kind = response
-            .headers()
-            .get(ERROR_KIND_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let body = response.bytes().await.map_err(|e| ClientError::Transport {
+        let transport = |reason: String, connect: bool| ClientError::Transport {
             url: url.clone(),
-            reason: chain(&e),
-            connect: false,
-        })?;
+            reason,
+            connect,
+        };
+        let exchange = async {
+            let response = self
+                .pool
+                .client
+                .request(request)
+                .await
+                .map_err(|e| transport(chain(&e), e.is_connect()))?;
+            let status = response.status().as_u16();
+            let kind = response
+                .headers()
+                .get(ERROR_KIND_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| transport(chain(&e), false))?
+                .to_bytes();
+            Ok::<_, ClientError>((status, kind, body))
+        };
+        let (status, kind, body) = tokio::time::timeout(self.pool.timeout, exchange)
+            .await
+            .map_err(|_| transport(format!("no answer within {:?}", self.pool.timeout), false))??;
         if (200..300).contains(&status) {
             Ok(body)
         } else {
@@ -127,30 +249,14 @@ impl Http {
         }
     }
 
-    /// Sends `request` and decodes a 2xx answer as `T`.
-    pub async fn send<T: DeserializeOwned>(
-        &self,
-        request: RequestBuilder,
-    ) -> Result<T, ClientError> {
-        let body = self.send_raw(request).await?;
+    /// Sends `call` and decodes a 2xx answer as `T`.
+    pub async fn send<T: DeserializeOwned>(&self, call: Call) -> Result<T, ClientError> {
+        let body = self.send_raw(call).await?;
         serde_json::from_slice(&body).map_err(|e| ClientError::Decode {
-            url: self.base.to_string(),
+            url: self.origin.clone(),
             reason: e.to_string(),
         })
     }
-}
-
-/// A reqwest client with these settings, to share between [`Http`]s (one
-/// connection pool for all the nodes a process talks to).
-pub fn pooled(options: &ClientOptions) -> Result<reqwest::Client, ClientError> {
-    reqwest::Client::builder()
-        .connect_timeout(options.connect_timeout)
-        .timeout(options.timeout)
-        .tcp_nodelay(true)
-        .pool_max_idle_per_host(256)
-        .no_proxy()
-        .build()
-        .map_err(|e| ClientError::InvalidUrl(e.to_string()))
 }
 
 impl Http {
@@ -168,5 +274,47 @@ impl Http {
                 url: self.base.to_string(),
                 reason: format!("{what} answered no item"),
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use pygmy_core::api::routes::{CatalogRoute, MemberRoute};
+
+    use super::*;
+
+    fn target(call: &Call) -> String {
+        call.request
+            .uri_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn targets_escape_path_segments_and_query_values() {
+        let http = Http::new("http://127.0.0.1:8011", &ClientOptions::default()).expect("http");
+        assert_eq!(
+            target(&http.request(&CatalogRoute::Items, &[])),
+            "http://127.0.0.1:8011/item"
+        );
+        assert_eq!(
+            target(&http.request(&CatalogRoute::Items, &[("topic", "a b&c=d/é")])),
+            "http://127.0.0.1:8011/item?topic=a+b%26c%3Dd%2F%C3%A9"
+        );
+        let remove = CatalogRoute::Members(MemberRoute::Remove("x y/z?%".to_owned()));
+        assert_eq!(
+            target(&http.request(&remove, &[])),
+            "http://127.0.0.1:8011/members/x%20y%2Fz%3F%25"
+        );
+    }
+
+    #[test]
+    fn a_header_that_cannot_be_sent_fails_the_call_not_the_process() {
+        let http = Http::new("http://[::1]:9", &ClientOptions::default()).expect("http");
+        let call = http
+            .request(&CatalogRoute::Items, &[])
+            .header("idempotency-key", "bad\nvalue");
+        assert!(call.invalid.is_some());
+        assert_eq!(target(&call), "http://[::1]:9/item");
     }
 }

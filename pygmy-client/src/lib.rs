@@ -6,7 +6,7 @@
 //! - [`Client`] (`store.rs`): a store's frontend: `lookup`, `search`, `buy`.
 //! - [`nodes`]: typed clients of the catalog and order replicas and of the
 //!   internal endpoints, which the server uses for node-to-node calls.
-//! - [`http`]: the shared HTTP plumbing (pooled reqwest client; every URL
+//! - [`http`]: the shared HTTP plumbing (one hyper connection pool; every URL
 //!   comes from the route tables of `pygmy_core::api::routes`), and
 //!   [`ClientError`] (`error.rs`): failures by kind, decoded in one place.
 //!

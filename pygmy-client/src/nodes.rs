@@ -190,11 +190,7 @@ impl InternalClient {
     pub async fn replicate(&self, rpc: &str, body: Vec<u8>) -> Result<bytes::Bytes, ClientError> {
         // The same path on a catalog and an order replica.
         let route = CatalogRoute::Replication(rpc.to_owned());
-        let request = self
-            .http
-            .request(&route, &[])
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body);
+        let request = self.http.request(&route, &[]).body(body);
         self.http.send_raw(request).await
     }
 

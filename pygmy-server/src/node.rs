@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use pygmy_client::http::{pooled, Http};
+use pygmy_client::http::{pooled, Http, Pool};
 use pygmy_client::{CatalogClient, ClientError, ClientOptions, InternalClient, OrderClient};
 use pygmy_core::balance::{Balancer, HealthPolicy, LeastLoaded, Preferred, ReplicaSet, RoundRobin};
 use pygmy_core::cache::{Cache, LruCache, NoCache};
@@ -150,7 +150,7 @@ fn limits(topology: &Topology) -> Limits {
 fn clients<C>(
     topology: &Topology,
     role: Role,
-    pool: &reqwest::Client,
+    pool: &Pool,
     make: impl Fn(Http) -> C,
 ) -> Result<Vec<(String, C)>, NodeError> {
     topology
@@ -167,7 +167,7 @@ fn clients<C>(
 fn replica_set<C>(
     topology: &Topology,
     role: Role,
-    pool: &reqwest::Client,
+    pool: &Pool,
     make: impl Fn(Http) -> C,
     balancer: Box<dyn Balancer>,
 ) -> Result<ReplicaSet<C>, NodeError> {
@@ -273,7 +273,7 @@ async fn replicator<M: Service>(
     topology: &Topology,
     node: &NodeConfig,
     store: &Store<M>,
-    pool: &reqwest::Client,
+    pool: &Pool,
 ) -> Result<Arc<dyn Replicator<M>>, NodeError> {
     let peers = clients(topology, node.role, pool, InternalClient::from_http)?;
     let names = peers.iter().map(|(name, _)| name.clone()).collect();

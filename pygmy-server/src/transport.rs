@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 
 use async_trait::async_trait;
-use pygmy_client::http::Http;
+use pygmy_client::http::{Http, Pool};
 use pygmy_client::{ClientError, InternalClient};
 use pygmy_core::replication::Transport;
 use pygmy_core::TransportError;
@@ -16,7 +16,7 @@ use pygmy_core::TransportError;
 pub struct HttpTransport {
     peers: RwLock<HashMap<String, InternalClient>>,
     /// The connection pool and token for peers learned later.
-    pool: reqwest::Client,
+    pool: Pool,
     token: Option<String>,
 }
 
@@ -25,7 +25,7 @@ impl HttpTransport {
     /// shares `pool` and is sent `token`.
     pub fn new(
         peers: impl IntoIterator<Item = (String, InternalClient)>,
-        pool: reqwest::Client,
+        pool: Pool,
         token: Option<String>,
     ) -> Self {
         HttpTransport {
