@@ -261,6 +261,12 @@ impl<M: SqliteMachine> SqliteJournal<M> {
         .await?
     }
 
+    /// The writer connection, for a replication log kept in the same file
+    /// (it never writes the service's tables, so the view stays true).
+    pub(crate) fn writer(&self) -> Arc<Mutex<Connection>> {
+        Arc::clone(&self.writer)
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path

@@ -5,6 +5,13 @@
 //! transaction (`synchronous = FULL`): an append is durable before openraft
 //! is told it is flushed, a vote before `save_vote` returns. The committed
 //! log id is written with the next append, never by itself.
+//!
+//! In the journal's own file, the log shares the journal's writer
+//! connection ([`SqliteLog::sharing`]): SQLite empties a connection's page
+//! cache whenever another connection wrote the file, so two writers of one
+//! file took turns re-reading every page they touched (and waited for each
+//! other in SQLite's busy handler, which sleeps); one connection keeps its
+//! cache, and the two wait on one mutex.
 
 use std::fmt::Debug;
 use std::marker::PhantomData;
@@ -39,6 +46,9 @@ type Error = StorageError<NodeId>;
 /// The raft log of one replica. Cheap to clone: clones share the connection.
 pub struct SqliteLog<M> {
     conn: Arc<Mutex<Connection>>,
+    /// The connection is the journal's writer, whose own commits are not
+    /// synced (`synchronous = NORMAL`): the log's are made `FULL` each.
+    shared: bool,
     /// The committed log id openraft last told of, not written yet: it is
     /// written with the next append (openraft needs it only to re-apply
     /// committed entries sooner after a restart, so it never costs a sync
@@ -51,6 +61,7 @@ impl<M> Clone for SqliteLog<M> {
     fn clone(&self) -> Self {
         SqliteLog {
             conn: Arc::clone(&self.conn),
+            shared: self.shared,
             committed: Arc::clone(&self.committed),
             _machine: PhantomData,
         }
@@ -76,21 +87,52 @@ impl<M: Machine> SqliteLog<M> {
         conn.execute_batch(SCHEMA)?;
         Ok(SqliteLog {
             conn: Arc::new(Mutex::new(conn)),
+            shared: false,
             committed: Arc::new(Mutex::new(None)),
             _machine: PhantomData,
         })
     }
 
-    /// Runs `f` on the connection on the blocking pool.
+    /// The raft tables over `conn`, the writer connection of the journal
+    /// in the same file, whose commits are not synced of their own
+    /// (`synchronous = NORMAL`, see
+    /// [`SqliteJournal::sync_with_another_writer`](crate::journal::sqlite::SqliteJournal::sync_with_another_writer)):
+    /// each of the log's is. Blocking.
+    pub fn sharing(conn: Arc<Mutex<Connection>>) -> Result<Self, crate::StoreError> {
+        conn.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .execute_batch(SCHEMA)?;
+        Ok(SqliteLog {
+            conn,
+            shared: true,
+            committed: Arc::new(Mutex::new(None)),
+            _machine: PhantomData,
+        })
+    }
+
+    /// Runs `f` on the connection on the blocking pool, every commit in it
+    /// synced.
     async fn with<R, F>(&self, f: F) -> Result<R, Error>
     where
         R: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<R, Error> + Send + 'static,
     {
         let conn = Arc::clone(&self.conn);
+        let shared = self.shared;
         tokio::task::spawn_blocking(move || {
             let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
-            f(&mut conn)
+            if !shared {
+                return f(&mut conn);
+            }
+            conn.pragma_update(None, "synchronous", "FULL")
+                .map_err(io_error)?;
+            let result = f(&mut conn);
+            // Back to the journal's setting (if this fails, the journal's
+            // commits are synced too: slower, never less durable).
+            if let Err(err) = conn.pragma_update(None, "synchronous", "NORMAL") {
+                tracing::warn!(%err, "the journal's commits stay synced");
+            }
+            result
         })
         .await
         .map_err(io_error)?

@@ -22,20 +22,24 @@ use crate::journal::sqlite::{SqliteJournal, SqliteMachine};
 /// and wraps `journal` as the state machine: the two halves of the storage
 /// that [`super::RaftReplicator::start`] takes.
 ///
-/// With the log in the journal's own file, applies are committed without a
-/// sync of their own: every entry is in the log first, synced, and the
-/// log's next sync covers the applies before it (one write-ahead log); a
-/// power cut loses at most applies that openraft redoes from the log.
+/// With the log in the journal's own file, the two share the journal's
+/// writer connection (one page cache, see [`log`]), and applies are
+/// committed without a sync of their own: every entry is in the log first,
+/// synced, and the log's next sync covers the applies before it (one
+/// write-ahead log); a power cut loses at most applies that openraft redoes
+/// from the log.
 pub async fn open<M: SqliteMachine>(
     journal: Arc<SqliteJournal<M>>,
     path: &Path,
 ) -> Result<(SqliteLog<M>, JournalStateMachine<M>), StoreError> {
-    let same_file = path == journal.path();
-    let path = path.to_path_buf();
-    let log = tokio::task::spawn_blocking(move || SqliteLog::<M>::open(&path)).await??;
-    if same_file {
+    let log = if path == journal.path() {
         journal.sync_with_another_writer().await?;
-    }
+        let writer = journal.writer();
+        tokio::task::spawn_blocking(move || SqliteLog::<M>::sharing(writer)).await??
+    } else {
+        let path = path.to_path_buf();
+        tokio::task::spawn_blocking(move || SqliteLog::<M>::open(&path)).await??
+    };
     let machine = JournalStateMachine::new(journal).await?;
     Ok((log, machine))
 }
