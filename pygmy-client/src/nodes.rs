@@ -6,7 +6,7 @@ use pygmy_core::api::{
     BuyResponse, HealthResponse, Invalidation, ItemUpdate, ItemsResponse, LeaseGrant,
     MembersResponse, NewMember, OrderPage, OrdersResponse, SalesResponse, UpdateResponse,
 };
-use pygmy_core::balance::Probe;
+use pygmy_core::balance::{Probe, Probed};
 use pygmy_core::replication::Members;
 use pygmy_core::types::{Book, IdempotencyKey, ItemId, Order, OrderId};
 
@@ -262,16 +262,28 @@ async fn health(http: &Http) -> Result<HealthResponse, ClientError> {
         .await
 }
 
+/// A probe's reading of a `/health` answer: a replica that cannot answer
+/// 200 does not serve.
+fn probed(health: Result<HealthResponse, ClientError>) -> Probed {
+    match health {
+        Ok(health) => Probed {
+            serves: true,
+            leader: health.leader,
+        },
+        Err(_) => Probed::default(),
+    }
+}
+
 #[async_trait::async_trait]
 impl Probe for CatalogClient {
-    async fn probe(&self) -> bool {
-        self.health().await.is_ok()
+    async fn probe(&self) -> Probed {
+        probed(self.health().await)
     }
 }
 
 #[async_trait::async_trait]
 impl Probe for OrderClient {
-    async fn probe(&self) -> bool {
-        self.health().await.is_ok()
+    async fn probe(&self) -> Probed {
+        probed(self.health().await)
     }
 }

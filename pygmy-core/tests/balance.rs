@@ -117,11 +117,11 @@ struct Probed(bool);
 
 #[async_trait::async_trait]
 impl pygmy_core::balance::Probe for Probed {
-    async fn probe(&self) -> bool {
+    async fn probe(&self) -> pygmy_core::balance::Probed {
         if !self.0 {
             std::future::pending::<()>().await;
         }
-        true
+        pygmy_core::balance::Probed::serves()
     }
 }
 
@@ -215,8 +215,11 @@ struct Electing {
 
 #[async_trait::async_trait]
 impl pygmy_core::balance::Probe for Electing {
-    async fn probe(&self) -> bool {
-        self.ready
+    async fn probe(&self) -> pygmy_core::balance::Probed {
+        pygmy_core::balance::Probed {
+            serves: self.ready,
+            leader: None,
+        }
     }
 }
 
@@ -251,4 +254,89 @@ async fn a_probe_answered_not_ready_leaves_the_waiting_calls_alone() {
     set.probe(Duration::from_millis(50), Duration::from_secs(3))
         .await;
     assert_eq!(waiting.await.expect("the call"), Some("electing"));
+}
+
+/// A replica that answers its probe naming `leader` (`None`: frozen).
+struct Naming(Option<&'static str>);
+
+#[async_trait::async_trait]
+impl pygmy_core::balance::Probe for Naming {
+    async fn probe(&self) -> pygmy_core::balance::Probed {
+        let Some(leader) = self.0 else {
+            return std::future::pending().await;
+        };
+        pygmy_core::balance::Probed {
+            serves: true,
+            leader: (!leader.is_empty()).then(|| leader.to_owned()),
+        }
+    }
+}
+
+fn three(names: [Option<&'static str>; 3]) -> pygmy_core::balance::ReplicaSet<Naming> {
+    pygmy_core::balance::ReplicaSet::new(
+        ["a", "b", "c"]
+            .into_iter()
+            .zip(names)
+            .map(|(name, leader)| {
+                (
+                    name.to_owned(),
+                    format!("http://{name}.invalid"),
+                    Naming(leader),
+                )
+            }),
+        Box::new(pygmy_core::balance::Preferred::new(0)),
+        HealthPolicy::default(),
+        Duration::from_secs(1),
+    )
+}
+
+/// Writes go to the replica the probe found leading first (skipping a
+/// follower's forward), reads keep the balancer's order; a leader the probe
+/// finds silent is not tried first.
+#[tokio::test]
+async fn writes_go_to_the_leader_the_probe_found_first() {
+    let set = three([Some("c"), Some("c"), Some("c")]);
+    assert_eq!(
+        set.plan_leader_first(),
+        vec![0, 1, 2],
+        "no probe yet: no leader"
+    );
+    set.probe(Duration::from_millis(50), Duration::from_secs(3))
+        .await;
+    assert_eq!(set.leader(), Some(2));
+    assert_eq!(set.plan_leader_first(), vec![2, 0, 1]);
+    assert_eq!(
+        set.plan(),
+        vec![0, 1, 2],
+        "reads as the balancer orders them"
+    );
+    let first = set
+        .call_leader_first(|replica: &Naming| {
+            let name = replica.0;
+            async move { Ok::<_, Never>(name) }
+        })
+        .await
+        .ok()
+        .flatten();
+    assert_eq!(first, Some("c"));
+
+    // An old leader cut off still names itself; the others name the new.
+    let set = three([Some("a"), Some("b"), Some("b")]);
+    set.probe(Duration::from_millis(50), Duration::from_secs(3))
+        .await;
+    assert_eq!(set.leader(), Some(1));
+
+    // No leader named (an election): no hint.
+    let set = three([Some(""), Some(""), Some("")]);
+    set.probe(Duration::from_millis(50), Duration::from_secs(3))
+        .await;
+    assert_eq!(set.leader(), None);
+    assert_eq!(set.plan_leader_first(), vec![0, 1, 2]);
+
+    // The leader frozen: named by the others, but ejected, so tried last.
+    let set = three([Some("c"), Some("c"), None]);
+    set.probe(Duration::from_millis(50), Duration::from_secs(3))
+        .await;
+    assert_eq!(set.leader(), Some(2));
+    assert_eq!(set.plan_leader_first(), vec![0, 1, 2]);
 }

@@ -375,6 +375,10 @@ impl Handler for CatalogNode {
         self.replica.is_ready()
     }
 
+    fn leader(&self) -> Option<String> {
+        self.replica.status().and_then(|status| status.leader)
+    }
+
     async fn metrics(&self, out: &mut Metrics) {
         self.replica.write_metrics(out).await;
         out.counter(

@@ -238,7 +238,7 @@ impl FrontendNode {
         self.counters.buys.fetch_add(1, Ordering::Relaxed);
         let id = req.item_id("id")?;
         let key = req.idempotency_key()?.unwrap_or_else(IdempotencyKey::mint);
-        let order = self.orders.call(|o| o.buy(id, &key)).await?;
+        let order = self.orders.call_leader_first(|o| o.buy(id, &key)).await?;
         // The catalog pushed the invalidation of the book and its topic
         // before the sale was answered; dropping the lookup here too costs
         // nothing and covers a lost push for lookups (not for searches: the

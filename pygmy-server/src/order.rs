@@ -233,11 +233,12 @@ impl OrderNode {
         self.record(item, key).await
     }
 
-    /// Has a catalog replica sell one copy under `key`: the preferred one,
-    /// then the others if it cannot serve (safe: the sale is keyed).
+    /// Has a catalog replica sell one copy under `key`: the leader (as the
+    /// last probe found it), then the preferred one, then the others if it
+    /// cannot serve (safe: the sale is keyed).
     async fn sell(&self, item: ItemId, key: &IdempotencyKey) -> Result<(), ApiError> {
         self.catalogs
-            .call(|catalog| catalog.sell(item, key))
+            .call_leader_first(|catalog| catalog.sell(item, key))
             .await?;
         Ok(())
     }
@@ -304,6 +305,10 @@ impl Handler for OrderNode {
 
     fn is_ready(&self) -> bool {
         self.replica.is_ready()
+    }
+
+    fn leader(&self) -> Option<String> {
+        self.replica.status().and_then(|status| status.leader)
     }
 
     async fn metrics(&self, out: &mut Metrics) {

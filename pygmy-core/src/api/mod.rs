@@ -266,6 +266,10 @@ pub struct HealthResponse {
     pub role: String,
     /// `ok` once the node serves (a replica serves once it caught up).
     pub state: String,
+    /// A raft replica: the leader of its service it knows, by name (none
+    /// while there is none, and for other nodes). A hint for callers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
 }
 
 /// The body of `PUT /item/<id>`: a change of stock and/or a new price.

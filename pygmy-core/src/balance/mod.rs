@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 pub use self::least_loaded::LeastLoaded;
 pub use self::preferred::Preferred;
-pub use self::replica_set::{AttemptError, CallError, Probe, ReplicaFailure, ReplicaSet};
+pub use self::replica_set::{AttemptError, CallError, Probe, Probed, ReplicaFailure, ReplicaSet};
 pub use self::round_robin::RoundRobin;
 
 /// How a replica set judges health.

@@ -4,9 +4,15 @@
 //! the order to try them in; every attempt has its own time limit. The
 //! frontend reaches both backends through one, an order replica reaches
 //! the catalog through one, and the reconciler walks its replicas.
+//!
+//! The probe also learns which replica leads (each names the leader it
+//! knows): writes go to it first ([`ReplicaSet::call_leader_first`]), so
+//! they skip a follower's forward to the leader. The hint is only an
+//! order of trying: a stale one costs a forward or a failover, never a
+//! wrong answer.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -15,12 +21,35 @@ use tokio::sync::Notify;
 
 use super::{Balancer, HealthPolicy, Replicas};
 
+/// What a health probe found of a replica that answered.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Probed {
+    /// Whether it serves (not while it catches up).
+    pub serves: bool,
+    /// The leader it knows, by name, if it is replicated by a leader.
+    pub leader: Option<String>,
+}
+
+impl Probed {
+    /// A replica that serves and knows no leader.
+    pub fn serves() -> Probed {
+        Probed {
+            serves: true,
+            leader: None,
+        }
+    }
+}
+
 /// A client that can tell whether its replica serves (`GET /health`).
 #[async_trait]
 pub trait Probe: Send + Sync {
-    /// Whether the replica answers that it serves.
-    async fn probe(&self) -> bool;
+    /// What the replica answers of its health (`serves: false` if it
+    /// answers it cannot serve, or cannot be reached).
+    async fn probe(&self) -> Probed;
 }
+
+/// No leader known.
+const NO_LEADER: usize = usize::MAX;
 
 /// An error that tells whether another replica might do better.
 pub trait ReplicaFailure {
@@ -71,6 +100,8 @@ pub struct ReplicaSet<C> {
     balancer: Box<dyn Balancer>,
     attempt_timeout: Duration,
     failovers: AtomicU64,
+    /// The replica the last probe found leading ([`NO_LEADER`]: none).
+    leader: AtomicUsize,
 }
 
 impl<C> ReplicaSet<C> {
@@ -93,6 +124,7 @@ impl<C> ReplicaSet<C> {
             balancer,
             attempt_timeout,
             failovers: AtomicU64::new(0),
+            leader: AtomicUsize::new(NO_LEADER),
         }
     }
 
@@ -123,6 +155,25 @@ impl<C> ReplicaSet<C> {
     /// The order to try the replicas in for one call, best first.
     pub fn plan(&self) -> Vec<usize> {
         self.balancer.plan(&self.replicas)
+    }
+
+    /// The replica the last probe found leading, if any.
+    pub fn leader(&self) -> Option<usize> {
+        let leader = self.leader.load(Ordering::Relaxed);
+        (leader < self.clients.len()).then_some(leader)
+    }
+
+    /// [`ReplicaSet::plan`] with the leader first, unless it is ejected.
+    pub fn plan_leader_first(&self) -> Vec<usize> {
+        let mut plan = self.plan();
+        if let Some(leader) = self.leader() {
+            if !self.replicas.all()[leader].is_ejected(Instant::now()) {
+                if let Some(at) = plan.iter().position(|&i| i == leader) {
+                    plan[..=at].rotate_right(1);
+                }
+            }
+        }
+        plan
     }
 
     /// One attempt of `call` on replica `index`, within the attempt's time
@@ -184,8 +235,32 @@ impl<C> ReplicaSet<C> {
         Fut: Future<Output = Result<T, E>>,
         E: ReplicaFailure + std::fmt::Display,
     {
+        self.call_in(self.plan(), call).await
+    }
+
+    /// [`ReplicaSet::call`], trying the leader first: for writes, which a
+    /// follower would forward to it.
+    pub async fn call_leader_first<'a, T, E, F, Fut>(&'a self, call: F) -> Result<T, CallError<E>>
+    where
+        F: Fn(&'a C) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: ReplicaFailure + std::fmt::Display,
+    {
+        self.call_in(self.plan_leader_first(), call).await
+    }
+
+    async fn call_in<'a, T, E, F, Fut>(
+        &'a self,
+        plan: Vec<usize>,
+        call: F,
+    ) -> Result<T, CallError<E>>
+    where
+        F: Fn(&'a C) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: ReplicaFailure + std::fmt::Display,
+    {
         let mut last = None;
-        for (attempt, index) in self.plan().into_iter().enumerate() {
+        for (attempt, index) in plan.into_iter().enumerate() {
             if attempt > 0 {
                 self.failovers.fetch_add(1, Ordering::Relaxed);
             }
@@ -209,15 +284,19 @@ impl<C: Probe> ReplicaSet<C> {
     /// replica that fails or is late is ejected (tried only after the
     /// others) until the next probe, `every` later, has had its own
     /// `timeout` to decide; one that answers is back at once. Passive
-    /// ejection covers what happens between probes.
+    /// ejection covers what happens between probes. The leader is the
+    /// replica most answers name.
     pub async fn probe(&self, timeout: Duration, every: Duration) {
         let probes = self
             .clients
             .iter()
             .map(|client| tokio::time::timeout(timeout, client.probe()));
         let answers = join_all(probes).await;
-        for (index, answer) in answers.into_iter().enumerate() {
-            if matches!(answer, Ok(true)) {
+        let probed: Vec<Option<&Probed>> = answers.iter().map(|a| a.as_ref().ok()).collect();
+        let leader = self.leader_named(&probed).unwrap_or(NO_LEADER);
+        self.leader.store(leader, Ordering::Relaxed);
+        for (index, answer) in answers.iter().enumerate() {
+            if matches!(answer, Ok(Probed { serves: true, .. })) {
                 self.replicas.record_success(index);
             } else {
                 if !self.replicas.all()[index].is_ejected(Instant::now()) {
@@ -240,5 +319,19 @@ impl<C: Probe> ReplicaSet<C> {
                 }
             }
         }
+    }
+
+    /// The replica the answers name leader most often (a leader cut off
+    /// from the others may still name itself; the others name the new
+    /// one).
+    fn leader_named(&self, answers: &[Option<&Probed>]) -> Option<usize> {
+        let named = |index: usize| answers[index].and_then(|probed| probed.leader.as_deref());
+        let index_of = |name: &str| (0..self.clients.len()).find(|&i| self.name(i) == name);
+        let mut votes = vec![0usize; self.clients.len()];
+        for leader in (0..answers.len()).filter_map(named).filter_map(index_of) {
+            votes[leader] += 1;
+        }
+        let (best, count) = votes.iter().enumerate().max_by_key(|&(_, count)| *count)?;
+        (*count > 0).then_some(best)
     }
 }

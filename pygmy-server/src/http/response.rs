@@ -64,9 +64,11 @@ pub fn openapi(role: Role) -> Response {
     )
 }
 
-/// `GET /health`: 200 once the node serves, 503 while it catches up.
-pub fn health(identity: &Identity, ready: bool) -> Response {
+/// `GET /health`: 200 once the node serves, 503 while it catches up; with
+/// the leader a raft replica knows.
+pub fn health(identity: &Identity, ready: bool, leader: Option<String>) -> Response {
     let body = HealthResponse {
+        leader,
         node: identity.name.clone(),
         role: identity.role.to_string(),
         state: if ready { "ok" } else { "catching_up" }.to_owned(),

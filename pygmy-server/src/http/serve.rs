@@ -53,6 +53,12 @@ pub trait Handler: Send + Sync + 'static {
         true
     }
 
+    /// A raft replica: the leader of its service it knows, by name (for
+    /// `GET /health`, where callers learn where to send writes).
+    fn leader(&self) -> Option<String> {
+        None
+    }
+
     /// The node's own figures for `GET /metrics` (the server adds the
     /// request counts every node has).
     async fn metrics(&self, _out: &mut Metrics) {}
@@ -274,7 +280,11 @@ async fn respond<H: Handler>(
         let body = read_body(body, max, limits.read_timeout).await?;
         let request = Request::new(parts.uri.query(), parts.headers, body);
         match route {
-            NodeRoute::Health => Ok(health(handler.identity(), handler.is_ready())),
+            NodeRoute::Health => Ok(health(
+                handler.identity(),
+                handler.is_ready(),
+                handler.leader(),
+            )),
             NodeRoute::Metrics => Ok(metrics(handler, server).await),
             NodeRoute::OpenApi => Ok(openapi(handler.identity().role)),
             NodeRoute::Role(route) => {
