@@ -56,6 +56,9 @@ pub struct Pool {
     timeout: Duration,
 }
 
+/// How long an idle pooled connection is kept.
+const POOL_IDLE: Duration = Duration::from_secs(5);
+
 /// A pool with these settings, to share between [`Http`]s (one connection
 /// pool for all the nodes a process talks to).
 pub fn pooled(options: &ClientOptions) -> Result<Pool, ClientError> {
@@ -64,6 +67,10 @@ pub fn pooled(options: &ClientOptions) -> Result<Pool, ClientError> {
     connector.set_nodelay(true);
     let client = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(256)
+        // Closed here before a node closes it (an idle connection is closed
+        // there after its read timeout, 10 s by default): a call rarely
+        // meets a connection the other side is closing.
+        .pool_idle_timeout(POOL_IDLE)
         .pool_timer(TokioTimer::new())
         .build(connector);
     Ok(Pool {
