@@ -64,6 +64,10 @@ pub enum ClientError {
     /// The base URL given is not a valid http URL.
     #[error("invalid URL {0:?}: expected http://host:port")]
     InvalidUrl(String),
+    /// The call could not be made as asked (a header value that HTTP cannot
+    /// carry, a body that does not encode): nothing was sent.
+    #[error("the call cannot be made: {0}")]
+    InvalidCall(String),
 }
 
 impl ClientError {
@@ -100,7 +104,9 @@ impl ClientError {
         match self {
             ClientError::NotFound(_) => ErrorKind::NotFound,
             ClientError::OutOfStock(_) => ErrorKind::OutOfStock,
-            ClientError::BadRequest(_) | ClientError::InvalidUrl(_) => ErrorKind::BadRequest,
+            ClientError::BadRequest(_)
+            | ClientError::InvalidUrl(_)
+            | ClientError::InvalidCall(_) => ErrorKind::BadRequest,
             ClientError::Unprocessable(_) => ErrorKind::Unprocessable,
             ClientError::Unauthorized(_) => ErrorKind::Unauthorized,
             ClientError::Unavailable(_) | ClientError::Transport { .. } => ErrorKind::Unavailable,
@@ -121,7 +127,8 @@ impl ClientError {
             | ClientError::Failed { message: m, .. } => Some(m),
             ClientError::Transport { .. }
             | ClientError::Decode { .. }
-            | ClientError::InvalidUrl(_) => None,
+            | ClientError::InvalidUrl(_)
+            | ClientError::InvalidCall(_) => None,
         }
     }
 
@@ -132,6 +139,7 @@ impl ClientError {
             ClientError::Transport { .. } => "transport",
             ClientError::Decode { .. } => "decode",
             ClientError::InvalidUrl(_) => "invalid_url",
+            ClientError::InvalidCall(_) => "invalid_call",
             answered => answered.kind().as_str(),
         }
     }
@@ -147,7 +155,9 @@ impl ReplicaFailure for ClientError {
     fn is_replica_failure(&self) -> bool {
         match self {
             ClientError::Transport { .. } => true,
-            ClientError::Decode { .. } | ClientError::InvalidUrl(_) => false,
+            ClientError::Decode { .. }
+            | ClientError::InvalidUrl(_)
+            | ClientError::InvalidCall(_) => false,
             answered => answered.kind().is_replica_failure(),
         }
     }

@@ -210,7 +210,7 @@ impl Http {
     /// answer stands for; the whole call within the pool's timeout.
     pub async fn send_raw(&self, call: Call) -> Result<Bytes, ClientError> {
         if let Some(invalid) = call.invalid {
-            return Err(ClientError::InvalidUrl(invalid));
+            return Err(ClientError::InvalidCall(invalid));
         }
         let url = call
             .request
@@ -219,7 +219,7 @@ impl Http {
         let request = call
             .request
             .body(Full::new(call.body))
-            .map_err(|e| ClientError::InvalidUrl(e.to_string()))?;
+            .map_err(|e| ClientError::InvalidCall(e.to_string()))?;
         let transport = |reason: String, connect: bool| ClientError::Transport {
             url: url.clone(),
             reason,
@@ -315,13 +315,16 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_header_that_cannot_be_sent_fails_the_call_not_the_process() {
+    #[tokio::test]
+    async fn a_header_that_cannot_be_sent_fails_the_call_not_the_process() {
         let http = Http::new("http://[::1]:9", &ClientOptions::default()).expect("http");
         let call = http
             .request(&CatalogRoute::Items, &[])
             .header("idempotency-key", "bad\nvalue");
-        assert!(call.invalid.is_some());
         assert_eq!(target(&call), "http://[::1]:9/item");
+        // Refused before anything is sent (nothing listens there anyway).
+        let err = http.send_raw(call).await.expect_err("an invalid call");
+        assert!(matches!(err, ClientError::InvalidCall(_)), "{err:?}");
+        assert!(!err.is_replica_failure());
     }
 }
