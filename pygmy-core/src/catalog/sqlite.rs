@@ -190,3 +190,41 @@ impl CatalogStore for SqliteCatalog {
         Ok(self.view().books(topic.as_deref()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn book(id: i64, topic: &str, count: i64) -> Book {
+        Book {
+            cost: Cost::from_cents(100).expect("cost"),
+            count,
+            id: ItemId(id),
+            title: format!("book {id}"),
+            topic: topic.to_owned(),
+        }
+    }
+
+    #[test]
+    fn the_view_finds_books_by_id_and_topic_in_id_order() {
+        let mut books = Books::default();
+        books.put(book(3, "a", 1));
+        books.put(book(1, "a", 1));
+        books.put(book(2, "b", 1));
+        let ids = |found: Vec<Book>| found.iter().map(|b| b.id.0).collect::<Vec<_>>();
+        assert_eq!(ids(books.books(None)), vec![1, 2, 3]);
+        assert_eq!(ids(books.books(Some("a"))), vec![1, 3]);
+        assert_eq!(ids(books.books(Some("c"))), Vec::<i64>::new());
+        // A book put again replaces the old copy, under its topic of now.
+        books.put(book(3, "b", 0));
+        assert_eq!(books.book(ItemId(3)).map(|b| b.count), Some(0));
+        assert_eq!(ids(books.books(Some("a"))), vec![1]);
+        assert_eq!(ids(books.books(Some("b"))), vec![2, 3]);
+        books.put(book(1, "b", 1));
+        assert!(books.books(Some("a")).is_empty());
+        assert!(
+            !books.by_topic.contains_key("a"),
+            "an empty topic is dropped"
+        );
+    }
+}

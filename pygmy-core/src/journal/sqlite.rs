@@ -309,7 +309,13 @@ impl<M: SqliteMachine> SqliteJournal<M> {
                         M::update_view(&mut view, outcome);
                     }
                 }
-                ViewChange::Reloaded(reloaded) => *view = reloaded,
+                ViewChange::Reloaded(reloaded) => {
+                    let old = std::mem::replace(&mut *view, reloaded);
+                    // The old view is dropped after the readers are let go
+                    // (a large one takes a while to free).
+                    drop(view);
+                    drop(old);
+                }
             }
             Ok(result)
         })

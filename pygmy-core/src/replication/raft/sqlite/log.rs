@@ -372,3 +372,31 @@ impl<M: Machine> RaftLogStorage<RaftTypes<M>> for SqliteLog<M> {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::CatalogMachine;
+    use crate::journal::sqlite::SqliteJournal;
+
+    fn synchronous(conn: &Connection) -> i64 {
+        conn.query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .expect("pragma")
+    }
+
+    /// On the journal's writer connection, the log's commits are synced
+    /// (`FULL`, 2) and the journal's are left as it set them (`NORMAL`, 1).
+    #[tokio::test]
+    async fn a_log_on_the_journals_connection_syncs_its_own_commits_only() {
+        let dir = tempfile::tempdir().expect("dir");
+        let journal =
+            SqliteJournal::<CatalogMachine>::open(dir.path().join("db.sqlite")).expect("open");
+        journal.sync_with_another_writer().await.expect("normal");
+        let writer = journal.writer();
+        let log = SqliteLog::<CatalogMachine>::sharing(Arc::clone(&writer)).expect("log");
+        let inside = log.with(|conn| Ok(synchronous(conn))).await.expect("with");
+        assert_eq!(inside, 2, "the log commits with synchronous = FULL");
+        let after = synchronous(&writer.lock().unwrap_or_else(|p| p.into_inner()));
+        assert_eq!(after, 1, "the journal's commits are back to NORMAL");
+    }
+}
