@@ -8,7 +8,7 @@ use pygmy_core::order::memory::MemoryOrders;
 use pygmy_core::order::sqlite::SqliteOrders;
 use pygmy_core::order::OrderStore;
 use pygmy_core::testing::order::{self, order_id, record};
-use pygmy_core::types::OrderId;
+use pygmy_core::types::{IdempotencyKey, OrderId};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_memory_orders_pass_the_suite() {
@@ -36,6 +36,10 @@ async fn sqlite_orders_survive_a_reopen() {
         order_id(&store, record("k1", 2)).await;
     }
     let store: Arc<dyn OrderStore> = Arc::new(SqliteOrders::open(&path).expect("reopen"));
+    // The keys kept in memory are loaded at open.
+    let k1 = IdempotencyKey::parse("k1").expect("key");
+    let found = store.order_by_key(&k1).await.expect("read");
+    assert_eq!(found.map(|o| o.id), Some(OrderId(1)));
     assert_eq!(order_id(&store, record("k1", 2)).await, OrderId(1));
     assert_eq!(order_id(&store, record("k2", 2)).await, OrderId(2));
 }

@@ -9,8 +9,9 @@
 //! to the blocking pool: it is updated after each commit, under the writer
 //! lock (so in commit order), from the outcomes of the ops the commit
 //! applied anew, or reloaded whole after any other write (seeding, a
-//! snapshot installed). A caller that waited for an apply to return reads
-//! a view that holds it.
+//! snapshot installed) unless the write says it leaves the service's
+//! tables alone ([`SqliteJournal::write_beside`]). A caller that waited for
+//! an apply to return reads a view that holds it.
 
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
@@ -48,10 +49,11 @@ pub trait SqliteMachine: Machine {
 }
 
 /// How a commit changes the view: the outcomes of the ops it applied anew,
-/// in order, or a whole new view.
+/// in order, a whole new view, or not at all.
 enum ViewChange<M: SqliteMachine> {
     Applied(Vec<M::Outcome>),
     Reloaded(M::View),
+    Kept,
 }
 
 const JOURNAL_SCHEMA: &str = "
@@ -287,6 +289,17 @@ impl<M: SqliteMachine> SqliteJournal<M> {
         .await
     }
 
+    /// [`SqliteJournal::write`] for a write that leaves the service's
+    /// tables alone (a replication log's bookkeeping beside them): the view
+    /// is kept as it is, not reloaded, whatever the size of the state.
+    pub async fn write_beside<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<R, StoreError> + Send + 'static,
+    {
+        self.commit(move |tx| Ok((f(tx)?, ViewChange::Kept))).await
+    }
+
     /// Runs `f` in one `IMMEDIATE` transaction on the writer, on the
     /// blocking pool; once it is committed, and before the writer is free
     /// again, makes the view change `f` answered.
@@ -302,20 +315,23 @@ impl<M: SqliteMachine> SqliteJournal<M> {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let (result, change) = f(&tx)?;
             tx.commit()?;
-            let mut view = view.write().unwrap_or_else(|p| p.into_inner());
+            let write = || view.write().unwrap_or_else(|p| p.into_inner());
             match change {
                 ViewChange::Applied(outcomes) => {
-                    for outcome in &outcomes {
-                        M::update_view(&mut view, outcome);
+                    if !outcomes.is_empty() {
+                        let mut view = write();
+                        for outcome in &outcomes {
+                            M::update_view(&mut view, outcome);
+                        }
                     }
                 }
                 ViewChange::Reloaded(reloaded) => {
-                    let old = std::mem::replace(&mut *view, reloaded);
+                    let old = std::mem::replace(&mut *write(), reloaded);
                     // The old view is dropped after the readers are let go
                     // (a large one takes a while to free).
-                    drop(view);
                     drop(old);
                 }
+                ViewChange::Kept => {}
             }
             Ok(result)
         })

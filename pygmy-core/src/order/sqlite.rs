@@ -1,4 +1,9 @@
-//! The orders in SQLite.
+//! The orders in SQLite, with the keys of every order also kept in memory
+//! as hashes ([`OrderKeys`]): the check a buy makes first, whether its key
+//! has an order already, needs no SQLite read when it has none.
+
+use std::collections::HashSet;
+use std::hash::{BuildHasher, RandomState};
 
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
@@ -27,6 +32,33 @@ fn select_by_key(conn: &Connection, key: &IdempotencyKey) -> Result<Option<Order
     Ok(stmt.query_row([key.as_str()], order_from_row).optional()?)
 }
 
+/// The keys of every recorded order, as 64-bit hashes: the order service's
+/// in-memory view. A key whose hash is not here has no order; one whose
+/// hash is may (two keys can share a hash), so it is looked up. Each
+/// process hashes with keys of its own: a client cannot choose keys that
+/// collide. About 16 bytes an order.
+#[derive(Debug, Default)]
+pub struct OrderKeys {
+    hasher: RandomState,
+    hashes: HashSet<u64>,
+}
+
+impl OrderKeys {
+    fn hash(&self, key: &str) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    fn insert(&mut self, key: &str) {
+        let hash = self.hash(key);
+        self.hashes.insert(hash);
+    }
+
+    /// Whether an order may have been recorded under `key`.
+    fn may_hold(&self, key: &str) -> bool {
+        self.hashes.contains(&self.hash(key))
+    }
+}
+
 impl SqliteMachine for OrderMachine {
     const SCHEMA: &'static str = "
 CREATE TABLE IF NOT EXISTS orders (
@@ -37,35 +69,47 @@ CREATE TABLE IF NOT EXISTS orders (
 );
 ";
 
-    /// Orders are read from SQLite: none kept in memory.
-    type View = ();
+    /// The orders themselves are read from SQLite; only their keys are
+    /// kept in memory.
+    type View = OrderKeys;
 
-    fn load_view(_: &Connection) -> Result<(), StoreError> {
-        Ok(())
+    fn load_view(conn: &Connection) -> Result<OrderKeys, StoreError> {
+        let mut keys = OrderKeys::default();
+        let mut stmt = conn.prepare_cached("SELECT key FROM orders")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            keys.insert(row.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?);
+        }
+        Ok(keys)
     }
 
-    fn update_view(_: &mut (), _: &OrderOutcome) {}
+    fn update_view(keys: &mut OrderKeys, outcome: &OrderOutcome) {
+        let OrderOutcome::Recorded { order } = outcome;
+        keys.insert(order.key.as_str());
+    }
 
     fn execute(tx: &Transaction<'_>, cmd: &OrderCommand) -> Result<OrderOutcome, StoreError> {
         let OrderCommand::Record { key, item, created } = cmd;
-        if let Some(order) = select_by_key(tx, key)? {
-            return Ok(OrderOutcome::Recorded { order });
-        }
-        let id: i64 = tx
-            .prepare_cached("SELECT IFNULL(MAX(id), 0) + 1 FROM orders")?
-            .query_row([], |r| r.get(0))?;
-        tx.prepare_cached(
-            "INSERT INTO orders (id, key, item_id, created) VALUES (?1, ?2, ?3, ?4)",
-        )?
-        .execute(params![id, key.as_str(), item.0, created])?;
-        Ok(OrderOutcome::Recorded {
-            order: Order {
-                created: created.clone(),
-                id: OrderId(id),
-                item_id: *item,
-                key: key.clone(),
-            },
-        })
+        // The next id and the insert are one statement; a key that has an
+        // order already inserts nothing, and its order is answered.
+        // (`WHERE true` tells SQLite's parser the ON CONFLICT is the
+        // upsert's, not a join's.)
+        let inserted = tx
+            .prepare_cached(&format!(
+                "INSERT INTO orders (id, key, item_id, created)
+                 SELECT IFNULL(MAX(id), 0) + 1, ?1, ?2, ?3 FROM orders WHERE true
+                 ON CONFLICT (key) DO NOTHING
+                 RETURNING {COLUMNS}"
+            ))?
+            .query_row(params![key.as_str(), item.0, created], order_from_row)
+            .optional()?;
+        let order = match inserted {
+            Some(order) => order,
+            None => select_by_key(tx, key)?.ok_or_else(|| {
+                StoreError::Corrupt(format!("the order of key {key} is neither new nor there"))
+            })?,
+        };
+        Ok(OrderOutcome::Recorded { order })
     }
 }
 
@@ -75,6 +119,10 @@ pub type SqliteOrders = SqliteJournal<OrderMachine>;
 #[async_trait]
 impl OrderStore for SqliteOrders {
     async fn order_by_key(&self, key: &IdempotencyKey) -> Result<Option<Order>, StoreError> {
+        // Most keys a buy brings are new: answered from memory.
+        if !self.view().may_hold(key.as_str()) {
+            return Ok(None);
+        }
         let key = key.clone();
         self.read(move |conn| select_by_key(conn, &key)).await
     }
@@ -102,5 +150,44 @@ impl OrderStore for SqliteOrders {
             Ok(orders)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_keys_hold_every_key_put_in() {
+        let mut keys = OrderKeys::default();
+        for n in 0..1000 {
+            keys.insert(&format!("key-{n}"));
+        }
+        assert!((0..1000).all(|n| keys.may_hold(&format!("key-{n}"))));
+        // 64-bit hashes: a thousand other keys sharing one is a one in
+        // 10^13 event.
+        assert!((0..1000).all(|n| !keys.may_hold(&format!("other-{n}"))));
+    }
+
+    #[tokio::test]
+    async fn a_key_is_found_after_any_write_that_put_its_order_there() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteOrders::open(dir.path().join("orders.db")).expect("open");
+        let key = IdempotencyKey::parse("from-a-snapshot").expect("key");
+        assert_eq!(store.order_by_key(&key).await.expect("read"), None);
+        // As a snapshot installed would: a row put in by a write.
+        store
+            .write(|tx| {
+                tx.execute(
+                    "INSERT INTO orders (id, key, item_id, created)
+                     VALUES (7, 'from-a-snapshot', 3, '2026-11-26T00:00:00Z')",
+                    [],
+                )?;
+                Ok(())
+            })
+            .await
+            .expect("write");
+        let found = store.order_by_key(&key).await.expect("read");
+        assert_eq!(found.map(|o| o.id), Some(OrderId(7)));
     }
 }

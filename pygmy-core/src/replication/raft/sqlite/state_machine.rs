@@ -503,7 +503,7 @@ impl<M: SqliteMachine> RaftSnapshotBuilder<RaftTypes<M>> for JournalStateMachine
         // Keep the newest: a snapshot installed meanwhile may be newer.
         let replaced = self
             .journal
-            .write(move |tx| match current_snapshot(tx)? {
+            .write_beside(move |tx| match current_snapshot(tx)? {
                 Some((current, _)) if current.last_log_id > meta.last_log_id => {
                     std::fs::remove_file(&building).map_err(stored)?;
                     Ok(None)
