@@ -110,9 +110,21 @@ impl OrderNode {
         let mut state = Reconciler::default();
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            if self.replica.is_ready() {
+            if self.replica.is_ready() && self.reconciles() {
                 self.reconcile(&mut state).await;
             }
+        }
+    }
+
+    /// Whether this replica runs the reconciliation now: not while it
+    /// knows another replica leads (the leader's rounds record any missing
+    /// order; a follower's would repeat its lookups, and its records go to
+    /// the leader anyway). With no leader known (during an election, or
+    /// under a replicator without leaders) it does.
+    fn reconciles(&self) -> bool {
+        match self.replica.status().and_then(|status| status.leader) {
+            Some(leader) => leader == self.replica.identity().name,
+            None => true,
         }
     }
 
@@ -149,9 +161,25 @@ impl OrderNode {
                     }
                 };
                 answered = true;
+                let keys: Vec<IdempotencyKey> =
+                    page.sales.iter().map(|sale| sale.key.clone()).collect();
+                let ordered = match self.store.keys_with_orders(&keys).await {
+                    Ok(ordered) => ordered,
+                    Err(err) => {
+                        tracing::warn!(%err, "cannot read the orders to reconcile");
+                        // The page waits for the next round.
+                        if let Some(first) = page.sales.first() {
+                            hold.get_or_insert(first.seq);
+                        }
+                        break;
+                    }
+                };
                 let mut failed = false;
                 for sale in &page.sales {
-                    match self.reconcile_sale(state, sale).await {
+                    match self
+                        .reconcile_sale(state, sale, ordered.contains(&sale.key))
+                        .await
+                    {
                         SaleState::Done => {}
                         SaleState::Waiting => {
                             hold.get_or_insert(sale.seq);
@@ -178,19 +206,18 @@ impl OrderNode {
         }
     }
 
-    /// Looks at one sale: records its order if it has none after its
+    /// Looks at one sale (`ordered`: whether its key had an order when the
+    /// page was looked up): records its order if it has none after its
     /// grace period.
-    async fn reconcile_sale(&self, state: &mut Reconciler, sale: &Sale) -> SaleState {
-        match self.store.order_by_key(&sale.key).await {
-            Ok(Some(_)) => {
-                state.first_seen.remove(&sale.key);
-                return SaleState::Done;
-            }
-            Ok(None) => {}
-            Err(err) => {
-                tracing::warn!(%err, "cannot read the orders to reconcile");
-                return SaleState::Failed;
-            }
+    async fn reconcile_sale(
+        &self,
+        state: &mut Reconciler,
+        sale: &Sale,
+        ordered: bool,
+    ) -> SaleState {
+        if ordered {
+            state.first_seen.remove(&sale.key);
+            return SaleState::Done;
         }
         let seen = *state
             .first_seen

@@ -191,7 +191,24 @@ async fn a_node_that_cannot_start_stops_the_cluster_with_an_error() {
 /// one of them after one grace period, not one grace period each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sales_left_without_their_orders_get_them() {
-    let test = TestCluster::start(Options::default()).await;
+    orphan_sales_get_their_orders(Options::default()).await;
+}
+
+/// The same under raft, where only the order leader reconciles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sales_left_without_their_orders_get_them_under_raft() {
+    orphan_sales_get_their_orders(Options {
+        catalogs: 3,
+        orders: 3,
+        replication: pygmy_core::topology::Replication::Raft,
+        ..Options::default()
+    })
+    .await;
+}
+
+async fn orphan_sales_get_their_orders(options: Options) {
+    let catalogs = options.catalogs;
+    let test = TestCluster::start(options).await;
     let key = |n: i64| {
         pygmy_core::types::IdempotencyKey::parse(&format!("orphan-sale-{n}")).expect("key")
     };
@@ -230,6 +247,7 @@ async fn sales_left_without_their_orders_get_them() {
         .expect("retry");
     let recorded = a.iter().find(|o| o.key == key(4)).expect("recorded");
     assert_eq!(recorded.id, order);
-    assert_eq!(test.stocks(ItemId(4)).await, vec![99, 99]);
+    let stocks = test.stocks(ItemId(4)).await;
+    assert_eq!(stocks, vec![99; catalogs]);
     test.shutdown().await;
 }

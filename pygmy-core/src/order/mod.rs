@@ -9,6 +9,8 @@ pub mod memory;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 
+use std::collections::HashSet;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
@@ -86,6 +88,21 @@ impl Machine for OrderMachine {
 pub trait OrderStore: Journal<OrderMachine> {
     /// The order recorded under `key`.
     async fn order_by_key(&self, key: &IdempotencyKey) -> Result<Option<Order>, StoreError>;
+
+    /// Which of `keys` have an order. The default looks each up: a store
+    /// that can look many up at once should.
+    async fn keys_with_orders(
+        &self,
+        keys: &[IdempotencyKey],
+    ) -> Result<HashSet<IdempotencyKey>, StoreError> {
+        let mut found = HashSet::new();
+        for key in keys {
+            if self.order_by_key(key).await?.is_some() {
+                found.insert(key.clone());
+            }
+        }
+        Ok(found)
+    }
 
     /// Every order, by ascending id.
     async fn orders(&self) -> Result<Vec<Order>, StoreError>;

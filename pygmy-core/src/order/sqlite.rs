@@ -113,6 +113,10 @@ CREATE TABLE IF NOT EXISTS orders (
     }
 }
 
+/// How many keys one lookup of [`OrderStore::keys_with_orders`] binds
+/// (SQLite allows 32,766 parameters a statement).
+const KEYS_PER_LOOKUP: usize = 500;
+
 /// The SQLite order store.
 pub type SqliteOrders = SqliteJournal<OrderMachine>;
 
@@ -125,6 +129,43 @@ impl OrderStore for SqliteOrders {
         }
         let key = key.clone();
         self.read(move |conn| select_by_key(conn, &key)).await
+    }
+
+    async fn keys_with_orders(
+        &self,
+        keys: &[IdempotencyKey],
+    ) -> Result<HashSet<IdempotencyKey>, StoreError> {
+        // Only the keys the view may hold are looked up, a page at a time.
+        let maybe: Vec<IdempotencyKey> = {
+            let view = self.view();
+            keys.iter()
+                .filter(|key| view.may_hold(key.as_str()))
+                .cloned()
+                .collect()
+        };
+        if maybe.is_empty() {
+            return Ok(HashSet::new());
+        }
+        self.read(move |conn| {
+            let mut found = HashSet::new();
+            for chunk in maybe.chunks(KEYS_PER_LOOKUP) {
+                let marks = vec!["?"; chunk.len()].join(", ");
+                let mut stmt =
+                    conn.prepare(&format!("SELECT key FROM orders WHERE key IN ({marks})"))?;
+                let params = rusqlite::params_from_iter(chunk.iter().map(IdempotencyKey::as_str));
+                let there = stmt
+                    .query_map(params, |row| row.get::<_, String>(0))?
+                    .collect::<Result<HashSet<_>, _>>()?;
+                found.extend(
+                    chunk
+                        .iter()
+                        .filter(|key| there.contains(key.as_str()))
+                        .cloned(),
+                );
+            }
+            Ok(found)
+        })
+        .await
     }
 
     async fn orders(&self) -> Result<Vec<Order>, StoreError> {
@@ -167,6 +208,37 @@ mod tests {
         // 64-bit hashes: a thousand other keys sharing one is a one in
         // 10^13 event.
         assert!((0..1000).all(|n| !keys.may_hold(&format!("other-{n}"))));
+    }
+
+    #[tokio::test]
+    async fn keys_are_looked_up_a_page_at_a_time() {
+        use crate::journal::{Entry, Journal, Op};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteOrders::open(dir.path().join("orders.db")).expect("open");
+        let key = |n: usize| IdempotencyKey::parse(&format!("k{n}")).expect("key");
+        // Every other key of more than two pages has an order.
+        let count = 2 * KEYS_PER_LOOKUP + 10;
+        let entries = (0..count)
+            .step_by(2)
+            .enumerate()
+            .map(|(seq, n)| Entry {
+                origin: "test".to_owned(),
+                origin_seq: seq as u64 + 1,
+                op: Op {
+                    id: OrderCommand::op_id(&key(n)),
+                    cmd: OrderCommand::Record {
+                        key: key(n),
+                        item: ItemId(1),
+                        created: "2026-11-26T00:00:00Z".to_owned(),
+                    },
+                },
+            })
+            .collect();
+        store.apply_entries(entries).await.expect("apply");
+        let asked: Vec<IdempotencyKey> = (0..count).map(key).collect();
+        let found = store.keys_with_orders(&asked).await.expect("read");
+        assert_eq!(found.len(), count / 2);
+        assert!((0..count).all(|n| found.contains(&key(n)) == (n % 2 == 0)));
     }
 
     #[tokio::test]

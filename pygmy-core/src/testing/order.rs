@@ -28,6 +28,7 @@ where
     ids_follow_apply_order(make()).await;
     a_key_makes_one_order(make()).await;
     concurrent_records_get_distinct_ids(make()).await;
+    keys_with_orders_are_told_apart(make()).await;
 }
 
 fn key(raw: &str) -> IdempotencyKey {
@@ -103,4 +104,16 @@ pub async fn concurrent_records_get_distinct_ids(store: Arc<dyn OrderStore>) {
     }
     ids.sort_unstable();
     assert_eq!(ids, (1..=40).collect::<Vec<_>>());
+}
+
+/// A check of the suite (see [`run`]).
+pub async fn keys_with_orders_are_told_apart(store: Arc<dyn OrderStore>) {
+    order_id(&store, record("had-1", 1)).await;
+    order_id(&store, record("had-2", 2)).await;
+    let asked = [key("had-2"), key("never"), key("had-1"), key("had-2")];
+    let found = store.keys_with_orders(&asked).await.expect("read");
+    let mut found: Vec<&str> = found.iter().map(IdempotencyKey::as_str).collect();
+    found.sort_unstable();
+    assert_eq!(found, vec!["had-1", "had-2"]);
+    assert!(store.keys_with_orders(&[]).await.expect("read").is_empty());
 }
