@@ -12,7 +12,13 @@
 //! file took turns re-reading every page they touched (and waited for each
 //! other in SQLite's busy handler, which sleeps); one connection keeps its
 //! cache, and the two wait on one mutex.
+//!
+//! The newest entries appended are also kept in memory ([`Tail`]):
+//! openraft reads each entry back soon after appending it (to send it to
+//! every follower, and to apply it), and a read from the tail needs
+//! neither the writer connection nor decoding the entry's JSON.
 
+use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::marker::PhantomData;
 use std::ops::{Bound, RangeBounds};
@@ -44,7 +50,7 @@ type Entry<M> = openraft::Entry<RaftTypes<M>>;
 type Error = StorageError<NodeId>;
 
 /// The raft log of one replica. Cheap to clone: clones share the connection.
-pub struct SqliteLog<M> {
+pub struct SqliteLog<M: Machine> {
     conn: Arc<Mutex<Connection>>,
     /// The connection is the journal's writer, whose own commits are not
     /// synced (`synchronous = NORMAL`): the log's are made `FULL` each.
@@ -54,15 +60,100 @@ pub struct SqliteLog<M> {
     /// committed entries sooner after a restart, so it never costs a sync
     /// of its own).
     committed: Arc<Mutex<Option<Option<LogId<NodeId>>>>>,
+    /// The newest entries, as the table holds them.
+    tail: Arc<Mutex<Tail<M>>>,
     _machine: PhantomData<fn() -> M>,
 }
 
-impl<M> Clone for SqliteLog<M> {
+/// Entries the tail keeps (a few MB at most: each holds at most
+/// `MAX_OPS_PER_ENTRY` ops). A follower further behind is sent entries
+/// read from the table.
+const TAIL_ENTRIES: usize = 256;
+
+/// The newest entries of the log, in memory: a run of consecutive indexes,
+/// each entry as the table holds it (every write to the table changes the
+/// run with it, under the connection's lock). Empty after a restart until
+/// the first append.
+struct Tail<M: Machine> {
+    entries: VecDeque<Entry<M>>,
+}
+
+impl<M: Machine> Default for Tail<M> {
+    fn default() -> Self {
+        Tail {
+            entries: VecDeque::new(),
+        }
+    }
+}
+
+impl<M: Machine> Tail<M> {
+    fn first(&self) -> Option<u64> {
+        self.entries.front().map(|e| e.log_id.index)
+    }
+
+    fn last(&self) -> Option<u64> {
+        self.entries.back().map(|e| e.log_id.index)
+    }
+
+    /// After `entries` were written, each at its index.
+    fn appended(&mut self, entries: Vec<Entry<M>>) {
+        for entry in entries {
+            let index = entry.log_id.index;
+            // openraft appends after the last entry (it truncates a
+            // conflict first); an entry over the run cuts the run there.
+            self.truncated(index);
+            if self.last().is_some_and(|last| last + 1 != index) {
+                // Not next to the run (after a snapshot was installed, say).
+                self.entries.clear();
+            }
+            self.entries.push_back(entry);
+            if self.entries.len() > TAIL_ENTRIES {
+                self.entries.pop_front();
+            }
+        }
+    }
+
+    /// Before the entries from `index` on are deleted.
+    fn truncated(&mut self, index: u64) {
+        while self.last().is_some_and(|last| last >= index) {
+            self.entries.pop_back();
+        }
+    }
+
+    /// After the entries up to `index` were deleted.
+    fn purged(&mut self, index: u64) {
+        while self.first().is_some_and(|first| first <= index) {
+            self.entries.pop_front();
+        }
+    }
+
+    /// The entries from `start` to before `end`, if the run holds every
+    /// index in that range (so any the table holds there).
+    fn get(&self, start: u64, end: u64) -> Option<Vec<Entry<M>>> {
+        let (first, last) = (self.first()?, self.last()?);
+        if start < first || end > last.saturating_add(1) {
+            return None;
+        }
+        let from = usize::try_from(start - first).ok()?;
+        let count = usize::try_from(end.saturating_sub(start)).ok()?;
+        Some(
+            self.entries
+                .iter()
+                .skip(from)
+                .take(count)
+                .cloned()
+                .collect(),
+        )
+    }
+}
+
+impl<M: Machine> Clone for SqliteLog<M> {
     fn clone(&self) -> Self {
         SqliteLog {
             conn: Arc::clone(&self.conn),
             shared: self.shared,
             committed: Arc::clone(&self.committed),
+            tail: Arc::clone(&self.tail),
             _machine: PhantomData,
         }
     }
@@ -89,6 +180,7 @@ impl<M: Machine> SqliteLog<M> {
             conn: Arc::new(Mutex::new(conn)),
             shared: false,
             committed: Arc::new(Mutex::new(None)),
+            tail: Arc::default(),
             _machine: PhantomData,
         })
     }
@@ -106,6 +198,7 @@ impl<M: Machine> SqliteLog<M> {
             conn,
             shared: true,
             committed: Arc::new(Mutex::new(None)),
+            tail: Arc::default(),
             _machine: PhantomData,
         })
     }
@@ -202,6 +295,10 @@ impl<M: Machine> IdentityStore for SqliteLog<M> {
     }
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn index(i: u64) -> i64 {
     // Log indexes stay far below 2^63.
     i64::try_from(i).unwrap_or(i64::MAX)
@@ -213,15 +310,19 @@ impl<M: Machine> RaftLogReader<RaftTypes<M>> for SqliteLog<M> {
         range: RB,
     ) -> Result<Vec<Entry<M>>, Error> {
         let start = match range.start_bound() {
-            Bound::Included(&i) => index(i),
-            Bound::Excluded(&i) => index(i).saturating_add(1),
+            Bound::Included(&i) => i,
+            Bound::Excluded(&i) => i.saturating_add(1),
             Bound::Unbounded => 0,
         };
         let end = match range.end_bound() {
-            Bound::Included(&i) => index(i).saturating_add(1),
-            Bound::Excluded(&i) => index(i),
-            Bound::Unbounded => i64::MAX,
+            Bound::Included(&i) => i.saturating_add(1),
+            Bound::Excluded(&i) => i,
+            Bound::Unbounded => u64::MAX,
         };
+        if let Some(entries) = lock(&self.tail).get(start, end) {
+            return Ok(entries);
+        }
+        let (start, end) = (index(start), index(end));
         self.with(move |conn| {
             let mut stmt = conn
                 .prepare_cached(
@@ -305,15 +406,17 @@ impl<M: Machine> RaftLogStorage<RaftTypes<M>> for SqliteLog<M> {
         I: IntoIterator<Item = Entry<M>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let entries: Vec<Entry<M>> = entries.into_iter().collect();
         let rows = entries
-            .into_iter()
+            .iter()
             .map(|entry| {
                 Ok((
                     index(entry.log_id.index),
-                    serde_json::to_string(&entry).map_err(io_error)?,
+                    serde_json::to_string(entry).map_err(io_error)?,
                 ))
             })
             .collect::<Result<Vec<_>, Error>>()?;
+        let tail = Arc::clone(&self.tail);
         let committed = self
             .committed
             .lock()
@@ -335,7 +438,9 @@ impl<M: Machine> RaftLogStorage<RaftTypes<M>> for SqliteLog<M> {
                         insert.execute(params![idx, entry]).map_err(io_error)?;
                     }
                 }
-                tx.commit().map_err(io_error)
+                tx.commit().map_err(io_error)?;
+                lock(&tail).appended(entries);
+                Ok(())
             })
             .await;
         // Durable (committed, synchronous = FULL) before openraft hears of it.
@@ -347,7 +452,11 @@ impl<M: Machine> RaftLogStorage<RaftTypes<M>> for SqliteLog<M> {
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), Error> {
+        let tail = Arc::clone(&self.tail);
         self.with(move |conn| {
+            // The tail first: a reader then either finds the entries gone
+            // from it or waits for the connection, past the delete.
+            lock(&tail).truncated(log_id.index);
             conn.execute(
                 "DELETE FROM raft_log WHERE idx >= ?1",
                 [index(log_id.index)],
@@ -359,6 +468,7 @@ impl<M: Machine> RaftLogStorage<RaftTypes<M>> for SqliteLog<M> {
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), Error> {
+        let tail = Arc::clone(&self.tail);
         self.with(move |conn| {
             let tx = conn.transaction().map_err(io_error)?;
             put(&tx, "last_purged", &log_id)?;
@@ -367,7 +477,9 @@ impl<M: Machine> RaftLogStorage<RaftTypes<M>> for SqliteLog<M> {
                 [index(log_id.index)],
             )
             .map_err(io_error)?;
-            tx.commit().map_err(io_error)
+            tx.commit().map_err(io_error)?;
+            lock(&tail).purged(log_id.index);
+            Ok(())
         })
         .await
     }
@@ -378,6 +490,92 @@ mod tests {
     use super::*;
     use crate::catalog::CatalogMachine;
     use crate::journal::sqlite::SqliteJournal;
+
+    fn entry(term: u64, index: u64) -> Entry<CatalogMachine> {
+        openraft::Entry {
+            log_id: LogId::new(openraft::CommittedLeaderId::new(term, 0), index),
+            payload: openraft::EntryPayload::Blank,
+        }
+    }
+
+    fn indexes(entries: &[Entry<CatalogMachine>]) -> Vec<(u64, u64)> {
+        entries
+            .iter()
+            .map(|e| (e.log_id.leader_id.term, e.log_id.index))
+            .collect()
+    }
+
+    #[test]
+    fn the_tail_holds_a_run_of_the_newest_entries() {
+        let mut tail = Tail::<CatalogMachine>::default();
+        tail.appended((1..=5).map(|i| entry(1, i)).collect());
+        assert_eq!(
+            indexes(&tail.get(2, 4).expect("held")),
+            vec![(1, 2), (1, 3)]
+        );
+        assert_eq!(tail.get(1, 6).expect("held").len(), 5);
+        assert!(
+            tail.get(1, 7).is_none(),
+            "past the run: the table may hold more"
+        );
+        assert!(tail.get(0, 3).is_none(), "before the run");
+        // A conflict truncated, and new entries in its place.
+        tail.truncated(4);
+        tail.appended(vec![entry(2, 4)]);
+        assert_eq!(
+            indexes(&tail.get(3, 5).expect("held")),
+            vec![(1, 3), (2, 4)]
+        );
+        tail.purged(2);
+        assert!(tail.get(2, 5).is_none());
+        assert_eq!(tail.get(3, 5).expect("held").len(), 2);
+        // An append past a hole (a snapshot installed): the run starts over.
+        tail.appended(vec![entry(2, 10)]);
+        assert!(tail.get(4, 5).is_none());
+        assert_eq!(indexes(&tail.get(10, 11).expect("held")), vec![(2, 10)]);
+        // At most TAIL_ENTRIES are kept.
+        let next = 11..11 + TAIL_ENTRIES as u64;
+        tail.appended(next.map(|i| entry(2, i)).collect());
+        assert_eq!(tail.entries.len(), TAIL_ENTRIES);
+        assert!(tail.get(10, 12).is_none());
+    }
+
+    async fn append(log: &mut SqliteLog<CatalogMachine>, entries: Vec<Entry<CatalogMachine>>) {
+        use openraft::storage::RaftLogStorageExt;
+        log.blocking_append(entries).await.expect("append");
+    }
+
+    /// Entries just appended are read from memory, not from the table; a
+    /// range the tail cannot answer whole is read from the table.
+    #[tokio::test]
+    async fn entries_just_appended_are_read_from_the_tail() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut log =
+            SqliteLog::<CatalogMachine>::open(&dir.path().join("db.sqlite")).expect("log");
+        append(&mut log, (1..=3).map(|i| entry(1, i)).collect()).await;
+        // Spoil the table's copies: a read from it would fail to decode.
+        log.with(|conn| {
+            conn.execute("UPDATE raft_log SET entry = 'spoilt'", [])
+                .map_err(io_error)?;
+            Ok(())
+        })
+        .await
+        .expect("spoil");
+        let read = log.try_get_log_entries(1..=3).await.expect("from the tail");
+        assert_eq!(indexes(&read), vec![(1, 1), (1, 2), (1, 3)]);
+        assert!(
+            log.try_get_log_entries(1..).await.is_err(),
+            "an open range is read from the table"
+        );
+        // Truncated entries are gone from the tail with the table's.
+        log.truncate(LogId::new(openraft::CommittedLeaderId::new(1, 0), 2))
+            .await
+            .expect("truncate");
+        assert!(log
+            .try_get_log_entries(2..3)
+            .await
+            .is_ok_and(|e| e.is_empty()));
+    }
 
     fn synchronous(conn: &Connection) -> i64 {
         conn.query_row("PRAGMA synchronous", [], |r| r.get(0))
