@@ -27,7 +27,7 @@ use pygmy_core::topology::{
     TOKEN_ENV,
 };
 use pygmy_core::StoreError;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tracing::Instrument;
 
 use crate::catalog::CatalogNode;
@@ -99,11 +99,27 @@ pub async fn resolve_token_off_runtime(
     Ok(source?)
 }
 
-/// Binds a node's address.
+/// Connections the kernel may hold for a node before it accepts them (the
+/// kernel caps it at `net.core.somaxconn`). With fewer, a burst of new
+/// clients overflows the queue and the kernel drops their handshakes, which
+/// they retry only after a second.
+pub const LISTEN_BACKLOG: u32 = 1024;
+
+/// Binds a node's address, with a backlog of [`LISTEN_BACKLOG`].
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, NodeError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| NodeError::Bind { addr, source })
+    let listen = || {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        // As std's and tokio's own bind: a restarted node may take its
+        // address back while old connections linger in TIME_WAIT.
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    listen().map_err(|source| NodeError::Bind { addr, source })
 }
 
 /// A client that asks a node for its `/health` (any role).
@@ -444,4 +460,36 @@ pub async fn run_node(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// More clients than the old backlog (128) connect at once, before
+    /// the node accepts any: the kernel completes every handshake.
+    #[tokio::test]
+    async fn a_burst_of_new_connections_fits_the_backlog() {
+        let listener = bind(([127, 0, 0, 1], 0).into()).await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let connects = (0..300).map(|_| {
+            tokio::spawn(async move {
+                // A dropped handshake is retried after a second: this
+                // waits less.
+                tokio::time::timeout(
+                    Duration::from_millis(500),
+                    tokio::net::TcpStream::connect(addr),
+                )
+                .await
+            })
+        });
+        let mut streams = Vec::new();
+        for connect in connects.collect::<Vec<_>>() {
+            if let Ok(Ok(stream)) = connect.await.expect("task") {
+                streams.push(stream);
+            }
+        }
+        assert_eq!(streams.len(), 300);
+        drop(listener);
+    }
 }
