@@ -699,13 +699,13 @@ async fn a_frontend_cut_off_from_the_catalog_serves_no_stale_lookup() {
 
 /// The weak protocol, caught. The first catalog replica freezes almost at
 /// once, with nearly all the stock; the second one, after waiting for it in
-/// vain, sells everything in its place. Then the first one thaws just as
-/// the second crashes, so it never hears of those sales, and sells its
-/// stale stock again. (With a consensus backend the writes stop instead:
-/// no majority is left.)
+/// vain, sells in its place. Then the first one thaws just as the second
+/// crashes, so it never hears of those sales, and sells its stale stock
+/// again. (With a consensus backend the writes stop instead: no majority
+/// is left.) The stock is one the first 200 ms of buys cannot sell out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broadcast_is_caught_when_its_first_replica_freezes() {
-    scenario(broadcast_cluster(25), 14, &FREEZE_THEN_CRASH, |run| {
+    scenario(broadcast_cluster(100), 14, &FREEZE_THEN_CRASH, |run| {
         assert_caught(run, "a freeze and a crash")
     })
     .await;

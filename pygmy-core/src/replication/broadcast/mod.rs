@@ -76,8 +76,13 @@ impl BroadcastConfig {
         BroadcastConfig {
             node: node.into(),
             replicas,
-            call_timeout: Duration::from_secs(2),
-            ack_timeout: Duration::from_secs(2),
+            // Together well under a caller's attempt (2 s for node-to-node
+            // calls): a forward to a frozen peer (whose kernel still takes
+            // the connection) must fail, and the wait for its ack end,
+            // while the caller still waits, or the replica never gets to
+            // answer an op it applied in the peer's place.
+            call_timeout: Duration::from_millis(500),
+            ack_timeout: Duration::from_millis(500),
             suspect_for: Duration::from_secs(1),
             batch: 256,
         }
