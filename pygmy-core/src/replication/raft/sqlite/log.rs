@@ -13,7 +13,7 @@
 //! other in SQLite's busy handler, which sleeps); one connection keeps its
 //! cache, and the two wait on one mutex.
 //!
-//! The newest entries appended are also kept in memory ([`Tail`]):
+//! The newest entries appended are also kept in memory (`Tail`):
 //! openraft reads each entry back soon after appending it (to send it to
 //! every follower, and to apply it), and a read from the tail needs
 //! neither the writer connection nor decoding the entry's JSON.
