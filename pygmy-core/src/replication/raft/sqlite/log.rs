@@ -191,9 +191,7 @@ impl<M: Machine> SqliteLog<M> {
     /// [`SqliteJournal::sync_with_another_writer`](crate::journal::sqlite::SqliteJournal::sync_with_another_writer)):
     /// each of the log's is. Blocking.
     pub fn sharing(conn: Arc<Mutex<Connection>>) -> Result<Self, crate::StoreError> {
-        conn.lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .execute_batch(SCHEMA)?;
+        lock(&conn).execute_batch(SCHEMA)?;
         Ok(SqliteLog {
             conn,
             shared: true,
@@ -213,7 +211,7 @@ impl<M: Machine> SqliteLog<M> {
         let conn = Arc::clone(&self.conn);
         let shared = self.shared;
         tokio::task::spawn_blocking(move || {
-            let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+            let mut conn = lock(&conn);
             if !shared {
                 return f(&mut conn);
             }
@@ -295,6 +293,9 @@ impl<M: Machine> IdentityStore for SqliteLog<M> {
     }
 }
 
+/// Locks `mutex`, taking a poisoned one as it is: a transaction a panic
+/// broke off rolls back, and every step of a change to the tail leaves it a
+/// run of entries the table holds.
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -388,7 +389,7 @@ impl<M: Machine> RaftLogStorage<RaftTypes<M>> for SqliteLog<M> {
     /// Kept until the next append writes it: a committed id read after a
     /// restart may be older than the last one told, never newer.
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<(), Error> {
-        *self.committed.lock().unwrap_or_else(|p| p.into_inner()) = Some(committed);
+        *lock(&self.committed) = Some(committed);
         Ok(())
     }
 
@@ -417,11 +418,7 @@ impl<M: Machine> RaftLogStorage<RaftTypes<M>> for SqliteLog<M> {
             })
             .collect::<Result<Vec<_>, Error>>()?;
         let tail = Arc::clone(&self.tail);
-        let committed = self
-            .committed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let committed = lock(&self.committed).take();
         let written = self
             .with(move |conn| {
                 let tx = conn.transaction().map_err(io_error)?;
@@ -594,7 +591,7 @@ mod tests {
         let log = SqliteLog::<CatalogMachine>::sharing(Arc::clone(&writer)).expect("log");
         let inside = log.with(|conn| Ok(synchronous(conn))).await.expect("with");
         assert_eq!(inside, 2, "the log commits with synchronous = FULL");
-        let after = synchronous(&writer.lock().unwrap_or_else(|p| p.into_inner()));
+        let after = synchronous(&lock(&writer));
         assert_eq!(after, 1, "the journal's commits are back to NORMAL");
     }
 }
