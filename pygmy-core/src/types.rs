@@ -209,13 +209,12 @@ impl IdempotencyKey {
     }
 
     /// A fresh key, as the frontend mints for a buy that came without one:
-    /// a version 7 UUID (RFC 9562: the time in milliseconds, then 74
-    /// random bits), so keys minted one after another sort one after
+    /// a version 7 UUID (RFC 9562: the time in milliseconds, then a counter
+    /// and random bits), so keys minted one after another sort one after
     /// another. The orders' index by key and the op records' index by op
     /// id then take each new key at their right edge, a few pages a batch
     /// of buys, instead of one page anywhere in the index for every buy
-    /// (random keys): a store's writes per buy stay those of a small store
-    /// however many orders it holds.
+    /// (random keys): what a buy writes no longer grows with the indexes.
     pub fn mint() -> IdempotencyKey {
         IdempotencyKey(uuid::Uuid::now_v7().to_string())
     }
