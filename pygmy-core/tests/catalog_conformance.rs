@@ -53,3 +53,58 @@ async fn sqlite_catalog_survives_a_reopen() {
         Some(2)
     );
 }
+
+/// One apply of many ops raises each origin's high water once, to its
+/// highest sequence, whatever the order of the ops; a local op after a
+/// peer's op of the same name, in the same apply, is numbered after it.
+#[tokio::test]
+async fn one_apply_raises_each_origin_to_its_highest_op() {
+    use pygmy_core::journal::{HighWater, Journal, Source};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let journal = SqliteCatalog::open(dir.path().join("catalog.db")).expect("open");
+    assert!(journal
+        .seed(pygmy_core::types::default_books())
+        .await
+        .expect("seed"));
+    let peer = |origin: &str, seq| Source::Peer {
+        origin: origin.to_owned(),
+        origin_seq: seq,
+    };
+    let outcomes = journal
+        .apply_with_meta(
+            vec![
+                (peer("catalog-b", 7), Some(sell("b7", 1)), None),
+                (peer("catalog-c", 2), Some(sell("c2", 1)), None),
+                (peer("catalog-b", 5), Some(sell("b5", 1)), None),
+                (peer("catalog-a", 4), Some(sell("a4", 1)), None),
+                (local(), Some(sell("a-local", 1)), None),
+            ],
+            Vec::new(),
+            None,
+        )
+        .await
+        .expect("apply");
+    assert_eq!(outcomes.iter().filter(|o| o.is_some()).count(), 5);
+    let mut waters = journal.high_waters().await.expect("waters");
+    waters.sort_by(|a, b| a.origin.cmp(&b.origin));
+    let water = |origin: &str, seq| HighWater {
+        origin: origin.to_owned(),
+        seq,
+    };
+    assert_eq!(
+        waters,
+        vec![
+            water("catalog-a", 5),
+            water("catalog-b", 7),
+            water("catalog-c", 2)
+        ],
+        "the local op follows catalog-a's 4 (applied before it, in the same apply)"
+    );
+    // The next local op, in an apply of its own, follows on.
+    let next = journal
+        .apply(local(), sell("a-next", 1))
+        .await
+        .expect("sell");
+    assert_eq!(next.origin_seq, Some(6));
+}

@@ -225,10 +225,10 @@ impl<M: SqliteMachine> SqliteJournal<M> {
     ) -> Result<Vec<Option<M::Outcome>>, StoreError> {
         self.commit(move |tx| {
             let mut outcomes = Vec::with_capacity(ops.len());
-            let mut fresh = Vec::with_capacity(ops.len());
+            let mut applying = Applying::new(ops.len());
             for (source, op, at_ms) in ops {
                 outcomes.push(match op {
-                    Some(op) => Some(apply_noting::<M>(tx, source, &op, &mut fresh)?.outcome),
+                    Some(op) => Some(applying.apply(tx, source, &op)?.outcome),
                     None => None,
                 });
                 if let (Some(window), Some(at_ms)) = (retention, at_ms) {
@@ -236,7 +236,7 @@ impl<M: SqliteMachine> SqliteJournal<M> {
                 }
             }
             set_meta(tx, &meta)?;
-            Ok((outcomes, ViewChange::Applied(fresh)))
+            Ok((outcomes, applying.finish(tx)?))
         })
         .await
     }
@@ -404,65 +404,96 @@ fn to_sql_seq(seq: u64) -> Result<i64, StoreError> {
     i64::try_from(seq).map_err(|_| StoreError::Corrupt(format!("sequence {seq} out of range")))
 }
 
-fn apply_in<M: SqliteMachine>(
-    tx: &Transaction<'_>,
-    source: Source,
-    op: &Op<M::Command>,
-) -> Result<Applied<M::Outcome>, StoreError> {
-    let (origin, origin_seq, local) = match source {
-        Source::Local { node } => {
-            let next = high_water(tx, &node)? + 1;
-            (node, next, true)
-        }
-        Source::Peer { origin, origin_seq } => (origin, origin_seq, false),
-    };
-    let recorded: Option<String> = tx
-        .prepare_cached("SELECT outcome FROM journal_ops WHERE op_id = ?1")?
-        .query_row([&op.id.0], |row| row.get(0))
-        .optional()?;
-    if let Some(recorded) = recorded {
-        if !local {
-            raise_high_water(tx, &origin, origin_seq)?;
-        }
-        return Ok(Applied {
-            outcome: serde_json::from_str(&recorded)?,
-            fresh: false,
-            origin_seq: None,
-        });
-    }
-    let outcome = M::execute(tx, &op.cmd)?;
-    tx.prepare_cached(
-        "INSERT INTO journal_ops (op_id, origin, origin_seq, command, outcome)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?
-    .execute(params![
-        op.id.0,
-        origin,
-        to_sql_seq(origin_seq)?,
-        serde_json::to_string(&op.cmd)?,
-        serde_json::to_string(&outcome)?,
-    ])?;
-    raise_high_water(tx, &origin, origin_seq)?;
-    Ok(Applied {
-        outcome,
-        fresh: true,
-        origin_seq: local.then_some(origin_seq),
-    })
+/// The ops of one transaction as they are applied: the outcomes applied
+/// anew (for the view) and each origin's highest sequence, raised once, as
+/// the transaction ends ([`Applying::finish`]): an entry of many ops from
+/// one origin updates its high-water row once instead of once per op.
+struct Applying<M: SqliteMachine> {
+    fresh: Vec<M::Outcome>,
+    /// Raises not yet written, at most one per origin.
+    raises: Vec<(String, u64)>,
 }
 
-/// [`apply_in`], noting the outcome in `fresh` if the op was applied anew
-/// (for the view).
-fn apply_noting<M: SqliteMachine>(
-    tx: &Transaction<'_>,
-    source: Source,
-    op: &Op<M::Command>,
-    fresh: &mut Vec<M::Outcome>,
-) -> Result<Applied<M::Outcome>, StoreError> {
-    let applied = apply_in::<M>(tx, source, op)?;
-    if applied.fresh {
-        fresh.push(applied.outcome.clone());
+impl<M: SqliteMachine> Applying<M> {
+    fn new(ops: usize) -> Self {
+        Applying {
+            fresh: Vec::with_capacity(ops),
+            raises: Vec::new(),
+        }
     }
-    Ok(applied)
+
+    /// Applies `op` from `source` once: an op id recorded already answers
+    /// its recorded outcome and changes nothing.
+    fn apply(
+        &mut self,
+        tx: &Transaction<'_>,
+        source: Source,
+        op: &Op<M::Command>,
+    ) -> Result<Applied<M::Outcome>, StoreError> {
+        let (origin, origin_seq, local) = match source {
+            Source::Local { node } => {
+                // The raises noted so far first: they may be this node's.
+                self.write_raises(tx)?;
+                let next = high_water(tx, &node)? + 1;
+                (node, next, true)
+            }
+            Source::Peer { origin, origin_seq } => (origin, origin_seq, false),
+        };
+        let recorded: Option<String> = tx
+            .prepare_cached("SELECT outcome FROM journal_ops WHERE op_id = ?1")?
+            .query_row([&op.id.0], |row| row.get(0))
+            .optional()?;
+        if let Some(recorded) = recorded {
+            if !local {
+                self.raise(origin, origin_seq);
+            }
+            return Ok(Applied {
+                outcome: serde_json::from_str(&recorded)?,
+                fresh: false,
+                origin_seq: None,
+            });
+        }
+        let outcome = M::execute(tx, &op.cmd)?;
+        tx.prepare_cached(
+            "INSERT INTO journal_ops (op_id, origin, origin_seq, command, outcome)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![
+            op.id.0,
+            origin,
+            to_sql_seq(origin_seq)?,
+            serde_json::to_string(&op.cmd)?,
+            serde_json::to_string(&outcome)?,
+        ])?;
+        self.raise(origin, origin_seq);
+        self.fresh.push(outcome.clone());
+        Ok(Applied {
+            outcome,
+            fresh: true,
+            origin_seq: local.then_some(origin_seq),
+        })
+    }
+
+    fn raise(&mut self, origin: String, seq: u64) {
+        match self.raises.iter_mut().find(|(o, _)| *o == origin) {
+            Some((_, high)) => *high = (*high).max(seq),
+            None => self.raises.push((origin, seq)),
+        }
+    }
+
+    fn write_raises(&mut self, tx: &Transaction<'_>) -> Result<(), StoreError> {
+        for (origin, seq) in self.raises.drain(..) {
+            raise_high_water(tx, &origin, seq)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the raises (before the transaction commits) and answers the
+    /// view's change.
+    fn finish(mut self, tx: &Transaction<'_>) -> Result<ViewChange<M>, StoreError> {
+        self.write_raises(tx)?;
+        Ok(ViewChange::Applied(self.fresh))
+    }
 }
 
 #[async_trait]
@@ -473,24 +504,24 @@ impl<M: SqliteMachine> Journal<M> for SqliteJournal<M> {
         op: Op<M::Command>,
     ) -> Result<Applied<M::Outcome>, StoreError> {
         self.commit(move |tx| {
-            let mut fresh = Vec::with_capacity(1);
-            let applied = apply_noting::<M>(tx, source, &op, &mut fresh)?;
-            Ok((applied, ViewChange::Applied(fresh)))
+            let mut applying = Applying::new(1);
+            let applied = applying.apply(tx, source, &op)?;
+            Ok((applied, applying.finish(tx)?))
         })
         .await
     }
 
     async fn apply_entries(&self, entries: Vec<Entry<M::Command>>) -> Result<(), StoreError> {
         self.commit(move |tx| {
-            let mut fresh = Vec::with_capacity(entries.len());
+            let mut applying = Applying::new(entries.len());
             for entry in entries {
                 let source = Source::Peer {
                     origin: entry.origin,
                     origin_seq: entry.origin_seq,
                 };
-                apply_noting::<M>(tx, source, &entry.op, &mut fresh)?;
+                applying.apply(tx, source, &entry.op)?;
             }
-            Ok(((), ViewChange::Applied(fresh)))
+            Ok(((), applying.finish(tx)?))
         })
         .await
     }
