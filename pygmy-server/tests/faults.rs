@@ -442,8 +442,9 @@ const POWER_LOSS: [(u64, Fault); 4] = [
     (9_500, Fault::RestartAll),
 ];
 
-/// A catalog replica loses its disk once its service's snapshot is large
-/// (and the others have purged the log before it), and comes back empty.
+/// A catalog replica loses its disk once the other two have each written a
+/// snapshot of the large catalog (their logs are then purged up to it), and
+/// comes back empty.
 const LARGE_DISK_LOSS: [(u64, Fault); 4] = [
     (2_000, Fault::AwaitSnapshot("catalog-0")),
     (2_000, Fault::AwaitSnapshot("catalog-2")),
@@ -585,8 +586,8 @@ async fn raft_keeps_every_promise_through_membership_changes() {
 /// A replica that lost its disk catches up through a snapshot of over
 /// 10 MB (a catalog of 60,000 books; snapshots every 100 entries, keeping
 /// 20 entries behind them, so the log it would need is gone) and serves
-/// within 30 s. (Every 500 entries, as before, needed more entries by the
-/// wipe than a slower machine's buys make: no snapshot had been taken.)
+/// within 30 s. The wipe waits for the snapshots rather than a time: how
+/// fast the log fills depends on the machine.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raft_heals_a_lost_disk_through_a_large_snapshot() {
     let options = Options {
