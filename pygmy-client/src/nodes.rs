@@ -4,11 +4,13 @@
 use pygmy_core::api::routes::{CatalogRoute, FrontendRoute, MemberRoute, NodeRoute, OrderRoute};
 use pygmy_core::api::{
     BuyResponse, HealthResponse, Invalidation, ItemUpdate, ItemsResponse, LeaseGrant,
-    MembersResponse, NewMember, OrderPage, OrdersResponse, SalesResponse, UpdateResponse,
+    MembersResponse, NewMember, OrderPage, OrdersResponse, SaleResult, SalesMade, SalesRequest,
+    SalesResponse, UpdateResponse,
 };
 use pygmy_core::balance::{Probe, Probed};
 use pygmy_core::replication::Members;
 use pygmy_core::types::{Book, IdempotencyKey, ItemId, Order, OrderId};
+use pygmy_core::ErrorKind;
 
 use crate::error::ClientError;
 use crate::http::{ClientOptions, Http, IDEMPOTENCY_HEADER};
@@ -85,6 +87,41 @@ impl CatalogClient {
             .header(IDEMPOTENCY_HEADER, key.as_str());
         let response: ItemsResponse = self.http.send(request).await?;
         self.http.first_item(response, "a sale")
+    }
+
+    /// Makes many sales in one call (`POST /sales`, internal), each as
+    /// [`CatalogClient::sell`] makes one: the result of each, in order
+    /// (the book after the sale, or the error that call would have met).
+    /// An error for the whole call (the node could not take it) means
+    /// nothing is known of any sale: each may be made again, as its key
+    /// makes harmless.
+    pub async fn sell_many(
+        &self,
+        sales: &SalesRequest,
+    ) -> Result<Vec<Result<Book, ClientError>>, ClientError> {
+        let request = self.http.request(&CatalogRoute::SellMany, &[]).json(sales);
+        let made: SalesMade = self.http.send(request).await?;
+        if made.results.len() != sales.sales.len() {
+            return Err(ClientError::Decode {
+                url: self.http.base().to_string(),
+                reason: format!(
+                    "{} sales asked, {} results answered",
+                    sales.sales.len(),
+                    made.results.len()
+                ),
+            });
+        }
+        Ok(made
+            .results
+            .into_iter()
+            .map(|result| match result {
+                SaleResult::Sold(book) => Ok(book),
+                SaleResult::Failed { kind, message } => Err(ClientError::of_kind(
+                    ErrorKind::parse(&kind).unwrap_or(ErrorKind::Internal),
+                    message,
+                )),
+            })
+            .collect())
     }
 
     /// The sales made after `after` (`GET /sales`, internal), at most

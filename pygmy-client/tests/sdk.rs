@@ -3,6 +3,7 @@
 use pygmy_client::tools::check::{check, Expected, ReplicaUrls};
 use pygmy_client::tools::load::{self, LoadConfig, Mix, Operation};
 use pygmy_client::{Client, ClientError, ClientOptions};
+use pygmy_core::api::{SaleRequest, SalesRequest};
 use pygmy_core::types::{IdempotencyKey, ItemId};
 use pygmy_server::testing::{Options, TestCluster};
 
@@ -65,6 +66,64 @@ async fn the_sdk_tells_failures_apart() {
         Client::new("ftp://x"),
         Err(ClientError::InvalidUrl(_))
     ));
+}
+
+/// `POST /sales`: each sale of a call is made, or refused, on its own, as
+/// `POST /item/<id>/sell` would; a call of no sales or of too many is
+/// refused whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_of_many_sales_answers_each_on_its_own() {
+    let test = TestCluster::start(Options {
+        stock: Some(1),
+        ..Options::default()
+    })
+    .await;
+    let catalog = test.catalog("catalog-0");
+    let key = |k: &str| IdempotencyKey::parse(k).expect("a valid key");
+    let sale = |item: i64, k: &str| SaleRequest {
+        item: ItemId(item),
+        key: key(k),
+    };
+    let first = SalesRequest {
+        sales: vec![sale(1, "k1")],
+    };
+    let sold = catalog.sell_many(&first).await.expect("the first call");
+    assert!(matches!(&sold[..], [Ok(book)] if book.id == ItemId(1) && book.count == 0));
+    let mixed = SalesRequest {
+        sales: vec![
+            sale(1, "k1"),  // a repeat: the first answer again
+            sale(1, "k2"),  // none left
+            sale(99, "k3"), // no such book
+            sale(2, "k1"),  // the key sold another book
+            sale(2, "k4"),  // sold
+        ],
+    };
+    let results = catalog.sell_many(&mixed).await.expect("the mixed call");
+    assert_eq!(results.len(), 5);
+    assert!(matches!(&results[0], Ok(book) if book.id == ItemId(1) && book.count == 0));
+    assert!(matches!(&results[1], Err(ClientError::OutOfStock(_))));
+    assert!(matches!(&results[2], Err(ClientError::NotFound(_))));
+    assert!(matches!(&results[3], Err(ClientError::Unprocessable(_))));
+    assert!(matches!(&results[4], Ok(book) if book.id == ItemId(2) && book.count == 0));
+    for (item, stocks) in [(1, [0, 0]), (2, [0, 0]), (3, [1, 1])] {
+        assert_eq!(test.stocks(ItemId(item)).await, stocks, "item {item}");
+    }
+    let none = SalesRequest { sales: Vec::new() };
+    assert!(matches!(
+        catalog.sell_many(&none).await,
+        Err(ClientError::BadRequest(_))
+    ));
+    let too_many = SalesRequest {
+        sales: (0..=SalesRequest::MOST)
+            .map(|n| sale(3, &format!("many-{n}")))
+            .collect(),
+    };
+    assert!(matches!(
+        catalog.sell_many(&too_many).await,
+        Err(ClientError::BadRequest(_))
+    ));
+    assert_eq!(test.stocks(ItemId(3)).await, [1, 1]);
+    test.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

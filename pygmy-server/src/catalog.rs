@@ -12,12 +12,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use futures_util::future::join_all;
 use http::StatusCode;
 use pygmy_client::InternalClient;
 use pygmy_core::api::routes::CatalogRoute;
 use pygmy_core::api::{
-    Empty, Envelope, Invalidation, ItemsResponse, LeaseGrant, Sale, SalesResponse, Stamp,
-    UpdateResponse,
+    Empty, Envelope, Invalidation, ItemsResponse, LeaseGrant, Sale, SaleResult, SalesMade,
+    SalesRequest, SalesResponse, Stamp, UpdateResponse,
 };
 use pygmy_core::cache::lease::{LeaseIssuer, Push};
 use pygmy_core::catalog::{
@@ -220,14 +221,48 @@ impl CatalogNode {
         let key = req
             .idempotency_key()?
             .ok_or_else(|| ApiError::bad_request("a sale needs an Idempotency-Key header"))?;
+        let book = self.sale(id, key).await?;
+        Ok(json(StatusCode::OK, &ItemsResponse::new(vec![book])))
+    }
+
+    /// `POST /sales` (internal): many sales, proposed together (under load
+    /// they go into one raft entry), each answered with its own result. A
+    /// replica that cannot serve refuses the whole call (503), so that the
+    /// caller takes it to another replica.
+    async fn sell_many(&self, req: &Request) -> ApiResult {
+        let SalesRequest { sales } = req.json()?;
+        if sales.is_empty() || sales.len() > SalesRequest::MOST {
+            return Err(ApiError::bad_request(format!(
+                "a call makes 1 to {} sales, not {}",
+                SalesRequest::MOST,
+                sales.len()
+            )));
+        }
+        self.replica.ensure_ready()?;
+        let made = join_all(sales.into_iter().map(|s| self.sale(s.item, s.key))).await;
+        let results = made
+            .into_iter()
+            .map(|made| match made {
+                Ok(book) => SaleResult::Sold(book),
+                Err(err) => SaleResult::Failed {
+                    kind: err.kind().as_str().to_owned(),
+                    message: err.message().to_owned(),
+                },
+            })
+            .collect();
+        Ok(json(StatusCode::OK, &SalesMade::new(results)))
+    }
+
+    /// Sells one copy of `id` under `key` (op `sale:<key>`): the book after
+    /// the sale, or the sale's refusal (out of stock, no such item, the key
+    /// used for another item).
+    async fn sale(&self, id: ItemId, key: IdempotencyKey) -> Result<Book, ApiError> {
         let op = Op {
             id: CatalogCommand::sale_op_id(&key),
             cmd: CatalogCommand::Sell { item: id },
         };
         match self.change(op).await? {
-            CatalogOutcome::Sold { book } if book.id == id => {
-                Ok(json(StatusCode::OK, &ItemsResponse::new(vec![book])))
-            }
+            CatalogOutcome::Sold { book } if book.id == id => Ok(book),
             CatalogOutcome::SoldOut { item } if item == id => Err(ApiError::out_of_stock(id)),
             CatalogOutcome::NoSuchItem { item } if item == id => Err(ApiError::no_such_item(id)),
             _ => Err(ApiError::unprocessable(format!(
@@ -359,6 +394,7 @@ impl Handler for CatalogNode {
             CatalogRoute::Update(id) => self.update(&req, id).await,
             CatalogRoute::Sell(id) => self.sell(&req, id).await,
             CatalogRoute::Sales => self.sales(&req).await,
+            CatalogRoute::SellMany => self.sell_many(&req).await,
             CatalogRoute::Lease => self.lease(&req),
             // The seed's propagation endpoint: here, a shipment of ops.
             CatalogRoute::Propagate => self.replica.replication_call("ship", &req).await,

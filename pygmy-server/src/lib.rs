@@ -17,6 +17,8 @@
 //! - [`transport`]: replication calls over HTTP.
 //! - [`pusher`]: a catalog replica's invalidation pushes to one frontend,
 //!   those that wait while one is under way sent together.
+//! - [`seller`]: an order replica's sales, those of the buys that come
+//!   together asked of the catalog in one call.
 //! - [`logging`]: stdout and one log file per node.
 //! - [`probe`]: `--probe`, a node's health asked with no runtime (a
 //!   container's health check).
@@ -37,6 +39,7 @@ pub mod order;
 pub mod probe;
 pub mod pusher;
 pub mod replica;
+pub mod seller;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod transport;

@@ -23,6 +23,7 @@ use pygmy_core::types::{IdempotencyKey, ItemId, Order, OrderId};
 
 use crate::http::{json, ApiError, ApiResult, Handler, Identity, Metrics, Request};
 use crate::replica::Replica;
+use crate::seller::{Seller, Sold};
 
 /// An order replica. Cheap to clone (it is all shared handles), so that a
 /// buy can finish in its own task.
@@ -32,6 +33,8 @@ pub struct OrderNode {
     store: Arc<dyn OrderStore>,
     /// The catalog replicas, this replica's preferred one first.
     catalogs: Arc<ReplicaSet<CatalogClient>>,
+    /// The buys' sales, asked of the catalog together.
+    seller: Arc<Seller>,
     /// Orders recorded by the reconciler, for `/metrics`.
     reconciled: Arc<AtomicU64>,
 }
@@ -65,17 +68,19 @@ struct Reconciler {
 
 impl OrderNode {
     /// An order replica over `store`, replicated by `replicator`, selling
-    /// through `catalogs`.
+    /// through `catalogs`. Starts its [`Seller`]: call it on the runtime.
     pub fn new(
         identity: Identity,
         store: Arc<dyn OrderStore>,
         replicator: Arc<dyn Replicator<OrderMachine>>,
         catalogs: ReplicaSet<CatalogClient>,
     ) -> Self {
+        let catalogs = Arc::new(catalogs);
         OrderNode {
             replica: Replica::new(identity, replicator),
             store,
-            catalogs: Arc::new(catalogs),
+            seller: Arc::new(Seller::start(Arc::clone(&catalogs))),
+            catalogs,
             reconciled: Arc::new(AtomicU64::new(0)),
         }
     }
@@ -260,10 +265,20 @@ impl OrderNode {
         self.record(item, key).await
     }
 
-    /// Has a catalog replica sell one copy under `key`: the leader (as the
-    /// last probe found it), then the preferred one, then the others if it
-    /// cannot serve (safe: the sale is keyed).
+    /// Has a catalog replica sell one copy under `key`, with the other
+    /// sales waiting ([`Seller`]), or alone if it could not be made with
+    /// them.
     async fn sell(&self, item: ItemId, key: &IdempotencyKey) -> Result<(), ApiError> {
+        match self.seller.sell(item, key.clone()).await {
+            Sold::Made(made) => made.map(drop),
+            Sold::Alone => self.sell_alone(item, key).await,
+        }
+    }
+
+    /// Has a catalog replica sell one copy under `key` in a call of its
+    /// own: the leader (as the last probe found it), then the preferred
+    /// one, then the others if it cannot serve (safe: the sale is keyed).
+    async fn sell_alone(&self, item: ItemId, key: &IdempotencyKey) -> Result<(), ApiError> {
         self.catalogs
             .call_leader_first(|catalog| catalog.sell(item, key))
             .await?;

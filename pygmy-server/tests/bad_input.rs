@@ -127,6 +127,30 @@ fn cases() -> Vec<Case> {
         ),
         with_body(case(c, M::POST, "/item/1/sell", 401), "", &[]),
         with_body(case(c, M::POST, "/item/1/sell", 400), "", AUTH),
+        with_body(case(c, M::POST, "/sales", 401), r#"{"sales":[]}"#, &[]),
+        with_body(case(c, M::POST, "/sales", 400), "", AUTH),
+        with_body(case(c, M::POST, "/sales", 400), r#"{"sales":[]}"#, AUTH),
+        with_body(case(c, M::POST, "/sales", 400), r#"{"sales":{}}"#, AUTH),
+        with_body(
+            case(c, M::POST, "/sales", 400),
+            r#"{"sales":[{"item":1}]}"#,
+            AUTH,
+        ),
+        with_body(
+            case(c, M::POST, "/sales", 400),
+            r#"{"sales":[{"item":"1","key":"k"}]}"#,
+            AUTH,
+        ),
+        with_body(
+            case(c, M::POST, "/sales", 400),
+            r#"{"sales":[{"item":1,"key":"no spaces"}]}"#,
+            AUTH,
+        ),
+        with_body(
+            case(c, M::POST, "/sales", 400),
+            r#"{"sales":[{"item":1,"key":"k","count":2}]}"#,
+            AUTH,
+        ),
         case(c, M::GET, "/lease?frontend=frontend", 401),
         with_body(case(c, M::GET, "/lease", 400), "", AUTH),
         with_body(case(c, M::GET, "/lease?frontend=nobody", 404), "", AUTH),
@@ -322,6 +346,7 @@ async fn every_role_answers_unknown_paths_and_wrong_methods_alike() {
             Some("GET, PUT"),
         ),
         ("catalog-0", Method::GET, "/item/1/sell", 405, Some("POST")),
+        ("catalog-0", Method::PUT, "/sales", 405, Some("GET, POST")),
         (
             "catalog-0",
             Method::GET,

@@ -312,6 +312,74 @@ pub struct SalesResponse {
     pub envelope: Envelope,
 }
 
+/// One sale asked of `POST /sales` (internal): one copy of `item` under
+/// the buy's `key`, as `POST /item/<id>/sell` would make it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SaleRequest {
+    /// The book to sell a copy of.
+    pub item: ItemId,
+    /// The buy's idempotency key: the same key sells at most once.
+    pub key: crate::types::IdempotencyKey,
+}
+
+/// The body of `POST /sales` (internal): the sales an order replica has
+/// waiting, made together (one request, and under load one raft entry,
+/// instead of one of each per sale).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SalesRequest {
+    /// 1 to [`SalesRequest::MOST`] sales, each made (or refused) on its own.
+    pub sales: Vec<SaleRequest>,
+}
+
+impl SalesRequest {
+    /// The most sales one call carries: the longest keys still fit well
+    /// within the default body limit (64 KiB).
+    pub const MOST: usize = 64;
+}
+
+/// What became of one sale of `POST /sales`: `{"sold": book}` with the
+/// book after the sale, or `{"failed": {"kind": ..., "message": ...}}`
+/// with what `POST /item/<id>/sell` would have answered (its
+/// `x-pygmy-error` kind and its message).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum SaleResult {
+    /// Sold (now or by an earlier call under the same key).
+    Sold(Book),
+    /// Not sold.
+    Failed {
+        /// The kind of failure, as the `x-pygmy-error` header names it.
+        kind: String,
+        /// Why, for a person.
+        message: String,
+    },
+}
+
+/// `POST /sales` (internal): each sale's result, in the order asked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SalesMade {
+    /// Always `{}`.
+    pub message: Empty,
+    /// One result per sale asked, in the same order.
+    pub results: Vec<SaleResult>,
+    /// `status` and `validation_code`: `Success`, 200.
+    #[serde(flatten)]
+    pub envelope: Envelope,
+}
+
+impl SalesMade {
+    /// A 200 answer with these results.
+    pub fn new(results: Vec<SaleResult>) -> Self {
+        SalesMade {
+            message: Empty {},
+            results,
+            envelope: Envelope::OK,
+        }
+    }
+}
+
 /// The body of `POST /members` (internal): a replica to add to the
 /// service, already running with a topology that names it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -360,6 +360,9 @@ pub enum CatalogRoute {
     /// `GET /sales?after=&limit=` (internal): the sales made, for the
     /// order service's reconciliation.
     Sales,
+    /// `POST /sales` (internal): many sales at once, each as
+    /// [`CatalogRoute::Sell`] makes one.
+    SellMany,
     /// `GET /lease?frontend=` (internal): a grant of a frontend's cache
     /// lease.
     Lease,
@@ -378,6 +381,7 @@ impl Route for CatalogRoute {
             (&Method::PUT, ["item", id]) => item(id, CatalogRoute::Update),
             (&Method::POST, ["item", id, "sell"]) => item(id, CatalogRoute::Sell),
             (&Method::GET, ["sales"]) => Ok(CatalogRoute::Sales),
+            (&Method::POST, ["sales"]) => Ok(CatalogRoute::SellMany),
             (&Method::GET, ["lease"]) => Ok(CatalogRoute::Lease),
             (&Method::POST, ["replication", rpc]) => {
                 Ok(CatalogRoute::Replication((*rpc).to_owned()))
@@ -397,6 +401,7 @@ impl Route for CatalogRoute {
             ),
             CatalogRoute::Propagate => (Method::PUT, segments(&["item", "propagate", "all"])),
             CatalogRoute::Sales => (Method::GET, segments(&["sales"])),
+            CatalogRoute::SellMany => (Method::POST, segments(&["sales"])),
             CatalogRoute::Lease => (Method::GET, segments(&["lease"])),
             CatalogRoute::Replication(rpc) => {
                 (Method::POST, vec!["replication".into(), rpc.clone()])
@@ -410,6 +415,7 @@ impl Route for CatalogRoute {
             CatalogRoute::Items | CatalogRoute::Item(_) => RouteInfo::PUBLIC,
             CatalogRoute::Update(_)
             | CatalogRoute::Sell(_)
+            | CatalogRoute::SellMany
             | CatalogRoute::Sales
             | CatalogRoute::Lease
             | CatalogRoute::Members(_) => RouteInfo::INTERNAL,
@@ -425,6 +431,7 @@ impl Route for CatalogRoute {
             CatalogRoute::Sell(_) => "POST /item/{id}/sell",
             CatalogRoute::Propagate => "PUT /item/propagate/{any}",
             CatalogRoute::Sales => "GET /sales",
+            CatalogRoute::SellMany => "POST /sales",
             CatalogRoute::Lease => "GET /lease",
             CatalogRoute::Replication(_) => "POST /replication/{rpc}",
             CatalogRoute::Members(route) => route.label(),
@@ -525,6 +532,7 @@ mod tests {
             CatalogRoute::Sell(ItemId(7)),
             CatalogRoute::Propagate,
             CatalogRoute::Sales,
+            CatalogRoute::SellMany,
             CatalogRoute::Lease,
             CatalogRoute::Replication("raft-vote".into()),
             CatalogRoute::Members(MemberRoute::List),

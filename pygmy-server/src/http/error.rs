@@ -131,6 +131,11 @@ impl ApiError {
         self.kind
     }
 
+    /// What the client is told.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         status_of(self.kind)
