@@ -3,9 +3,9 @@
 
 use pygmy_core::api::routes::{CatalogRoute, FrontendRoute, MemberRoute, NodeRoute, OrderRoute};
 use pygmy_core::api::{
-    BuyResponse, HealthResponse, Invalidation, ItemUpdate, ItemsResponse, LeaseGrant,
-    MembersResponse, NewMember, OrderPage, OrdersResponse, SaleResult, SalesMade, SalesRequest,
-    SalesResponse, UpdateResponse,
+    BuyResponse, BuyResult, BuysMade, BuysRequest, HealthResponse, Invalidation, ItemUpdate,
+    ItemsResponse, LeaseGrant, MembersResponse, NewMember, OrderPage, OrdersResponse, SaleResult,
+    SalesMade, SalesRequest, SalesResponse, UpdateResponse,
 };
 use pygmy_core::balance::{Probe, Probed};
 use pygmy_core::replication::Members;
@@ -101,27 +101,15 @@ impl CatalogClient {
     ) -> Result<Vec<Result<Book, ClientError>>, ClientError> {
         let request = self.http.request(&CatalogRoute::SellMany, &[]).json(sales);
         let made: SalesMade = self.http.send(request).await?;
-        if made.results.len() != sales.sales.len() {
-            return Err(ClientError::Decode {
-                url: self.http.base().to_string(),
-                reason: format!(
-                    "{} sales asked, {} results answered",
-                    sales.sales.len(),
-                    made.results.len()
-                ),
-            });
-        }
-        Ok(made
-            .results
-            .into_iter()
-            .map(|result| match result {
+        each_of(
+            &self.http,
+            sales.sales.len(),
+            made.results,
+            |result| match result {
                 SaleResult::Sold(book) => Ok(book),
-                SaleResult::Failed { kind, message } => Err(ClientError::of_kind(
-                    ErrorKind::parse(&kind).unwrap_or(ErrorKind::Internal),
-                    message,
-                )),
-            })
-            .collect())
+                SaleResult::Failed { kind, message } => Err(failed(&kind, message)),
+            },
+        )
     }
 
     /// The sales made after `after` (`GET /sales`, internal), at most
@@ -176,6 +164,28 @@ impl OrderClient {
             .header(IDEMPOTENCY_HEADER, key.as_str());
         let response: BuyResponse = self.http.send(request).await?;
         Ok(response.order.id)
+    }
+
+    /// Makes many buys in one call (`POST /buys`, internal), each as
+    /// [`OrderClient::buy`] makes one: the result of each, in order (the
+    /// order, or the error that call would have met). An error for the
+    /// whole call means nothing is known of any buy: each may be made
+    /// again, as its key makes harmless.
+    pub async fn buy_many(
+        &self,
+        buys: &BuysRequest,
+    ) -> Result<Vec<Result<OrderId, ClientError>>, ClientError> {
+        let request = self.http.request(&OrderRoute::BuyMany, &[]).json(buys);
+        let made: BuysMade = self.http.send(request).await?;
+        each_of(
+            &self.http,
+            buys.buys.len(),
+            made.results,
+            |result| match result {
+                BuyResult::Bought(order) => Ok(order.id),
+                BuyResult::Failed { kind, message } => Err(failed(&kind, message)),
+            },
+        )
     }
 
     /// Every order this replica holds, with its idempotency key
@@ -323,4 +333,30 @@ impl Probe for OrderClient {
     async fn probe(&self) -> Probed {
         probed(self.health().await)
     }
+}
+
+/// The results of a call of many (sales, buys), one per item asked, each
+/// turned into the item's own answer by `one`.
+fn each_of<T, R>(
+    http: &Http,
+    asked: usize,
+    results: Vec<T>,
+    one: impl FnMut(T) -> Result<R, ClientError>,
+) -> Result<Vec<Result<R, ClientError>>, ClientError> {
+    if results.len() != asked {
+        return Err(ClientError::Decode {
+            url: http.base().to_string(),
+            reason: format!("{asked} asked, {} results answered", results.len()),
+        });
+    }
+    Ok(results.into_iter().map(one).collect())
+}
+
+/// An item of a call of many that failed, as its own call would have:
+/// the kind it names (an unknown one: internal) and the message.
+fn failed(kind: &str, message: String) -> ClientError {
+    ClientError::of_kind(
+        ErrorKind::parse(kind).unwrap_or(ErrorKind::Internal),
+        message,
+    )
 }

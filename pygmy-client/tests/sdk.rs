@@ -3,7 +3,7 @@
 use pygmy_client::tools::check::{check, Expected, ReplicaUrls};
 use pygmy_client::tools::load::{self, LoadConfig, Mix, Operation};
 use pygmy_client::{Client, ClientError, ClientOptions};
-use pygmy_core::api::{SaleRequest, SalesRequest};
+use pygmy_core::api::{BuyRequest, BuysRequest, SaleRequest, SalesRequest};
 use pygmy_core::types::{IdempotencyKey, ItemId};
 use pygmy_server::testing::{Options, TestCluster};
 
@@ -123,6 +123,52 @@ async fn a_call_of_many_sales_answers_each_on_its_own() {
         Err(ClientError::BadRequest(_))
     ));
     assert_eq!(test.stocks(ItemId(3)).await, [1, 1]);
+    test.shutdown().await;
+}
+
+/// `POST /buys`: each buy of a call is made, or refused, on its own, as
+/// `GET /buy/<item>` would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_of_many_buys_answers_each_on_its_own() {
+    let test = TestCluster::start(Options {
+        stock: Some(1),
+        ..Options::default()
+    })
+    .await;
+    let order = test.order("order-0");
+    let buy = |item: i64, k: &str| BuyRequest {
+        item: ItemId(item),
+        key: IdempotencyKey::parse(k).expect("a valid key"),
+    };
+    let first = BuysRequest {
+        buys: vec![buy(1, "b1")],
+    };
+    let bought = order.buy_many(&first).await.expect("the first call");
+    let [Ok(id)] = bought[..] else {
+        panic!("the first buy: {bought:?}");
+    };
+    let mixed = BuysRequest {
+        buys: vec![
+            buy(1, "b1"),  // a repeat: the same order
+            buy(1, "b2"),  // none left
+            buy(99, "b3"), // no such book
+            buy(2, "b1"),  // the key bought another book
+            buy(2, "b4"),  // bought
+        ],
+    };
+    let results = order.buy_many(&mixed).await.expect("the mixed call");
+    assert_eq!(results.len(), 5);
+    assert!(matches!(&results[0], Ok(same) if *same == id));
+    assert!(matches!(&results[1], Err(ClientError::OutOfStock(_))));
+    assert!(matches!(&results[2], Err(ClientError::NotFound(_))));
+    assert!(matches!(&results[3], Err(ClientError::Unprocessable(_))));
+    assert!(matches!(&results[4], Ok(other) if *other != id));
+    let ledger = order.orders().await.expect("the ledger");
+    assert_eq!(ledger.len(), 2, "{ledger:?}");
+    assert!(matches!(
+        order.buy_many(&BuysRequest { buys: Vec::new() }).await,
+        Err(ClientError::BadRequest(_))
+    ));
     test.shutdown().await;
 }
 

@@ -18,6 +18,8 @@
 //! - [`balance`]: `Balancer` (round robin, least loaded, preferred) and
 //!   `ReplicaSet`: a backend's replicas with their clients, health and
 //!   per-attempt time limit, as one caller sees them.
+//! - [`burst`]: taking what waits in a queue as one burst (the raft
+//!   batcher's entries, the server's gathered calls and pushes).
 //! - [`replication`]: `Replicator`, which applies ops on every replica:
 //!   `raft` (openraft, over any log and state-machine storage; SQLite
 //!   ships) and `broadcast` (the seed's protocol, improved).
@@ -46,6 +48,7 @@
 
 pub mod api;
 pub mod balance;
+pub mod burst;
 pub mod cache;
 pub mod catalog;
 pub mod error;

@@ -21,12 +21,15 @@ use bytes::Bytes;
 use http::StatusCode;
 use pygmy_client::{CatalogClient, OrderClient};
 use pygmy_core::api::routes::FrontendRoute;
-use pygmy_core::api::{Acknowledged, BuyResponse, Invalidations, ItemsResponse};
+use pygmy_core::api::{
+    Acknowledged, BuyRequest, BuyResponse, BuysRequest, Invalidations, ItemsResponse,
+};
 use pygmy_core::balance::ReplicaSet;
 use pygmy_core::cache::lease::{Grant, Leases};
 use pygmy_core::cache::{lookup_key, search_key, Cache};
-use pygmy_core::types::IdempotencyKey;
+use pygmy_core::types::{IdempotencyKey, OrderId};
 
+use crate::gather::{Gathered, Gatherer};
 use crate::http::{
     json, json_bytes, to_bytes, ApiError, ApiResult, Handler, Identity, Metrics, Request,
 };
@@ -94,12 +97,16 @@ pub struct FrontendNode {
     cache: Arc<dyn Cache>,
     lease: CacheLease,
     catalogs: ReplicaSet<CatalogClient>,
-    orders: ReplicaSet<OrderClient>,
+    orders: Arc<ReplicaSet<OrderClient>>,
+    /// The buys, those that come together asked of an order replica in
+    /// one call.
+    buys: Gatherer<BuyRequest, OrderId>,
     counters: Counters,
 }
 
 impl FrontendNode {
-    /// A frontend over these backends.
+    /// A frontend over these backends. Starts its gathering of buys: call
+    /// it on the runtime.
     pub fn new(
         identity: Identity,
         cache: Arc<dyn Cache>,
@@ -110,11 +117,13 @@ impl FrontendNode {
             .clients()
             .map(|(name, _)| name.to_owned())
             .collect();
+        let orders = Arc::new(orders);
         FrontendNode {
             identity,
             cache,
             lease: CacheLease::new(sources),
             catalogs,
+            buys: gather_buys(Arc::clone(&orders)),
             orders,
             counters: Counters::default(),
         }
@@ -238,7 +247,14 @@ impl FrontendNode {
         self.counters.buys.fetch_add(1, Ordering::Relaxed);
         let id = req.item_id("id")?;
         let key = req.idempotency_key()?.unwrap_or_else(IdempotencyKey::mint);
-        let order = self.orders.call_leader_first(|o| o.buy(id, &key)).await?;
+        let buy = BuyRequest {
+            item: id,
+            key: key.clone(),
+        };
+        let order = match self.buys.ask(buy).await {
+            Gathered::Made(made) => made?,
+            Gathered::Alone => self.orders.call_leader_first(|o| o.buy(id, &key)).await?,
+        };
         // The catalog pushed the invalidation of the book and its topic
         // before the sale was answered; dropping the lookup here too costs
         // nothing and covers a lost push for lookups (not for searches: the
@@ -327,4 +343,19 @@ impl Handler for FrontendNode {
             stats.stale_fills,
         );
     }
+}
+
+/// A frontend's buys, those that come together asked of an order replica
+/// in one call (`POST /buys`): the leader first, then the others, as one
+/// buy's call goes.
+fn gather_buys(orders: Arc<ReplicaSet<OrderClient>>) -> Gatherer<BuyRequest, OrderId> {
+    Gatherer::start(BuysRequest::MOST, move |buys| {
+        let orders = Arc::clone(&orders);
+        async move {
+            let request = BuysRequest { buys };
+            orders
+                .call_leader_first(|order| order.buy_many(&request))
+                .await
+        }
+    })
 }

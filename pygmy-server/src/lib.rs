@@ -17,8 +17,8 @@
 //! - [`transport`]: replication calls over HTTP.
 //! - [`pusher`]: a catalog replica's invalidation pushes to one frontend,
 //!   those that wait while one is under way sent together.
-//! - [`seller`]: an order replica's sales, those of the buys that come
-//!   together asked of the catalog in one call.
+//! - [`gather`]: calls to a backend that come together made as one (an
+//!   order replica's sales, a frontend's buys), each answered on its own.
 //! - [`logging`]: stdout and one log file per node.
 //! - [`probe`]: `--probe`, a node's health asked with no runtime (a
 //!   container's health check).
@@ -32,6 +32,7 @@
 pub mod catalog;
 pub mod cluster;
 pub mod frontend;
+pub mod gather;
 pub mod http;
 pub mod logging;
 pub mod node;
@@ -39,7 +40,6 @@ pub mod order;
 pub mod probe;
 pub mod pusher;
 pub mod replica;
-pub mod seller;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod transport;

@@ -11,19 +11,23 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
+use futures_util::future::join_all;
 use http::StatusCode;
 use pygmy_client::CatalogClient;
 use pygmy_core::api::routes::OrderRoute;
-use pygmy_core::api::{BuyResponse, OrderPage, OrdersResponse, Sale};
+use pygmy_core::api::{
+    BuyResponse, BuyResult, BuysMade, BuysRequest, OrderPage, OrderRef, OrdersResponse, Sale,
+    SaleRequest, SalesRequest,
+};
 use pygmy_core::balance::ReplicaSet;
 use pygmy_core::journal::Op;
 use pygmy_core::order::{OrderCommand, OrderMachine, OrderOutcome, OrderStore};
 use pygmy_core::replication::Replicator;
-use pygmy_core::types::{IdempotencyKey, ItemId, Order, OrderId};
+use pygmy_core::types::{Book, IdempotencyKey, ItemId, Order, OrderId};
 
+use crate::gather::{Gathered, Gatherer};
 use crate::http::{json, ApiError, ApiResult, Handler, Identity, Metrics, Request};
 use crate::replica::Replica;
-use crate::seller::{Seller, Sold};
 
 /// An order replica. Cheap to clone (it is all shared handles), so that a
 /// buy can finish in its own task.
@@ -33,8 +37,8 @@ pub struct OrderNode {
     store: Arc<dyn OrderStore>,
     /// The catalog replicas, this replica's preferred one first.
     catalogs: Arc<ReplicaSet<CatalogClient>>,
-    /// The buys' sales, asked of the catalog together.
-    seller: Arc<Seller>,
+    /// The buys' sales, those that come together asked in one call.
+    sales: Arc<Gatherer<SaleRequest, Book>>,
     /// Orders recorded by the reconciler, for `/metrics`.
     reconciled: Arc<AtomicU64>,
 }
@@ -68,7 +72,8 @@ struct Reconciler {
 
 impl OrderNode {
     /// An order replica over `store`, replicated by `replicator`, selling
-    /// through `catalogs`. Starts its [`Seller`]: call it on the runtime.
+    /// through `catalogs`. Starts its gathering of sales: call it on the
+    /// runtime.
     pub fn new(
         identity: Identity,
         store: Arc<dyn OrderStore>,
@@ -79,7 +84,7 @@ impl OrderNode {
         OrderNode {
             replica: Replica::new(identity, replicator),
             store,
-            seller: Arc::new(Seller::start(Arc::clone(&catalogs))),
+            sales: Arc::new(gather_sales(Arc::clone(&catalogs))),
             catalogs,
             reconciled: Arc::new(AtomicU64::new(0)),
         }
@@ -89,6 +94,41 @@ impl OrderNode {
     async fn buy(&self, req: &Request, item: ItemId) -> ApiResult {
         self.replica.ensure_ready()?;
         let key = req.idempotency_key()?.unwrap_or_else(IdempotencyKey::mint);
+        let order = self.buy_one(item, key).await?;
+        Ok(json(StatusCode::OK, &BuyResponse::new(item, order)))
+    }
+
+    /// `POST /buys` (internal): many buys, each as `GET /buy/<item>` makes
+    /// one, all at once (their sales go to the catalog together), each
+    /// answered with its own result. A replica that cannot serve refuses
+    /// the whole call (503), so that the caller takes it to another one.
+    async fn buy_many(&self, req: &Request) -> ApiResult {
+        let BuysRequest { buys } = req.json()?;
+        if buys.is_empty() || buys.len() > BuysRequest::MOST {
+            return Err(ApiError::bad_request(format!(
+                "a call makes 1 to {} buys, not {}",
+                BuysRequest::MOST,
+                buys.len()
+            )));
+        }
+        self.replica.ensure_ready()?;
+        let made = join_all(buys.into_iter().map(|b| self.buy_one(b.item, b.key))).await;
+        let results = made
+            .into_iter()
+            .map(|made| match made {
+                Ok(id) => BuyResult::Bought(OrderRef { id }),
+                Err(err) => BuyResult::Failed {
+                    kind: err.kind().as_str().to_owned(),
+                    message: err.message().to_owned(),
+                },
+            })
+            .collect();
+        Ok(json(StatusCode::OK, &BuysMade::new(results)))
+    }
+
+    /// Buys one copy of `item` under `key`: the order recorded under the
+    /// key already, or a sale and then a new order.
+    async fn buy_one(&self, item: ItemId, key: IdempotencyKey) -> Result<OrderId, ApiError> {
         // The sale and the order are two steps: run them in a task of their
         // own, so that a client that goes away between them (or the
         // request's time limit) does not leave a sale without its order.
@@ -103,7 +143,7 @@ impl OrderNode {
                 order.item_id
             )));
         }
-        Ok(json(StatusCode::OK, &BuyResponse::new(item, order.id)))
+        Ok(order.id)
     }
 
     /// Runs the reconciliation until the task is dropped: every second, the
@@ -266,12 +306,15 @@ impl OrderNode {
     }
 
     /// Has a catalog replica sell one copy under `key`, with the other
-    /// sales waiting ([`Seller`]), or alone if it could not be made with
-    /// them.
+    /// sales that came with it, or alone if it could not be made with them.
     async fn sell(&self, item: ItemId, key: &IdempotencyKey) -> Result<(), ApiError> {
-        match self.seller.sell(item, key.clone()).await {
-            Sold::Made(made) => made.map(drop),
-            Sold::Alone => self.sell_alone(item, key).await,
+        let sale = SaleRequest {
+            item,
+            key: key.clone(),
+        };
+        match self.sales.ask(sale).await {
+            Gathered::Made(made) => made.map(drop),
+            Gathered::Alone => self.sell_alone(item, key).await,
         }
     }
 
@@ -328,6 +371,7 @@ impl Handler for OrderNode {
     async fn handle(&self, route: OrderRoute, req: Request) -> ApiResult {
         match route {
             OrderRoute::Buy(item) => self.buy(&req, item).await,
+            OrderRoute::BuyMany => self.buy_many(&req).await,
             OrderRoute::Orders => self.page(&req).await,
             OrderRoute::Ledger => {
                 self.replica.ready_to_read().await?;
@@ -361,4 +405,19 @@ impl Handler for OrderNode {
             self.reconciled.load(Ordering::Relaxed),
         );
     }
+}
+
+/// The sales of an order replica, those that come together asked of the
+/// catalog in one call (`POST /sales`): to the leader first, then the
+/// other replicas, as one sale's call goes.
+fn gather_sales(catalogs: Arc<ReplicaSet<CatalogClient>>) -> Gatherer<SaleRequest, Book> {
+    Gatherer::start(SalesRequest::MOST, move |sales| {
+        let catalogs = Arc::clone(&catalogs);
+        async move {
+            let request = SalesRequest { sales };
+            catalogs
+                .call_leader_first(|catalog| catalog.sell_many(&request))
+                .await
+        }
+    })
 }

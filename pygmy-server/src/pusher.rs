@@ -5,9 +5,12 @@
 //! would cost the catalog and the frontend a request each per sale; here
 //! the invalidations that wait while a push is under way go together in
 //! the next one (`POST /invalidate` with a list), and a push first lets
-//! the changes answered with the first one queue theirs. Each change
-//! still waits for its own invalidation: answered once the push that
-//! carried it was taken, or failed, exactly as a push of its own would be.
+//! the changes answered with the first one queue theirs
+//! ([`pygmy_core::burst`]: one push per raft entry instead of two, pushes
+//! per buy 0.088 -> 0.045, docs/benchmarks.md, the seventh round). Each
+//! change still waits for its own invalidation: answered once the push
+//! that carried it was taken, or failed, exactly as a push of its own
+//! would be.
 
 use pygmy_client::InternalClient;
 use pygmy_core::api::Invalidation;
@@ -22,13 +25,6 @@ pub const MOST_PER_PUSH: usize = 512;
 /// Invalidations waiting for a push, at most: a change waits for room
 /// beyond.
 const QUEUE: usize = 4096;
-
-/// Times the pusher lets the other tasks run before it takes the
-/// invalidations waiting (a timer would wait a millisecond, tokio's
-/// tick): with three, a push carries the whole of a raft entry's changes
-/// instead of its first change, then a second push the rest
-/// (docs/benchmarks.md, the seventh round: pushes per buy 0.088 -> 0.045).
-const SETTLE: usize = 3;
 
 struct Waiting {
     invalidation: Invalidation,
@@ -82,19 +78,10 @@ impl Pusher {
 async fn push_forever(client: InternalClient, mut waiting: mpsc::Receiver<Waiting>) {
     while let Some(first) = waiting.recv().await {
         // The changes of one raft entry are answered at once, and each
-        // queues its invalidation when its task next runs: let them,
-        // before taking what waits, or the first push carries the first
-        // change alone and the rest wait for a second push.
-        for _ in 0..SETTLE {
-            tokio::task::yield_now().await;
-        }
-        let mut batch = vec![first];
-        while batch.len() < MOST_PER_PUSH {
-            match waiting.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
-            }
-        }
+        // queues its invalidation when its task next runs: taken as one
+        // burst, or the first push carries the first change alone and the
+        // rest wait for a second push.
+        let mut batch = pygmy_core::burst::take(first, &mut waiting, MOST_PER_PUSH).await;
         // Those whose change gave up waiting need no push.
         batch.retain(|w| !w.taken.is_closed());
         let Some(latest) = batch.iter().map(|w| w.deadline).max() else {

@@ -209,6 +209,19 @@ fn cases() -> Vec<Case> {
         case(o, M::GET, "/buy/abc", 400),
         case(o, M::GET, "/buy/4242", 404),
         case(o, M::POST, "/buy/1", 405),
+        with_body(case(o, M::POST, "/buys", 401), r#"{"buys":[]}"#, &[]),
+        with_body(case(o, M::POST, "/buys", 400), "", AUTH),
+        with_body(case(o, M::POST, "/buys", 400), r#"{"buys":[]}"#, AUTH),
+        with_body(
+            case(o, M::POST, "/buys", 400),
+            r#"{"buys":[{"item":1,"key":""}]}"#,
+            AUTH,
+        ),
+        with_body(
+            case(o, M::POST, "/buys", 400),
+            r#"{"buys":[{"key":"k"}]}"#,
+            AUTH,
+        ),
         case(o, M::GET, "/orders/1", 404),
         with_body(case(o, M::PUT, "/update", 401), r#"{"entries":[]}"#, &[]),
         with_body(case(o, M::PUT, "/update", 400), "not json", AUTH),
@@ -355,6 +368,7 @@ async fn every_role_answers_unknown_paths_and_wrong_methods_alike() {
             Some("POST"),
         ),
         ("order-0", Method::POST, "/orders", 405, Some("GET")),
+        ("order-0", Method::GET, "/buys", 405, Some("POST")),
         ("order-0", Method::GET, "/update", 405, Some("PUT")),
     ];
     let mut wrong = Vec::new();

@@ -380,6 +380,72 @@ impl SalesMade {
     }
 }
 
+/// One buy asked of `POST /buys` (internal): one copy of `item` under the
+/// buy's `key`, as `GET /buy/<item>` would make it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuyRequest {
+    /// The book to buy a copy of.
+    pub item: ItemId,
+    /// The buy's idempotency key: the same key buys at most once.
+    pub key: crate::types::IdempotencyKey,
+}
+
+/// The body of `POST /buys` (internal): the buys a frontend has waiting,
+/// made together.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuysRequest {
+    /// 1 to [`BuysRequest::MOST`] buys, each made (or refused) on its own.
+    pub buys: Vec<BuyRequest>,
+}
+
+impl BuysRequest {
+    /// The most buys one call carries (as [`SalesRequest::MOST`]).
+    pub const MOST: usize = SalesRequest::MOST;
+}
+
+/// What became of one buy of `POST /buys`: `{"bought": {"id": N}}` with
+/// the order, or `{"failed": {"kind": ..., "message": ...}}` with what
+/// `GET /buy/<item>` would have answered (its `x-pygmy-error` kind and
+/// its message).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum BuyResult {
+    /// Bought (now or by an earlier call under the same key).
+    Bought(OrderRef),
+    /// Not bought.
+    Failed {
+        /// The kind of failure, as the `x-pygmy-error` header names it.
+        kind: String,
+        /// Why, for a person.
+        message: String,
+    },
+}
+
+/// `POST /buys` (internal): each buy's result, in the order asked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuysMade {
+    /// Always `{}`.
+    pub message: Empty,
+    /// One result per buy asked, in the same order.
+    pub results: Vec<BuyResult>,
+    /// `status` and `validation_code`: `Success`, 200.
+    #[serde(flatten)]
+    pub envelope: Envelope,
+}
+
+impl BuysMade {
+    /// A 200 answer with these results.
+    pub fn new(results: Vec<BuyResult>) -> Self {
+        BuysMade {
+            message: Empty {},
+            results,
+            envelope: Envelope::OK,
+        }
+    }
+}
+
 /// The body of `POST /members` (internal): a replica to add to the
 /// service, already running with a topology that names it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

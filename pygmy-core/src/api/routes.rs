@@ -445,6 +445,10 @@ pub enum OrderRoute {
     /// `GET /buy/<item>`: buy one copy (under the request's idempotency
     /// key, if it has one).
     Buy(ItemId),
+    /// `POST /buys` (internal): many buys at once, each as
+    /// [`OrderRoute::Buy`] makes one (a frontend's buys that came
+    /// together).
+    BuyMany,
     /// `GET /orders?after=&limit=`: a page of orders, without their
     /// idempotency keys.
     Orders,
@@ -464,6 +468,7 @@ impl Route for OrderRoute {
     fn recognize(method: &Method, path: &[&str]) -> Option<Result<Self, BadParam>> {
         Some(match (method, path) {
             (&Method::GET, ["buy", id]) => item(id, OrderRoute::Buy),
+            (&Method::POST, ["buys"]) => Ok(OrderRoute::BuyMany),
             (&Method::GET, ["orders"]) => Ok(OrderRoute::Orders),
             (&Method::GET, ["ledger"]) => Ok(OrderRoute::Ledger),
             (&Method::PUT, ["update"]) => Ok(OrderRoute::Propagate),
@@ -475,6 +480,7 @@ impl Route for OrderRoute {
     fn target(&self) -> (Method, Vec<String>) {
         match self {
             OrderRoute::Buy(id) => (Method::GET, vec!["buy".into(), id.to_string()]),
+            OrderRoute::BuyMany => (Method::POST, segments(&["buys"])),
             OrderRoute::Orders => (Method::GET, segments(&["orders"])),
             OrderRoute::Ledger => (Method::GET, segments(&["ledger"])),
             OrderRoute::Propagate => (Method::PUT, segments(&["update"])),
@@ -486,7 +492,9 @@ impl Route for OrderRoute {
     fn info(&self) -> RouteInfo {
         match self {
             OrderRoute::Buy(_) | OrderRoute::Orders => RouteInfo::PUBLIC,
-            OrderRoute::Ledger | OrderRoute::Members(_) => RouteInfo::INTERNAL,
+            OrderRoute::BuyMany | OrderRoute::Ledger | OrderRoute::Members(_) => {
+                RouteInfo::INTERNAL
+            }
             OrderRoute::Propagate | OrderRoute::Replication(_) => RouteInfo::REPLICATION,
         }
     }
@@ -494,6 +502,7 @@ impl Route for OrderRoute {
     fn label(&self) -> &'static str {
         match self {
             OrderRoute::Buy(_) => "GET /buy/{id}",
+            OrderRoute::BuyMany => "POST /buys",
             OrderRoute::Orders => "GET /orders",
             OrderRoute::Ledger => "GET /ledger",
             OrderRoute::Propagate => "PUT /update",
@@ -541,6 +550,7 @@ mod tests {
         ]);
         round_trip(&[
             OrderRoute::Buy(ItemId(2)),
+            OrderRoute::BuyMany,
             OrderRoute::Orders,
             OrderRoute::Ledger,
             OrderRoute::Propagate,

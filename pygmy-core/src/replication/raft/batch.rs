@@ -8,13 +8,10 @@
 //! every op that is waiting (up to [`MAX_OPS`]), proposes them as one
 //! [`Proposal`], and answers each op with its own outcome. At most
 //! [`IN_FLIGHT`] entries are under way at once: while they are, the next
-//! ops gather. Before it takes them, the writer lets the other tasks run
-//! [`SETTLE`] times: ops come in bursts (the answers of one entry let as
-//! many callers go on at once), and the burst's first op would otherwise
-//! go alone and the rest wait a whole round. No timer: one connection's op
-//! is written at once (docs/benchmarks.md, the seventh round: in place of
-//! a 1 ms linger, 1.08x the buys at 64 connections, and 1.20x with the
-//! order replica's sales gathered too).
+//! ops gather, and are taken as one burst ([`crate::burst`]: the ops woken
+//! together go together, with no timer; in place of a 1 ms linger, 1.08x
+//! the buys at 64 connections, and 1.20x with the order replica's sales
+//! gathered too: docs/benchmarks.md, the seventh round).
 //!
 //! Nothing changes for a caller: an op is answered once it is committed
 //! and applied on the leader, in the order the leader took it. A write
@@ -42,11 +39,6 @@ pub const MAX_OPS: usize = 256;
 /// replicated and applied (two made smaller entries and fewer buys per
 /// second: docs/benchmarks.md).
 pub const IN_FLIGHT: usize = 1;
-
-/// Times the writer lets the other tasks run before it takes the ops
-/// waiting: those woken with the first queue theirs (a timer would wait
-/// tokio's tick, a millisecond).
-pub const SETTLE: usize = 3;
 
 /// Ops waiting for a writer, at most: a proposer waits for room beyond.
 const QUEUE: usize = 8192;
@@ -115,16 +107,7 @@ async fn write_forever<M: Machine>(
         let Some(first) = waiting.recv().await else {
             return;
         };
-        for _ in 0..SETTLE {
-            tokio::task::yield_now().await;
-        }
-        let mut batch = vec![first];
-        while batch.len() < MAX_OPS {
-            match waiting.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
-            }
-        }
+        let batch = crate::burst::take(first, &mut waiting, MAX_OPS).await;
         let raft = raft.clone();
         tokio::spawn(
             async move {

@@ -1,0 +1,222 @@
+//! Calls to a backend that come together, made as one.
+//!
+//! Under load a node makes the same call for many requests at once: an
+//! order replica asks the catalog for a sale per buy, a frontend asks an
+//! order replica for each buy. One request per call costs both sides a
+//! request each; a [`Gatherer`] puts the calls that come together into one
+//! (`POST /sales`, `POST /buys`) and answers each caller with its own
+//! result.
+//!
+//! A call never waits for another call to come back: the gatherer takes
+//! the first item with those woken with it ([`pygmy_core::burst`]), then
+//! calls with them at once (gathering while calls were under way made each
+//! request wait for a free call, and cost more than the requests saved:
+//! docs/benchmarks.md, the seventh round).
+//!
+//! Each item is answered on its own ([`Gathered`]): with what a call of its
+//! own would have answered, or [`Gathered::Alone`] when it should be made
+//! alone: the backend replica failed it (another replica may serve it), or
+//! refused the gathered call as a whole (a replica of another version,
+//! which does not know it). Only keyed calls are gathered, so making one
+//! again is harmless. A gathered call that no replica took answers each
+//! item that no replica could serve (503), as a call of its own would have.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use pygmy_client::ClientError;
+use pygmy_core::balance::CallError;
+use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
+
+use crate::http::ApiError;
+
+/// Items waiting for a call, at most: a caller waits for room beyond.
+const QUEUE: usize = 4096;
+
+/// What became of an item asked of a [`Gatherer`].
+#[derive(Debug)]
+pub enum Gathered<R> {
+    /// The backend's answer to it, as a call of its own would have met it.
+    Made(Result<R, ApiError>),
+    /// Not made with the others: make it alone.
+    Alone,
+}
+
+/// What a gathered call answers: each item's result, in order, or an error
+/// for the whole call.
+pub type CallResult<R> = Result<Vec<Result<R, ClientError>>, CallError<ClientError>>;
+
+struct Waiting<T, R> {
+    item: T,
+    answer: oneshot::Sender<Gathered<R>>,
+}
+
+/// Gathers items of type `T` into calls that answer an `R` for each.
+pub struct Gatherer<T, R> {
+    queue: mpsc::Sender<Waiting<T, R>>,
+}
+
+impl<T: Send + 'static, R: Send + 'static> Gatherer<T, R> {
+    /// Starts gathering: `call` makes one call of up to `most` items. The
+    /// gathering stops when the gatherer is dropped. Call it on the
+    /// runtime.
+    pub fn start<F, Fut>(most: usize, call: F) -> Self
+    where
+        F: Fn(Vec<T>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = CallResult<R>> + Send + 'static,
+    {
+        let (queue, waiting) = mpsc::channel(QUEUE);
+        tokio::spawn(gather_forever(most.max(1), Arc::new(call), waiting).in_current_span());
+        Gatherer { queue }
+    }
+
+    /// Asks for `item` with the others waiting beside it.
+    pub async fn ask(&self, item: T) -> Gathered<R> {
+        let (answer, answered) = oneshot::channel();
+        if self.queue.send(Waiting { item, answer }).await.is_err() {
+            return Gathered::Alone;
+        }
+        answered.await.unwrap_or(Gathered::Alone)
+    }
+}
+
+async fn gather_forever<T, R, F, Fut>(
+    most: usize,
+    call: Arc<F>,
+    mut waiting: mpsc::Receiver<Waiting<T, R>>,
+) where
+    T: Send + 'static,
+    R: Send + 'static,
+    F: Fn(Vec<T>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = CallResult<R>> + Send + 'static,
+{
+    while let Some(first) = waiting.recv().await {
+        let batch = pygmy_core::burst::take(first, &mut waiting, most).await;
+        let (items, answers): (Vec<_>, Vec<_>) =
+            batch.into_iter().map(|w| (w.item, w.answer)).unzip();
+        let made = call(items);
+        tokio::spawn(
+            async move {
+                let count = answers.len();
+                for (answer, result) in answers.into_iter().zip(each(made.await, count)) {
+                    let _ = answer.send(result);
+                }
+            }
+            .in_current_span(),
+        );
+    }
+}
+
+/// The answers of the `count` items of a gathered call, from the call's.
+fn each<R>(made: CallResult<R>, count: usize) -> Vec<Gathered<R>> {
+    match made {
+        // The client checked that each item has its result.
+        Ok(results) => results.into_iter().map(one).collect(),
+        Err(err @ CallError::NoReplica { .. }) => {
+            // No replica took the call: none would take one item either.
+            let message = err.to_string();
+            (0..count)
+                .map(|_| Gathered::Made(Err(ApiError::unavailable(message.clone()))))
+                .collect()
+        }
+        Err(CallError::Answered(err)) => {
+            tracing::debug!(%err, "a gathered call was refused; each item is made alone");
+            (0..count).map(|_| Gathered::Alone).collect()
+        }
+    }
+}
+
+/// One item's answer: a replica failure for it alone is made again alone
+/// (it then goes to the other replicas, as a call of its own would).
+fn one<R>(result: Result<R, ClientError>) -> Gathered<R> {
+    match result {
+        Ok(made) => Gathered::Made(Ok(made)),
+        Err(err) if err.is_replica_failure() => Gathered::Alone,
+        Err(err) => Gathered::Made(Err(ApiError::from(CallError::Answered(err)))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use pygmy_core::ErrorKind;
+
+    use super::*;
+
+    #[test]
+    fn an_item_the_replica_could_not_make_is_made_alone() {
+        let transport = ClientError::Transport {
+            url: "http://127.0.0.1:1".to_owned(),
+            reason: "refused".to_owned(),
+            connect: true,
+        };
+        assert!(matches!(one::<u8>(Err(transport)), Gathered::Alone));
+        for kind in [ErrorKind::Unavailable, ErrorKind::Internal] {
+            let failed = ClientError::of_kind(kind, "no leader".to_owned());
+            assert!(
+                matches!(one::<u8>(Err(failed)), Gathered::Alone),
+                "{kind:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_item_made_or_refused_is_answered_as_a_call_of_its_own() {
+        assert!(matches!(one(Ok(7_u8)), Gathered::Made(Ok(7))));
+        for kind in [
+            ErrorKind::OutOfStock,
+            ErrorKind::NotFound,
+            ErrorKind::Unprocessable,
+        ] {
+            let refused = ClientError::of_kind(kind, "no".to_owned());
+            assert!(
+                matches!(one::<u8>(Err(refused)), Gathered::Made(Err(err)) if err.kind() == kind),
+                "{kind:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_call_refused_whole_makes_each_alone_and_one_no_replica_took_fails_each() {
+        let refused: CallResult<u8> = Err(CallError::Answered(ClientError::of_kind(
+            ErrorKind::MethodNotAllowed,
+            "an older replica".to_owned(),
+        )));
+        let each_alone = each(refused, 3);
+        assert_eq!(each_alone.len(), 3);
+        assert!(each_alone.iter().all(|g| matches!(g, Gathered::Alone)));
+        let nobody: CallResult<u8> = Err(CallError::NoReplica { last: None });
+        let failed = each(nobody, 2);
+        assert_eq!(failed.len(), 2);
+        assert!(failed.iter().all(
+            |g| matches!(g, Gathered::Made(Err(err)) if err.kind() == ErrorKind::Unavailable)
+        ));
+    }
+
+    #[tokio::test]
+    async fn items_that_come_together_go_in_one_call_and_each_gets_its_own_answer() {
+        let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = Arc::clone(&calls);
+        let gatherer = Arc::new(Gatherer::start(4, move |items: Vec<u32>| {
+            seen.lock().expect("calls").push(items.len());
+            async move { Ok(items.into_iter().map(|n| Ok(n * 10)).collect()) }
+        }));
+        let asked: Vec<_> = (0..10_u32)
+            .map(|n| {
+                let gatherer = Arc::clone(&gatherer);
+                tokio::spawn(async move { gatherer.ask(n).await })
+            })
+            .collect();
+        for (n, asked) in (0..10_u32).zip(asked) {
+            let answer = asked.await.expect("the task");
+            assert!(
+                matches!(answer, Gathered::Made(Ok(v)) if v == n * 10),
+                "{n}"
+            );
+        }
+        let calls = calls.lock().expect("calls").clone();
+        assert_eq!(calls.iter().sum::<usize>(), 10);
+        assert!(calls.iter().all(|&c| (1..=4).contains(&c)), "{calls:?}");
+        assert!(calls.len() < 10, "nothing gathered: {calls:?}");
+    }
+}
