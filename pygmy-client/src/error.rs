@@ -4,7 +4,7 @@
 //! from the one list in `pygmy-core` ([`ErrorKind`]); [`ClientError::answer`]
 //! is the one place that header is decoded.
 
-use pygmy_core::api::ErrorResponse;
+use pygmy_core::api::{ErrorResponse, Refusal};
 use pygmy_core::balance::ReplicaFailure;
 use pygmy_core::ErrorKind;
 
@@ -148,6 +148,15 @@ impl ClientError {
     /// answered that it cannot serve, or failed on its side.
     pub fn is_replica_failure(&self) -> bool {
         ReplicaFailure::is_replica_failure(self)
+    }
+}
+
+impl From<Refusal> for ClientError {
+    /// An item of a call of many that was not made, as a call of its own
+    /// would have failed: the kind it names (an unknown one: internal).
+    fn from(refusal: Refusal) -> Self {
+        let kind = ErrorKind::parse(&refusal.kind).unwrap_or(ErrorKind::Internal);
+        ClientError::of_kind(kind, refusal.message)
     }
 }
 

@@ -10,7 +10,6 @@ use pygmy_core::api::{
 use pygmy_core::balance::{Probe, Probed};
 use pygmy_core::replication::Members;
 use pygmy_core::types::{Book, IdempotencyKey, ItemId, Order, OrderId};
-use pygmy_core::ErrorKind;
 
 use crate::error::ClientError;
 use crate::http::{ClientOptions, Http, IDEMPOTENCY_HEADER};
@@ -107,7 +106,7 @@ impl CatalogClient {
             made.results,
             |result| match result {
                 SaleResult::Sold(book) => Ok(book),
-                SaleResult::Failed { kind, message } => Err(failed(&kind, message)),
+                SaleResult::Failed(refusal) => Err(refusal.into()),
             },
         )
     }
@@ -183,7 +182,7 @@ impl OrderClient {
             made.results,
             |result| match result {
                 BuyResult::Bought(order) => Ok(order.id),
-                BuyResult::Failed { kind, message } => Err(failed(&kind, message)),
+                BuyResult::Failed(refusal) => Err(refusal.into()),
             },
         )
     }
@@ -350,13 +349,4 @@ fn each_of<T, R>(
         });
     }
     Ok(results.into_iter().map(one).collect())
-}
-
-/// An item of a call of many that failed, as its own call would have:
-/// the kind it names (an unknown one: internal) and the message.
-fn failed(kind: &str, message: String) -> ClientError {
-    ClientError::of_kind(
-        ErrorKind::parse(kind).unwrap_or(ErrorKind::Internal),
-        message,
-    )
 }

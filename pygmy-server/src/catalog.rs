@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use futures_util::future::join_all;
 use http::StatusCode;
 use pygmy_client::InternalClient;
 use pygmy_core::api::routes::CatalogRoute;
@@ -30,6 +29,7 @@ use pygmy_core::types::{Book, Cost, IdempotencyKey, ItemId};
 use serde_json::Value;
 use tracing::Instrument;
 
+use crate::gather::make_each;
 use crate::http::{json, ApiError, ApiResult, Handler, Identity, Metrics, Request};
 use crate::pusher::Pusher;
 use crate::replica::Replica;
@@ -231,24 +231,11 @@ impl CatalogNode {
     /// caller takes it to another replica.
     async fn sell_many(&self, req: &Request) -> ApiResult {
         let SalesRequest { sales } = req.json()?;
-        if sales.is_empty() || sales.len() > SalesRequest::MOST {
-            return Err(ApiError::bad_request(format!(
-                "a call makes 1 to {} sales, not {}",
-                SalesRequest::MOST,
-                sales.len()
-            )));
-        }
         self.replica.ensure_ready()?;
-        let made = join_all(sales.into_iter().map(|s| self.sale(s.item, s.key))).await;
+        let made = make_each(sales, SalesRequest::MOST, |s| self.sale(s.item, s.key)).await?;
         let results = made
             .into_iter()
-            .map(|made| match made {
-                Ok(book) => SaleResult::Sold(book),
-                Err(err) => SaleResult::Failed {
-                    kind: err.kind().as_str().to_owned(),
-                    message: err.message().to_owned(),
-                },
-            })
+            .map(|made| made.map_or_else(SaleResult::Failed, SaleResult::Sold))
             .collect();
         Ok(json(StatusCode::OK, &SalesMade::new(results)))
     }

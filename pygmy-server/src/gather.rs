@@ -24,7 +24,9 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use futures_util::future::join_all;
 use pygmy_client::ClientError;
+use pygmy_core::api::Refusal;
 use pygmy_core::balance::CallError;
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
@@ -125,6 +127,36 @@ fn each<R>(made: CallResult<R>, count: usize) -> Vec<Gathered<R>> {
             (0..count).map(|_| Gathered::Alone).collect()
         }
     }
+}
+
+/// Serves a call of many (the other side of a [`Gatherer`]): makes each of
+/// 1 to `most` `items` with `make`, all at once, and answers each one's
+/// result, in order, a failure as the [`Refusal`] a call of its own would
+/// have answered. A call of none or of more than `most` is 400.
+pub async fn make_each<T, R, Fut>(
+    items: Vec<T>,
+    most: usize,
+    make: impl FnMut(T) -> Fut,
+) -> Result<Vec<Result<R, Refusal>>, ApiError>
+where
+    Fut: Future<Output = Result<R, ApiError>>,
+{
+    if items.is_empty() || items.len() > most {
+        return Err(ApiError::bad_request(format!(
+            "a call makes 1 to {most} items, not {}",
+            items.len()
+        )));
+    }
+    let made = join_all(items.into_iter().map(make)).await;
+    Ok(made
+        .into_iter()
+        .map(|made| {
+            made.map_err(|err| Refusal {
+                kind: err.kind().as_str().to_owned(),
+                message: err.message().to_owned(),
+            })
+        })
+        .collect())
 }
 
 /// One item's answer: a replica failure for it alone is made again alone

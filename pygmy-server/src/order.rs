@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
-use futures_util::future::join_all;
 use http::StatusCode;
 use pygmy_client::CatalogClient;
 use pygmy_core::api::routes::OrderRoute;
@@ -25,7 +24,7 @@ use pygmy_core::order::{OrderCommand, OrderMachine, OrderOutcome, OrderStore};
 use pygmy_core::replication::Replicator;
 use pygmy_core::types::{Book, IdempotencyKey, ItemId, Order, OrderId};
 
-use crate::gather::{Gathered, Gatherer};
+use crate::gather::{make_each, Gathered, Gatherer};
 use crate::http::{json, ApiError, ApiResult, Handler, Identity, Metrics, Request};
 use crate::replica::Replica;
 
@@ -104,24 +103,12 @@ impl OrderNode {
     /// the whole call (503), so that the caller takes it to another one.
     async fn buy_many(&self, req: &Request) -> ApiResult {
         let BuysRequest { buys } = req.json()?;
-        if buys.is_empty() || buys.len() > BuysRequest::MOST {
-            return Err(ApiError::bad_request(format!(
-                "a call makes 1 to {} buys, not {}",
-                BuysRequest::MOST,
-                buys.len()
-            )));
-        }
         self.replica.ensure_ready()?;
-        let made = join_all(buys.into_iter().map(|b| self.buy_one(b.item, b.key))).await;
+        let made = make_each(buys, BuysRequest::MOST, |b| self.buy_one(b.item, b.key)).await?;
+        let bought = |id| BuyResult::Bought(OrderRef { id });
         let results = made
             .into_iter()
-            .map(|made| match made {
-                Ok(id) => BuyResult::Bought(OrderRef { id }),
-                Err(err) => BuyResult::Failed {
-                    kind: err.kind().as_str().to_owned(),
-                    message: err.message().to_owned(),
-                },
-            })
+            .map(|made| made.map_or_else(BuyResult::Failed, bought))
             .collect();
         Ok(json(StatusCode::OK, &BuysMade::new(results)))
     }

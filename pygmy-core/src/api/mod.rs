@@ -339,22 +339,28 @@ impl SalesRequest {
     pub const MOST: usize = 64;
 }
 
+/// Why one item of a call of many (`POST /sales`, `POST /buys`) was not
+/// made: what a call of its own would have answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Refusal {
+    /// The kind of failure, as the `x-pygmy-error` header names it.
+    pub kind: String,
+    /// Why, for a person.
+    pub message: String,
+}
+
 /// What became of one sale of `POST /sales`: `{"sold": book}` with the
 /// book after the sale, or `{"failed": {"kind": ..., "message": ...}}`
 /// with what `POST /item/<id>/sell` would have answered (its
 /// `x-pygmy-error` kind and its message).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[serde(rename_all = "snake_case")]
 pub enum SaleResult {
     /// Sold (now or by an earlier call under the same key).
     Sold(Book),
     /// Not sold.
-    Failed {
-        /// The kind of failure, as the `x-pygmy-error` header names it.
-        kind: String,
-        /// Why, for a person.
-        message: String,
-    },
+    Failed(Refusal),
 }
 
 /// `POST /sales` (internal): each sale's result, in the order asked.
@@ -410,17 +416,12 @@ impl BuysRequest {
 /// `GET /buy/<item>` would have answered (its `x-pygmy-error` kind and
 /// its message).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[serde(rename_all = "snake_case")]
 pub enum BuyResult {
     /// Bought (now or by an earlier call under the same key).
     Bought(OrderRef),
     /// Not bought.
-    Failed {
-        /// The kind of failure, as the `x-pygmy-error` header names it.
-        kind: String,
-        /// Why, for a person.
-        message: String,
-    },
+    Failed(Refusal),
 }
 
 /// `POST /buys` (internal): each buy's result, in the order asked.
