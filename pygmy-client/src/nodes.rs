@@ -4,8 +4,9 @@
 use pygmy_core::api::routes::{CatalogRoute, FrontendRoute, MemberRoute, NodeRoute, OrderRoute};
 use pygmy_core::api::{
     BuyResponse, BuyResult, BuysMade, BuysRequest, HealthResponse, Invalidation, ItemUpdate,
-    ItemsResponse, LeaseGrant, MembersResponse, NewMember, OrderPage, OrdersResponse, SaleResult,
-    SalesMade, SalesRequest, SalesResponse, UpdateResponse,
+    ItemsResponse, LeaseGrant, LookupResult, LookupsMade, LookupsRequest, MembersResponse,
+    NewMember, OrderPage, OrdersResponse, SaleResult, SalesMade, SalesRequest, SalesResponse,
+    UpdateResponse,
 };
 use pygmy_core::balance::{Probe, Probed};
 use pygmy_core::replication::Members;
@@ -46,6 +47,30 @@ impl CatalogClient {
         let request = self.http.request(&CatalogRoute::Item(id), &[]);
         let response: ItemsResponse = self.http.send(request).await?;
         self.http.first_item(response, "an item lookup")
+    }
+
+    /// Reads many books in one call (`POST /lookups`, internal), each as
+    /// [`CatalogClient::item`] reads one and all after one read index: the
+    /// result of each, in order (the book, or the error that call would
+    /// have met).
+    pub async fn item_many(
+        &self,
+        lookups: &LookupsRequest,
+    ) -> Result<Vec<Result<Book, ClientError>>, ClientError> {
+        let request = self
+            .http
+            .request(&CatalogRoute::LookupMany, &[])
+            .json(lookups);
+        let made: LookupsMade = self.http.send(request).await?;
+        each_of(
+            &self.http,
+            lookups.items.len(),
+            made.results,
+            |result| match result {
+                LookupResult::Found(book) => Ok(book),
+                LookupResult::Failed(refusal) => Err(refusal.into()),
+            },
+        )
     }
 
     /// Changes stock (a delta) and/or cost (`PUT /item/<id>`, internal).

@@ -3,7 +3,8 @@
 use pygmy_client::tools::check::{check, Expected, ReplicaUrls};
 use pygmy_client::tools::load::{self, LoadConfig, Mix, Operation};
 use pygmy_client::{Client, ClientError, ClientOptions};
-use pygmy_core::api::{BuyRequest, BuysRequest, SaleRequest, SalesRequest};
+use pygmy_core::api::{BuyRequest, BuysRequest, LookupsRequest, SaleRequest, SalesRequest};
+use pygmy_core::topology::Role;
 use pygmy_core::types::{IdempotencyKey, ItemId};
 use pygmy_server::testing::{Options, TestCluster};
 
@@ -123,6 +124,43 @@ async fn a_call_of_many_sales_answers_each_on_its_own() {
         Err(ClientError::BadRequest(_))
     ));
     assert_eq!(test.stocks(ItemId(3)).await, [1, 1]);
+    test.shutdown().await;
+}
+
+/// `POST /lookups`: each book of a call is read, or refused, on its own,
+/// as `GET /item/<id>` would; a call of none or of too many is refused
+/// whole. (That each read is fresh: faults.rs,
+/// `a_follower_thawed_behind_serves_no_stale_read`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_of_many_lookups_answers_each_on_its_own() {
+    let test = TestCluster::start(Options {
+        stock: Some(1_000),
+        ..Options::default()
+    })
+    .await;
+    let catalogs: Vec<_> = test
+        .names(Role::Catalog)
+        .iter()
+        .map(|name| test.catalog(name))
+        .collect();
+    let lookups = |items: &[i64]| LookupsRequest {
+        items: items.iter().copied().map(ItemId).collect(),
+    };
+    let results = catalogs[1]
+        .item_many(&lookups(&[1, 99, 2, 1]))
+        .await
+        .expect("the mixed call");
+    assert_eq!(results.len(), 4);
+    assert!(matches!(&results[0], Ok(book) if book.id == ItemId(1) && book.count == 1_000));
+    assert!(matches!(&results[1], Err(ClientError::NotFound(_))));
+    assert!(matches!(&results[2], Ok(book) if book.id == ItemId(2)));
+    assert!(matches!(&results[3], Ok(book) if book.id == ItemId(1)));
+    for refused in [lookups(&[]), lookups(&[1; LookupsRequest::MOST + 1])] {
+        assert!(matches!(
+            catalogs[0].item_many(&refused).await,
+            Err(ClientError::BadRequest(_))
+        ));
+    }
     test.shutdown().await;
 }
 

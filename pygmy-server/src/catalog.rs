@@ -16,8 +16,9 @@ use http::StatusCode;
 use pygmy_client::InternalClient;
 use pygmy_core::api::routes::CatalogRoute;
 use pygmy_core::api::{
-    Empty, Envelope, Invalidation, ItemsResponse, LeaseGrant, Sale, SaleResult, SalesMade,
-    SalesRequest, SalesResponse, Stamp, UpdateResponse,
+    Empty, Envelope, Invalidation, ItemsResponse, LeaseGrant, LookupResult, LookupsMade,
+    LookupsRequest, Sale, SaleResult, SalesMade, SalesRequest, SalesResponse, Stamp,
+    UpdateResponse,
 };
 use pygmy_core::cache::lease::{LeaseIssuer, Push};
 use pygmy_core::catalog::{
@@ -29,7 +30,7 @@ use pygmy_core::types::{Book, Cost, IdempotencyKey, ItemId};
 use serde_json::Value;
 use tracing::Instrument;
 
-use crate::gather::make_each;
+use crate::gather::{check_count, make_each};
 use crate::http::{json, ApiError, ApiResult, Handler, Identity, Metrics, Request};
 use crate::pusher::Pusher;
 use crate::replica::Replica;
@@ -240,6 +241,21 @@ impl CatalogNode {
         Ok(json(StatusCode::OK, &SalesMade::new(results)))
     }
 
+    /// `POST /lookups` (internal): many books, all read after one read
+    /// index (taken after the call arrived, so after each of its lookups
+    /// was asked), each answered with its own result.
+    async fn lookup_many(&self, req: &Request) -> ApiResult {
+        let LookupsRequest { items } = req.json()?;
+        check_count(items.len(), LookupsRequest::MOST)?;
+        self.replica.ready_to_read().await?;
+        let made = make_each(items, LookupsRequest::MOST, |id| self.book(id)).await?;
+        let results = made
+            .into_iter()
+            .map(|made| made.map_or_else(LookupResult::Failed, LookupResult::Found))
+            .collect();
+        Ok(json(StatusCode::OK, &LookupsMade::new(results)))
+    }
+
     /// Sells one copy of `id` under `key` (op `sale:<key>`): the book after
     /// the sale, or the sale's refusal (out of stock, no such item, the key
     /// used for another item).
@@ -382,6 +398,7 @@ impl Handler for CatalogNode {
             CatalogRoute::Sell(id) => self.sell(&req, id).await,
             CatalogRoute::Sales => self.sales(&req).await,
             CatalogRoute::SellMany => self.sell_many(&req).await,
+            CatalogRoute::LookupMany => self.lookup_many(&req).await,
             CatalogRoute::Lease => self.lease(&req),
             // The seed's propagation endpoint: here, a shipment of ops.
             CatalogRoute::Propagate => self.replica.replication_call("ship", &req).await,

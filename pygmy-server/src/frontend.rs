@@ -23,13 +23,14 @@ use pygmy_client::{CatalogClient, OrderClient};
 use pygmy_core::api::routes::FrontendRoute;
 use pygmy_core::api::{
     Acknowledged, BuyRequest, BuyResponse, BuysRequest, Invalidations, ItemsResponse,
+    LookupsRequest,
 };
 use pygmy_core::balance::ReplicaSet;
 use pygmy_core::cache::lease::{Grant, Leases};
 use pygmy_core::cache::{lookup_key, search_key, Cache};
-use pygmy_core::types::{IdempotencyKey, OrderId};
+use pygmy_core::types::{Book, IdempotencyKey, ItemId, OrderId};
 
-use crate::gather::{Gathered, Gatherer};
+use crate::gather::Gatherer;
 use crate::http::{
     json, json_bytes, to_bytes, ApiError, ApiResult, Handler, Identity, Metrics, Request,
 };
@@ -96,8 +97,11 @@ pub struct FrontendNode {
     identity: Identity,
     cache: Arc<dyn Cache>,
     lease: CacheLease,
-    catalogs: ReplicaSet<CatalogClient>,
+    catalogs: Arc<ReplicaSet<CatalogClient>>,
     orders: Arc<ReplicaSet<OrderClient>>,
+    /// The lookups that miss the cache, those that come together read
+    /// from a catalog replica in one call.
+    lookups: Gatherer<ItemId, Book>,
     /// The buys, those that come together asked of an order replica in
     /// one call.
     buys: Gatherer<BuyRequest, OrderId>,
@@ -105,8 +109,8 @@ pub struct FrontendNode {
 }
 
 impl FrontendNode {
-    /// A frontend over these backends. Starts its gathering of buys: call
-    /// it on the runtime.
+    /// A frontend over these backends. Starts its gathering of lookups and
+    /// buys: call it on the runtime.
     pub fn new(
         identity: Identity,
         cache: Arc<dyn Cache>,
@@ -117,11 +121,13 @@ impl FrontendNode {
             .clients()
             .map(|(name, _)| name.to_owned())
             .collect();
+        let catalogs = Arc::new(catalogs);
         let orders = Arc::new(orders);
         FrontendNode {
             identity,
             cache,
             lease: CacheLease::new(sources),
+            lookups: gather_lookups(Arc::clone(&catalogs)),
             catalogs,
             buys: gather_buys(Arc::clone(&orders)),
             orders,
@@ -222,7 +228,8 @@ impl FrontendNode {
         self.counters.lookups.fetch_add(1, Ordering::Relaxed);
         let id = req.item_id("id")?;
         self.cached(lookup_key(id), async {
-            let book = self.catalogs.call(|c| c.item(id)).await?;
+            let alone = || async { Ok(self.catalogs.call(|c| c.item(id)).await?) };
+            let book = self.lookups.make(id, alone).await?;
             to_bytes(&ItemsResponse::new(vec![book]))
         })
         .await
@@ -251,10 +258,8 @@ impl FrontendNode {
             item: id,
             key: key.clone(),
         };
-        let order = match self.buys.ask(buy).await {
-            Gathered::Made(made) => made?,
-            Gathered::Alone => self.orders.call_leader_first(|o| o.buy(id, &key)).await?,
-        };
+        let alone = || async { Ok(self.orders.call_leader_first(|o| o.buy(id, &key)).await?) };
+        let order = self.buys.make(buy, alone).await?;
         // The catalog pushed the invalidation of the book and its topic
         // before the sale was answered; dropping the lookup here too costs
         // nothing and covers a lost push for lookups (not for searches: the
@@ -343,6 +348,19 @@ impl Handler for FrontendNode {
             stats.stale_fills,
         );
     }
+}
+
+/// A frontend's lookups that miss the cache, those that come together read
+/// from a catalog replica in one call (`POST /lookups`), the replicas taken
+/// in turn as one lookup's call takes them.
+fn gather_lookups(catalogs: Arc<ReplicaSet<CatalogClient>>) -> Gatherer<ItemId, Book> {
+    Gatherer::start(LookupsRequest::MOST, move |items| {
+        let catalogs = Arc::clone(&catalogs);
+        async move {
+            let request = LookupsRequest { items };
+            catalogs.call(|catalog| catalog.item_many(&request)).await
+        }
+    })
 }
 
 /// A frontend's buys, those that come together asked of an order replica

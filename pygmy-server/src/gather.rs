@@ -30,6 +30,7 @@
 //! to 1.05 to 1.15 s.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use futures_util::future::join_all;
@@ -65,6 +66,25 @@ struct Waiting<T, R> {
 /// Gathers items of type `T` into calls that answer an `R` for each.
 pub struct Gatherer<T, R> {
     queue: mpsc::Sender<Waiting<T, R>>,
+    /// The items being made, gathered or alone.
+    under_way: AtomicUsize,
+}
+
+/// One item counted in [`Gatherer::under_way`] while it is made.
+struct UnderWay<'a>(&'a AtomicUsize);
+
+impl<'a> UnderWay<'a> {
+    /// Counts one more; whether it is the only one.
+    fn enter(count: &'a AtomicUsize) -> (Self, bool) {
+        let before = count.fetch_add(1, Ordering::Relaxed);
+        (UnderWay(count), before == 0)
+    }
+}
+
+impl Drop for UnderWay<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl<T: Send + 'static, R: Send + 'static> Gatherer<T, R> {
@@ -78,11 +98,31 @@ impl<T: Send + 'static, R: Send + 'static> Gatherer<T, R> {
     {
         let (queue, waiting) = mpsc::channel(QUEUE);
         tokio::spawn(gather_forever(most.max(1), Arc::new(call), waiting).in_current_span());
-        Gatherer { queue }
+        Gatherer {
+            queue,
+            under_way: AtomicUsize::new(0),
+        }
+    }
+
+    /// Makes `item`: with the others waiting beside it, or with `alone` (a
+    /// call of its own) when it is the only one under way (a gathered
+    /// call would only add its wait) or the gathered call did not make it.
+    pub async fn make<Fut>(&self, item: T, alone: impl FnOnce() -> Fut) -> Result<R, ApiError>
+    where
+        Fut: Future<Output = Result<R, ApiError>>,
+    {
+        let (_counted, only) = UnderWay::enter(&self.under_way);
+        if only {
+            return alone().await;
+        }
+        match self.ask(item).await {
+            Gathered::Made(made) => made,
+            Gathered::Alone => alone().await,
+        }
     }
 
     /// Asks for `item` with the others waiting beside it.
-    pub async fn ask(&self, item: T) -> Gathered<R> {
+    async fn ask(&self, item: T) -> Gathered<R> {
         let (answer, answered) = oneshot::channel();
         if self.queue.send(Waiting { item, answer }).await.is_err() {
             return Gathered::Alone;
@@ -149,12 +189,7 @@ pub async fn make_each<T, R, Fut>(
 where
     Fut: Future<Output = Result<R, ApiError>>,
 {
-    if items.is_empty() || items.len() > most {
-        return Err(ApiError::bad_request(format!(
-            "a call makes 1 to {most} items, not {}",
-            items.len()
-        )));
-    }
+    check_count(items.len(), most)?;
     let made = join_all(items.into_iter().map(make)).await;
     Ok(made
         .into_iter()
@@ -165,6 +200,16 @@ where
             })
         })
         .collect())
+}
+
+/// Refuses (400) a call of many with none or more than `most` items.
+pub fn check_count(count: usize, most: usize) -> Result<(), ApiError> {
+    if count == 0 || count > most {
+        return Err(ApiError::bad_request(format!(
+            "a call makes 1 to {most} items, not {count}"
+        )));
+    }
+    Ok(())
 }
 
 /// One item's answer: a replica failure for it alone is made again alone
@@ -231,6 +276,48 @@ mod tests {
         assert!(failed.iter().all(
             |g| matches!(g, Gathered::Made(Err(err)) if err.kind() == ErrorKind::Unavailable)
         ));
+    }
+
+    #[tokio::test]
+    async fn an_item_alone_is_made_alone_and_those_under_way_together_are_gathered() {
+        let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = Arc::clone(&calls);
+        let gatherer = Arc::new(Gatherer::start(8, move |items: Vec<u32>| {
+            seen.lock().expect("calls").push(items.len());
+            async move { Ok(items.into_iter().map(|n| Ok(n * 10)).collect()) }
+        }));
+        let made_alone = Arc::new(AtomicUsize::new(0));
+        // A call of its own, as slow as a network call: it yields.
+        let alone = |n: u32, made_alone: Arc<AtomicUsize>| {
+            move || async move {
+                tokio::task::yield_now().await;
+                made_alone.fetch_add(1, Ordering::Relaxed);
+                Ok(n * 10)
+            }
+        };
+        let one = gatherer.make(7, alone(7, Arc::clone(&made_alone))).await;
+        assert!(matches!(one, Ok(70)));
+        assert_eq!(made_alone.load(Ordering::Relaxed), 1);
+        assert!(
+            calls.lock().expect("calls").is_empty(),
+            "the one item was gathered"
+        );
+
+        let asked: Vec<_> = (0..10_u32)
+            .map(|n| {
+                let gatherer = Arc::clone(&gatherer);
+                let alone = alone(n, Arc::clone(&made_alone));
+                tokio::spawn(async move { gatherer.make(n, alone).await })
+            })
+            .collect();
+        for (n, asked) in (0..10_u32).zip(asked) {
+            let answer = asked.await.expect("the task");
+            assert!(matches!(answer, Ok(v) if v == n * 10), "{n}");
+        }
+        let gathered: usize = calls.lock().expect("calls").iter().sum();
+        assert!(gathered >= 8, "only {gathered} of 10 were gathered");
+        assert_eq!(gathered + made_alone.load(Ordering::Relaxed), 11);
+        assert_eq!(gatherer.under_way.load(Ordering::Relaxed), 0);
     }
 
     #[tokio::test]

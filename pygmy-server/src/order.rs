@@ -24,7 +24,7 @@ use pygmy_core::order::{OrderCommand, OrderMachine, OrderOutcome, OrderStore};
 use pygmy_core::replication::Replicator;
 use pygmy_core::types::{Book, IdempotencyKey, ItemId, Order, OrderId};
 
-use crate::gather::{make_each, Gathered, Gatherer};
+use crate::gather::{make_each, Gatherer};
 use crate::http::{json, ApiError, ApiResult, Handler, Identity, Metrics, Request};
 use crate::replica::Replica;
 
@@ -299,20 +299,18 @@ impl OrderNode {
             item,
             key: key.clone(),
         };
-        match self.sales.ask(sale).await {
-            Gathered::Made(made) => made.map(drop),
-            Gathered::Alone => self.sell_alone(item, key).await,
-        }
+        let alone = || self.sell_alone(item, key);
+        self.sales.make(sale, alone).await.map(drop)
     }
 
     /// Has a catalog replica sell one copy under `key` in a call of its
     /// own: the leader (as the last probe found it), then the preferred
     /// one, then the others if it cannot serve (safe: the sale is keyed).
-    async fn sell_alone(&self, item: ItemId, key: &IdempotencyKey) -> Result<(), ApiError> {
-        self.catalogs
+    async fn sell_alone(&self, item: ItemId, key: &IdempotencyKey) -> Result<Book, ApiError> {
+        Ok(self
+            .catalogs
             .call_leader_first(|catalog| catalog.sell(item, key))
-            .await?;
-        Ok(())
+            .await?)
     }
 
     async fn record(&self, item: ItemId, key: &IdempotencyKey) -> Result<Order, ApiError> {

@@ -151,6 +151,34 @@ fn cases() -> Vec<Case> {
             r#"{"sales":[{"item":1,"key":"k","count":2}]}"#,
             AUTH,
         ),
+        with_body(case(c, M::POST, "/lookups", 401), r#"{"items":[1]}"#, &[]),
+        with_body(case(c, M::POST, "/lookups", 400), "", AUTH),
+        with_body(case(c, M::POST, "/lookups", 400), r#"{"items":[]}"#, AUTH),
+        with_body(case(c, M::POST, "/lookups", 400), r#"{"items":{}}"#, AUTH),
+        with_body(
+            case(c, M::POST, "/lookups", 400),
+            r#"{"items":["1"]}"#,
+            AUTH,
+        ),
+        with_body(
+            case(c, M::POST, "/lookups", 400),
+            r#"{"items":[1.5]}"#,
+            AUTH,
+        ),
+        with_body(
+            case(c, M::POST, "/lookups", 400),
+            r#"{"items":[1],"topic":"x"}"#,
+            AUTH,
+        ),
+        with_body(
+            case(c, M::POST, "/lookups", 400),
+            // 65 books: one more than a call carries.
+            concat!(
+                r#"{"items":[1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,"#,
+                r#"1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1]}"#
+            ),
+            AUTH,
+        ),
         case(c, M::GET, "/lease?frontend=frontend", 401),
         with_body(case(c, M::GET, "/lease", 400), "", AUTH),
         with_body(case(c, M::GET, "/lease?frontend=nobody", 404), "", AUTH),
@@ -360,6 +388,7 @@ async fn every_role_answers_unknown_paths_and_wrong_methods_alike() {
         ),
         ("catalog-0", Method::GET, "/item/1/sell", 405, Some("POST")),
         ("catalog-0", Method::PUT, "/sales", 405, Some("GET, POST")),
+        ("catalog-0", Method::GET, "/lookups", 405, Some("POST")),
         (
             "catalog-0",
             Method::GET,

@@ -15,7 +15,8 @@ use pygmy_client::tools::check::{check, Expected, ReplicaUrls, Violation};
 use pygmy_client::tools::history;
 use pygmy_client::tools::load::{self, LoadConfig, LoadReport};
 use pygmy_client::tools::members::{Admin, Table};
-use pygmy_client::ClientOptions;
+use pygmy_client::{CatalogClient, ClientOptions};
+use pygmy_core::api::LookupsRequest;
 use pygmy_core::topology::{Replication, Role};
 use pygmy_core::types::ItemId;
 use pygmy_server::testing::{Options, ProcessCluster};
@@ -801,6 +802,45 @@ async fn a_frozen_frontend_serves_no_stale_lookup_once_thawed() {
         store.lookup(book).await.expect("lookup").count,
         60,
         "a stale cached lookup"
+    );
+}
+
+/// Fresh reads from a follower that fell behind: a catalog follower frozen
+/// while a change is acknowledged without it serves, once thawed, no read
+/// that misses the change, neither `GET /item/<id>` nor a frontend's
+/// gathered `POST /lookups`: each waits for a read index from the leader
+/// and for its log to be applied up to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_thawed_behind_serves_no_stale_read() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let cluster = raft_cluster(100).await;
+    let options = cluster.options();
+    let catalog = |name: &str| CatalogClient::new(&cluster.url(name), &options).expect("client");
+    let leader = catalog("catalog-0")
+        .health()
+        .await
+        .expect("health")
+        .leader
+        .expect("a leader");
+    let names = cluster.names(Role::Catalog);
+    let follower = names.iter().find(|&n| *n != leader).expect("a follower");
+    let book = ItemId(3);
+    cluster.freeze(follower);
+    let update = pygmy_core::api::ItemUpdate {
+        count: Some(-40),
+        cost: None,
+    };
+    let changed = catalog(&leader).update(book, &update).await;
+    cluster.thaw(follower);
+    assert_eq!(changed.expect("the update").count, 60);
+    let behind = catalog(follower);
+    let lookups = LookupsRequest { items: vec![book] };
+    let (one, many) = tokio::join!(behind.item(book), behind.item_many(&lookups));
+    assert_eq!(one.expect("GET /item").count, 60, "a stale GET /item");
+    let many = many.expect("POST /lookups");
+    assert!(
+        matches!(&many[..], [Ok(b)] if b.count == 60),
+        "a stale POST /lookups: {many:?}"
     );
 }
 

@@ -271,6 +271,64 @@ async fn reads_spread_over_catalogs_whatever_the_buys_do() {
     test.shutdown().await;
 }
 
+/// Lookups that reach the frontend together go to a catalog replica
+/// together (`POST /lookups`), and each is answered as it would have been
+/// alone: its own book, or the 404 of a book the catalog does not have.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookups_that_come_together_are_read_together_each_answered_as_alone() {
+    let test = TestCluster::start(Options {
+        extra_books: 60,
+        ..Options::default()
+    })
+    .await;
+    let store = std::sync::Arc::new(test.store());
+    let missing = ItemId(5_000);
+    let Err(ClientError::NotFound(alone)) = store.lookup(missing).await else {
+        panic!("book {missing} was found");
+    };
+    // Every id a new one, so that each misses the cache and reaches a
+    // catalog replica: the seed's seven, the 60 added, 13 missing.
+    let found = |id: ItemId| (1..=7).contains(&id.0) || (1_000..1_060).contains(&id.0);
+    let ids: Vec<ItemId> = (1..=7)
+        .chain(1_000..1_060)
+        .chain(2_000..2_013)
+        .map(ItemId)
+        .collect();
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(ids.len()));
+    let lookups: Vec<_> = ids
+        .iter()
+        .map(|&id| {
+            let (store, barrier) = (store.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                store.lookup(id).await
+            })
+        })
+        .collect();
+    for (id, lookup) in ids.into_iter().zip(lookups) {
+        match lookup.await.expect("the task") {
+            Ok(book) => assert!(found(id) && book.id == id, "{id}: {book:?}"),
+            Err(ClientError::NotFound(message)) => {
+                assert!(!found(id), "{id} not found");
+                assert_eq!(message, alone.replace("5000", &id.to_string()));
+            }
+            Err(other) => panic!("{id}: {other}"),
+        }
+    }
+    let mut gathered = 0;
+    for name in test.names(Role::Catalog) {
+        let calls = "pygmy_request_duration_seconds_count{node=\"NAME\",route=\"POST /lookups\"}"
+            .replace("NAME", &name);
+        let text = metrics(&test, &name).await;
+        gathered += text
+            .lines()
+            .find_map(|l| l.strip_prefix(&calls))
+            .map_or(0, |v| v.trim().parse::<u64>().expect("a count"));
+    }
+    assert!(gathered > 0, "no lookups were read together");
+    test.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_store_keeps_its_data_across_a_restart() {
     let mut test = TestCluster::start(Options::default()).await;

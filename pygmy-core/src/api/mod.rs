@@ -339,8 +339,9 @@ impl SalesRequest {
     pub const MOST: usize = 64;
 }
 
-/// Why one item of a call of many (`POST /sales`, `POST /buys`) was not
-/// made: what a call of its own would have answered.
+/// Why one item of a call of many (`POST /sales`, `POST /buys`,
+/// `POST /lookups`) was not made: what a call of its own would have
+/// answered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Refusal {
@@ -361,29 +362,6 @@ pub enum SaleResult {
     Sold(Book),
     /// Not sold.
     Failed(Refusal),
-}
-
-/// `POST /sales` (internal): each sale's result, in the order asked.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SalesMade {
-    /// Always `{}`.
-    pub message: Empty,
-    /// One result per sale asked, in the same order.
-    pub results: Vec<SaleResult>,
-    /// `status` and `validation_code`: `Success`, 200.
-    #[serde(flatten)]
-    pub envelope: Envelope,
-}
-
-impl SalesMade {
-    /// A 200 answer with these results.
-    pub fn new(results: Vec<SaleResult>) -> Self {
-        SalesMade {
-            message: Empty {},
-            results,
-            envelope: Envelope::OK,
-        }
-    }
 }
 
 /// One buy asked of `POST /buys` (internal): one copy of `item` under the
@@ -424,28 +402,65 @@ pub enum BuyResult {
     Failed(Refusal),
 }
 
-/// `POST /buys` (internal): each buy's result, in the order asked.
+/// The body of `POST /lookups` (internal): the lookups a frontend has
+/// waiting, read together (one request and one read index instead of one
+/// of each per lookup).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BuysMade {
+#[serde(deny_unknown_fields)]
+pub struct LookupsRequest {
+    /// 1 to [`LookupsRequest::MOST`] books, each found (or not) on its own.
+    pub items: Vec<ItemId>,
+}
+
+impl LookupsRequest {
+    /// The most lookups one call carries (as [`SalesRequest::MOST`]).
+    pub const MOST: usize = SalesRequest::MOST;
+}
+
+/// What became of one lookup of `POST /lookups`: `{"found": book}`, or
+/// `{"failed": {"kind": ..., "message": ...}}` with what `GET /item/<id>`
+/// would have answered (its `x-pygmy-error` kind and its message).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LookupResult {
+    /// The book, as of a read index taken after the call arrived.
+    Found(Book),
+    /// Not found (no such book), or not read.
+    Failed(Refusal),
+}
+
+/// The answer of a call of many (`POST /sales`, `POST /buys`,
+/// `POST /lookups`, all internal): each item's result, in the order asked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Made<R> {
     /// Always `{}`.
     pub message: Empty,
-    /// One result per buy asked, in the same order.
-    pub results: Vec<BuyResult>,
+    /// One result per item asked, in the same order.
+    pub results: Vec<R>,
     /// `status` and `validation_code`: `Success`, 200.
     #[serde(flatten)]
     pub envelope: Envelope,
 }
 
-impl BuysMade {
+impl<R> Made<R> {
     /// A 200 answer with these results.
-    pub fn new(results: Vec<BuyResult>) -> Self {
-        BuysMade {
+    pub fn new(results: Vec<R>) -> Self {
+        Made {
             message: Empty {},
             results,
             envelope: Envelope::OK,
         }
     }
 }
+
+/// `POST /sales` (internal): each sale's result, in the order asked.
+pub type SalesMade = Made<SaleResult>;
+
+/// `POST /buys` (internal): each buy's result, in the order asked.
+pub type BuysMade = Made<BuyResult>;
+
+/// `POST /lookups` (internal): each lookup's result, in the order asked.
+pub type LookupsMade = Made<LookupResult>;
 
 /// The body of `POST /members` (internal): a replica to add to the
 /// service, already running with a topology that names it.

@@ -363,6 +363,10 @@ pub enum CatalogRoute {
     /// `POST /sales` (internal): many sales at once, each as
     /// [`CatalogRoute::Sell`] makes one.
     SellMany,
+    /// `POST /lookups` (internal): many books at once, each as
+    /// [`CatalogRoute::Item`] reads one (a frontend's lookups that came
+    /// together, read after one read index).
+    LookupMany,
     /// `GET /lease?frontend=` (internal): a grant of a frontend's cache
     /// lease.
     Lease,
@@ -382,6 +386,7 @@ impl Route for CatalogRoute {
             (&Method::POST, ["item", id, "sell"]) => item(id, CatalogRoute::Sell),
             (&Method::GET, ["sales"]) => Ok(CatalogRoute::Sales),
             (&Method::POST, ["sales"]) => Ok(CatalogRoute::SellMany),
+            (&Method::POST, ["lookups"]) => Ok(CatalogRoute::LookupMany),
             (&Method::GET, ["lease"]) => Ok(CatalogRoute::Lease),
             (&Method::POST, ["replication", rpc]) => {
                 Ok(CatalogRoute::Replication((*rpc).to_owned()))
@@ -402,6 +407,7 @@ impl Route for CatalogRoute {
             CatalogRoute::Propagate => (Method::PUT, segments(&["item", "propagate", "all"])),
             CatalogRoute::Sales => (Method::GET, segments(&["sales"])),
             CatalogRoute::SellMany => (Method::POST, segments(&["sales"])),
+            CatalogRoute::LookupMany => (Method::POST, segments(&["lookups"])),
             CatalogRoute::Lease => (Method::GET, segments(&["lease"])),
             CatalogRoute::Replication(rpc) => {
                 (Method::POST, vec!["replication".into(), rpc.clone()])
@@ -416,6 +422,7 @@ impl Route for CatalogRoute {
             CatalogRoute::Update(_)
             | CatalogRoute::Sell(_)
             | CatalogRoute::SellMany
+            | CatalogRoute::LookupMany
             | CatalogRoute::Sales
             | CatalogRoute::Lease
             | CatalogRoute::Members(_) => RouteInfo::INTERNAL,
@@ -432,6 +439,7 @@ impl Route for CatalogRoute {
             CatalogRoute::Propagate => "PUT /item/propagate/{any}",
             CatalogRoute::Sales => "GET /sales",
             CatalogRoute::SellMany => "POST /sales",
+            CatalogRoute::LookupMany => "POST /lookups",
             CatalogRoute::Lease => "GET /lease",
             CatalogRoute::Replication(_) => "POST /replication/{rpc}",
             CatalogRoute::Members(route) => route.label(),
@@ -542,6 +550,7 @@ mod tests {
             CatalogRoute::Propagate,
             CatalogRoute::Sales,
             CatalogRoute::SellMany,
+            CatalogRoute::LookupMany,
             CatalogRoute::Lease,
             CatalogRoute::Replication("raft-vote".into()),
             CatalogRoute::Members(MemberRoute::List),
