@@ -246,6 +246,8 @@ impl CatalogNode {
     /// was asked), each answered with its own result.
     async fn lookup_many(&self, req: &Request) -> ApiResult {
         let LookupsRequest { items } = req.json()?;
+        // Before the read index: a bad call is 400 even from a replica
+        // that could not read now.
         check_count(items.len(), LookupsRequest::MOST)?;
         self.replica.ready_to_read().await?;
         let made = make_each(items, LookupsRequest::MOST, |id| self.book(id)).await?;

@@ -2,10 +2,12 @@
 //!
 //! Under load a node makes the same call for many requests at once: an
 //! order replica asks the catalog for a sale per buy, a frontend asks an
-//! order replica for each buy. One request per call costs both sides a
-//! request each; a [`Gatherer`] puts the calls that come together into one
-//! (`POST /sales`, `POST /buys`) and answers each caller with its own
-//! result.
+//! order replica for each buy and a catalog replica for each lookup its
+//! cache misses. One request per call costs both sides a request each; a
+//! [`Gatherer`] puts the calls that come together into one (`POST /sales`,
+//! `POST /buys`, `POST /lookups`) and answers each caller with its own
+//! result. An item with no other under way is made alone at once
+//! ([`Gatherer::make`]): a gathered call would only add its wait.
 //!
 //! A call never waits for another call to come back: the gatherer takes
 //! the first item with those woken with it ([`pygmy_core::burst`]), then
@@ -13,12 +15,12 @@
 //! request wait for a free call, and cost more than the requests saved:
 //! docs/benchmarks.md, the seventh round).
 //!
-//! Each item is answered on its own ([`Gathered`]): with what a call of its
-//! own would have answered, or [`Gathered::Alone`] when it should be made
-//! alone: the backend replica failed it (another replica may serve it), or
-//! refused the gathered call as a whole (a replica of another version,
-//! which does not know it). Only keyed calls are gathered, so making one
-//! again is harmless. A gathered call that no replica took answers each
+//! Each item is answered on its own: with what a call of its own would
+//! have answered, or made again alone when the backend replica failed it
+//! (another replica may serve it) or refused the gathered call as a whole
+//! (a replica of another version, which does not know it). Only calls safe
+//! to repeat are gathered (keyed writes, and reads), so making one again
+//! is harmless. A gathered call that no replica took answers each
 //! item that no replica could serve (503), as a call of its own would have.
 //!
 //! The price: a gathered call is answered when its slowest item is. An
@@ -47,7 +49,7 @@ const QUEUE: usize = 4096;
 
 /// What became of an item asked of a [`Gatherer`].
 #[derive(Debug)]
-pub enum Gathered<R> {
+enum Gathered<R> {
     /// The backend's answer to it, as a call of its own would have met it.
     Made(Result<R, ApiError>),
     /// Not made with the others: make it alone.

@@ -15,7 +15,7 @@ use pygmy_client::tools::check::{check, Expected, ReplicaUrls, Violation};
 use pygmy_client::tools::history;
 use pygmy_client::tools::load::{self, LoadConfig, LoadReport};
 use pygmy_client::tools::members::{Admin, Table};
-use pygmy_client::{CatalogClient, ClientOptions};
+use pygmy_client::{CatalogClient, ClientError, ClientOptions};
 use pygmy_core::api::LookupsRequest;
 use pygmy_core::topology::{Replication, Role};
 use pygmy_core::types::ItemId;
@@ -835,13 +835,31 @@ async fn a_follower_thawed_behind_serves_no_stale_read() {
     assert_eq!(changed.expect("the update").count, 60);
     let behind = catalog(follower);
     let lookups = LookupsRequest { items: vec![book] };
-    let (one, many) = tokio::join!(behind.item(book), behind.item_many(&lookups));
-    assert_eq!(one.expect("GET /item").count, 60, "a stale GET /item");
-    let many = many.expect("POST /lookups");
-    assert!(
-        matches!(&many[..], [Ok(b)] if b.count == 60),
-        "a stale POST /lookups: {many:?}"
-    );
+    // Thawed, the follower may stand for election and answer 503 until it
+    // knows a leader again: an answer may wait, never be stale.
+    let unavailable = |e: &ClientError| matches!(e, ClientError::Unavailable(_));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (one, many) = tokio::join!(behind.item(book), behind.item_many(&lookups));
+        if let Ok(one) = &one {
+            assert_eq!(one.count, 60, "a stale GET /item");
+        }
+        if let Ok(many) = &many {
+            assert!(
+                matches!(&many[..], [Ok(b)] if b.count == 60),
+                "a stale POST /lookups: {many:?}"
+            );
+        }
+        let waits = one.as_ref().err().is_none_or(unavailable)
+            && many.as_ref().err().is_none_or(unavailable);
+        match (one, many) {
+            (Ok(_), Ok(_)) => break,
+            (one, many) if !waits || Instant::now() > deadline => {
+                panic!("no fresh answer: {one:?}, {many:?}")
+            }
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
 }
 
 /// A frozen catalog replica is found out by each order replica's health

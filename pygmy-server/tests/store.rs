@@ -325,6 +325,9 @@ async fn lookups_that_come_together_are_read_together_each_answered_as_alone() {
             .find_map(|l| l.strip_prefix(&calls))
             .map_or(0, |v| v.trim().parse::<u64>().expect("a count"));
     }
+    // 80 lookups released at once by the barrier overlap in the frontend
+    // (only one with no other under way goes alone): not a certainty of
+    // the scheduler, but every run so far gathered some.
     assert!(gathered > 0, "no lookups were read together");
     test.shutdown().await;
 }

@@ -420,7 +420,7 @@ impl LookupsRequest {
 /// What became of one lookup of `POST /lookups`: `{"found": book}`, or
 /// `{"failed": {"kind": ..., "message": ...}}` with what `GET /item/<id>`
 /// would have answered (its `x-pygmy-error` kind and its message).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LookupResult {
     /// The book, as of a read index taken after the call arrived.
@@ -562,6 +562,55 @@ mod tests {
         assert_eq!(
             json,
             r#"{"message":"Item with id 1 bought successfully.","order":{"id":196},"status":"Success","validation_code":200}"#
+        );
+    }
+
+    /// The answers of the calls of many, one generic type, keep the wire
+    /// form of docs/api.md, and read back.
+    #[test]
+    fn the_answers_of_calls_of_many_keep_their_wire_form() {
+        let book = default_books().swap_remove(1);
+        let refusal = |kind: &str| Refusal {
+            kind: kind.to_owned(),
+            message: "No item with id 99 in the catalog".to_owned(),
+        };
+        let book_json = r#"{"cost":10,"count":100,"id":2,"title":"RPCs for Dummies.","topic":"distributed systems"}"#;
+        let failed =
+            r#"{"failed":{"kind":"not_found","message":"No item with id 99 in the catalog"}}"#;
+        let made = |results: &str| {
+            format!(
+                r#"{{"message":{{}},"results":[{results}],"status":"Success","validation_code":200}}"#
+            )
+        };
+        let lookups = LookupsMade::new(vec![
+            LookupResult::Found(book.clone()),
+            LookupResult::Failed(refusal("not_found")),
+        ]);
+        let sales = SalesMade::new(vec![
+            SaleResult::Sold(book),
+            SaleResult::Failed(refusal("not_found")),
+        ]);
+        let buys = BuysMade::new(vec![
+            BuyResult::Bought(OrderRef { id: OrderId(7) }),
+            BuyResult::Failed(refusal("not_found")),
+        ]);
+        let lookups_json = made(&format!(r#"{{"found":{book_json}}},{failed}"#));
+        let sales_json = made(&format!(r#"{{"sold":{book_json}}},{failed}"#));
+        let buys_json = made(&format!(r#"{{"bought":{{"id":7}}}},{failed}"#));
+        assert_eq!(serde_json::to_string(&lookups).expect("json"), lookups_json);
+        assert_eq!(serde_json::to_string(&sales).expect("json"), sales_json);
+        assert_eq!(serde_json::to_string(&buys).expect("json"), buys_json);
+        assert_eq!(
+            serde_json::from_str::<LookupsMade>(&lookups_json).expect("reads"),
+            lookups
+        );
+        assert_eq!(
+            serde_json::from_str::<SalesMade>(&sales_json).expect("reads"),
+            sales
+        );
+        assert_eq!(
+            serde_json::from_str::<BuysMade>(&buys_json).expect("reads"),
+            buys
         );
     }
 
