@@ -232,6 +232,9 @@ impl CatalogNode {
     /// caller takes it to another replica.
     async fn sell_many(&self, req: &Request) -> ApiResult {
         let SalesRequest { sales } = req.json()?;
+        // Before readiness: a bad call is 400 even from a replica that
+        // could not serve now (as `POST /lookups` and `POST /buys`).
+        check_count(sales.len(), SalesRequest::MOST)?;
         self.replica.ensure_ready()?;
         let made = make_each(sales, SalesRequest::MOST, |s| self.sale(s.item, s.key)).await?;
         let results = made
@@ -247,7 +250,7 @@ impl CatalogNode {
     async fn lookup_many(&self, req: &Request) -> ApiResult {
         let LookupsRequest { items } = req.json()?;
         // Before the read index: a bad call is 400 even from a replica
-        // that could not read now.
+        // that could not read now (as `POST /sales` and `POST /buys`).
         check_count(items.len(), LookupsRequest::MOST)?;
         self.replica.ready_to_read().await?;
         let made = make_each(items, LookupsRequest::MOST, |id| self.book(id)).await?;

@@ -24,7 +24,7 @@ use pygmy_core::order::{OrderCommand, OrderMachine, OrderOutcome, OrderStore};
 use pygmy_core::replication::Replicator;
 use pygmy_core::types::{Book, IdempotencyKey, ItemId, Order, OrderId};
 
-use crate::gather::{make_each, Gatherer};
+use crate::gather::{check_count, make_each, Gatherer};
 use crate::http::{json, ApiError, ApiResult, Handler, Identity, Metrics, Request};
 use crate::replica::Replica;
 
@@ -103,6 +103,9 @@ impl OrderNode {
     /// the whole call (503), so that the caller takes it to another one.
     async fn buy_many(&self, req: &Request) -> ApiResult {
         let BuysRequest { buys } = req.json()?;
+        // Before readiness: a bad call is 400 even from a replica that
+        // could not serve now (as `POST /sales` and `POST /lookups`).
+        check_count(buys.len(), BuysRequest::MOST)?;
         self.replica.ensure_ready()?;
         let made = make_each(buys, BuysRequest::MOST, |b| self.buy_one(b.item, b.key)).await?;
         let bought = |id| BuyResult::Bought(OrderRef { id });
