@@ -192,16 +192,20 @@ where
     Fut: Future<Output = Result<R, ApiError>>,
 {
     check_count(items.len(), most)?;
-    let made = join_all(items.into_iter().map(make)).await;
-    Ok(made
-        .into_iter()
+    Ok(refusals(join_all(items.into_iter().map(make)).await))
+}
+
+/// The results of a call of many, each failure as the [`Refusal`] a call
+/// of its own would have answered.
+pub fn refusals<R>(made: Vec<Result<R, ApiError>>) -> Vec<Result<R, Refusal>> {
+    made.into_iter()
         .map(|made| {
             made.map_err(|err| Refusal {
                 kind: err.kind().as_str().to_owned(),
                 message: err.message().to_owned(),
             })
         })
-        .collect())
+        .collect()
 }
 
 /// Refuses (400) a call of many with none or more than `most` items.

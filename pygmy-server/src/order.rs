@@ -11,12 +11,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
+use futures_util::future::join_all;
 use http::StatusCode;
 use pygmy_client::CatalogClient;
 use pygmy_core::api::routes::OrderRoute;
 use pygmy_core::api::{
-    BuyResponse, BuyResult, BuysMade, BuysRequest, OrderPage, OrderRef, OrdersResponse, Sale,
-    SaleRequest, SalesRequest,
+    BuyRequest, BuyResponse, BuyResult, BuysMade, BuysRequest, OrderPage, OrderRef, OrdersResponse,
+    Sale, SaleRequest, SalesRequest,
 };
 use pygmy_core::balance::ReplicaSet;
 use pygmy_core::journal::Op;
@@ -24,7 +25,7 @@ use pygmy_core::order::{OrderCommand, OrderMachine, OrderOutcome, OrderStore};
 use pygmy_core::replication::Replicator;
 use pygmy_core::types::{Book, IdempotencyKey, ItemId, Order, OrderId};
 
-use crate::gather::{check_count, make_each, Gatherer};
+use crate::gather::{check_count, refusals, Gatherer};
 use crate::http::{json, ApiError, ApiResult, Handler, Identity, Metrics, Request};
 use crate::replica::Replica;
 
@@ -93,21 +94,25 @@ impl OrderNode {
     async fn buy(&self, req: &Request, item: ItemId) -> ApiResult {
         self.replica.ensure_ready()?;
         let key = req.idempotency_key()?.unwrap_or_else(IdempotencyKey::mint);
-        let order = self.buy_one(item, key).await?;
+        let mut made = self.buy_each(vec![BuyRequest { item, key }]).await?;
+        let order = made
+            .pop()
+            .ok_or_else(|| ApiError::internal("a buy made no order"))??;
         Ok(json(StatusCode::OK, &BuyResponse::new(item, order)))
     }
 
     /// `POST /buys` (internal): many buys, each as `GET /buy/<item>` makes
-    /// one, all at once (their sales go to the catalog together), each
-    /// answered with its own result. A replica that cannot serve refuses
-    /// the whole call (503), so that the caller takes it to another one.
+    /// one, all at once (their sales go to the catalog together, then
+    /// their orders to the log together), each answered with its own
+    /// result. A replica that cannot serve refuses the whole call (503),
+    /// so that the caller takes it to another one.
     async fn buy_many(&self, req: &Request) -> ApiResult {
         let BuysRequest { buys } = req.json()?;
         // Before readiness: a bad call is 400 even from a replica that
         // could not serve now (as `POST /sales` and `POST /lookups`).
         check_count(buys.len(), BuysRequest::MOST)?;
         self.replica.ensure_ready()?;
-        let made = make_each(buys, BuysRequest::MOST, |b| self.buy_one(b.item, b.key)).await?;
+        let made = refusals(self.buy_each(buys).await?);
         let bought = |id| BuyResult::Bought(OrderRef { id });
         let results = made
             .into_iter()
@@ -116,24 +121,59 @@ impl OrderNode {
         Ok(json(StatusCode::OK, &BuysMade::new(results)))
     }
 
-    /// Buys one copy of `item` under `key`: the order recorded under the
-    /// key already, or a sale and then a new order.
-    async fn buy_one(&self, item: ItemId, key: IdempotencyKey) -> Result<OrderId, ApiError> {
-        // The sale and the order are two steps: run them in a task of their
-        // own, so that a client that goes away between them (or the
-        // request's time limit) does not leave a sale without its order.
+    /// Buys one copy of each `buys`' item under its key, each answered on
+    /// its own: the order recorded under the key already, or a sale and
+    /// then a new order.
+    ///
+    /// The sales and the orders are two steps: they run in a task of their
+    /// own, so that a client that goes away between them (or the request's
+    /// time limit) does not leave a sale without its order. Each step is
+    /// taken by all the buys at once: every order is proposed in the same
+    /// moment, once every sale is answered, so that they go into one raft
+    /// entry (proposed as each sale came back, those of one call were
+    /// often split over two entries, and the call waited for the later).
+    async fn buy_each(
+        &self,
+        buys: Vec<BuyRequest>,
+    ) -> Result<Vec<Result<OrderId, ApiError>>, ApiError> {
         let node = self.clone();
-        let steps_key = key.clone();
-        let order = tokio::spawn(async move { node.sell_and_record(item, &steps_key).await })
-            .await
-            .map_err(|e| ApiError::internal(format!("the buy task failed: {e}")))??;
-        if order.item_id != item {
-            return Err(ApiError::unprocessable(format!(
-                "the idempotency key {key} was used to buy item {}",
-                order.item_id
-            )));
+        tokio::spawn(async move {
+            let sold = join_all(buys.iter().map(|buy| node.order_or_sale(buy))).await;
+            let recorded = buys
+                .iter()
+                .zip(sold)
+                .map(|(buy, sold)| node.order(buy, sold));
+            let orders = join_all(recorded).await;
+            buys.iter()
+                .zip(orders)
+                .map(|(buy, order)| order.and_then(|order| bought(buy, &order)))
+                .collect()
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("the buy task failed: {e}")))
+    }
+
+    /// The first step of a buy: the order recorded under its key already,
+    /// or else its sale (`None` once sold).
+    async fn order_or_sale(&self, buy: &BuyRequest) -> Result<Option<Order>, ApiError> {
+        if let Some(order) = self.store.order_by_key(&buy.key).await? {
+            return Ok(Some(order));
         }
-        Ok(order.id)
+        self.sell(buy.item, &buy.key).await?;
+        Ok(None)
+    }
+
+    /// The second step of a buy: its order, recorded now if it was sold in
+    /// the first.
+    async fn order(
+        &self,
+        buy: &BuyRequest,
+        sold: Result<Option<Order>, ApiError>,
+    ) -> Result<Order, ApiError> {
+        match sold? {
+            Some(order) => Ok(order),
+            None => self.record(buy.item, &buy.key).await,
+        }
     }
 
     /// Runs the reconciliation until the task is dropped: every second, the
@@ -285,16 +325,6 @@ impl OrderNode {
         }
     }
 
-    /// The order of `key`: the one recorded already, or a sale and then a
-    /// new order.
-    async fn sell_and_record(&self, item: ItemId, key: &IdempotencyKey) -> Result<Order, ApiError> {
-        if let Some(order) = self.store.order_by_key(key).await? {
-            return Ok(order);
-        }
-        self.sell(item, key).await?;
-        self.record(item, key).await
-    }
-
     /// Has a catalog replica sell one copy under `key`, with the other
     /// sales that came with it, or alone if it could not be made with them.
     async fn sell(&self, item: ItemId, key: &IdempotencyKey) -> Result<(), ApiError> {
@@ -408,4 +438,16 @@ fn gather_sales(catalogs: Arc<ReplicaSet<CatalogClient>>) -> Gatherer<SaleReques
                 .await
         }
     })
+}
+
+/// The id of `order`, the one `buy`'s key names, if it is of `buy`'s item:
+/// a key already used to buy another item is refused.
+fn bought(buy: &BuyRequest, order: &Order) -> Result<OrderId, ApiError> {
+    if order.item_id != buy.item {
+        return Err(ApiError::unprocessable(format!(
+            "the idempotency key {} was used to buy item {}",
+            buy.key, order.item_id
+        )));
+    }
+    Ok(order.id)
 }

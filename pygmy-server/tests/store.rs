@@ -383,3 +383,56 @@ async fn a_frontend_takes_the_largest_invalidation_push() {
         .expect("the push is taken");
     test.shutdown().await;
 }
+
+/// The orders of a call of many buys are proposed together, once every
+/// sale of the call is answered, so that they go into one raft entry: the
+/// call is answered when its last order is, and orders proposed as each
+/// sale came back were split over entries (the first sale of a call goes
+/// alone, the others together, and they come back apart: this test failed
+/// 3 of 3 runs so). The 14 proposals are queued in one poll of the call's
+/// task, before the raft writer (woken by the first) takes any: tokio runs
+/// a task woken by a running one after it, on the same thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_orders_of_a_call_of_many_buys_go_into_one_raft_entry() {
+    use pygmy_core::api::{BuyRequest, BuysRequest};
+    let test = TestCluster::start(Options {
+        catalogs: 3,
+        orders: 3,
+        replication: pygmy_core::topology::Replication::Raft,
+        ..Options::default()
+    })
+    .await;
+    let leader = order_leader(&test).await;
+    let entries = "pygmy_raft_last_log_index";
+    let before = metric(&test, &leader, entries).await;
+    let buys = BuysRequest {
+        buys: (1..=7)
+            .chain(1..=7)
+            .map(|item| BuyRequest {
+                item: ItemId(item),
+                key: IdempotencyKey::mint(),
+            })
+            .collect(),
+    };
+    let made = test.order(&leader).buy_many(&buys).await.expect("the call");
+    assert!(made.iter().all(Result::is_ok), "{made:?}");
+    assert_eq!(
+        metric(&test, &leader, entries).await - before,
+        1,
+        "the 14 orders went into more than one entry"
+    );
+    test.shutdown().await;
+}
+
+/// The order replica that leads, once one does.
+async fn order_leader(test: &TestCluster) -> String {
+    for _ in 0..100 {
+        for name in test.names(Role::Order) {
+            if metrics(test, &name).await.contains("state=\"leader\"} 1") {
+                return name;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the order service elected no leader in 10 s");
+}
