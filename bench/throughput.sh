@@ -61,10 +61,10 @@ wrk_rate() { # url [connections] -> "req/s p99_ms"
   p99=$(echo "$out" | awk '$1 == "99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; print v}')
   echo "$rate $p99"
 }
-load_rate() { # concurrency mix -> "req/s p99_ms" of the first op line
+load_rate() { # concurrency mix -> "req/s p50_ms p99_ms" of the first op line
   local out
   out=$("$client" load --duration "${seconds}s" --concurrency "$1" --mix "$2")
-  echo "$out" | awk '$2 ~ /^[0-9]+$/ && $3 ~ /^[0-9]+$/ && NR > 2 {print $5, $8; exit}'
+  echo "$out" | awk '$2 ~ /^[0-9]+$/ && $3 ~ /^[0-9]+$/ && NR > 2 {print $5, $6, $8; exit}'
 }
 
 echo "== storage ceiling: SQLite durable commits"
@@ -134,9 +134,9 @@ echo "cached lookup: $cached req/s, p99 $cached_p99 ms"
 "$client" load --requests 2000 --concurrency 64 --mix buy=100 >/dev/null
 buys=()
 for c in 1 16 64 256; do
-  read -r rate p99 < <(load_rate "$c" buy=100)
-  echo "buys at $c connections: $rate/s, p99 $p99 ms"
-  buys+=("$c|$rate|$p99")
+  read -r rate p50 p99 < <(load_rate "$c" buy=100)
+  echo "buys at $c connections: $rate/s, p50 $p50 ms, p99 $p99 ms"
+  buys+=("$c|$rate|$p50|$p99")
 done
 session_out=$("$client" load --duration "${seconds}s" --concurrency "$connections")
 session=$(echo "$session_out" | awk '/req\/s \(closed loop/ {print $(NF-5)}')
@@ -162,13 +162,13 @@ stop_store
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 echo
 echo "== $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, ${seconds} s per figure, wrk -t1 -c$connections"
-printf '%-34s %16s %16s %7s\n' measure baseline pygmy ratio
-printf '%-34s %16s %16s %7s\n' "lookup, cached (req/s)" "nginx $nginx_rate" "$cached" "$(ratio "$cached" "$nginx_rate")"
-printf '%-34s %16s %16s %7s\n' "lookup, fresh (req/s)" "forward $forward" "$fresh" "$(ratio "$fresh" "$forward")"
-printf '%-34s %16s %16s %7s\n' "lookup p99 ms, cached / fresh" "$nginx_p99 / $forward_p99" "$cached_p99 / $fresh_p99" ""
+printf '%-34s %16s %22s %7s\n' measure baseline pygmy ratio
+printf '%-34s %16s %22s %7s\n' "lookup, cached (req/s)" "nginx $nginx_rate" "$cached" "$(ratio "$cached" "$nginx_rate")"
+printf '%-34s %16s %22s %7s\n' "lookup, fresh (req/s)" "forward $forward" "$fresh" "$(ratio "$fresh" "$forward")"
+printf '%-34s %16s %22s %7s\n' "lookup p99 ms, cached / fresh" "$nginx_p99 / $forward_p99" "$cached_p99 / $fresh_p99" ""
 for b in "${buys[@]}"; do
-  IFS='|' read -r c rate p99 <<<"$b"
-  printf '%-34s %16s %16s %7s\n' "buys at $c conn. (/s, p99 ms)" "sqlite $sqlite_single" "$rate, $p99" "$(ratio "$rate" "$sqlite_single")"
+  IFS='|' read -r c rate p50 p99 <<<"$b"
+  printf '%-34s %16s %22s %7s\n' "buys at $c conn. (/s, p50, p99 ms)" "sqlite $sqlite_single" "$rate, $p50, $p99" "$(ratio "$rate" "$sqlite_single")"
 done
-printf '%-34s %16s %16s %7s\n' "mixed session (req/s)" "" "$session" ""
+printf '%-34s %16s %22s %7s\n' "mixed session (req/s)" "" "$session" ""
 printf '%-34s %16s\n' "sqlite rows/s, 16 per commit" "$sqlite_grouped"
