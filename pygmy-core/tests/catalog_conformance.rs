@@ -108,3 +108,37 @@ async fn one_apply_raises_each_origin_to_its_highest_op() {
         .expect("sell");
     assert_eq!(next.origin_seq, Some(6));
 }
+
+/// A new file has pages of `PAGE_SIZE`; a file made with SQLite's default
+/// pages (as before) keeps them, and serves as it did.
+#[tokio::test]
+async fn a_new_file_has_small_pages_and_an_older_file_keeps_its_own() {
+    use pygmy_core::journal::sqlite::PAGE_SIZE;
+    let page_size = |path: &std::path::Path| -> u32 {
+        let conn = rusqlite::Connection::open(path).expect("open");
+        conn.query_row("PRAGMA page_size", [], |row| row.get(0))
+            .expect("page_size")
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let new = dir.path().join("new.db");
+    drop(SqliteCatalog::open(&new).expect("open"));
+    assert_eq!(page_size(&new), PAGE_SIZE);
+
+    let older = dir.path().join("older.db");
+    {
+        let conn = rusqlite::Connection::open(&older).expect("open");
+        conn.pragma_update(None, "page_size", 4096)
+            .expect("page_size");
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .expect("WAL");
+    }
+    {
+        let store: Arc<dyn CatalogStore> = Arc::new(SqliteCatalog::open(&older).expect("open"));
+        seeded(&store, 3).await;
+        store.apply(local(), sell("o1", 2)).await.expect("sell");
+    }
+    let store: Arc<dyn CatalogStore> = Arc::new(SqliteCatalog::open(&older).expect("reopen"));
+    assert_eq!(count(&store, 2).await, 2);
+    drop(store);
+    assert_eq!(page_size(&older), 4096);
+}

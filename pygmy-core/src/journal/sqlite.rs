@@ -133,12 +133,25 @@ pub struct SqliteJournal<M: SqliteMachine> {
     _machine: PhantomData<fn() -> M>,
 }
 
+/// The page size of a new SQLite file (a journal, and the raft log kept
+/// in it): 2 KiB instead of SQLite's 4. Every commit writes each page it
+/// dirtied whole into the write-ahead log, and an apply dirties a page or
+/// two in each of several tables and indexes: with pages half the size a
+/// buy wrote 28 % fewer bytes (18 KB against 25 over the six replicas),
+/// for 4 % less CPU and 1.06x the buys at 64 connections
+/// (docs/benchmarks.md, the ninth round). A file made before keeps its
+/// page size: SQLite changes it only for a new file.
+pub const PAGE_SIZE: u32 = 2048;
+
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     let open_err = |source: rusqlite::Error| StoreError::Open {
         path: path.display().to_string(),
         source: Box::new(source),
     };
     let conn = Connection::open(path).map_err(open_err)?;
+    // Before the write-ahead log is set up, which writes the file's header.
+    conn.pragma_update(None, "page_size", PAGE_SIZE)
+        .map_err(open_err)?;
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(open_err)?;
     conn.pragma_update(None, "synchronous", "FULL")

@@ -172,6 +172,7 @@ impl<M: Machine> SqliteLog<M> {
     /// `path` (the replica's journal file). Blocking.
     pub fn open(path: &Path) -> Result<Self, crate::StoreError> {
         let conn = Connection::open(path)?;
+        conn.pragma_update(None, "page_size", crate::journal::sqlite::PAGE_SIZE)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
