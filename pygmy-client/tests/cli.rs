@@ -101,13 +101,7 @@ async fn an_unreachable_store_is_one_clear_line_and_a_failure() {
 /// line and a failure.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_lists_a_raft_service_and_refuses_impossible_changes() {
-    let test = TestCluster::start(Options {
-        catalogs: 3,
-        orders: 3,
-        replication: pygmy_core::topology::Replication::Raft,
-        ..Options::default()
-    })
-    .await;
+    let test = TestCluster::start(Options::raft()).await;
     let frontend = test.url("frontend");
     let file = test.dir.path().join("cluster.toml");
     std::fs::write(&file, test.topology().to_toml()).expect("topology written");

@@ -3,18 +3,11 @@
 use std::time::Duration;
 
 use pygmy_client::tools::status::{status, StatusTable};
-use pygmy_core::topology::Replication;
 use pygmy_server::testing::{Options, TestCluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_shows_every_node_and_tells_which_is_down() {
-    let mut test = TestCluster::start(Options {
-        catalogs: 3,
-        orders: 3,
-        replication: Replication::Raft,
-        ..Options::default()
-    })
-    .await;
+    let mut test = TestCluster::start(Options::raft()).await;
     let store = test.store();
     store.buy(pygmy_core::ItemId(1)).await.expect("buy");
     store.lookup(pygmy_core::ItemId(1)).await.expect("lookup");

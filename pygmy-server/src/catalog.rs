@@ -236,7 +236,7 @@ impl CatalogNode {
         // could not serve now (as `POST /lookups` and `POST /buys`).
         check_count(sales.len(), SalesRequest::MOST)?;
         self.replica.ensure_ready()?;
-        let made = make_each(sales, SalesRequest::MOST, |s| self.sale(s.item, s.key)).await?;
+        let made = make_each(sales, |s| self.sale(s.item, s.key)).await;
         let results = made
             .into_iter()
             .map(|made| made.map_or_else(SaleResult::Failed, SaleResult::Sold))
@@ -253,7 +253,7 @@ impl CatalogNode {
         // that could not read now (as `POST /sales` and `POST /buys`).
         check_count(items.len(), LookupsRequest::MOST)?;
         self.replica.ready_to_read().await?;
-        let made = make_each(items, LookupsRequest::MOST, |id| self.book(id)).await?;
+        let made = make_each(items, |id| self.book(id)).await;
         let results = made
             .into_iter()
             .map(|made| made.map_or_else(LookupResult::Failed, LookupResult::Found))

@@ -179,20 +179,19 @@ fn each<R>(made: CallResult<R>, count: usize) -> Vec<Gathered<R>> {
     }
 }
 
-/// Serves a call of many (the other side of a [`Gatherer`]): makes each of
-/// 1 to `most` `items` with `make`, all at once, and answers each one's
-/// result, in order, a failure as the [`Refusal`] a call of its own would
-/// have answered. A call of none or of more than `most` is 400.
+/// Serves a call of many (the other side of a [`Gatherer`]), whose count
+/// the handler checked first ([`check_count`]: a bad call is 400 even from
+/// a replica that could not serve now): makes each of `items` with
+/// `make`, all at once, and answers each one's result, in order, a failure
+/// as the [`Refusal`] a call of its own would have answered.
 pub async fn make_each<T, R, Fut>(
     items: Vec<T>,
-    most: usize,
     make: impl FnMut(T) -> Fut,
-) -> Result<Vec<Result<R, Refusal>>, ApiError>
+) -> Vec<Result<R, Refusal>>
 where
     Fut: Future<Output = Result<R, ApiError>>,
 {
-    check_count(items.len(), most)?;
-    Ok(refusals(join_all(items.into_iter().map(make)).await))
+    refusals(join_all(items.into_iter().map(make)).await)
 }
 
 /// The results of a call of many, each failure as the [`Refusal`] a call

@@ -197,13 +197,7 @@ async fn sales_left_without_their_orders_get_them() {
 /// The same under raft, where only the order leader reconciles.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sales_left_without_their_orders_get_them_under_raft() {
-    orphan_sales_get_their_orders(Options {
-        catalogs: 3,
-        orders: 3,
-        replication: pygmy_core::topology::Replication::Raft,
-        ..Options::default()
-    })
-    .await;
+    orphan_sales_get_their_orders(Options::raft()).await;
 }
 
 async fn orphan_sales_get_their_orders(options: Options) {

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use pygmy_core::topology::{Replication, Role};
+use pygmy_core::topology::Role;
 use pygmy_core::types::OrderId;
 use pygmy_server::testing::{Options, TestCluster};
 use pygmy_server::Cluster;
@@ -257,15 +257,6 @@ async fn bodies_past_the_cap_in_flight_are_refused_not_buffered() {
     cluster.shutdown().await.expect("shutdown");
 }
 
-fn raft_options() -> Options {
-    Options {
-        catalogs: 3,
-        orders: 3,
-        replication: Replication::Raft,
-        ..Options::default()
-    }
-}
-
 /// `promtool check metrics` on `text`, where promtool is installed
 /// (`PROMTOOL`, or on the PATH); required when `PYGMY_REQUIRE_PROMTOOL`
 /// is set, as `.ci/run` does.
@@ -303,7 +294,7 @@ fn promtool_check(node: &str, text: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_show_latency_by_route_and_the_raft_state_of_each_replica() {
-    let test = TestCluster::start(raft_options()).await;
+    let test = TestCluster::start(Options::raft()).await;
     let store = test.store();
     for _ in 0..3 {
         store.buy(pygmy_core::ItemId(2)).await.expect("buy");
@@ -368,7 +359,7 @@ async fn metrics_show_latency_by_route_and_the_raft_state_of_each_replica() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_raft_peer_protocol_refuses_bad_bodies_without_a_crash() {
-    let test = TestCluster::start(raft_options()).await;
+    let test = TestCluster::start(Options::raft()).await;
     let http = reqwest::Client::new();
     let token = pygmy_server::testing::TOKEN;
     // Every call that takes a body (`raft-hello` and `read-index` take

@@ -395,14 +395,15 @@ async fn a_frontend_takes_the_largest_invalidation_push() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_orders_of_a_call_of_many_buys_go_into_one_raft_entry() {
     use pygmy_core::api::{BuyRequest, BuysRequest};
-    let test = TestCluster::start(Options {
-        catalogs: 3,
-        orders: 3,
-        replication: pygmy_core::topology::Replication::Raft,
-        ..Options::default()
-    })
-    .await;
-    let leader = order_leader(&test).await;
+    let test = TestCluster::start(Options::raft()).await;
+    // Healthy raft replicas each know the leader.
+    let leader = test
+        .order("order-0")
+        .health()
+        .await
+        .expect("health")
+        .leader
+        .expect("the order service has a leader");
     let entries = "pygmy_raft_last_log_index";
     let before = metric(&test, &leader, entries).await;
     let buys = BuysRequest {
@@ -422,17 +423,4 @@ async fn the_orders_of_a_call_of_many_buys_go_into_one_raft_entry() {
         "the 14 orders went into more than one entry"
     );
     test.shutdown().await;
-}
-
-/// The order replica that leads, once one does.
-async fn order_leader(test: &TestCluster) -> String {
-    for _ in 0..100 {
-        for name in test.names(Role::Order) {
-            if metrics(test, &name).await.contains("state=\"leader\"} 1") {
-                return name;
-            }
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    panic!("the order service elected no leader in 10 s");
 }

@@ -56,6 +56,19 @@ impl Default for Options {
     }
 }
 
+impl Options {
+    /// The default store's shape: `raft`, three catalog and three order
+    /// replicas.
+    pub fn raft() -> Self {
+        Options {
+            catalogs: 3,
+            orders: 3,
+            replication: pygmy_core::topology::Replication::Raft,
+            ..Options::default()
+        }
+    }
+}
+
 /// A running test cluster; its directory is removed when it drops.
 pub struct TestCluster {
     /// The nodes.
