@@ -199,16 +199,11 @@ pub trait Journal<M: Machine>: Send + Sync {
     /// [`Source::Peer`] would one by one, but in one transaction: all or
     /// none, and durable (one sync) when it returns. For catch-up and
     /// shipping, where ops come in batches.
-    async fn apply_entries(&self, entries: Vec<Entry<M::Command>>) -> Result<(), StoreError> {
-        for entry in entries {
-            let source = Source::Peer {
-                origin: entry.origin,
-                origin_seq: entry.origin_seq,
-            };
-            self.apply(source, entry.op).await?;
-        }
-        Ok(())
-    }
+    ///
+    /// Required: a loop over [`Journal::apply`] would leave the first
+    /// entries applied when a later one fails, which the conformance suite
+    /// (`a_batch_of_peer_ops_applies_whole_or_not_at_all`) refuses.
+    async fn apply_entries(&self, entries: Vec<Entry<M::Command>>) -> Result<(), StoreError>;
 
     /// The ops first applied at `origin` with `origin_seq > after`, in
     /// order, at most `limit` of them. Only ops recorded here are returned
