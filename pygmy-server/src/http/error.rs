@@ -1,17 +1,15 @@
 //! [`ApiError`]: every failure of a request, and the one place where each
 //! kind of failure ([`ErrorKind`], from `pygmy-core`) becomes an HTTP
-//! status and the seed's JSON envelope.
+//! status ([`status_of`]). The envelope it is answered with is written by
+//! [`super::response`].
 
-use http::{HeaderValue, Method, StatusCode};
-use pygmy_client::{ClientError, ERROR_KIND_HEADER};
+use http::{Method, StatusCode};
+use pygmy_client::ClientError;
 use pygmy_core::api::routes::RouteError;
-use pygmy_core::api::ErrorResponse;
 use pygmy_core::balance::CallError;
 use pygmy_core::error::chain;
 use pygmy_core::types::ItemId;
 use pygmy_core::{ErrorKind, ReplicationError, StoreError};
-
-use super::response::{json, Response};
 
 /// The HTTP status of each kind of failure: the one mapping.
 pub fn status_of(kind: ErrorKind) -> StatusCode {
@@ -141,27 +139,9 @@ impl ApiError {
         status_of(self.kind)
     }
 
-    /// The envelope response, with the kind in `x-pygmy-error` (and the
-    /// allowed methods in `Allow`, for a 405).
-    pub fn into_response(self) -> Response {
-        let status = self.status();
-        if status.is_server_error() {
-            tracing::warn!(error = %chain(&self), "request failed");
-        }
-        let body = ErrorResponse::new(status.as_u16(), self.message.clone());
-        let mut response = json(status, &body);
-        let headers = response.headers_mut();
-        headers.insert(
-            ERROR_KIND_HEADER,
-            HeaderValue::from_static(self.kind.as_str()),
-        );
-        if !self.allow.is_empty() {
-            let allow: Vec<&str> = self.allow.iter().map(Method::as_str).collect();
-            if let Ok(value) = HeaderValue::from_str(&allow.join(", ")) {
-                headers.insert(http::header::ALLOW, value);
-            }
-        }
-        response
+    /// For a 405: the methods the path takes (the `Allow` header).
+    pub fn allow(&self) -> &[Method] {
+        &self.allow
     }
 }
 

@@ -1,9 +1,12 @@
-//! Building responses: JSON bodies, and the answers every node gives alike.
+//! Building responses: JSON bodies, a failure's envelope, and the answers
+//! every node gives alike.
 
 use bytes::Bytes;
-use http::{HeaderValue, StatusCode};
+use http::{HeaderValue, Method, StatusCode};
 use http_body_util::Full;
-use pygmy_core::api::HealthResponse;
+use pygmy_client::ERROR_KIND_HEADER;
+use pygmy_core::api::{ErrorResponse, HealthResponse};
+use pygmy_core::error::chain;
 use pygmy_core::topology::Role;
 use serde::Serialize;
 
@@ -20,7 +23,7 @@ pub type ApiResult = Result<Response, ApiError>;
 pub fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
     match serde_json::to_vec(body) {
         Ok(bytes) => json_bytes(status, Bytes::from(bytes)),
-        Err(err) => ApiError::internal(err.to_string()).into_response(),
+        Err(err) => ApiError::internal(err.to_string()).into(),
     }
 }
 
@@ -33,6 +36,31 @@ pub fn json_bytes(status: StatusCode, body: Bytes) -> Response {
         HeaderValue::from_static("application/json"),
     );
     response
+}
+
+impl From<ApiError> for Response {
+    /// The envelope of a failure, with its kind in `x-pygmy-error` (and the
+    /// allowed methods in `Allow`, for a 405). A server error is logged with
+    /// its whole chain of causes, which the client is not told.
+    fn from(err: ApiError) -> Response {
+        let status = err.status();
+        if status.is_server_error() {
+            tracing::warn!(error = %chain(&err), "request failed");
+        }
+        let mut response = json(status, &ErrorResponse::new(status.as_u16(), err.message()));
+        let headers = response.headers_mut();
+        headers.insert(
+            ERROR_KIND_HEADER,
+            HeaderValue::from_static(err.kind().as_str()),
+        );
+        if !err.allow().is_empty() {
+            let allow: Vec<&str> = err.allow().iter().map(Method::as_str).collect();
+            if let Ok(value) = HeaderValue::from_str(&allow.join(", ")) {
+                headers.insert(http::header::ALLOW, value);
+            }
+        }
+        response
+    }
 }
 
 /// Serializes `body`, for caching.

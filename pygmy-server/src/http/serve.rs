@@ -295,7 +295,7 @@ async fn respond<H: Handler>(
         }
     }
     .await;
-    (label, result.unwrap_or_else(ApiError::into_response))
+    (label, result.unwrap_or_else(Response::from))
 }
 
 /// The most bytes `body` can carry under the limit `max`: 0 for none, its
