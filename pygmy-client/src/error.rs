@@ -4,7 +4,8 @@
 //! from the one list in `pygmy-core` ([`ErrorKind`]); [`ClientError::answer`]
 //! is the one place that header is decoded.
 
-use pygmy_core::api::{ErrorResponse, Refusal};
+use pygmy_core::api::internal::Refusal;
+use pygmy_core::api::public::ErrorResponse;
 use pygmy_core::balance::ReplicaFailure;
 use pygmy_core::ErrorKind;
 

@@ -270,7 +270,7 @@ impl Http {
     /// The one book of a single-item answer (`item: [book]`).
     pub fn first_item(
         &self,
-        response: pygmy_core::api::ItemsResponse,
+        response: pygmy_core::api::public::ItemsResponse,
         what: &str,
     ) -> Result<pygmy_core::types::Book, ClientError> {
         response

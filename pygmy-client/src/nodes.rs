@@ -1,13 +1,15 @@
 //! Typed clients of the backend nodes, used by the server for its
 //! node-to-node calls and by tests and checkers to read each replica.
 
-use pygmy_core::api::routes::{CatalogRoute, FrontendRoute, MemberRoute, NodeRoute, OrderRoute};
-use pygmy_core::api::{
-    BuyResponse, BuyResult, BuysMade, BuysRequest, HealthResponse, Invalidation, ItemUpdate,
-    ItemsResponse, LeaseGrant, LookupResult, LookupsMade, LookupsRequest, MembersResponse,
-    NewMember, OrderPage, OrdersResponse, SaleResult, SalesMade, SalesRequest, SalesResponse,
-    UpdateResponse,
+use pygmy_core::api::internal::{
+    BuyAnswers, BuyResult, BuysRequest, Invalidation, LeaseGrant, LedgerResponse, LookupAnswers,
+    LookupResult, LookupsRequest, MembersResponse, NewMember, SaleAnswers, SaleResult,
+    SalesRequest, SalesResponse,
 };
+use pygmy_core::api::public::{
+    BuyResponse, HealthResponse, ItemUpdate, ItemsResponse, OrderPage, UpdateResponse,
+};
+use pygmy_core::api::routes::{CatalogRoute, FrontendRoute, MemberRoute, NodeRoute, OrderRoute};
 use pygmy_core::balance::{Probe, Probed};
 use pygmy_core::replication::Members;
 use pygmy_core::types::{Book, IdempotencyKey, ItemId, Order, OrderId};
@@ -61,7 +63,7 @@ impl CatalogClient {
             .http
             .request(&CatalogRoute::LookupMany, &[])
             .json(lookups);
-        let made: LookupsMade = self.http.send(request).await?;
+        let made: LookupAnswers = self.http.send(request).await?;
         each_of(
             &self.http,
             lookups.items.len(),
@@ -124,7 +126,7 @@ impl CatalogClient {
         sales: &SalesRequest,
     ) -> Result<Vec<Result<Book, ClientError>>, ClientError> {
         let request = self.http.request(&CatalogRoute::SellMany, &[]).json(sales);
-        let made: SalesMade = self.http.send(request).await?;
+        let made: SaleAnswers = self.http.send(request).await?;
         each_of(
             &self.http,
             sales.sales.len(),
@@ -200,7 +202,7 @@ impl OrderClient {
         buys: &BuysRequest,
     ) -> Result<Vec<Result<OrderId, ClientError>>, ClientError> {
         let request = self.http.request(&OrderRoute::BuyMany, &[]).json(buys);
-        let made: BuysMade = self.http.send(request).await?;
+        let made: BuyAnswers = self.http.send(request).await?;
         each_of(
             &self.http,
             buys.buys.len(),
@@ -216,7 +218,7 @@ impl OrderClient {
     /// (`GET /ledger`, internal: the client needs the cluster token).
     pub async fn orders(&self) -> Result<Vec<Order>, ClientError> {
         let request = self.http.request(&OrderRoute::Ledger, &[]);
-        let response: OrdersResponse = self.http.send(request).await?;
+        let response: LedgerResponse = self.http.send(request).await?;
         Ok(response.order)
     }
 

@@ -1,7 +1,7 @@
 //! The client of a Pygmy store: its frontend's `lookup`, `search` and `buy`.
 
+use pygmy_core::api::public::{BuyResponse, ItemsResponse};
 use pygmy_core::api::routes::FrontendRoute;
-use pygmy_core::api::{BuyResponse, ItemsResponse};
 use pygmy_core::types::{Book, IdempotencyKey, ItemId, OrderId};
 
 use crate::error::ClientError;

@@ -3,7 +3,9 @@
 use pygmy_client::tools::check::{check, Expected, ReplicaUrls};
 use pygmy_client::tools::load::{self, LoadConfig, Mix, Operation};
 use pygmy_client::{Client, ClientError, ClientOptions};
-use pygmy_core::api::{BuyRequest, BuysRequest, LookupsRequest, SaleRequest, SalesRequest};
+use pygmy_core::api::internal::{
+    BuyRequest, BuysRequest, LookupsRequest, SaleRequest, SalesRequest,
+};
 use pygmy_core::topology::Role;
 use pygmy_core::types::{IdempotencyKey, ItemId};
 use pygmy_server::testing::{Options, TestCluster};
@@ -43,7 +45,7 @@ async fn the_sdk_tells_failures_apart() {
     let no_token =
         pygmy_client::CatalogClient::new(&test.url("catalog-0"), &ClientOptions::default())
             .expect("client");
-    let update = pygmy_core::api::ItemUpdate {
+    let update = pygmy_core::api::public::ItemUpdate {
         count: Some(1),
         cost: None,
     };

@@ -14,12 +14,13 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use http::StatusCode;
 use pygmy_client::InternalClient;
-use pygmy_core::api::routes::CatalogRoute;
-use pygmy_core::api::{
-    Empty, Envelope, Invalidation, ItemsResponse, LeaseGrant, LookupResult, LookupsMade,
-    LookupsRequest, Sale, SaleResult, SalesMade, SalesRequest, SalesResponse, Stamp,
-    UpdateResponse,
+use pygmy_core::api::internal::{
+    Invalidation, LeaseGrant, LookupAnswers, LookupResult, LookupsRequest, Sale, SaleAnswers,
+    SaleResult, SalesRequest, SalesResponse, Stamp,
 };
+use pygmy_core::api::public::{ItemsResponse, UpdateResponse};
+use pygmy_core::api::routes::CatalogRoute;
+use pygmy_core::api::{Empty, Envelope};
 use pygmy_core::cache::lease::{LeaseIssuer, Push};
 use pygmy_core::catalog::{
     CatalogCommand, CatalogMachine, CatalogOutcome, CatalogStore, MAX_COUNT, SALE_PREFIX,
@@ -241,7 +242,7 @@ impl CatalogNode {
             .into_iter()
             .map(|made| made.map_or_else(SaleResult::Failed, SaleResult::Sold))
             .collect();
-        Ok(json(StatusCode::OK, &SalesMade::new(results)))
+        Ok(json(StatusCode::OK, &SaleAnswers::new(results)))
     }
 
     /// `POST /lookups` (internal): many books, all read after one read
@@ -258,7 +259,7 @@ impl CatalogNode {
             .into_iter()
             .map(|made| made.map_or_else(LookupResult::Failed, LookupResult::Found))
             .collect();
-        Ok(json(StatusCode::OK, &LookupsMade::new(results)))
+        Ok(json(StatusCode::OK, &LookupAnswers::new(results)))
     }
 
     /// Sells one copy of `id` under `key` (op `sale:<key>`): the book after

@@ -20,11 +20,11 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http::StatusCode;
 use pygmy_client::{CatalogClient, OrderClient};
-use pygmy_core::api::routes::FrontendRoute;
-use pygmy_core::api::{
-    Acknowledged, BuyRequest, BuyResponse, BuysRequest, Invalidations, ItemsResponse,
-    LookupsRequest,
+use pygmy_core::api::internal::{
+    Acknowledged, BuyRequest, BuysRequest, Invalidations, LookupsRequest,
 };
+use pygmy_core::api::public::{BuyResponse, ItemsResponse};
+use pygmy_core::api::routes::FrontendRoute;
 use pygmy_core::balance::ReplicaSet;
 use pygmy_core::cache::lease::{Grant, Leases};
 use pygmy_core::cache::{lookup_key, search_key, Cache};

@@ -37,7 +37,7 @@ use std::sync::Arc;
 
 use futures_util::future::join_all;
 use pygmy_client::ClientError;
-use pygmy_core::api::Refusal;
+use pygmy_core::api::internal::Refusal;
 use pygmy_core::balance::CallError;
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;

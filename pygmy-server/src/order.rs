@@ -14,11 +14,11 @@ use async_trait::async_trait;
 use futures_util::future::join_all;
 use http::StatusCode;
 use pygmy_client::CatalogClient;
-use pygmy_core::api::routes::OrderRoute;
-use pygmy_core::api::{
-    BuyRequest, BuyResponse, BuyResult, BuysMade, BuysRequest, OrderPage, OrderRef, OrdersResponse,
-    Sale, SaleRequest, SalesRequest,
+use pygmy_core::api::internal::{
+    BuyAnswers, BuyRequest, BuyResult, BuysRequest, LedgerResponse, Sale, SaleRequest, SalesRequest,
 };
+use pygmy_core::api::public::{BuyResponse, OrderPage, OrderRef};
+use pygmy_core::api::routes::OrderRoute;
 use pygmy_core::balance::ReplicaSet;
 use pygmy_core::journal::Op;
 use pygmy_core::order::{OrderCommand, OrderMachine, OrderOutcome, OrderStore};
@@ -118,7 +118,7 @@ impl OrderNode {
             .into_iter()
             .map(|made| made.map_or_else(BuyResult::Failed, bought))
             .collect();
-        Ok(json(StatusCode::OK, &BuysMade::new(results)))
+        Ok(json(StatusCode::OK, &BuyAnswers::new(results)))
     }
 
     /// Buys one copy of each `buys`' item under its key, each answered on
@@ -394,7 +394,7 @@ impl Handler for OrderNode {
             OrderRoute::Ledger => {
                 self.replica.ready_to_read().await?;
                 let orders = self.store.orders().await?;
-                Ok(json(StatusCode::OK, &OrdersResponse::new(orders)))
+                Ok(json(StatusCode::OK, &LedgerResponse::new(orders)))
             }
             // The seed's propagation endpoint: here, a shipment of ops.
             OrderRoute::Propagate => self.replica.replication_call("ship", &req).await,

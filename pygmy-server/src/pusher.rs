@@ -13,7 +13,7 @@
 //! would be.
 
 use pygmy_client::InternalClient;
-use pygmy_core::api::Invalidation;
+use pygmy_core::api::internal::Invalidation;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::Instrument;

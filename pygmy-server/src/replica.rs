@@ -5,8 +5,9 @@
 use std::sync::Arc;
 
 use http::StatusCode;
+use pygmy_core::api::internal::{MembersResponse, NewMember};
 use pygmy_core::api::routes::MemberRoute;
-use pygmy_core::api::{Envelope, MembersResponse, NewMember};
+use pygmy_core::api::Envelope;
 use pygmy_core::journal::{Machine, Op};
 use pygmy_core::replication::{MemberChange, ReplicaStatus, Replicator};
 

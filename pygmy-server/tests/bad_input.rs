@@ -1,7 +1,8 @@
 //! Every endpoint, fed bad input: each gets the JSON envelope with the
 //! right status, and nothing changes.
 
-use pygmy_core::api::{ErrorResponse, Status};
+use pygmy_core::api::public::ErrorResponse;
+use pygmy_core::api::Status;
 use pygmy_core::types::ItemId;
 use pygmy_server::testing::{Options, TestCluster, TOKEN};
 use reqwest::Method;

@@ -117,7 +117,7 @@ async fn each_role_alone_answers_what_it_can() {
     // A catalog replica alone serves reads and takes updates.
     let catalog = test.catalog("catalog-0");
     assert_eq!(catalog.items(None).await.expect("items").len(), 7);
-    let update = pygmy_core::api::ItemUpdate {
+    let update = pygmy_core::api::public::ItemUpdate {
         count: Some(5),
         cost: None,
     };

@@ -16,7 +16,7 @@ use pygmy_client::tools::history;
 use pygmy_client::tools::load::{self, LoadConfig, LoadReport};
 use pygmy_client::tools::members::{Admin, Table};
 use pygmy_client::{CatalogClient, ClientError, ClientOptions};
-use pygmy_core::api::LookupsRequest;
+use pygmy_core::api::internal::LookupsRequest;
 use pygmy_core::topology::{Replication, Role};
 use pygmy_core::types::ItemId;
 use pygmy_server::testing::{Options, ProcessCluster};
@@ -681,7 +681,7 @@ async fn a_frontend_cut_off_from_the_catalog_serves_no_stale_lookup() {
     let options = cluster.options();
     let catalog =
         pygmy_client::CatalogClient::new(&cluster.url("catalog-0"), &options).expect("client");
-    let update = pygmy_core::api::ItemUpdate {
+    let update = pygmy_core::api::public::ItemUpdate {
         count: Some(-40),
         cost: None,
     };
@@ -791,7 +791,7 @@ async fn a_frozen_frontend_serves_no_stale_lookup_once_thawed() {
     let options = cluster.options();
     let catalog =
         pygmy_client::CatalogClient::new(&cluster.url("catalog-0"), &options).expect("client");
-    let update = pygmy_core::api::ItemUpdate {
+    let update = pygmy_core::api::public::ItemUpdate {
         count: Some(-40),
         cost: None,
     };
@@ -829,7 +829,7 @@ async fn a_follower_thawed_behind_serves_no_stale_read() {
     let follower = names.iter().find(|&n| *n != leader).expect("a follower");
     let book = ItemId(3);
     cluster.freeze(follower);
-    let update = pygmy_core::api::ItemUpdate {
+    let update = pygmy_core::api::public::ItemUpdate {
         count: Some(-40),
         cost: None,
     };

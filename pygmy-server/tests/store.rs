@@ -2,7 +2,7 @@
 //! driven through the SDK, as a user and the checks would.
 
 use pygmy_client::ClientError;
-use pygmy_core::api::ItemUpdate;
+use pygmy_core::api::public::ItemUpdate;
 use pygmy_core::topology::Role;
 use pygmy_core::types::{default_books, Cost, IdempotencyKey, ItemId};
 use pygmy_server::testing::{Options, TestCluster, TOKEN};
@@ -360,7 +360,7 @@ async fn the_store_keeps_its_data_across_a_restart() {
 /// push carries, each with a long topic) is taken whole, under the token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frontend_takes_the_largest_invalidation_push() {
-    use pygmy_core::api::{Invalidation, Stamp};
+    use pygmy_core::api::internal::{Invalidation, Stamp};
     let test = TestCluster::start(Options::default()).await;
     let mut options = test.options();
     options.token = Some(TOKEN.to_owned());
@@ -394,7 +394,7 @@ async fn a_frontend_takes_the_largest_invalidation_push() {
 /// a task woken by a running one after it, on the same thread.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_orders_of_a_call_of_many_buys_go_into_one_raft_entry() {
-    use pygmy_core::api::{BuyRequest, BuysRequest};
+    use pygmy_core::api::internal::{BuyRequest, BuysRequest};
     let test = TestCluster::start(Options::raft()).await;
     // Healthy raft replicas each know the leader.
     let leader = test

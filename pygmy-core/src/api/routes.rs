@@ -298,7 +298,7 @@ impl Route for FrontendRoute {
 pub enum MemberRoute {
     /// `GET /members`: the membership, as its leader knows it.
     List,
-    /// `POST /members` (a [`crate::api::NewMember`]): add a replica.
+    /// `POST /members` (a [`crate::api::internal::NewMember`]): add a replica.
     Add,
     /// `DELETE /members/<name>`: remove a replica.
     Remove(String),

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode};
 use http_body_util::Full;
 use pygmy_client::ERROR_KIND_HEADER;
-use pygmy_core::api::{ErrorResponse, HealthResponse};
+use pygmy_core::api::public::{ErrorResponse, HealthResponse};
 use pygmy_core::error::chain;
 use pygmy_core::topology::Role;
 use serde::Serialize;
