@@ -7,13 +7,21 @@
 //! cluster-wide settings; `docs/topology.md` documents every key, and
 //! `examples/` has examples. [`Topology::default_local`] is the embedded
 //! default that `pygmy-server` runs with no file.
+//!
+//! - this file: the schema, its defaults and its checks;
+//! - [`token`]: the cluster token and the token file;
+//! - `books.rs`: the books a catalog starts with (`catalog_file`).
+
+mod books;
+pub mod token;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use crate::types::{default_books, Book};
 use serde::{Deserialize, Serialize};
+
+pub use token::{TokenSource, TOKEN_ENV};
 
 /// What a node does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -237,84 +245,6 @@ pub enum ConfigError {
     },
 }
 
-/// Where a node's cluster token came from ([`Topology::resolve_token`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TokenSource {
-    /// `token` in the topology.
-    Topology,
-    /// The environment (`PYGMY_TOKEN`).
-    Environment,
-    /// The token file, written at an earlier start.
-    File(PathBuf),
-    /// The token file, written now: this is the cluster's first start.
-    Generated(PathBuf),
-}
-
-/// The environment variable that sets the cluster token (over the
-/// topology's).
-pub const TOKEN_ENV: &str = "PYGMY_TOKEN";
-
-/// The token in `path`, if the file exists.
-fn read_token(path: &Path) -> Result<Option<String>, ConfigError> {
-    match std::fs::read_to_string(path) {
-        Ok(text) if text.trim().is_empty() => Err(ConfigError::TokenFile {
-            path: path.display().to_string(),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidData, "the file is empty"),
-        }),
-        Ok(text) => Ok(Some(text.trim().to_owned())),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(ConfigError::TokenFile {
-            path: path.display().to_string(),
-            source,
-        }),
-    }
-}
-
-/// Writes a new random token to `path`, unless another node of the cluster
-/// wrote one first: the token is written whole to a draft file of its own,
-/// then linked to `path`, which fails if `path` exists; the loser reads
-/// the winner's. Answers the token in `path`.
-fn write_new_token(path: &Path) -> Result<String, ConfigError> {
-    use std::io::Write;
-    let failed = |source| ConfigError::TokenFile {
-        path: path.display().to_string(),
-        source,
-    };
-    // 244 random bits, as 64 hex digits.
-    let token = format!(
-        "{}{}",
-        uuid::Uuid::new_v4().simple(),
-        uuid::Uuid::new_v4().simple()
-    );
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(failed)?;
-    }
-    let draft = path.with_extension(format!("new-{}", uuid::Uuid::new_v4().simple()));
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let written = options.open(&draft).and_then(|mut file| {
-        file.write_all(format!("{token}\n").as_bytes())?;
-        file.sync_all()
-    });
-    let linked = written.and_then(|()| std::fs::hard_link(&draft, path));
-    let _ = std::fs::remove_file(&draft);
-    match linked {
-        Ok(()) => Ok(token),
-        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => read_token(path)?
-            .ok_or_else(|| failed(std::io::Error::from(std::io::ErrorKind::NotFound))),
-        Err(err) => Err(failed(err)),
-    }
-}
-
-/// The books of a catalog file: `[[book]]` tables.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CatalogFile {
-    book: Vec<Book>,
-}
-
 impl Topology {
     fn default_log_dir() -> PathBuf {
         PathBuf::from("logs")
@@ -535,190 +465,17 @@ impl Topology {
             .map(|c| c.name.clone())
     }
 
-    /// Where a generated cluster token is kept.
-    pub fn token_file(&self) -> PathBuf {
-        self.token_file
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("data").join("cluster.token"))
-    }
-
-    /// Sets [`Topology::token`] to the cluster token every node uses, and
-    /// says where it came from: `from_env` (the value of `PYGMY_TOKEN`, if
-    /// set and not blank), else the topology's `token`, else the token
-    /// file. With none of them, a topology whose nodes all listen on
-    /// loopback gets a new random token, written to the token file (mode
-    /// 0600) for the other nodes and the operator's tools; one with a
-    /// non-loopback address is refused, since its nodes on other hosts
-    /// could not share a generated token. With `generate` false (a client
-    /// tool), a missing token is `Ok(None)`.
-    pub fn resolve_token(
-        &mut self,
-        from_env: Option<String>,
-        generate: bool,
-    ) -> Result<Option<TokenSource>, ConfigError> {
-        if let Some(token) = from_env.filter(|t| !t.trim().is_empty()) {
-            self.token = Some(token.trim().to_owned());
-            return Ok(Some(TokenSource::Environment));
-        }
-        if self.token.is_some() {
-            return Ok(Some(TokenSource::Topology));
-        }
-        let path = self.token_file();
-        if let Some(token) = read_token(&path)? {
-            self.token = Some(token);
-            return Ok(Some(TokenSource::File(path)));
-        }
-        if !generate {
-            return Ok(None);
-        }
-        if let Some(node) = self.nodes.iter().find(|n| !n.addr.ip().is_loopback()) {
-            return Err(ConfigError::NoToken(format!(
-                "{} ({})",
-                node.name, node.addr
-            )));
-        }
-        let token = write_new_token(&path)?;
-        self.token = Some(token);
-        Ok(Some(TokenSource::Generated(path)))
-    }
-
     /// The data directory of `node`.
     pub fn data_dir(&self, node: &NodeConfig) -> PathBuf {
         node.data_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from("data").join(&node.name))
     }
-
-    /// The books the catalog starts with.
-    pub fn books(&self) -> Result<Vec<Book>, ConfigError> {
-        let Some(file) = &self.catalog_file else {
-            return Ok(default_books());
-        };
-        let path = &match &self.base_dir {
-            Some(dir) if file.is_relative() => dir.join(file),
-            _ => file.clone(),
-        };
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        let file: CatalogFile = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })?;
-        let mut ids = HashSet::new();
-        for book in &file.book {
-            if !ids.insert(book.id) {
-                return Err(ConfigError::Invalid(format!(
-                    "book id {} appears twice",
-                    book.id
-                )));
-            }
-            if !(0..=crate::catalog::MAX_COUNT).contains(&book.count) {
-                return Err(ConfigError::Invalid(format!(
-                    "book {}: bad count {}",
-                    book.id, book.count
-                )));
-            }
-        }
-        Ok(file.book)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_catalog_file_is_read_from_beside_the_topology() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let book = "[[book]]\ncost = 3\ncount = 4\nid = 9\ntitle = \"T\"\ntopic = \"t\"\n";
-        std::fs::write(dir.path().join("books.toml"), book).expect("write");
-        let mut topology = Topology::default_local();
-        topology.catalog_file = Some(PathBuf::from("books.toml"));
-        let path = dir.path().join("cluster.toml");
-        std::fs::write(&path, topology.to_toml()).expect("write");
-        let loaded = Topology::load(&path).expect("load");
-        assert_eq!(loaded.catalog_file, Some(PathBuf::from("books.toml")));
-        let books = loaded.books().expect("books");
-        assert_eq!((books.len(), books[0].id.0, books[0].count), (1, 9, 4));
-        let bad = "[[book]]\ncost = -3\ncount = 4\nid = 9\ntitle = \"T\"\ntopic = \"t\"\n";
-        std::fs::write(dir.path().join("books.toml"), bad).expect("write");
-        assert!(loaded.books().is_err());
-    }
-
-    fn local_in(dir: &Path) -> Topology {
-        let mut topology = Topology::default_local();
-        topology.token_file = Some(dir.join("data").join("cluster.token"));
-        topology
-    }
-
-    #[test]
-    fn a_token_is_generated_at_first_start_and_kept_for_every_node() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut client = local_in(dir.path());
-        assert_eq!(client.resolve_token(None, false).expect("resolve"), None);
-        let mut first = local_in(dir.path());
-        let source = first.resolve_token(None, true).expect("generate");
-        assert!(
-            matches!(source, Some(TokenSource::Generated(_))),
-            "{source:?}"
-        );
-        let token = first.token.clone().expect("a token");
-        assert_eq!(token.len(), 64);
-        let mut second = local_in(dir.path());
-        let source = second.resolve_token(None, true).expect("read");
-        assert!(matches!(source, Some(TokenSource::File(_))), "{source:?}");
-        assert_eq!(second.token.as_deref(), Some(token.as_str()));
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(first.token_file())
-                .expect("stat")
-                .permissions()
-                .mode();
-            assert_eq!(mode & 0o777, 0o600);
-        }
-        let mut set = local_in(dir.path());
-        set.token = Some("from-the-file".into());
-        set.resolve_token(Some("from-env".into()), true)
-            .expect("env");
-        assert_eq!(set.token.as_deref(), Some("from-env"));
-        set.resolve_token(Some("  ".into()), true)
-            .expect("blank env");
-        assert_eq!(set.token.as_deref(), Some("from-env"));
-    }
-
-    #[test]
-    fn nodes_racing_at_first_start_agree_on_one_token() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("cluster.token");
-        let tokens: Vec<String> = std::thread::scope(|s| {
-            let racers: Vec<_> = (0..8)
-                .map(|_| s.spawn(|| write_new_token(&path).expect("token")))
-                .collect();
-            racers
-                .into_iter()
-                .map(|r| r.join().expect("join"))
-                .collect()
-        });
-        assert!(tokens.iter().all(|t| *t == tokens[0]), "{tokens:?}");
-    }
-
-    #[test]
-    fn a_cluster_beyond_loopback_needs_a_token() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut open = local_in(dir.path());
-        open.nodes[1].addr = SocketAddr::from(([0, 0, 0, 0], 8011));
-        let refused = open.resolve_token(None, true);
-        assert!(
-            matches!(refused, Err(ConfigError::NoToken(ref node)) if node.contains("catalog-a"))
-        );
-        assert!(!open.token_file().exists());
-        open.resolve_token(Some("shared".into()), true)
-            .expect("env token");
-        assert_eq!(open.token.as_deref(), Some("shared"));
-    }
 
     #[test]
     fn the_default_prints_and_parses_back() {
