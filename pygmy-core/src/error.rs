@@ -160,6 +160,20 @@ pub enum ReplicationError {
 }
 
 impl ReplicationError {
+    /// [`ReplicationError::Unavailable`], saying why.
+    pub fn unavailable(why: impl std::fmt::Display) -> Self {
+        ReplicationError::Unavailable(why.to_string())
+    }
+
+    /// [`ReplicationError::Refused`]: a request understood that cannot be
+    /// carried out, as a failure of `kind`.
+    pub fn refused(kind: ErrorKind, message: impl Into<String>) -> Self {
+        ReplicationError::Refused {
+            kind,
+            message: message.into(),
+        }
+    }
+
     /// The kind of failure this is, for the caller (a client, or a peer).
     pub fn kind(&self) -> ErrorKind {
         match self {

@@ -15,6 +15,15 @@ pub const SNAPSHOT_CHUNK: u64 = 1024 * 1024;
 /// default, 300, would not.
 pub const MAX_APPEND_ENTRIES: u64 = 64;
 
+/// Longest wait for a peer's answer while a replica founds, joins, or is
+/// added.
+pub(super) const ASK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A learner this many entries behind the leader's log, or fewer, is made
+/// a voter (it catches the rest up as a voter), and a voter this close to
+/// the leader's read index serves.
+pub(super) const PROMOTE_WITHIN: u64 = 64;
+
 /// How a raft replica behaves.
 #[derive(Debug, Clone)]
 pub struct RaftConfig {

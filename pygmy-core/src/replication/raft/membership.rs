@@ -1,110 +1,27 @@
-//! How a raft replica comes to be a voter of its cluster.
-//!
-//! A replica starts in four steps, in the background (it is not ready
-//! until they are done; see [`super::identity`]):
-//! 1. **Identity.** It reads its [`Identity`]. A replica without one asks
-//!    its peers ([`rpc::HELLO`]): if one belongs to a founded cluster, it
-//!    joins that cluster under a fresh raft id; if none does and a majority
-//!    of the replicas answer, all empty, the first replica of the topology
-//!    founds a cluster; otherwise it waits.
-//! 2. **Founding** (the first replica only, once): it offers each peer its
-//!    founding identity ([`rpc::ADOPT`]) and, once a majority took it,
-//!    initializes raft with them as voters.
-//! 3. **Membership.** Until it is a voter, it asks the leader to make it
-//!    one ([`rpc::JOIN`]): the leader adds it as a learner, and once it has
-//!    caught up, makes it a voter in place of any id it had before.
-//! 4. **Catch-up.** It asks the leader for its read index and serves once
-//!    it has applied (nearly) that much: a replica that replays a long log
-//!    or installs a snapshot at start says it is catching up meanwhile.
+//! The membership of a raft service: an operator's list, add and remove
+//! (`/members`, passed to the leader as `raft-members`), and the leader's
+//! side of a replica's join (a learner first, then a voter in place of any
+//! old id of its name). Each change runs in a task of its own on the
+//! leader, so that a caller that gives up never leaves a joint
+//! configuration behind.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
-use openraft::storage::{RaftLogStorage, RaftStateMachine};
-use openraft::{ChangeMembers, LogId, Raft, RaftMetrics};
+use openraft::ChangeMembers;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use super::batch::Batcher;
-use super::config::RaftConfig;
-use super::identity::{Identity, IdentityStore};
+use super::config::{ASK_TIMEOUT, PROMOTE_WITHIN};
+use super::identity::Identity;
 use super::messages::{self as rpc, Adopt, Hello, Join, Joining};
-use super::network::{learn, Network};
-use super::read_index::{self, ReadRounds};
-use super::types::{NodeId, RaftTypes, ReplicaNode};
+use super::replicator::{Member, RaftReplicator, Shared};
+use super::types::{NodeId, ReplicaNode};
 use crate::error::{ErrorKind, ReplicationError, TransportError};
 use crate::journal::Machine;
 use crate::replication::rpc::call;
-use crate::replication::{MemberInfo, MemberRole, Members, Transport};
-
-/// How often a replica that is not yet a voter tries its next step.
-const STEP_EVERY: Duration = Duration::from_millis(500);
-/// How often a replica that catches up compares what it applied with the
-/// leader's read index (a restarted replica is usually there at once).
-const CATCH_UP_EVERY: Duration = Duration::from_millis(100);
-/// Longest wait for a peer's answer while founding or joining.
-const ASK_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long the founder waits for every replica before it founds the
-/// cluster with a majority.
-const FOUND_WAIT: Duration = Duration::from_secs(3);
-/// A learner this many entries behind the leader's log, or fewer, is made a
-/// voter (it catches the rest up as a voter).
-const PROMOTE_WITHIN: u64 = 64;
-
-/// A replica that knows its identity, running raft.
-pub(super) struct Member<M: Machine> {
-    pub(super) raft: Raft<RaftTypes<M>>,
-    pub(super) identity: Identity,
-    /// Where the ops proposed here, as leader, gather into entries.
-    pub(super) batcher: Batcher<M>,
-    /// Where the reads waiting for a read index share a round, as leader.
-    pub(super) reads: ReadRounds,
-    /// Where they share a call to the leader, as follower.
-    pub(super) leader_reads: ReadRounds,
-}
-
-pub(super) struct Shared<M: Machine> {
-    pub(super) config: RaftConfig,
-    /// This replica's place among the topology's replicas.
-    pub(super) position: usize,
-    pub(super) transport: Arc<dyn Transport>,
-    pub(super) identities: Arc<dyn IdentityStore>,
-    /// Set once, when the replica knows its identity and runs raft.
-    pub(super) member: OnceLock<Member<M>>,
-    /// Set once this replica, a voter, has applied (nearly) all the leader
-    /// had committed: from then on it serves.
-    pub(super) caught_up: AtomicBool,
-}
-
-/// A follower's round: the read index of the leader it knows (one call,
-/// for every read waiting).
-async fn ask_the_leader<M: Machine>(shared: Weak<Shared<M>>) -> read_index::Answer {
-    let shared = shared.upgrade().ok_or("the replica has stopped")?;
-    let member = shared.member().ok_or("not a raft member yet")?;
-    let leader = member
-        .metrics()
-        .current_leader
-        .ok_or("no raft leader: fewer than a majority of replicas answer")?;
-    if leader == member.identity.id {
-        return member.reads.read_index().await;
-    }
-    let peer = shared.reach(member, leader).unwrap_or_default();
-    let limit = shared.config.forward_timeout;
-    call(&*shared.transport, &peer, rpc::READ_INDEX, &(), limit)
-        .await
-        .map_err(|err| err.to_string())
-}
-
-fn unavailable(err: impl std::fmt::Display) -> ReplicationError {
-    ReplicationError::Unavailable(err.to_string())
-}
-
-fn refused(kind: ErrorKind, message: String) -> ReplicationError {
-    ReplicationError::Refused { kind, message }
-}
+use crate::replication::{MemberChange, MemberInfo, MemberRole, Members};
 
 /// openraft's refusal of a membership change, for the operator.
 fn change_refused(
@@ -112,9 +29,9 @@ fn change_refused(
 ) -> ReplicationError {
     match err {
         RaftError::APIError(ClientWriteError::ChangeMembershipError(err)) => {
-            refused(ErrorKind::Unprocessable, err.to_string())
+            ReplicationError::refused(ErrorKind::Unprocessable, err.to_string())
         }
-        other => unavailable(other),
+        other => ReplicationError::unavailable(other),
     }
 }
 
@@ -126,8 +43,8 @@ async fn settle(
 ) -> Result<(), ReplicationError> {
     match tokio::time::timeout(limit, change).await {
         Ok(Ok(outcome)) => outcome,
-        Ok(Err(err)) => Err(unavailable(err)),
-        Err(_) => Err(refused(
+        Ok(Err(err)) => Err(ReplicationError::unavailable(err)),
+        Err(_) => Err(ReplicationError::refused(
             ErrorKind::Unavailable,
             "the change is not committed yet; it goes on: list the members to follow it".to_owned(),
         )),
@@ -138,296 +55,91 @@ async fn settle(
 /// request forwarded to the leader answers as the leader did.
 pub(super) fn forwarded(err: TransportError) -> ReplicationError {
     match err {
-        TransportError::Refused { kind, message, .. } => refused(kind, message),
-        other => unavailable(other),
+        TransportError::Refused { kind, message, .. } => ReplicationError::refused(kind, message),
+        other => ReplicationError::unavailable(other),
+    }
+}
+
+impl<M: Machine> RaftReplicator<M> {
+    /// The membership, after `change` if one is given: on the leader, or
+    /// forwarded to it.
+    pub(super) async fn membership(
+        &self,
+        change: Option<MemberChange>,
+    ) -> Result<Members, ReplicationError> {
+        if let Some(change) = &change {
+            change
+                .validate()
+                .map_err(|message| ReplicationError::Refused {
+                    kind: crate::ErrorKind::BadRequest,
+                    message,
+                })?;
+        }
+        let limit = self.shared.config.write_timeout;
+        // The leader's own wait, and the answer's way back.
+        let within = limit + limit / 2;
+        let member = self.member()?;
+        if member.node(member.identity.id).is_none() {
+            return self.ask_the_members(member, &change, within).await;
+        }
+        let deadline = tokio::time::Instant::now() + limit;
+        let (member, leader) = loop {
+            let (member, leader) = self.await_leader(deadline).await?;
+            if leader == member.identity.id || member.node(leader).is_some() {
+                break (member, leader);
+            }
+            // The leader was just removed: the others elect another.
+            self.await_other_leader(member, leader, deadline).await;
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ReplicationError::unavailable("no leader among the members"));
+            }
+        };
+        if leader != member.identity.id {
+            return self
+                .call_leader_within(member, leader, rpc::MEMBERS, &change, within)
+                .await
+                .map_err(forwarded);
+        }
+        match change {
+            None => {}
+            Some(MemberChange::Add { name, url }) => {
+                self.shared.add(member, &name, &url, limit).await?;
+            }
+            Some(MemberChange::Remove { name }) => member.remove(&name, limit).await?,
+        }
+        Ok(member.members())
+    }
+
+    /// On a replica that is not a member (removed, or not added yet):
+    /// passes an operator's request to the members it knows of, in turn,
+    /// until one answers.
+    async fn ask_the_members(
+        &self,
+        member: &Member<M>,
+        change: &Option<MemberChange>,
+        within: Duration,
+    ) -> Result<Members, ReplicationError> {
+        let members = member.members();
+        let mut last = ReplicationError::unavailable(format!(
+            "{} is not a member of its service, and knows no member to ask",
+            self.shared.config.node
+        ));
+        for other in &members.members {
+            let Some(name) = self.shared.reach(member, other.id) else {
+                continue;
+            };
+            let transport = &*self.shared.transport;
+            match call(transport, &name, rpc::MEMBERS, change, within).await {
+                Ok(answer) => return Ok(answer),
+                Err(err @ crate::TransportError::Unreachable { .. }) => last = forwarded(err),
+                Err(err) => return Err(forwarded(err)),
+            }
+        }
+        Err(last)
     }
 }
 
 impl<M: Machine> Shared<M> {
-    pub(super) fn member(&self) -> Option<&Member<M>> {
-        self.member.get()
-    }
-
-    fn peers(&self) -> impl Iterator<Item = (usize, &String)> {
-        let me = self.position;
-        self.config
-            .replicas
-            .iter()
-            .enumerate()
-            .filter(move |(i, _)| *i != me)
-    }
-
-    /// The four steps of a start (see the module's docs).
-    pub(super) async fn run<L, S>(
-        self: &Arc<Self>,
-        openraft: Arc<openraft::Config>,
-        log: L,
-        machine: S,
-    ) -> Result<(), ReplicationError>
-    where
-        L: RaftLogStorage<RaftTypes<M>>,
-        S: RaftStateMachine<RaftTypes<M>>,
-    {
-        let identity = loop {
-            match self.settle_identity().await {
-                Ok(Some(identity)) => break identity,
-                Ok(None) => {}
-                Err(err) => tracing::warn!(%err, "cannot settle this replica's identity"),
-            }
-            tokio::time::sleep(STEP_EVERY).await;
-        };
-        tracing::info!(cluster = %identity.cluster, id = identity.id, "raft identity");
-        let network = Network::new(
-            Arc::clone(&self.transport),
-            self.config.rpc_timeout,
-            &identity.cluster,
-        );
-        let raft = Raft::new(identity.id, openraft, network, log, machine)
-            .await
-            .map_err(unavailable)?;
-        let founder = identity.id == 1 && !identity.joined();
-        let batcher = Batcher::start(raft.clone(), self.config.write_timeout);
-        let confirming = raft.clone();
-        let reads = ReadRounds::new(
-            move || {
-                let raft = confirming.clone();
-                Box::pin(async move { raft.ensure_linearizable().await.map_err(|e| e.to_string()) })
-            },
-            self.config.write_timeout,
-        );
-        let shared = Arc::downgrade(self);
-        let leader_reads = ReadRounds::new(
-            move || Box::pin(ask_the_leader(shared.clone())),
-            self.config.forward_timeout,
-        );
-        let member = Member {
-            raft,
-            identity,
-            batcher,
-            reads,
-            leader_reads,
-        };
-        if self.member.set(member).is_err() {
-            return Err(ReplicationError::Invalid("started twice".to_owned()));
-        }
-        if founder {
-            self.found().await?;
-        }
-        self.become_voter().await;
-        self.catch_up().await;
-        Ok(())
-    }
-
-    /// Step 1: this replica's identity, if it can be settled now.
-    async fn settle_identity(&self) -> Result<Option<Identity>, ReplicationError> {
-        let store = &self.identities;
-        if let Some(identity) = store.identity().await.map_err(unavailable)? {
-            return Ok(Some(identity));
-        }
-        if store.has_raft_state().await.map_err(unavailable)? {
-            // Raft state from before identities were kept: the founding
-            // member at this position, of a cluster that had no id.
-            let legacy = Identity {
-                cluster: "legacy".to_owned(),
-                id: self.position as NodeId + 1,
-            };
-            return Ok(Some(store.adopt(legacy).await.map_err(unavailable)?));
-        }
-        let mut empty = 1; // this replica
-        for (_, peer) in self.peers() {
-            let hello: Hello =
-                match call(&*self.transport, peer, rpc::HELLO, &(), ASK_TIMEOUT).await {
-                    Ok(hello) => hello,
-                    Err(err) => {
-                        tracing::debug!(%peer, %err, "no hello");
-                        continue;
-                    }
-                };
-            match hello.identity {
-                Some(theirs) if hello.founded => {
-                    // A cluster exists: join it as a new member (never as
-                    // the member this replica may have been).
-                    let mine = store
-                        .adopt(Identity::joining(&theirs.cluster))
-                        .await
-                        .map_err(unavailable)?;
-                    tracing::info!(cluster = %mine.cluster, via = %peer, "joining the running cluster");
-                    return Ok(Some(mine));
-                }
-                Some(_) => {} // being founded: its founder will offer ours
-                None => empty += 1,
-            }
-        }
-        if self.position == 0 && empty > self.config.replicas.len() / 2 {
-            let founding = Identity {
-                cluster: uuid::Uuid::new_v4().simple().to_string(),
-                id: 1,
-            };
-            return Ok(Some(store.adopt(founding).await.map_err(unavailable)?));
-        }
-        // A founding member waits for the founder's offer (it arrives as
-        // `ADOPT` and is stored); the founder waits for a majority.
-        store.identity().await.map_err(unavailable)
-    }
-
-    /// Step 2, on the first replica: offers each peer its founding
-    /// identity, and founds the cluster once a majority took theirs.
-    async fn found(&self) -> Result<(), ReplicationError> {
-        let Some(member) = self.member() else {
-            return Ok(());
-        };
-        let started = tokio::time::Instant::now();
-        loop {
-            if member.raft.is_initialized().await.map_err(unavailable)? {
-                return Ok(());
-            }
-            let mut voters = BTreeMap::new();
-            voters.insert(member.identity.id, ReplicaNode::named(&self.config.node));
-            for (position, peer) in self.peers() {
-                let offer = Identity {
-                    cluster: member.identity.cluster.clone(),
-                    id: position as NodeId + 1,
-                };
-                let adopt = Adopt {
-                    identity: offer.clone(),
-                };
-                match call::<_, Identity>(&*self.transport, peer, rpc::ADOPT, &adopt, ASK_TIMEOUT)
-                    .await
-                {
-                    Ok(taken) if taken == offer => {
-                        voters.insert(offer.id, ReplicaNode::named(peer));
-                    }
-                    Ok(other) => tracing::info!(%peer, ?other, "a peer kept another identity"),
-                    Err(err) => tracing::debug!(%peer, %err, "no answer to the founding offer"),
-                }
-            }
-            // Everyone, or a majority once the others had time to answer
-            // (those join later).
-            let all = self.config.replicas.len();
-            let enough =
-                voters.len() == all || (voters.len() > all / 2 && started.elapsed() >= FOUND_WAIT);
-            if enough {
-                match member.raft.initialize(voters).await {
-                    Ok(()) => {
-                        tracing::info!("founded the raft cluster");
-                        return Ok(());
-                    }
-                    Err(RaftError::APIError(err)) => {
-                        tracing::debug!(%err, "the cluster was founded already");
-                        return Ok(());
-                    }
-                    Err(err) => return Err(unavailable(err)),
-                }
-            }
-            tokio::time::sleep(STEP_EVERY).await;
-        }
-    }
-
-    /// Step 3: until this replica is a voter, asks the leader to make it
-    /// one. A founding member is one as soon as the founding membership
-    /// reaches it.
-    async fn become_voter(&self) {
-        let Some(member) = self.member() else {
-            return;
-        };
-        let join = Join {
-            cluster: member.identity.cluster.clone(),
-            name: self.config.node.clone(),
-            id: member.identity.id,
-        };
-        let mut told = false;
-        loop {
-            let is_voter = {
-                let metrics = member.raft.metrics();
-                let metrics = metrics.borrow();
-                let membership = metrics.membership_config.membership();
-                membership.get_joint_config().len() == 1
-                    && membership.voter_ids().any(|id| id == member.identity.id)
-            };
-            if is_voter {
-                return;
-            }
-            for (_, peer) in self.peers() {
-                match call::<_, Joining>(&*self.transport, peer, rpc::JOIN, &join, ASK_TIMEOUT)
-                    .await
-                {
-                    Ok(Joining::Voter) => break,
-                    Ok(Joining::CatchingUp) => {
-                        tracing::debug!("catching up as a learner");
-                        break;
-                    }
-                    Err(TransportError::Refused {
-                        kind: ErrorKind::Unprocessable,
-                        message,
-                        ..
-                    }) => {
-                        if !told {
-                            tracing::info!(%message, "waiting to be added to the cluster");
-                            told = true;
-                        }
-                        break;
-                    }
-                    Err(err) => tracing::debug!(%peer, %err, "join not taken"),
-                }
-            }
-            tokio::time::sleep(STEP_EVERY).await;
-        }
-    }
-
-    /// Step 4: waits until this replica has applied (within
-    /// [`PROMOTE_WITHIN`] entries) what the leader had committed when asked,
-    /// so that it never says it serves while it replays a long log or
-    /// installs a snapshot.
-    async fn catch_up(&self) {
-        let Some(member) = self.member() else {
-            return;
-        };
-        loop {
-            let metrics = member.metrics();
-            let applied = metrics.last_applied.map_or(0, |l| l.index);
-            let committed = match metrics.current_leader {
-                Some(leader) if leader == member.identity.id => Some(applied),
-                Some(leader) => {
-                    let peer = self.reach(member, leader).unwrap_or_default();
-                    match call::<_, Option<LogId<NodeId>>>(
-                        &*self.transport,
-                        &peer,
-                        rpc::READ_INDEX,
-                        &(),
-                        ASK_TIMEOUT,
-                    )
-                    .await
-                    {
-                        Ok(read) => Some(read.map_or(0, |l| l.index)),
-                        Err(err) => {
-                            tracing::debug!(%err, "no read index from the leader");
-                            None
-                        }
-                    }
-                }
-                None => None,
-            };
-            if let Some(committed) = committed {
-                let applied = member.metrics().last_applied.map_or(0, |l| l.index);
-                if applied + PROMOTE_WITHIN >= committed {
-                    self.caught_up.store(true, Ordering::Release);
-                    tracing::info!(applied, committed, "caught up with the leader");
-                    return;
-                }
-                tracing::debug!(applied, committed, "catching up with the leader");
-            }
-            tokio::time::sleep(CATCH_UP_EVERY).await;
-        }
-    }
-
-    /// The name to call member `id` by, once the transport knows where it
-    /// is.
-    pub(super) fn reach(&self, member: &Member<M>, id: NodeId) -> Option<String> {
-        let node = member.node(id)?;
-        learn(&*self.transport, &node);
-        Some(node.name)
-    }
-
     /// Whether the topology this replica started with names `name`.
     pub(super) fn in_topology(&self, name: &str) -> bool {
         self.config.replicas.iter().any(|r| r == name)
@@ -447,7 +159,7 @@ impl<M: Machine> Shared<M> {
         let membership = metrics.membership_config.membership();
         if let Some((_, node)) = membership.nodes().find(|(_, node)| node.name == name) {
             return match &node.url {
-                Some(known) if known != url => Err(refused(
+                Some(known) if known != url => Err(ReplicationError::refused(
                     ErrorKind::Unprocessable,
                     format!("{name} is a member at {known}: remove it first"),
                 )),
@@ -456,11 +168,11 @@ impl<M: Machine> Shared<M> {
         }
         self.transport
             .learn(name, url)
-            .map_err(|err| refused(ErrorKind::BadRequest, err.to_string()))?;
+            .map_err(|err| ReplicationError::refused(ErrorKind::BadRequest, err.to_string()))?;
         let hello: Hello = call(&*self.transport, name, rpc::HELLO, &(), ASK_TIMEOUT)
             .await
             .map_err(|err| {
-                refused(
+                ReplicationError::refused(
                     ErrorKind::Unavailable,
                     format!("{name} at {url} does not answer (is it running?): {err}"),
                 )
@@ -477,12 +189,15 @@ impl<M: Machine> Shared<M> {
                 call::<_, Identity>(&*self.transport, name, rpc::ADOPT, &adopt, ASK_TIMEOUT)
                     .await
                     .map_err(|err| {
-                        refused(ErrorKind::Unavailable, format!("{name} at {url}: {err}"))
+                        ReplicationError::refused(
+                            ErrorKind::Unavailable,
+                            format!("{name} at {url}: {err}"),
+                        )
                     })?
             }
         };
         if &identity.cluster != ours {
-            return Err(refused(
+            return Err(ReplicationError::refused(
                 ErrorKind::Unprocessable,
                 format!(
                     "{name} belongs to another cluster ({}): start it over an empty data directory",
@@ -491,7 +206,7 @@ impl<M: Machine> Shared<M> {
             ));
         }
         if membership.get_node(&identity.id).is_some() {
-            return Err(refused(
+            return Err(ReplicationError::refused(
                 ErrorKind::Unprocessable,
                 format!("{name}'s raft id {} is another member's", identity.id),
             ));
@@ -513,53 +228,9 @@ impl<M: Machine> Shared<M> {
         );
         settle(change, limit).await
     }
-
-    /// What this replica says of itself to a peer that asks.
-    pub(super) fn hello(&self) -> Hello {
-        match self.member() {
-            Some(member) => {
-                let metrics = member.metrics();
-                Hello {
-                    identity: Some(member.identity.clone()),
-                    founded: metrics
-                        .membership_config
-                        .membership()
-                        .voter_ids()
-                        .next()
-                        .is_some(),
-                    leader: metrics.current_leader.and_then(|id| member.name(id)),
-                }
-            }
-            None => Hello {
-                identity: None,
-                founded: false,
-                leader: None,
-            },
-        }
-    }
 }
 
 impl<M: Machine> Member<M> {
-    pub(super) fn metrics(&self) -> RaftMetrics<NodeId, ReplicaNode> {
-        self.raft.metrics().borrow().clone()
-    }
-
-    /// Member `id`, from the membership.
-    pub(super) fn node(&self, id: NodeId) -> Option<ReplicaNode> {
-        let metrics = self.raft.metrics();
-        let metrics = metrics.borrow();
-        metrics
-            .membership_config
-            .membership()
-            .get_node(&id)
-            .cloned()
-    }
-
-    /// The name of member `id`, from the membership.
-    pub(super) fn name(&self, id: NodeId) -> Option<String> {
-        self.node(id).map(|node| node.name)
-    }
-
     /// The membership as an operator reads it.
     pub(super) fn members(&self) -> Members {
         let metrics = self.metrics();
@@ -611,13 +282,13 @@ impl<M: Machine> Member<M> {
             .map(|(id, _)| *id)
             .collect();
         if ids.is_empty() {
-            return Err(refused(
+            return Err(ReplicationError::refused(
                 ErrorKind::NotFound,
                 format!("{name} is not a member of this cluster"),
             ));
         }
         if membership.get_joint_config().len() > 1 {
-            return Err(refused(
+            return Err(ReplicationError::refused(
                 ErrorKind::Unavailable,
                 "a membership change is under way: try again once it is done".to_owned(),
             ));
@@ -626,7 +297,7 @@ impl<M: Machine> Member<M> {
         let leaving: BTreeSet<NodeId> = ids.intersection(&voters).copied().collect();
         let learners: BTreeSet<NodeId> = ids.difference(&voters).copied().collect();
         if !leaving.is_empty() && leaving.len() == voters.len() {
-            return Err(refused(
+            return Err(ReplicationError::refused(
                 ErrorKind::Unprocessable,
                 format!("{name} is the last voter: a service needs one"),
             ));
@@ -650,39 +321,6 @@ impl<M: Machine> Member<M> {
             .in_current_span(),
         );
         settle(change, limit).await
-    }
-
-    /// On the leader: confirms it still leads (a round of heartbeats to a
-    /// majority, shared with the reads waiting beside this one), waits
-    /// until it applied its commit index, and answers that index, by
-    /// `deadline` (a leader cut off from the others never confirms).
-    pub(super) async fn read_index(
-        &self,
-        deadline: tokio::time::Instant,
-    ) -> Result<Option<LogId<NodeId>>, ReplicationError> {
-        tokio::time::timeout_at(deadline, self.reads.read_index())
-            .await
-            .map_err(|_| unavailable("leadership not confirmed in time"))?
-            .map_err(unavailable)
-    }
-
-    /// Checks that an openraft call is meant for this member.
-    pub(super) fn check_address(&self, cluster: &str, to: NodeId) -> Result<(), ReplicationError> {
-        if cluster != self.identity.cluster {
-            return Err(ReplicationError::Invalid(format!(
-                "a call for cluster {cluster}; this replica belongs to {}",
-                self.identity.cluster
-            )));
-        }
-        if to != self.identity.id {
-            // The caller knows this replica as a member it was before it
-            // lost its data: it must not answer for that member.
-            return Err(ReplicationError::Unavailable(format!(
-                "a call for raft id {to}; this replica is {} now",
-                self.identity.id
-            )));
-        }
-        Ok(())
     }
 
     /// On the leader, takes a step of `join`: adds the replica as a
@@ -724,7 +362,7 @@ impl<M: Machine> Member<M> {
                 .find(|(_, node)| node.name == join.name)
                 .map(|(_, node)| node.clone());
             if known.is_none() && !in_topology {
-                return Err(refused(
+                return Err(ReplicationError::refused(
                     ErrorKind::Unprocessable,
                     format!(
                         "{} is not a member of this cluster: add it with `pygmy-client members add`",

@@ -6,11 +6,14 @@
 //!
 //! - [`replicator`]: [`RaftReplicator`], the [`crate::replication::Replicator`]
 //!   over any storage that implements openraft's `RaftLogStorage` and
-//!   `RaftStateMachine`; it also serves its peers' calls.
+//!   `RaftStateMachine`: the replica's state, writes, fresh reads, and the
+//!   serving side of its peers' calls.
 //! - [`network`]: the calling side: openraft's network, and a follower's
 //!   calls to its leader, through a [`crate::replication::Transport`].
-//! - `membership`: how a replica founds or joins its cluster and becomes
-//!   a voter (the background steps of its start).
+//! - `start`: how a replica founds or joins its cluster, becomes a voter
+//!   and catches up (the background steps of its start).
+//! - `membership`: an operator's list, add and remove, and the leader's
+//!   side of a replica's join.
 //! - [`identity`]: a replica's cluster id and raft id, kept durably, and
 //!   why a replica that lost its disk rejoins under a new id.
 //! - `batch`: group commit: the ops proposed while the leader writes go
@@ -35,6 +38,7 @@ pub mod network;
 mod read_index;
 pub mod replicator;
 pub mod sqlite;
+mod start;
 pub mod types;
 
 pub use config::RaftConfig;

@@ -1,25 +1,32 @@
 //! The `raft` replicator: openraft over any log and state-machine storage
 //! (openraft's `RaftLogStorage` and `RaftStateMachine`; [`super::sqlite`]
 //! is the one Pygmy ships), reaching its peers through a [`Transport`].
-//! How a replica founds or joins its cluster is in `membership.rs`.
+//!
+//! Here: the replica's state (`Shared`, and its `Member` once it runs
+//! raft), writes (`propose`: a group commit on the leader, a forward
+//! elsewhere), fresh reads (`linearize`: a read index), and the peers'
+//! calls. How a replica starts (identity, founding, joining, catching up)
+//! is `start.rs`; the operator's membership changes are `membership.rs`.
 
 use std::fmt::Debug;
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use openraft::storage::{RaftLogStorage, RaftStateMachine};
-use openraft::ServerState;
+use openraft::{LogId, Raft, RaftMetrics, ServerState};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use super::batch::NotWritten;
+use super::batch::{Batcher, NotWritten};
 use super::config::RaftConfig;
-use super::identity::IdentityStore;
-use super::membership::{forwarded, Member, Shared};
+use super::identity::{Identity, IdentityStore};
 use super::messages::{self as rpc, Addressed, Adopt, Join, Joining, SnapshotChunk};
-use super::types::{NodeId, RaftTypes};
+use super::network::learn;
+use super::read_index::{self, ReadRounds};
+use super::types::{NodeId, RaftTypes, ReplicaNode};
 use crate::error::ReplicationError;
 use crate::journal::{Machine, Op};
 use crate::replication::rpc::{call, decode, encode};
@@ -27,8 +34,35 @@ use crate::replication::{MemberChange, Members, ReplicaStatus, Replicator, Trans
 
 /// A raft replica of the service `M`.
 pub struct RaftReplicator<M: Machine> {
-    shared: Arc<Shared<M>>,
+    pub(super) shared: Arc<Shared<M>>,
     starter: JoinHandle<()>,
+}
+
+/// A replica that knows its identity, running raft.
+pub(super) struct Member<M: Machine> {
+    pub(super) raft: Raft<RaftTypes<M>>,
+    pub(super) identity: Identity,
+    /// Where the ops proposed here, as leader, gather into entries.
+    pub(super) batcher: Batcher<M>,
+    /// Where the reads waiting for a read index share a round, as leader.
+    pub(super) reads: ReadRounds,
+    /// Where they share a call to the leader, as follower.
+    pub(super) leader_reads: ReadRounds,
+}
+
+/// What a replica holds for its whole life, shared by the replicator, its
+/// start in the background and the read rounds.
+pub(super) struct Shared<M: Machine> {
+    pub(super) config: RaftConfig,
+    /// This replica's place among the topology's replicas.
+    pub(super) position: usize,
+    pub(super) transport: Arc<dyn Transport>,
+    pub(super) identities: Arc<dyn IdentityStore>,
+    /// Set once, when the replica knows its identity and runs raft.
+    pub(super) member: OnceLock<Member<M>>,
+    /// Set once this replica, a voter, has applied (nearly) all the leader
+    /// had committed: from then on it serves.
+    pub(super) caught_up: AtomicBool,
 }
 
 impl<M: Machine> Drop for RaftReplicator<M> {
@@ -45,10 +79,6 @@ impl<M: Machine> Drop for RaftReplicator<M> {
             });
         }
     }
-}
-
-fn unavailable(err: impl std::fmt::Display) -> ReplicationError {
-    ReplicationError::Unavailable(err.to_string())
 }
 
 impl<M: Machine> RaftReplicator<M> {
@@ -89,10 +119,10 @@ impl<M: Machine> RaftReplicator<M> {
 }
 
 impl<M: Machine> RaftReplicator<M> {
-    fn member(&self) -> Result<&Member<M>, ReplicationError> {
-        self.shared
-            .member()
-            .ok_or_else(|| unavailable("this replica has not joined its raft cluster yet"))
+    pub(super) fn member(&self) -> Result<&Member<M>, ReplicationError> {
+        self.shared.member().ok_or_else(|| {
+            ReplicationError::unavailable("this replica has not joined its raft cluster yet")
+        })
     }
 
     /// Calls `rpc` on the leader `leader`, waiting for its answer at most
@@ -114,7 +144,7 @@ impl<M: Machine> RaftReplicator<M> {
     }
 
     /// Calls `rpc` on the leader `leader`, waiting at most `limit`.
-    async fn call_leader_within<Req, Resp>(
+    pub(super) async fn call_leader_within<Req, Resp>(
         &self,
         member: &Member<M>,
         leader: NodeId,
@@ -130,85 +160,11 @@ impl<M: Machine> RaftReplicator<M> {
         call(&*self.shared.transport, &peer, rpc, request, limit).await
     }
 
-    /// The membership, after `change` if one is given: on the leader, or
-    /// forwarded to it.
-    async fn membership(&self, change: Option<MemberChange>) -> Result<Members, ReplicationError> {
-        if let Some(change) = &change {
-            change
-                .validate()
-                .map_err(|message| ReplicationError::Refused {
-                    kind: crate::ErrorKind::BadRequest,
-                    message,
-                })?;
-        }
-        let limit = self.shared.config.write_timeout;
-        // The leader's own wait, and the answer's way back.
-        let within = limit + limit / 2;
-        let member = self.member()?;
-        if member.node(member.identity.id).is_none() {
-            return self.ask_the_members(member, &change, within).await;
-        }
-        let deadline = tokio::time::Instant::now() + limit;
-        let (member, leader) = loop {
-            let (member, leader) = self.await_leader(deadline).await?;
-            if leader == member.identity.id || member.node(leader).is_some() {
-                break (member, leader);
-            }
-            // The leader was just removed: the others elect another.
-            self.await_other_leader(member, leader, deadline).await;
-            if tokio::time::Instant::now() >= deadline {
-                return Err(unavailable("no leader among the members"));
-            }
-        };
-        if leader != member.identity.id {
-            return self
-                .call_leader_within(member, leader, rpc::MEMBERS, &change, within)
-                .await
-                .map_err(forwarded);
-        }
-        match change {
-            None => {}
-            Some(MemberChange::Add { name, url }) => {
-                self.shared.add(member, &name, &url, limit).await?;
-            }
-            Some(MemberChange::Remove { name }) => member.remove(&name, limit).await?,
-        }
-        Ok(member.members())
-    }
-
-    /// On a replica that is not a member (removed, or not added yet):
-    /// passes an operator's request to the members it knows of, in turn,
-    /// until one answers.
-    async fn ask_the_members(
-        &self,
-        member: &Member<M>,
-        change: &Option<MemberChange>,
-        within: Duration,
-    ) -> Result<Members, ReplicationError> {
-        let members = member.members();
-        let mut last = unavailable(format!(
-            "{} is not a member of its service, and knows no member to ask",
-            self.shared.config.node
-        ));
-        for other in &members.members {
-            let Some(name) = self.shared.reach(member, other.id) else {
-                continue;
-            };
-            let transport = &*self.shared.transport;
-            match call(transport, &name, rpc::MEMBERS, change, within).await {
-                Ok(answer) => return Ok(answer),
-                Err(err @ crate::TransportError::Unreachable { .. }) => last = forwarded(err),
-                Err(err) => return Err(forwarded(err)),
-            }
-        }
-        Err(last)
-    }
-
     /// After a forward to `leader` failed: waits until another leader is
     /// known, at most until `deadline` or one election timeout (the leader
     /// may be back by then), so that the retry does not go to the same
     /// silent leader at once.
-    async fn await_other_leader(
+    pub(super) async fn await_other_leader(
         &self,
         member: &Member<M>,
         leader: NodeId,
@@ -227,7 +183,7 @@ impl<M: Machine> RaftReplicator<M> {
     }
 
     /// Waits (a little) until this replica runs raft and a leader is known.
-    async fn await_leader(
+    pub(super) async fn await_leader(
         &self,
         deadline: tokio::time::Instant,
     ) -> Result<(&Member<M>, NodeId), ReplicationError> {
@@ -239,7 +195,7 @@ impl<M: Machine> RaftReplicator<M> {
                 return Err(self
                     .member()
                     .err()
-                    .unwrap_or_else(|| unavailable("starting")));
+                    .unwrap_or_else(|| ReplicationError::unavailable("starting")));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
@@ -260,6 +216,94 @@ impl<M: Machine> RaftReplicator<M> {
     }
 }
 
+impl<M: Machine> Shared<M> {
+    pub(super) fn member(&self) -> Option<&Member<M>> {
+        self.member.get()
+    }
+
+    /// The name to call member `id` by, once the transport knows where it
+    /// is.
+    pub(super) fn reach(&self, member: &Member<M>, id: NodeId) -> Option<String> {
+        let node = member.node(id)?;
+        learn(&*self.transport, &node);
+        Some(node.name)
+    }
+}
+
+impl<M: Machine> Member<M> {
+    pub(super) fn metrics(&self) -> RaftMetrics<NodeId, ReplicaNode> {
+        self.raft.metrics().borrow().clone()
+    }
+
+    /// Member `id`, from the membership.
+    pub(super) fn node(&self, id: NodeId) -> Option<ReplicaNode> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        metrics
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .cloned()
+    }
+
+    /// The name of member `id`, from the membership.
+    pub(super) fn name(&self, id: NodeId) -> Option<String> {
+        self.node(id).map(|node| node.name)
+    }
+
+    /// On the leader: confirms it still leads (a round of heartbeats to a
+    /// majority, shared with the reads waiting beside this one), waits
+    /// until it applied its commit index, and answers that index, by
+    /// `deadline` (a leader cut off from the others never confirms).
+    pub(super) async fn read_index(
+        &self,
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<LogId<NodeId>>, ReplicationError> {
+        tokio::time::timeout_at(deadline, self.reads.read_index())
+            .await
+            .map_err(|_| ReplicationError::unavailable("leadership not confirmed in time"))?
+            .map_err(ReplicationError::unavailable)
+    }
+
+    /// Checks that an openraft call is meant for this member.
+    pub(super) fn check_address(&self, cluster: &str, to: NodeId) -> Result<(), ReplicationError> {
+        if cluster != self.identity.cluster {
+            return Err(ReplicationError::Invalid(format!(
+                "a call for cluster {cluster}; this replica belongs to {}",
+                self.identity.cluster
+            )));
+        }
+        if to != self.identity.id {
+            // The caller knows this replica as a member it was before it
+            // lost its data: it must not answer for that member.
+            return Err(ReplicationError::Unavailable(format!(
+                "a call for raft id {to}; this replica is {} now",
+                self.identity.id
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A follower's round: the read index of the leader it knows (one call,
+/// for every read waiting).
+pub(super) async fn ask_the_leader<M: Machine>(shared: Weak<Shared<M>>) -> read_index::Answer {
+    let shared = shared.upgrade().ok_or("the replica has stopped")?;
+    let member = shared.member().ok_or("not a raft member yet")?;
+    let leader = member
+        .metrics()
+        .current_leader
+        .ok_or("no raft leader: fewer than a majority of replicas answer")?;
+    if leader == member.identity.id {
+        return member.reads.read_index().await;
+    }
+    let peer = shared.reach(member, leader).unwrap_or_default();
+    let limit = shared.config.forward_timeout;
+    call(&*shared.transport, &peer, rpc::READ_INDEX, &(), limit)
+        .await
+        .map_err(|err| err.to_string())
+}
+
 #[async_trait]
 impl<M: Machine> Replicator<M> for RaftReplicator<M> {
     /// On the leader, appends the op to the log and answers once a majority
@@ -277,7 +321,9 @@ impl<M: Machine> Replicator<M> for RaftReplicator<M> {
                 match written {
                     Ok(Ok(outcome)) => return Ok(outcome),
                     Ok(Err(NotWritten::Retry(why))) => Err(why),
-                    Ok(Err(NotWritten::Stopped(why))) => return Err(unavailable(why)),
+                    Ok(Err(NotWritten::Stopped(why))) => {
+                        return Err(ReplicationError::unavailable(why))
+                    }
                     Err(_) => Err("not committed in time".to_owned()),
                 }
             } else {
@@ -315,7 +361,7 @@ impl<M: Machine> Replicator<M> for RaftReplicator<M> {
                     .identities
                     .adopt(adopt.identity)
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(ReplicationError::unavailable)?;
                 return encode(&kept);
             }
             _ => {}
@@ -367,10 +413,10 @@ impl<M: Machine> Replicator<M> for RaftReplicator<M> {
                         let answer: Joining = self
                             .call_leader(member, leader, rpc::JOIN, &join)
                             .await
-                            .map_err(unavailable)?;
+                            .map_err(ReplicationError::unavailable)?;
                         encode(&answer)
                     }
-                    None => Err(unavailable("no raft leader")),
+                    None => Err(ReplicationError::unavailable("no raft leader")),
                 }
             }
             rpc::MEMBERS => {
@@ -412,7 +458,7 @@ impl<M: Machine> Replicator<M> for RaftReplicator<M> {
             }
             let read = tokio::time::timeout_at(deadline, member.leader_reads.read_index())
                 .await
-                .map_err(|_| unavailable("no read index in time"))?;
+                .map_err(|_| ReplicationError::unavailable("no read index in time"))?;
             match read {
                 Ok(read) => {
                     let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -421,17 +467,17 @@ impl<M: Machine> Replicator<M> for RaftReplicator<M> {
                         .wait(Some(wait))
                         .applied_index_at_least(read.map(|l| l.index), "read index")
                         .await
-                        .map_err(unavailable)?;
+                        .map_err(ReplicationError::unavailable)?;
                     return Ok(());
                 }
                 Err(err) if attempt == 0 => {
                     tracing::debug!(%err, "no read index from the leader; asking the next");
                     self.await_other_leader(member, leader, deadline).await;
                 }
-                Err(err) => return Err(unavailable(err)),
+                Err(err) => return Err(ReplicationError::unavailable(err)),
             }
         }
-        Err(unavailable("no leader gave a read index"))
+        Err(ReplicationError::unavailable("no leader gave a read index"))
     }
 
     async fn members(&self) -> Result<Members, ReplicationError> {

@@ -1,0 +1,373 @@
+//! The start of a raft replica: how it comes to be a serving voter of its
+//! cluster.
+//!
+//! A replica starts in four steps, in the background (it is not ready
+//! until they are done; see [`super::identity`]):
+//! 1. **Identity.** It reads its [`Identity`]. A replica without one asks
+//!    its peers ([`rpc::HELLO`]): if one belongs to a founded cluster, it
+//!    joins that cluster under a fresh raft id; if none does and a majority
+//!    of the replicas answer, all empty, the first replica of the topology
+//!    founds a cluster; otherwise it waits.
+//! 2. **Founding** (the first replica only, once): it offers each peer its
+//!    founding identity ([`rpc::ADOPT`]) and, once a majority took it,
+//!    initializes raft with them as voters.
+//! 3. **Membership.** Until it is a voter, it asks the leader to make it
+//!    one ([`rpc::JOIN`]): the leader adds it as a learner, and once it has
+//!    caught up, makes it a voter in place of any id it had before.
+//! 4. **Catch-up.** It asks the leader for its read index and serves once
+//!    it has applied (nearly) that much: a replica that replays a long log
+//!    or installs a snapshot at start says it is catching up meanwhile.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::RaftError;
+use openraft::storage::{RaftLogStorage, RaftStateMachine};
+use openraft::{LogId, Raft};
+
+use super::batch::Batcher;
+use super::config::{ASK_TIMEOUT, PROMOTE_WITHIN};
+use super::identity::Identity;
+use super::messages::{self as rpc, Adopt, Hello, Join, Joining};
+use super::network::Network;
+use super::read_index::ReadRounds;
+use super::replicator::{ask_the_leader, Member, Shared};
+use super::types::{NodeId, RaftTypes, ReplicaNode};
+use crate::error::{ErrorKind, ReplicationError, TransportError};
+use crate::journal::Machine;
+use crate::replication::rpc::call;
+
+/// How often a replica that is not yet a voter tries its next step.
+const STEP_EVERY: Duration = Duration::from_millis(500);
+/// How often a replica that catches up compares what it applied with the
+/// leader's read index (a restarted replica is usually there at once).
+const CATCH_UP_EVERY: Duration = Duration::from_millis(100);
+/// How long the founder waits for every replica before it founds the
+/// cluster with a majority.
+const FOUND_WAIT: Duration = Duration::from_secs(3);
+
+impl<M: Machine> Shared<M> {
+    fn peers(&self) -> impl Iterator<Item = (usize, &String)> {
+        let me = self.position;
+        self.config
+            .replicas
+            .iter()
+            .enumerate()
+            .filter(move |(i, _)| *i != me)
+    }
+
+    /// The four steps of a start (see the module's docs).
+    pub(super) async fn run<L, S>(
+        self: &Arc<Self>,
+        openraft: Arc<openraft::Config>,
+        log: L,
+        machine: S,
+    ) -> Result<(), ReplicationError>
+    where
+        L: RaftLogStorage<RaftTypes<M>>,
+        S: RaftStateMachine<RaftTypes<M>>,
+    {
+        let identity = loop {
+            match self.settle_identity().await {
+                Ok(Some(identity)) => break identity,
+                Ok(None) => {}
+                Err(err) => tracing::warn!(%err, "cannot settle this replica's identity"),
+            }
+            tokio::time::sleep(STEP_EVERY).await;
+        };
+        tracing::info!(cluster = %identity.cluster, id = identity.id, "raft identity");
+        let network = Network::new(
+            Arc::clone(&self.transport),
+            self.config.rpc_timeout,
+            &identity.cluster,
+        );
+        let raft = Raft::new(identity.id, openraft, network, log, machine)
+            .await
+            .map_err(ReplicationError::unavailable)?;
+        let founder = identity.id == 1 && !identity.joined();
+        let batcher = Batcher::start(raft.clone(), self.config.write_timeout);
+        let confirming = raft.clone();
+        let reads = ReadRounds::new(
+            move || {
+                let raft = confirming.clone();
+                Box::pin(async move { raft.ensure_linearizable().await.map_err(|e| e.to_string()) })
+            },
+            self.config.write_timeout,
+        );
+        let shared = Arc::downgrade(self);
+        let leader_reads = ReadRounds::new(
+            move || Box::pin(ask_the_leader(shared.clone())),
+            self.config.forward_timeout,
+        );
+        let member = Member {
+            raft,
+            identity,
+            batcher,
+            reads,
+            leader_reads,
+        };
+        if self.member.set(member).is_err() {
+            return Err(ReplicationError::Invalid("started twice".to_owned()));
+        }
+        if founder {
+            self.found().await?;
+        }
+        self.become_voter().await;
+        self.catch_up().await;
+        Ok(())
+    }
+
+    /// Step 1: this replica's identity, if it can be settled now.
+    async fn settle_identity(&self) -> Result<Option<Identity>, ReplicationError> {
+        let store = &self.identities;
+        if let Some(identity) = store
+            .identity()
+            .await
+            .map_err(ReplicationError::unavailable)?
+        {
+            return Ok(Some(identity));
+        }
+        if store
+            .has_raft_state()
+            .await
+            .map_err(ReplicationError::unavailable)?
+        {
+            // Raft state from before identities were kept: the founding
+            // member at this position, of a cluster that had no id.
+            let legacy = Identity {
+                cluster: "legacy".to_owned(),
+                id: self.position as NodeId + 1,
+            };
+            return Ok(Some(
+                store
+                    .adopt(legacy)
+                    .await
+                    .map_err(ReplicationError::unavailable)?,
+            ));
+        }
+        let mut empty = 1; // this replica
+        for (_, peer) in self.peers() {
+            let hello: Hello =
+                match call(&*self.transport, peer, rpc::HELLO, &(), ASK_TIMEOUT).await {
+                    Ok(hello) => hello,
+                    Err(err) => {
+                        tracing::debug!(%peer, %err, "no hello");
+                        continue;
+                    }
+                };
+            match hello.identity {
+                Some(theirs) if hello.founded => {
+                    // A cluster exists: join it as a new member (never as
+                    // the member this replica may have been).
+                    let mine = store
+                        .adopt(Identity::joining(&theirs.cluster))
+                        .await
+                        .map_err(ReplicationError::unavailable)?;
+                    tracing::info!(cluster = %mine.cluster, via = %peer, "joining the running cluster");
+                    return Ok(Some(mine));
+                }
+                Some(_) => {} // being founded: its founder will offer ours
+                None => empty += 1,
+            }
+        }
+        if self.position == 0 && empty > self.config.replicas.len() / 2 {
+            let founding = Identity {
+                cluster: uuid::Uuid::new_v4().simple().to_string(),
+                id: 1,
+            };
+            return Ok(Some(
+                store
+                    .adopt(founding)
+                    .await
+                    .map_err(ReplicationError::unavailable)?,
+            ));
+        }
+        // A founding member waits for the founder's offer (it arrives as
+        // `ADOPT` and is stored); the founder waits for a majority.
+        store
+            .identity()
+            .await
+            .map_err(ReplicationError::unavailable)
+    }
+
+    /// Step 2, on the first replica: offers each peer its founding
+    /// identity, and founds the cluster once a majority took theirs.
+    async fn found(&self) -> Result<(), ReplicationError> {
+        let Some(member) = self.member() else {
+            return Ok(());
+        };
+        let started = tokio::time::Instant::now();
+        loop {
+            if member
+                .raft
+                .is_initialized()
+                .await
+                .map_err(ReplicationError::unavailable)?
+            {
+                return Ok(());
+            }
+            let mut voters = BTreeMap::new();
+            voters.insert(member.identity.id, ReplicaNode::named(&self.config.node));
+            for (position, peer) in self.peers() {
+                let offer = Identity {
+                    cluster: member.identity.cluster.clone(),
+                    id: position as NodeId + 1,
+                };
+                let adopt = Adopt {
+                    identity: offer.clone(),
+                };
+                match call::<_, Identity>(&*self.transport, peer, rpc::ADOPT, &adopt, ASK_TIMEOUT)
+                    .await
+                {
+                    Ok(taken) if taken == offer => {
+                        voters.insert(offer.id, ReplicaNode::named(peer));
+                    }
+                    Ok(other) => tracing::info!(%peer, ?other, "a peer kept another identity"),
+                    Err(err) => tracing::debug!(%peer, %err, "no answer to the founding offer"),
+                }
+            }
+            // Everyone, or a majority once the others had time to answer
+            // (those join later).
+            let all = self.config.replicas.len();
+            let enough =
+                voters.len() == all || (voters.len() > all / 2 && started.elapsed() >= FOUND_WAIT);
+            if enough {
+                match member.raft.initialize(voters).await {
+                    Ok(()) => {
+                        tracing::info!("founded the raft cluster");
+                        return Ok(());
+                    }
+                    Err(RaftError::APIError(err)) => {
+                        tracing::debug!(%err, "the cluster was founded already");
+                        return Ok(());
+                    }
+                    Err(err) => return Err(ReplicationError::unavailable(err)),
+                }
+            }
+            tokio::time::sleep(STEP_EVERY).await;
+        }
+    }
+
+    /// Step 3: until this replica is a voter, asks the leader to make it
+    /// one. A founding member is one as soon as the founding membership
+    /// reaches it.
+    async fn become_voter(&self) {
+        let Some(member) = self.member() else {
+            return;
+        };
+        let join = Join {
+            cluster: member.identity.cluster.clone(),
+            name: self.config.node.clone(),
+            id: member.identity.id,
+        };
+        let mut told = false;
+        loop {
+            let is_voter = {
+                let metrics = member.raft.metrics();
+                let metrics = metrics.borrow();
+                let membership = metrics.membership_config.membership();
+                membership.get_joint_config().len() == 1
+                    && membership.voter_ids().any(|id| id == member.identity.id)
+            };
+            if is_voter {
+                return;
+            }
+            for (_, peer) in self.peers() {
+                match call::<_, Joining>(&*self.transport, peer, rpc::JOIN, &join, ASK_TIMEOUT)
+                    .await
+                {
+                    Ok(Joining::Voter) => break,
+                    Ok(Joining::CatchingUp) => {
+                        tracing::debug!("catching up as a learner");
+                        break;
+                    }
+                    Err(TransportError::Refused {
+                        kind: ErrorKind::Unprocessable,
+                        message,
+                        ..
+                    }) => {
+                        if !told {
+                            tracing::info!(%message, "waiting to be added to the cluster");
+                            told = true;
+                        }
+                        break;
+                    }
+                    Err(err) => tracing::debug!(%peer, %err, "join not taken"),
+                }
+            }
+            tokio::time::sleep(STEP_EVERY).await;
+        }
+    }
+
+    /// Step 4: waits until this replica has applied (within
+    /// [`PROMOTE_WITHIN`] entries) what the leader had committed when asked,
+    /// so that it never says it serves while it replays a long log or
+    /// installs a snapshot.
+    async fn catch_up(&self) {
+        let Some(member) = self.member() else {
+            return;
+        };
+        loop {
+            let metrics = member.metrics();
+            let applied = metrics.last_applied.map_or(0, |l| l.index);
+            let committed = match metrics.current_leader {
+                Some(leader) if leader == member.identity.id => Some(applied),
+                Some(leader) => {
+                    let peer = self.reach(member, leader).unwrap_or_default();
+                    match call::<_, Option<LogId<NodeId>>>(
+                        &*self.transport,
+                        &peer,
+                        rpc::READ_INDEX,
+                        &(),
+                        ASK_TIMEOUT,
+                    )
+                    .await
+                    {
+                        Ok(read) => Some(read.map_or(0, |l| l.index)),
+                        Err(err) => {
+                            tracing::debug!(%err, "no read index from the leader");
+                            None
+                        }
+                    }
+                }
+                None => None,
+            };
+            if let Some(committed) = committed {
+                let applied = member.metrics().last_applied.map_or(0, |l| l.index);
+                if applied + PROMOTE_WITHIN >= committed {
+                    self.caught_up.store(true, Ordering::Release);
+                    tracing::info!(applied, committed, "caught up with the leader");
+                    return;
+                }
+                tracing::debug!(applied, committed, "catching up with the leader");
+            }
+            tokio::time::sleep(CATCH_UP_EVERY).await;
+        }
+    }
+
+    /// What this replica says of itself to a peer that asks.
+    pub(super) fn hello(&self) -> Hello {
+        match self.member() {
+            Some(member) => {
+                let metrics = member.metrics();
+                Hello {
+                    identity: Some(member.identity.clone()),
+                    founded: metrics
+                        .membership_config
+                        .membership()
+                        .voter_ids()
+                        .next()
+                        .is_some(),
+                    leader: metrics.current_leader.and_then(|id| member.name(id)),
+                }
+            }
+            None => Hello {
+                identity: None,
+                founded: false,
+                leader: None,
+            },
+        }
+    }
+}
