@@ -7,7 +7,7 @@ use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use bytes::Bytes;
-use pygmy_core::balance::{Balancer, HealthPolicy, LeastLoaded, Preferred, Replicas, RoundRobin};
+use pygmy_core::balance::{Balancer, Endpoints, HealthPolicy, LeastLoaded, Preferred, RoundRobin};
 use pygmy_core::cache::{lookup_key, Cache, LruCache};
 use pygmy_core::ItemId;
 
@@ -28,7 +28,7 @@ fn main() {
     println!("cache: {:?}", cache.stats());
 
     // Three replicas; the second fails and is ejected for the cool-down.
-    let replicas = Replicas::new(
+    let replicas = Endpoints::new(
         ["a", "b", "c"].map(|n| (n.to_owned(), format!("http://{n}.invalid"))),
         HealthPolicy::default(),
     );

@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
-use pygmy_core::balance::{Balancer, HealthPolicy, LeastLoaded, Replicas, RoundRobin};
+use pygmy_core::balance::{Balancer, Endpoints, HealthPolicy, LeastLoaded, RoundRobin};
 
-fn replicas(n: usize, policy: HealthPolicy) -> Replicas {
-    Replicas::new(
+fn replicas(n: usize, policy: HealthPolicy) -> Endpoints {
+    Endpoints::new(
         (0..n).map(|i| (format!("r{i}"), format!("http://127.0.0.1:{}/", 9000 + i))),
         policy,
     )

@@ -5,7 +5,7 @@
 use std::sync::Mutex;
 use std::time::Instant;
 
-use super::{Balancer, Replicas};
+use super::{Balancer, Endpoints};
 
 /// Picks the less loaded of two random healthy replicas first.
 #[derive(Debug)]
@@ -31,7 +31,7 @@ impl LeastLoaded {
 }
 
 impl Balancer for LeastLoaded {
-    fn plan(&self, replicas: &Replicas) -> Vec<usize> {
+    fn plan(&self, replicas: &Endpoints) -> Vec<usize> {
         let n = replicas.len();
         if n == 0 {
             return Vec::new();

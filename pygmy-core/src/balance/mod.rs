@@ -2,10 +2,11 @@
 //! [`ReplicaSet`], the replicas of a backend with their clients as one
 //! caller sees them.
 //!
-//! A [`Replicas`] set holds each replica's health (passive: consecutive
-//! failures eject it for a cool-down, during which it is tried only after
-//! every other replica; after it, it is back in the rotation, and a success
-//! clears its failures) and requests in flight. A [`Balancer`] turns that into the
+//! An [`Endpoint`] is one replica as its callers see it: its address, its
+//! requests in flight and its health (passive: consecutive failures eject
+//! it for a cool-down, during which it is tried only after every other
+//! replica; after it, it is back in the rotation, and a success clears its
+//! failures). A [`Balancer`] turns a backend's [`Endpoints`] into the
 //! order in which to try the replicas for one request: healthy ones first,
 //! in the balancer's preference, then ejected ones as a last resort, so a
 //! request is never refused while any replica might answer.
@@ -42,9 +43,10 @@ impl Default for HealthPolicy {
     }
 }
 
-/// One replica: its address and what the balancer knows of it.
+/// One replica as its callers see it: its address and what the balancer
+/// knows of it.
 #[derive(Debug)]
-pub struct Replica {
+pub struct Endpoint {
     /// The node's name in the topology.
     pub name: String,
     /// Its base URL, e.g. `http://127.0.0.1:8011`.
@@ -54,7 +56,7 @@ pub struct Replica {
     ejected_until: Mutex<Option<Instant>>,
 }
 
-impl Replica {
+impl Endpoint {
     /// Requests sent to it and not yet answered.
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
@@ -74,15 +76,15 @@ impl Replica {
 
 /// The replicas of one backend service.
 #[derive(Debug)]
-pub struct Replicas {
-    replicas: Vec<Replica>,
+pub struct Endpoints {
+    replicas: Vec<Endpoint>,
     policy: HealthPolicy,
 }
 
 /// Marks a request in flight on a replica until dropped.
 #[derive(Debug)]
 pub struct InFlight<'a> {
-    replica: &'a Replica,
+    replica: &'a Endpoint,
 }
 
 impl Drop for InFlight<'_> {
@@ -91,13 +93,13 @@ impl Drop for InFlight<'_> {
     }
 }
 
-impl Replicas {
+impl Endpoints {
     /// A set of `(name, url)` replicas, in configured order.
     pub fn new(replicas: impl IntoIterator<Item = (String, String)>, policy: HealthPolicy) -> Self {
-        Replicas {
+        Endpoints {
             replicas: replicas
                 .into_iter()
-                .map(|(name, url)| Replica {
+                .map(|(name, url)| Endpoint {
                     name,
                     url: url.trim_end_matches('/').to_owned(),
                     in_flight: AtomicUsize::new(0),
@@ -110,7 +112,7 @@ impl Replicas {
     }
 
     /// The replicas, in configured order.
-    pub fn all(&self) -> &[Replica] {
+    pub fn all(&self) -> &[Endpoint] {
         &self.replicas
     }
 
@@ -131,14 +133,14 @@ impl Replicas {
         InFlight { replica }
     }
 
-    /// Replica `index` answered: it is healthy again.
+    /// The replica at `index` answered: it is healthy again.
     pub fn record_success(&self, index: usize) {
         let replica = &self.replicas[index];
         replica.failures.store(0, Ordering::Relaxed);
         *replica.lock_ejection() = None;
     }
 
-    /// Replica `index` could not be reached (or failed with a 5xx); after
+    /// The replica at `index` could not be reached (or failed with a 5xx); after
     /// enough in a row it is ejected for the cool-down.
     pub fn record_failure(&self, index: usize) {
         let replica = &self.replicas[index];
@@ -174,9 +176,9 @@ impl Replicas {
 /// runs on every request.
 ///
 /// ```
-/// use pygmy_core::balance::{Balancer, HealthPolicy, Replicas, RoundRobin};
+/// use pygmy_core::balance::{Balancer, HealthPolicy, Endpoints, RoundRobin};
 ///
-/// let replicas = Replicas::new(
+/// let replicas = Endpoints::new(
 ///     ["a", "b", "c"].map(|n| (n.to_owned(), format!("http://{n}.invalid"))),
 ///     HealthPolicy::default(),
 /// );
@@ -190,5 +192,5 @@ impl Replicas {
 pub trait Balancer: Send + Sync {
     /// The order in which to try `replicas` for one request, best first.
     /// Every replica appears once; ejected ones come last.
-    fn plan(&self, replicas: &Replicas) -> Vec<usize>;
+    fn plan(&self, replicas: &Endpoints) -> Vec<usize>;
 }

@@ -1,9 +1,9 @@
 //! A fixed preference: one replica first, then the others in order (an
 //! order replica calls "its" catalog replica first, as the seed's did).
 
-use super::{Balancer, Replicas};
+use super::{Balancer, Endpoints};
 
-/// Replica `first` first, then the others in configured order; ejected
+/// The replica at `first` first, then the others in configured order; ejected
 /// replicas still go last.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Preferred {
@@ -18,7 +18,7 @@ impl Preferred {
 }
 
 impl Balancer for Preferred {
-    fn plan(&self, replicas: &Replicas) -> Vec<usize> {
+    fn plan(&self, replicas: &Endpoints) -> Vec<usize> {
         let others = (0..replicas.len()).filter(|&i| i != self.first);
         replicas.plan(std::iter::once(self.first).chain(others))
     }

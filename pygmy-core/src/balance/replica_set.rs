@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use futures_util::future::{join_all, select, Either};
 use tokio::sync::Notify;
 
-use super::{Balancer, HealthPolicy, Replicas};
+use super::{Balancer, Endpoints, HealthPolicy};
 
 /// What a health probe found of a replica that answered.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -91,7 +91,7 @@ pub enum CallError<E> {
 
 /// The replicas of one backend service, each with its client.
 pub struct ReplicaSet<C> {
-    replicas: Replicas,
+    endpoints: Endpoints,
     clients: Vec<C>,
     /// Per replica: woken when a probe finds it silent, so that the
     /// attempts waiting on it move on at once instead of at their time
@@ -118,7 +118,7 @@ impl<C> ReplicaSet<C> {
             .map(|(name, url, client)| ((name, url), client))
             .unzip();
         ReplicaSet {
-            replicas: Replicas::new(named, policy),
+            endpoints: Endpoints::new(named, policy),
             downs: clients.iter().map(|_| Notify::new()).collect(),
             clients,
             balancer,
@@ -129,18 +129,18 @@ impl<C> ReplicaSet<C> {
     }
 
     /// The replicas' health and load.
-    pub fn replicas(&self) -> &Replicas {
-        &self.replicas
+    pub fn endpoints(&self) -> &Endpoints {
+        &self.endpoints
     }
 
     /// The name of replica `index`.
     pub fn name(&self, index: usize) -> &str {
-        &self.replicas.all()[index].name
+        &self.endpoints.all()[index].name
     }
 
     /// Every replica's name and client, in configured order.
     pub fn clients(&self) -> impl Iterator<Item = (&str, &C)> {
-        self.replicas
+        self.endpoints
             .all()
             .iter()
             .map(|replica| replica.name.as_str())
@@ -154,7 +154,7 @@ impl<C> ReplicaSet<C> {
 
     /// The order to try the replicas in for one call, best first.
     pub fn plan(&self) -> Vec<usize> {
-        self.balancer.plan(&self.replicas)
+        self.balancer.plan(&self.endpoints)
     }
 
     /// The replica the last probe found leading, if any.
@@ -167,7 +167,7 @@ impl<C> ReplicaSet<C> {
     pub fn plan_leader_first(&self) -> Vec<usize> {
         let mut plan = self.plan();
         if let Some(leader) = self.leader() {
-            if !self.replicas.all()[leader].is_ejected(Instant::now()) {
+            if !self.endpoints.all()[leader].is_ejected(Instant::now()) {
                 if let Some(at) = plan.iter().position(|&i| i == leader) {
                     plan[..=at].rotate_right(1);
                 }
@@ -190,7 +190,7 @@ impl<C> ReplicaSet<C> {
         E: ReplicaFailure,
     {
         let result = {
-            let _in_flight = self.replicas.start(index);
+            let _in_flight = self.endpoints.start(index);
             // Registered before the call starts: a probe's verdict that
             // comes while it waits is not missed.
             let down = std::pin::pin!(self.downs[index].notified());
@@ -207,19 +207,19 @@ impl<C> ReplicaSet<C> {
         };
         match result {
             Ok(Ok(value)) => {
-                self.replicas.record_success(index);
+                self.endpoints.record_success(index);
                 Ok(value)
             }
             Ok(Err(err)) => {
                 if err.is_replica_failure() {
-                    self.replicas.record_failure(index);
+                    self.endpoints.record_failure(index);
                 } else {
-                    self.replicas.record_success(index);
+                    self.endpoints.record_success(index);
                 }
                 Err(AttemptError::Failed(err))
             }
             Err(gave_up) => {
-                self.replicas.record_failure(index);
+                self.endpoints.record_failure(index);
                 Err(gave_up)
             }
         }
@@ -297,19 +297,19 @@ impl<C: Probe> ReplicaSet<C> {
         self.leader.store(leader, Ordering::Relaxed);
         for (index, answer) in answers.iter().enumerate() {
             if matches!(answer, Ok(Probed { serves: true, .. })) {
-                self.replicas.record_success(index);
+                self.endpoints.record_success(index);
             } else {
-                if !self.replicas.all()[index].is_ejected(Instant::now()) {
+                if !self.endpoints.all()[index].is_ejected(Instant::now()) {
                     tracing::warn!(replica = %self.name(index), "health probe failed; ejecting");
                 }
-                self.replicas.record_failure(index);
+                self.endpoints.record_failure(index);
                 // Until the next verdict: the next probe starts `every`
                 // after this one ends and takes up to `timeout` (and as
                 // much again of margin). A cool-down shorter than that
                 // would let requests reach a frozen replica between two
                 // probes, and wait on it for a whole attempt.
                 let verdict = Instant::now() + every + 2 * timeout;
-                self.replicas.eject_until(index, verdict);
+                self.endpoints.eject_until(index, verdict);
                 if answer.is_err() {
                     // Silent (frozen, or cut off): the attempts waiting on
                     // it would wait in vain. One that answers it cannot

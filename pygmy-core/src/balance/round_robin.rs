@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::{Balancer, Replicas};
+use super::{Balancer, Endpoints};
 
 /// Each request starts one replica further than the last.
 #[derive(Debug, Default)]
@@ -11,7 +11,7 @@ pub struct RoundRobin {
 }
 
 impl Balancer for RoundRobin {
-    fn plan(&self, replicas: &Replicas) -> Vec<usize> {
+    fn plan(&self, replicas: &Endpoints) -> Vec<usize> {
         let n = replicas.len();
         if n == 0 {
             return Vec::new();
