@@ -32,7 +32,7 @@ use serde_json::Value;
 use tracing::Instrument;
 
 use crate::gather::{check_count, make_each};
-use crate::http::{json, ApiError, ApiResult, Handler, Identity, Metrics, Request};
+use crate::http::{json, ApiError, ApiResult, Handler, Metrics, NodeInfo, Request};
 use crate::pusher::Pusher;
 use crate::replica::Replica;
 
@@ -70,13 +70,13 @@ impl CatalogNode {
     /// A catalog replica over `store`, replicated by `replicator`, pushing
     /// invalidations to `frontends` (by name).
     pub fn new(
-        identity: Identity,
+        node: NodeInfo,
         store: Arc<dyn CatalogStore>,
         replicator: Arc<dyn Replicator<CatalogMachine>>,
         frontends: Vec<(String, InternalClient)>,
     ) -> Self {
         CatalogNode {
-            replica: Replica::new(identity, replicator),
+            replica: Replica::new(node, replicator),
             store,
             frontends: frontends
                 .into_iter()
@@ -305,7 +305,7 @@ impl CatalogNode {
                 item: book.id,
                 topic: book.topic.clone(),
                 stamp: Some(Stamp {
-                    source: self.replica.identity().name.clone(),
+                    source: self.replica.node().name.clone(),
                     incarnation: self.incarnation.clone(),
                     seq,
                 }),
@@ -413,8 +413,8 @@ impl Handler for CatalogNode {
         }
     }
 
-    fn identity(&self) -> &Identity {
-        self.replica.identity()
+    fn node(&self) -> &NodeInfo {
+        self.replica.node()
     }
 
     fn is_ready(&self) -> bool {

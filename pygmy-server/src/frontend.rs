@@ -32,7 +32,7 @@ use pygmy_core::types::{Book, IdempotencyKey, ItemId, OrderId};
 
 use crate::gather::Gatherer;
 use crate::http::{
-    json, json_bytes, to_bytes, ApiError, ApiResult, Handler, Identity, Metrics, Request,
+    json, json_bytes, to_bytes, ApiError, ApiResult, Handler, Metrics, NodeInfo, Request,
 };
 
 /// How often the frontend asks every replica for its `/health`.
@@ -94,7 +94,7 @@ impl CacheLease {
 
 /// A frontend.
 pub struct FrontendNode {
-    identity: Identity,
+    node: NodeInfo,
     cache: Arc<dyn Cache>,
     lease: CacheLease,
     catalogs: Arc<ReplicaSet<CatalogClient>>,
@@ -112,7 +112,7 @@ impl FrontendNode {
     /// A frontend over these backends. Starts its gathering of lookups and
     /// buys: call it on the runtime.
     pub fn new(
-        identity: Identity,
+        node: NodeInfo,
         cache: Arc<dyn Cache>,
         catalogs: ReplicaSet<CatalogClient>,
         orders: ReplicaSet<OrderClient>,
@@ -124,7 +124,7 @@ impl FrontendNode {
         let catalogs = Arc::new(catalogs);
         let orders = Arc::new(orders);
         FrontendNode {
-            identity,
+            node,
             cache,
             lease: CacheLease::new(sources),
             lookups: gather_lookups(Arc::clone(&catalogs)),
@@ -175,18 +175,17 @@ impl FrontendNode {
     /// lease, and takes it.
     async fn renew_lease(&self, client: &CatalogClient, source: &str) {
         let sent = Instant::now();
-        let grant =
-            match tokio::time::timeout(PROBE_TIMEOUT, client.lease(&self.identity.name)).await {
-                Ok(Ok(grant)) => grant,
-                Ok(Err(err)) => {
-                    tracing::debug!(%source, %err, "no cache lease granted");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%source, "no cache lease granted in time");
-                    return;
-                }
-            };
+        let grant = match tokio::time::timeout(PROBE_TIMEOUT, client.lease(&self.node.name)).await {
+            Ok(Ok(grant)) => grant,
+            Ok(Err(err)) => {
+                tracing::debug!(%source, %err, "no cache lease granted");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%source, "no cache lease granted in time");
+                return;
+            }
+        };
         let mut leases = self.lease.lock();
         match leases.granted(
             source,
@@ -298,8 +297,8 @@ impl Handler for FrontendNode {
         }
     }
 
-    fn identity(&self) -> &Identity {
-        &self.identity
+    fn node(&self) -> &NodeInfo {
+        &self.node
     }
 
     async fn metrics(&self, out: &mut Metrics) {

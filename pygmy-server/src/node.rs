@@ -32,7 +32,7 @@ use tracing::Instrument;
 
 use crate::catalog::CatalogNode;
 use crate::frontend::{FrontendNode, PROBE_EVERY, PROBE_TIMEOUT};
-use crate::http::{serve, Identity, Limits};
+use crate::http::{serve, Limits, NodeInfo};
 use crate::order::OrderNode;
 use crate::transport::HttpTransport;
 
@@ -329,7 +329,7 @@ async fn replicator<M: Service>(
 async fn catalog_node(
     topology: &Topology,
     node: &NodeConfig,
-    identity: Identity,
+    info: NodeInfo,
 ) -> Result<CatalogNode, NodeError> {
     let store = open_store::<CatalogMachine>(topology, node).await?;
     let books = {
@@ -344,18 +344,13 @@ async fn catalog_node(
     let pool = pooled(&client_options(topology))?;
     let replicator = replicator(topology, node, &store, &pool).await?;
     let frontends = clients(topology, Role::Frontend, &pool, InternalClient::from_http)?;
-    Ok(CatalogNode::new(
-        identity,
-        store.store,
-        replicator,
-        frontends,
-    ))
+    Ok(CatalogNode::new(info, store.store, replicator, frontends))
 }
 
 async fn order_node(
     topology: &Topology,
     node: &NodeConfig,
-    identity: Identity,
+    info: NodeInfo,
 ) -> Result<OrderNode, NodeError> {
     let store = open_store::<OrderMachine>(topology, node).await?;
     let pool = pooled(&client_options(topology))?;
@@ -374,10 +369,10 @@ async fn order_node(
         CatalogClient::from_http,
         Box::new(Preferred::new(first)),
     )?;
-    Ok(OrderNode::new(identity, store.store, replicator, catalogs))
+    Ok(OrderNode::new(info, store.store, replicator, catalogs))
 }
 
-fn frontend_node(topology: &Topology, identity: Identity) -> Result<FrontendNode, NodeError> {
+fn frontend_node(topology: &Topology, info: NodeInfo) -> Result<FrontendNode, NodeError> {
     let pool = pooled(&client_options(topology))?;
     let catalogs = replica_set(
         topology,
@@ -400,7 +395,7 @@ fn frontend_node(topology: &Topology, identity: Identity) -> Result<FrontendNode
         )),
         None => Arc::new(NoCache::default()),
     };
-    Ok(FrontendNode::new(identity, cache, catalogs, orders))
+    Ok(FrontendNode::new(info, cache, catalogs, orders))
 }
 
 /// Builds node `name` of `topology` and serves it on `listener` until
@@ -422,7 +417,7 @@ pub async fn run_node(
     let node = topology
         .node(name)
         .ok_or_else(|| ConfigError::UnknownNode(name.to_owned()))?;
-    let identity = Identity {
+    let info = NodeInfo {
         name: node.name.clone(),
         role: node.role,
         token: topology.token.clone(),
@@ -436,17 +431,17 @@ pub async fn run_node(
     tracing::info!(%addr, role = %node.role, "starting");
     match node.role {
         Role::Frontend => {
-            let handler = Arc::new(frontend_node(topology, identity)?);
+            let handler = Arc::new(frontend_node(topology, info)?);
             let probe = tokio::spawn(Arc::clone(&handler).probe_forever().in_current_span());
             serve(listener, handler, limits, shutdown).await;
             probe.abort();
         }
         Role::Catalog => {
-            let handler = Arc::new(catalog_node(topology, node, identity).await?);
+            let handler = Arc::new(catalog_node(topology, node, info).await?);
             serve(listener, handler, limits, shutdown).await;
         }
         Role::Order => {
-            let handler = Arc::new(order_node(topology, node, identity).await?);
+            let handler = Arc::new(order_node(topology, node, info).await?);
             let node = handler.as_ref().clone();
             let reconciler = tokio::spawn(node.clone().reconcile_forever().in_current_span());
             let probe = tokio::spawn(

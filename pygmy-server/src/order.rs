@@ -26,7 +26,7 @@ use pygmy_core::replication::Replicator;
 use pygmy_core::types::{Book, IdempotencyKey, ItemId, Order, OrderId};
 
 use crate::gather::{check_count, refusals, Gatherer};
-use crate::http::{json, ApiError, ApiResult, Handler, Identity, Metrics, Request};
+use crate::http::{json, ApiError, ApiResult, Handler, Metrics, NodeInfo, Request};
 use crate::replica::Replica;
 
 /// An order replica. Cheap to clone (it is all shared handles), so that a
@@ -75,14 +75,14 @@ impl OrderNode {
     /// through `catalogs`. Starts its gathering of sales: call it on the
     /// runtime.
     pub fn new(
-        identity: Identity,
+        node: NodeInfo,
         store: Arc<dyn OrderStore>,
         replicator: Arc<dyn Replicator<OrderMachine>>,
         catalogs: ReplicaSet<CatalogClient>,
     ) -> Self {
         let catalogs = Arc::new(catalogs);
         OrderNode {
-            replica: Replica::new(identity, replicator),
+            replica: Replica::new(node, replicator),
             store,
             sales: Arc::new(gather_sales(Arc::clone(&catalogs))),
             catalogs,
@@ -198,7 +198,7 @@ impl OrderNode {
     /// under a replicator without leaders) it does.
     fn reconciles(&self) -> bool {
         match self.replica.status().and_then(|status| status.leader) {
-            Some(leader) => leader == self.replica.identity().name,
+            Some(leader) => leader == self.replica.node().name,
             None => true,
         }
     }
@@ -403,8 +403,8 @@ impl Handler for OrderNode {
         }
     }
 
-    fn identity(&self) -> &Identity {
-        self.replica.identity()
+    fn node(&self) -> &NodeInfo {
+        self.replica.node()
     }
 
     fn is_ready(&self) -> bool {

@@ -11,18 +11,18 @@ use pygmy_core::api::Envelope;
 use pygmy_core::journal::{Machine, Op};
 use pygmy_core::replication::{MemberChange, ReplicaStatus, Replicator};
 
-use crate::http::{json, json_bytes, ApiError, ApiResult, Identity, Metrics, Request};
+use crate::http::{json, json_bytes, ApiError, ApiResult, Metrics, NodeInfo, Request};
 
 /// One replica of a backend service, as its handler uses it.
 pub struct Replica<M: Machine> {
-    identity: Identity,
+    node: NodeInfo,
     replicator: Arc<dyn Replicator<M>>,
 }
 
 impl<M: Machine> Clone for Replica<M> {
     fn clone(&self) -> Self {
         Replica {
-            identity: self.identity.clone(),
+            node: self.node.clone(),
             replicator: Arc::clone(&self.replicator),
         }
     }
@@ -30,16 +30,13 @@ impl<M: Machine> Clone for Replica<M> {
 
 impl<M: Machine> Replica<M> {
     /// Node `identity`, replicated by `replicator`.
-    pub fn new(identity: Identity, replicator: Arc<dyn Replicator<M>>) -> Self {
-        Replica {
-            identity,
-            replicator,
-        }
+    pub fn new(node: NodeInfo, replicator: Arc<dyn Replicator<M>>) -> Self {
+        Replica { node, replicator }
     }
 
     /// Who the node is.
-    pub fn identity(&self) -> &Identity {
-        &self.identity
+    pub fn node(&self) -> &NodeInfo {
+        &self.node
     }
 
     /// Whether it serves (not while it catches up).
@@ -54,7 +51,7 @@ impl<M: Machine> Replica<M> {
         } else {
             Err(ApiError::unavailable(format!(
                 "{} is catching up with its peers",
-                self.identity.name
+                self.node.name
             )))
         }
     }
@@ -106,7 +103,7 @@ impl<M: Machine> Replica<M> {
         if let Some(status) = self.status() {
             write_raft(&status, out);
         }
-        if let Some(dir) = self.identity.data_dir.clone() {
+        if let Some(dir) = self.node.data_dir.clone() {
             // A few files' sizes, off the async threads.
             if let Ok(bytes) = tokio::task::spawn_blocking(move || dir_bytes(&dir)).await {
                 out.gauge(

@@ -29,7 +29,7 @@ pub use serve::{serve, Handler, Limits};
 
 /// Who a node is: what its handlers need to know of themselves.
 #[derive(Debug, Clone)]
-pub struct Identity {
+pub struct NodeInfo {
     /// Its name in the topology.
     pub name: String,
     /// Its role.

@@ -11,7 +11,7 @@ use pygmy_core::topology::Role;
 use serde::Serialize;
 
 use super::error::ApiError;
-use super::Identity;
+use super::NodeInfo;
 
 /// A response as hyper sends it.
 pub type Response = http::Response<Full<Bytes>>;
@@ -94,11 +94,11 @@ pub fn openapi(role: Role) -> Response {
 
 /// `GET /health`: 200 once the node serves, 503 while it catches up; with
 /// the leader a raft replica knows.
-pub fn health(identity: &Identity, ready: bool, leader: Option<String>) -> Response {
+pub fn health(node: &NodeInfo, ready: bool, leader: Option<String>) -> Response {
     let body = HealthResponse {
         leader,
-        node: identity.name.clone(),
-        role: identity.role.to_string(),
+        node: node.name.clone(),
+        role: node.role.to_string(),
         state: if ready { "ok" } else { "catching_up" }.to_owned(),
     };
     let status = if ready {

@@ -32,7 +32,7 @@ use super::error::ApiError;
 use super::metrics::{Latencies, Metrics, RequestCounts};
 use super::request::Request;
 use super::response::{health, openapi, ApiResult, Response};
-use super::Identity;
+use super::NodeInfo;
 
 /// A node's request handler: one per role.
 #[async_trait]
@@ -45,7 +45,7 @@ pub trait Handler: Send + Sync + 'static {
     async fn handle(&self, route: Self::Route, request: Request) -> ApiResult;
 
     /// Who the node is.
-    fn identity(&self) -> &Identity;
+    fn node(&self) -> &NodeInfo;
 
     /// Whether the node serves: a replica is not ready while it catches up
     /// (`GET /health` then answers 503).
@@ -259,7 +259,7 @@ async fn respond<H: Handler>(
                 // The token first: an internal endpoint tells a caller
                 // without it nothing, not even that its path is invalid.
                 if bad.info.access == Access::Internal {
-                    authorize(&parts.headers, handler.identity().token.as_deref())?;
+                    authorize(&parts.headers, handler.node().token.as_deref())?;
                 }
                 return Err(RouteError::BadParam(bad).into());
             }
@@ -268,7 +268,7 @@ async fn respond<H: Handler>(
         label = route.label();
         let info = route.info();
         if info.access == Access::Internal {
-            authorize(&parts.headers, handler.identity().token.as_deref())?;
+            authorize(&parts.headers, handler.node().token.as_deref())?;
         }
         let max = match info.body {
             BodySize::Small => limits.max_body,
@@ -280,13 +280,9 @@ async fn respond<H: Handler>(
         let body = read_body(body, max, limits.read_timeout).await?;
         let request = Request::new(parts.uri.query(), parts.headers, body);
         match route {
-            NodeRoute::Health => Ok(health(
-                handler.identity(),
-                handler.is_ready(),
-                handler.leader(),
-            )),
+            NodeRoute::Health => Ok(health(handler.node(), handler.is_ready(), handler.leader())),
             NodeRoute::Metrics => Ok(metrics(handler, server).await),
-            NodeRoute::OpenApi => Ok(openapi(handler.identity().role)),
+            NodeRoute::OpenApi => Ok(openapi(handler.node().role)),
             NodeRoute::Role(route) => {
                 tokio::time::timeout(limits.handler_timeout, handler.handle(route, request))
                     .await
@@ -337,7 +333,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn metrics<H: Handler>(handler: &H, server: &Server) -> Response {
-    let mut out = Metrics::new(&handler.identity().name);
+    let mut out = Metrics::new(&handler.node().name);
     server.write_metrics(&mut out);
     out.gauge(
         "pygmy_ready",
