@@ -216,7 +216,7 @@ impl OrderClient {
 
     /// Every order this replica holds, with its idempotency key
     /// (`GET /ledger`, internal: the client needs the cluster token).
-    pub async fn orders(&self) -> Result<Vec<Order>, ClientError> {
+    pub async fn ledger(&self) -> Result<Vec<Order>, ClientError> {
         let request = self.http.request(&OrderRoute::Ledger, &[]);
         let response: LedgerResponse = self.http.send(request).await?;
         Ok(response.order)
@@ -224,7 +224,7 @@ impl OrderClient {
 
     /// A page of orders, without their keys (`GET /orders?after=&limit=`,
     /// public): those with an id above `after`, at most `limit`.
-    pub async fn orders_page(&self, after: OrderId, limit: u64) -> Result<OrderPage, ClientError> {
+    pub async fn orders(&self, after: OrderId, limit: u64) -> Result<OrderPage, ClientError> {
         let (after, limit) = (after.0.to_string(), limit.to_string());
         let request = self.http.request(
             &OrderRoute::Orders,

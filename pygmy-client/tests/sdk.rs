@@ -203,7 +203,7 @@ async fn a_call_of_many_buys_answers_each_on_its_own() {
     assert!(matches!(&results[2], Err(ClientError::NotFound(_))));
     assert!(matches!(&results[3], Err(ClientError::Unprocessable(_))));
     assert!(matches!(&results[4], Ok(other) if *other != id));
-    let ledger = order.orders().await.expect("the ledger");
+    let ledger = order.ledger().await.expect("the ledger");
     assert_eq!(ledger.len(), 2, "{ledger:?}");
     assert!(matches!(
         order.buy_many(&BuysRequest { buys: Vec::new() }).await,

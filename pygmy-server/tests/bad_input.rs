@@ -307,7 +307,7 @@ async fn bad_input_gets_the_envelope_and_the_right_status() {
     assert_eq!(test.stocks(ItemId(1)).await, vec![100, 100]);
     assert!(test
         .order("order-0")
-        .orders()
+        .ledger()
         .await
         .expect("orders")
         .is_empty());

@@ -46,7 +46,7 @@ async fn fifty_buys_of_ten_copies_sell_exactly_ten() {
 
     let mut replicas = Vec::new();
     for name in test.names(Role::Order) {
-        replicas.push(test.order(&name).orders().await.expect("orders"));
+        replicas.push(test.order(&name).ledger().await.expect("orders"));
     }
     assert_eq!(replicas[0].len(), 10);
     assert_eq!(

@@ -69,8 +69,8 @@ async fn buys_survive_a_stopped_order_replica_and_it_gets_what_it_missed() {
         .wait_healthy(Duration::from_secs(10))
         .await
         .expect("healthy");
-    let a = test.order("order-0").orders().await.expect("orders");
-    let b = test.order("order-1").orders().await.expect("orders");
+    let a = test.order("order-0").ledger().await.expect("orders");
+    let b = test.order("order-1").ledger().await.expect("orders");
     assert_eq!(a, b);
     assert_eq!(a.iter().map(|o| o.id).collect::<Vec<_>>(), sold);
     test.shutdown().await;
@@ -215,12 +215,12 @@ async fn orphan_sales_get_their_orders(options: Options) {
         test.store().buy(ItemId(7)).await.expect("buy");
     }
     assert_eq!(
-        test.order("order-0").orders().await.expect("orders").len(),
+        test.order("order-0").ledger().await.expect("orders").len(),
         4
     );
     let started = std::time::Instant::now();
     test.eventually("every orphan sale gets its order", || async {
-        let orders = test.order("order-1").orders().await.expect("orders");
+        let orders = test.order("order-1").ledger().await.expect("orders");
         (1..=4).all(|n| {
             orders
                 .iter()
@@ -229,8 +229,8 @@ async fn orphan_sales_get_their_orders(options: Options) {
     })
     .await;
     assert!(started.elapsed() >= pygmy_server::order::RECONCILE_GRACE - Duration::from_secs(1));
-    let a = test.order("order-0").orders().await.expect("orders");
-    let b = test.order("order-1").orders().await.expect("orders");
+    let a = test.order("order-0").ledger().await.expect("orders");
+    let b = test.order("order-1").ledger().await.expect("orders");
     assert_eq!((a.len(), &a), (8, &b));
     // A buy retried with one of those keys answers its order, selling
     // nothing more.

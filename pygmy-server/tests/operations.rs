@@ -116,16 +116,16 @@ async fn public_orders_come_in_pages_without_keys() {
     assert_eq!(seen, vec![1, 2, 3, 4, 5]);
     // The SDK reads the same pages.
     let sdk = test.order("order-0");
-    let first = sdk.orders_page(OrderId(0), 3).await.expect("a page");
+    let first = sdk.orders(OrderId(0), 3).await.expect("a page");
     assert_eq!((first.order.len(), first.next_after), (3, Some(OrderId(3))));
-    let last = sdk.orders_page(OrderId(3), 3).await.expect("a page");
+    let last = sdk.orders(OrderId(3), 3).await.expect("a page");
     assert_eq!((last.order.len(), last.next_after), (2, None));
     for bad in ["limit=0", "limit=1001", "after=-1", "limit=x"] {
         let status = status_of(http.get(format!("{order}/orders?{bad}"))).await;
         assert_eq!(status, 400, "{bad}");
     }
     // The operator's listing has every order with its key.
-    let ledger = test.order("order-0").orders().await.expect("ledger");
+    let ledger = test.order("order-0").ledger().await.expect("ledger");
     assert_eq!(ledger.len(), 5);
     test.shutdown().await;
 }

@@ -31,8 +31,8 @@ async fn lookup_search_and_buy_through_the_frontend() {
     // The cached lookup was invalidated by the buys.
     assert_eq!(store.lookup(ItemId(3)).await.expect("lookup").count, 98);
     assert_eq!(test.stocks(ItemId(3)).await, vec![98, 98]);
-    let a = test.order("order-0").orders().await.expect("orders");
-    let b = test.order("order-1").orders().await.expect("orders");
+    let a = test.order("order-0").ledger().await.expect("orders");
+    let b = test.order("order-1").ledger().await.expect("orders");
     assert_eq!(a.len(), 2);
     assert_eq!(a, b, "order replicas hold the same orders");
     assert!(matches!(
@@ -349,7 +349,7 @@ async fn the_store_keeps_its_data_across_a_restart() {
         .await
         .expect("healthy");
     assert_eq!(test.stocks(ItemId(5)).await, vec![99, 99]);
-    let orders = test.order("order-0").orders().await.expect("orders");
+    let orders = test.order("order-0").ledger().await.expect("orders");
     assert_eq!(orders.iter().map(|o| o.id).collect::<Vec<_>>(), vec![order]);
     // Ids go on after the restart.
     assert!(store.buy(ItemId(5)).await.expect("buy") > order);

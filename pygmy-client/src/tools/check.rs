@@ -353,7 +353,7 @@ pub async fn collect(
             .insert(name.clone(), client.items(None).await?);
     }
     for (name, client) in orders {
-        state.orders.insert(name.clone(), client.orders().await?);
+        state.orders.insert(name.clone(), client.ledger().await?);
     }
     Ok(state)
 }
