@@ -30,6 +30,7 @@ fn an_ejected_replica_is_tried_last_until_it_answers() {
         HealthPolicy {
             failures_to_eject: 2,
             cool_down: Duration::from_secs(60),
+            ..HealthPolicy::default()
         },
     );
     let rr = RoundRobin::default();
@@ -46,19 +47,22 @@ fn an_ejected_replica_is_tried_last_until_it_answers() {
     assert!(firsts.contains(&0) && firsts.contains(&1));
 }
 
-#[test]
-fn the_cool_down_ends() {
-    let set = replicas(
-        2,
-        HealthPolicy {
-            failures_to_eject: 1,
-            cool_down: Duration::ZERO,
-        },
-    );
+/// An ejected replica is tried last for its cool-down, and then takes its
+/// turn again (on tokio's paused clock: no real time passes).
+#[tokio::test(start_paused = true)]
+async fn the_cool_down_ends() {
+    let policy = HealthPolicy::default();
+    let set = replicas(2, policy);
     set.record_failure(1);
     let rr = RoundRobin::default();
+    for _ in 0..4 {
+        assert_eq!(rr.plan(&set), vec![0, 1], "ejected: tried last");
+    }
+    tokio::time::advance(policy.cool_down - Duration::from_millis(1)).await;
+    assert_eq!(rr.plan(&set), vec![0, 1], "still cooling down");
+    tokio::time::advance(Duration::from_millis(2)).await;
     let firsts: Vec<usize> = (0..2).map(|_| rr.plan(&set)[0]).collect();
-    assert_eq!(firsts, vec![0, 1]);
+    assert!(firsts.contains(&1), "back in the rotation: {firsts:?}");
 }
 
 #[test]
@@ -93,6 +97,7 @@ fn least_loaded_spreads_equal_load_and_tries_ejected_replicas_last() {
         HealthPolicy {
             failures_to_eject: 1,
             cool_down: Duration::from_secs(60),
+            ..HealthPolicy::default()
         },
     );
     let p2c = LeastLoaded::with_seed(11);
@@ -125,16 +130,27 @@ impl pygmy_core::balance::Probe for Probed {
     }
 }
 
+/// The default policy with probes every `every`, each answered within
+/// `timeout`.
+fn probing(timeout: Duration, every: Duration) -> HealthPolicy {
+    HealthPolicy {
+        probe_every: every,
+        probe_timeout: timeout,
+        ..HealthPolicy::default()
+    }
+}
+
 /// Two replicas, `clients` by name, the first preferred, each attempt
-/// limited to `attempt`.
+/// limited to `attempt`, probes as `policy` says.
 fn preferring_the_first<C>(
     clients: [(&str, C); 2],
     attempt: Duration,
+    policy: HealthPolicy,
 ) -> pygmy_core::balance::ReplicaSet<C> {
     pygmy_core::balance::ReplicaSet::new(
         clients.map(|(name, client)| (name.to_owned(), format!("http://{name}.invalid"), client)),
         Box::new(pygmy_core::balance::Preferred::new(0)),
-        HealthPolicy::default(),
+        policy,
         attempt,
     )
 }
@@ -142,20 +158,24 @@ fn preferring_the_first<C>(
 /// A failed probe ejects a replica until the next probe can say otherwise,
 /// not only for the passive cool-down: with a cool-down shorter than a
 /// probe round, requests would reach a frozen replica between two probes.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_failed_probe_ejects_until_the_next_probe_decides() {
-    let policy = HealthPolicy::default();
+    let (timeout, every) = (Duration::from_millis(20), Duration::from_secs(3));
+    let policy = probing(timeout, every);
     let set = preferring_the_first(
         [("frozen", Probed(false)), ("fine", Probed(true))],
         Duration::from_secs(1),
+        policy,
     );
     assert_eq!(set.plan(), vec![0, 1]);
-    let every = Duration::from_secs(3);
-    set.probe(Duration::from_millis(20), every).await;
+    set.probe().await;
     assert_eq!(set.plan(), vec![1, 0], "ejected by the probe");
     // Past the passive cool-down, well before the next probe's verdict.
-    tokio::time::sleep(policy.cool_down + Duration::from_millis(200)).await;
+    tokio::time::advance(policy.cool_down + Duration::from_millis(200)).await;
     assert_eq!(set.plan(), vec![1, 0], "still ejected until the next probe");
+    // The next probe has had its time to decide: tried in turn again.
+    tokio::time::advance(every + 2 * timeout).await;
+    assert_eq!(set.plan(), vec![0, 1], "the verdict has run out");
 }
 
 #[derive(Debug)]
@@ -173,16 +193,17 @@ impl pygmy_core::balance::ReplicaFailure for Never {
 
 /// A call that waits on a replica the probe then finds silent moves on to
 /// the next replica at once, not at the end of its attempt's time limit.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_probe_that_finds_a_replica_silent_moves_its_waiting_calls_on() {
     let set = std::sync::Arc::new(preferring_the_first(
         [("frozen", Probed(false)), ("fine", Probed(true))],
         Duration::from_secs(30),
+        probing(Duration::from_millis(50), Duration::from_secs(3)),
     ));
     let waiting = {
         let set = std::sync::Arc::clone(&set);
         tokio::spawn(async move {
-            let started = std::time::Instant::now();
+            let started = tokio::time::Instant::now();
             let answer = set
                 .call(|client: &Probed| {
                     let answers = client.0;
@@ -199,11 +220,12 @@ async fn a_probe_that_finds_a_replica_silent_moves_its_waiting_calls_on() {
     };
     // The call is waiting on the frozen replica; the probe finds it silent.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    set.probe(Duration::from_millis(50), Duration::from_secs(3))
-        .await;
+    set.probe().await;
     let (answer, took) = waiting.await.expect("the call");
     assert_eq!(answer, Some("fine"));
-    assert!(took < Duration::from_secs(5), "it waited {took:?}");
+    // On the paused clock: the 100 ms above and the probe's 50 ms, not the
+    // attempt's 30 s.
+    assert!(took < Duration::from_secs(1), "it waited {took:?}");
 }
 
 /// A replica that answers its probe at once that it cannot serve now (as
@@ -226,7 +248,7 @@ impl pygmy_core::balance::Probe for Electing {
 /// A call waiting on a replica that answers its probe "not now" is left to
 /// finish there: during an election every replica says so, and the calls
 /// waiting on them are the ones that will succeed first.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_probe_answered_not_ready_leaves_the_waiting_calls_alone() {
     let electing = |ready| Electing {
         ready,
@@ -235,6 +257,7 @@ async fn a_probe_answered_not_ready_leaves_the_waiting_calls_alone() {
     let set = std::sync::Arc::new(preferring_the_first(
         [("electing", electing(false)), ("other", electing(true))],
         Duration::from_secs(30),
+        probing(Duration::from_millis(50), Duration::from_secs(3)),
     ));
     let waiting = {
         let set = std::sync::Arc::clone(&set);
@@ -251,8 +274,7 @@ async fn a_probe_answered_not_ready_leaves_the_waiting_calls_alone() {
         })
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
-    set.probe(Duration::from_millis(50), Duration::from_secs(3))
-        .await;
+    set.probe().await;
     assert_eq!(waiting.await.expect("the call"), Some("electing"));
 }
 
@@ -285,7 +307,7 @@ fn three(names: [Option<&'static str>; 3]) -> pygmy_core::balance::ReplicaSet<Na
                 )
             }),
         Box::new(pygmy_core::balance::Preferred::new(0)),
-        HealthPolicy::default(),
+        probing(Duration::from_millis(50), Duration::from_secs(3)),
         Duration::from_secs(1),
     )
 }
@@ -293,7 +315,7 @@ fn three(names: [Option<&'static str>; 3]) -> pygmy_core::balance::ReplicaSet<Na
 /// Writes go to the replica the probe found leading first (skipping a
 /// follower's forward), reads keep the balancer's order; a leader the probe
 /// finds silent is not tried first.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn writes_go_to_the_leader_the_probe_found_first() {
     let set = three([Some("c"), Some("c"), Some("c")]);
     assert_eq!(
@@ -301,8 +323,7 @@ async fn writes_go_to_the_leader_the_probe_found_first() {
         vec![0, 1, 2],
         "no probe yet: no leader"
     );
-    set.probe(Duration::from_millis(50), Duration::from_secs(3))
-        .await;
+    set.probe().await;
     assert_eq!(set.leader(), Some(2));
     assert_eq!(set.plan_leader_first(), vec![2, 0, 1]);
     assert_eq!(
@@ -322,21 +343,18 @@ async fn writes_go_to_the_leader_the_probe_found_first() {
 
     // An old leader cut off still names itself; the others name the new.
     let set = three([Some("a"), Some("b"), Some("b")]);
-    set.probe(Duration::from_millis(50), Duration::from_secs(3))
-        .await;
+    set.probe().await;
     assert_eq!(set.leader(), Some(1));
 
     // No leader named (an election): no hint.
     let set = three([Some(""), Some(""), Some("")]);
-    set.probe(Duration::from_millis(50), Duration::from_secs(3))
-        .await;
+    set.probe().await;
     assert_eq!(set.leader(), None);
     assert_eq!(set.plan_leader_first(), vec![0, 1, 2]);
 
     // The leader frozen: named by the others, but ejected, so tried last.
     let set = three([Some("c"), Some("c"), None]);
-    set.probe(Duration::from_millis(50), Duration::from_secs(3))
-        .await;
+    set.probe().await;
     assert_eq!(set.leader(), Some(2));
     assert_eq!(set.plan_leader_first(), vec![0, 1, 2]);
 }

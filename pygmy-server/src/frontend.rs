@@ -149,10 +149,7 @@ impl FrontendNode {
         loop {
             tokio::time::sleep(PROBE_EVERY).await;
             let renewals = self.clone().renew_leases();
-            tokio::join!(
-                self.catalogs.probe(PROBE_TIMEOUT, PROBE_EVERY),
-                self.orders.probe(PROBE_TIMEOUT, PROBE_EVERY)
-            );
+            tokio::join!(self.catalogs.probe(), self.orders.probe());
             for renewal in renewals {
                 let _ = renewal.await;
             }

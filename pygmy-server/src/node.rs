@@ -31,7 +31,7 @@ use tokio::net::{TcpListener, TcpSocket};
 use tracing::Instrument;
 
 use crate::catalog::CatalogNode;
-use crate::frontend::{FrontendNode, PROBE_EVERY, PROBE_TIMEOUT};
+use crate::frontend::FrontendNode;
 use crate::http::{serve, Limits, NodeInfo};
 use crate::order::OrderNode;
 use crate::transport::HttpTransport;
@@ -444,10 +444,7 @@ pub async fn run_node(
             let handler = Arc::new(order_node(topology, node, info).await?);
             let node = handler.as_ref().clone();
             let reconciler = tokio::spawn(node.clone().reconcile_forever().in_current_span());
-            let probe = tokio::spawn(
-                node.probe_forever(PROBE_EVERY, PROBE_TIMEOUT)
-                    .in_current_span(),
-            );
+            let probe = tokio::spawn(node.probe_forever().in_current_span());
             serve(listener, handler, limits, shutdown).await;
             reconciler.abort();
             probe.abort();

@@ -203,13 +203,10 @@ impl OrderNode {
         }
     }
 
-    /// Probes the catalog replicas, every `every`, until the task is
-    /// dropped: a replica that cannot answer its health is tried last.
-    pub async fn probe_forever(self, every: Duration, timeout: Duration) {
-        loop {
-            tokio::time::sleep(every).await;
-            self.catalogs.probe(timeout, every).await;
-        }
+    /// Probes the catalog replicas until the task is dropped: a replica
+    /// that cannot answer its health is tried last.
+    pub async fn probe_forever(self) {
+        Arc::clone(&self.catalogs).probe_forever().await;
     }
 
     /// One round, from the first catalog replica that answers: every sale

@@ -3,7 +3,7 @@
 //! looking at every replica, and no herd on the one that looked idlest.
 
 use std::sync::Mutex;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use super::{Balancer, Endpoints};
 

@@ -18,27 +18,41 @@ mod round_robin;
 
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 pub use self::least_loaded::LeastLoaded;
 pub use self::preferred::Preferred;
 pub use self::replica_set::{AttemptError, CallError, Probe, Probed, ReplicaFailure, ReplicaSet};
 pub use self::round_robin::RoundRobin;
 
-/// How a replica set judges health.
+/// How a replica set judges health: passively, by the answers of calls,
+/// and actively, by probing each replica's `/health`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HealthPolicy {
     /// Consecutive failures that eject a replica.
     pub failures_to_eject: u32,
     /// How long an ejected replica is tried only after all the others.
     pub cool_down: Duration,
+    /// How often [`ReplicaSet::probe_forever`] asks every replica.
+    pub probe_every: Duration,
+    /// How long a probe waits: a replica that cannot answer its health in
+    /// this time (a frozen process, say) gets no new requests until it
+    /// can.
+    pub probe_timeout: Duration,
 }
 
 impl Default for HealthPolicy {
+    /// One failure ejects for 500 ms; a probe every 250 ms, answered
+    /// within 300 ms: a frozen replica gets no new request a second after
+    /// it froze.
     fn default() -> Self {
         HealthPolicy {
             failures_to_eject: 1,
             cool_down: Duration::from_millis(500),
+            probe_every: Duration::from_millis(250),
+            probe_timeout: Duration::from_millis(300),
         }
     }
 }
@@ -109,6 +123,11 @@ impl Endpoints {
                 .collect(),
             policy,
         }
+    }
+
+    /// How their health is judged.
+    pub fn policy(&self) -> &HealthPolicy {
+        &self.policy
     }
 
     /// The replicas, in configured order.

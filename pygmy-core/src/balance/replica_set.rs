@@ -13,7 +13,9 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use async_trait::async_trait;
 use futures_util::future::{join_all, select, Either};
@@ -280,13 +282,27 @@ impl<C> ReplicaSet<C> {
 }
 
 impl<C: Probe> ReplicaSet<C> {
-    /// Asks every replica for its health at once, each within `timeout`: a
-    /// replica that fails or is late is ejected (tried only after the
-    /// others) until the next probe, `every` later, has had its own
-    /// `timeout` to decide; one that answers is back at once. Passive
-    /// ejection covers what happens between probes. The leader is the
-    /// replica most answers name.
-    pub async fn probe(&self, timeout: Duration, every: Duration) {
+    /// Probes every replica, every [`HealthPolicy::probe_every`], until the
+    /// task is dropped ([`ReplicaSet::probe`]). The passive ejection covers
+    /// what happens between probes.
+    pub async fn probe_forever(self: std::sync::Arc<Self>) {
+        loop {
+            tokio::time::sleep(self.endpoints.policy().probe_every).await;
+            self.probe().await;
+        }
+    }
+
+    /// Asks every replica for its health at once, each within the policy's
+    /// `probe_timeout`: a replica that fails or is late is ejected (tried
+    /// only after the others) until the next probe, `probe_every` later,
+    /// has had its own `probe_timeout` to decide; one that answers is back
+    /// at once. The leader is the replica most answers name.
+    pub async fn probe(&self) {
+        let HealthPolicy {
+            probe_every: every,
+            probe_timeout: timeout,
+            ..
+        } = *self.endpoints.policy();
         let probes = self
             .clients
             .iter()
