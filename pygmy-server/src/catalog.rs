@@ -31,7 +31,7 @@ use pygmy_core::types::{Book, Cost, IdempotencyKey, ItemId};
 use serde_json::Value;
 use tracing::Instrument;
 
-use crate::gather::{check_count, make_each};
+use crate::gather::{check_count, serve_each};
 use crate::http::{json, ApiError, ApiResult, Handler, Metrics, NodeInfo, Request};
 use crate::pusher::Pusher;
 use crate::replica::Replica;
@@ -237,7 +237,7 @@ impl CatalogNode {
         // could not serve now (as `POST /lookups` and `POST /buys`).
         check_count(sales.len(), SalesRequest::MOST)?;
         self.replica.ensure_ready()?;
-        let made = make_each(sales, |s| self.sale(s.item, s.key)).await;
+        let made = serve_each(sales, |s| self.sale(s.item, s.key)).await;
         let results = made
             .into_iter()
             .map(|made| made.map_or_else(SaleResult::Failed, SaleResult::Sold))
@@ -254,7 +254,7 @@ impl CatalogNode {
         // that could not read now (as `POST /sales` and `POST /buys`).
         check_count(items.len(), LookupsRequest::MOST)?;
         self.replica.ready_to_read().await?;
-        let made = make_each(items, |id| self.book(id)).await;
+        let made = serve_each(items, |id| self.book(id)).await;
         let results = made
             .into_iter()
             .map(|made| made.map_or_else(LookupResult::Failed, LookupResult::Found))

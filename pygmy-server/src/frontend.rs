@@ -225,7 +225,7 @@ impl FrontendNode {
         let id = req.item_id("id")?;
         self.cached(lookup_key(id), async {
             let alone = || async { Ok(self.catalogs.call(|c| c.item(id)).await?) };
-            let book = self.lookups.make(id, alone).await?;
+            let book = self.lookups.ask(id, alone).await?;
             to_bytes(&ItemsResponse::new(vec![book]))
         })
         .await
@@ -255,7 +255,7 @@ impl FrontendNode {
             key: key.clone(),
         };
         let alone = || async { Ok(self.orders.call_leader_first(|o| o.buy(id, &key)).await?) };
-        let order = self.buys.make(buy, alone).await?;
+        let order = self.buys.ask(buy, alone).await?;
         // The catalog pushed the invalidation of the book and its topic
         // before the sale was answered; dropping the lookup here too costs
         // nothing and covers a lost push for lookups (not for searches: the

@@ -4,32 +4,33 @@
 //! order replica asks the catalog for a sale per buy, a frontend asks an
 //! order replica for each buy and a catalog replica for each lookup its
 //! cache misses. One request per call costs both sides a request each; a
-//! [`Gatherer`] puts the calls that come together into one (`POST /sales`,
-//! `POST /buys`, `POST /lookups`) and answers each caller with its own
-//! result. An item with no other under way is made alone at once
-//! ([`Gatherer::make`]): a gathered call would only add its wait.
+//! [`Gatherer`] puts the items asked together into one *call of many*
+//! (`POST /sales`, `POST /buys`, `POST /lookups`) and answers each caller
+//! with its own item's result. An item with no other under way is asked
+//! *alone*, in a call of its own, at once ([`Gatherer::ask`]): a gathered
+//! call would only add its wait.
 //!
 //! A call never waits for another call to come back: the gatherer takes
 //! the first item with those woken with it ([`pygmy_core::burst`]), then
-//! calls with them at once (gathering while calls were under way made each
-//! request wait for a free call, and cost more than the requests saved:
-//! docs/benchmarks.md, the seventh round).
+//! calls with them at once, so a request never waits for a free call.
 //!
 //! Each item is answered on its own: with what a call of its own would
-//! have answered, or made again alone when the backend replica failed it
+//! have answered, or asked again alone when the backend replica failed it
 //! (another replica may serve it) or refused the gathered call as a whole
 //! (a replica of another version, which does not know it). Only calls safe
-//! to repeat are gathered (keyed writes, and reads), so making one again
-//! is harmless. A gathered call that no replica took answers each
-//! item that no replica could serve (503), as a call of its own would have.
+//! to repeat are gathered (keyed writes, and reads), so asking one again
+//! is harmless. A gathered call that no replica took answers each item
+//! that no replica could serve (503), as a call of its own would have.
 //!
 //! The price: a gathered call is answered when its slowest item is. An
 //! item held up past the attempt's time limit (a sale waiting out a frozen
 //! catalog leader) holds up the others of its call, and the whole call is
 //! then tried on the next replica: harmless by key, but the quick items
-//! wait with the slow one, where alone they would have been answered. The
-//! container test's longest gap without an acknowledged buy went from 1.0
-//! to 1.05 to 1.15 s.
+//! wait with the slow one, where alone they would have been answered.
+//!
+//! The serving side of a call of many is here too: [`check_count`] (first,
+//! before readiness) and [`serve_each`] (each item made at once, each
+//! failure answered as the [`Refusal`] its own call would have met).
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -51,8 +52,8 @@ const QUEUE: usize = 4096;
 #[derive(Debug)]
 enum Gathered<R> {
     /// The backend's answer to it, as a call of its own would have met it.
-    Made(Result<R, ApiError>),
-    /// Not made with the others: make it alone.
+    Answered(Result<R, ApiError>),
+    /// Not answered with the others: ask it alone.
     Alone,
 }
 
@@ -106,10 +107,11 @@ impl<T: Send + 'static, R: Send + 'static> Gatherer<T, R> {
         }
     }
 
-    /// Makes `item`: with the others waiting beside it, or with `alone` (a
-    /// call of its own) when it is the only one under way (a gathered
-    /// call would only add its wait) or the gathered call did not make it.
-    pub async fn make<Fut>(&self, item: T, alone: impl FnOnce() -> Fut) -> Result<R, ApiError>
+    /// Asks for `item`: with the others waiting beside it, or with `alone`
+    /// (a call of its own) when it is the only one under way (a gathered
+    /// call would only add its wait) or the gathered call did not answer
+    /// it.
+    pub async fn ask<Fut>(&self, item: T, alone: impl FnOnce() -> Fut) -> Result<R, ApiError>
     where
         Fut: Future<Output = Result<R, ApiError>>,
     {
@@ -117,14 +119,15 @@ impl<T: Send + 'static, R: Send + 'static> Gatherer<T, R> {
         if only {
             return alone().await;
         }
-        match self.ask(item).await {
-            Gathered::Made(made) => made,
+        match self.ask_gathered(item).await {
+            Gathered::Answered(made) => made,
             Gathered::Alone => alone().await,
         }
     }
 
-    /// Asks for `item` with the others waiting beside it.
-    async fn ask(&self, item: T) -> Gathered<R> {
+    /// Asks for `item` in the next call, with the others waiting beside
+    /// it.
+    async fn ask_gathered(&self, item: T) -> Gathered<R> {
         let (answer, answered) = oneshot::channel();
         if self.queue.send(Waiting { item, answer }).await.is_err() {
             return Gathered::Alone;
@@ -151,7 +154,7 @@ async fn gather_forever<T, R, F, Fut>(
         tokio::spawn(
             async move {
                 let count = answers.len();
-                for (answer, result) in answers.into_iter().zip(each(made.await, count)) {
+                for (answer, result) in answers.into_iter().zip(answers_of(made.await, count)) {
                     let _ = answer.send(result);
                 }
             }
@@ -160,20 +163,21 @@ async fn gather_forever<T, R, F, Fut>(
     }
 }
 
-/// The answers of the `count` items of a gathered call, from the call's.
-fn each<R>(made: CallResult<R>, count: usize) -> Vec<Gathered<R>> {
-    match made {
+/// The answer of each of the `count` items of a gathered call, from the
+/// call's.
+fn answers_of<R>(call: CallResult<R>, count: usize) -> Vec<Gathered<R>> {
+    match call {
         // The client checked that each item has its result.
-        Ok(results) => results.into_iter().map(one).collect(),
+        Ok(results) => results.into_iter().map(answer_of).collect(),
         Err(err @ CallError::NoReplica { .. }) => {
             // No replica took the call: none would take one item either.
             let message = err.to_string();
             (0..count)
-                .map(|_| Gathered::Made(Err(ApiError::unavailable(message.clone()))))
+                .map(|_| Gathered::Answered(Err(ApiError::unavailable(message.clone()))))
                 .collect()
         }
         Err(CallError::Answered(err)) => {
-            tracing::debug!(%err, "a gathered call was refused; each item is made alone");
+            tracing::debug!(%err, "a gathered call was refused; each item is asked alone");
             (0..count).map(|_| Gathered::Alone).collect()
         }
     }
@@ -184,19 +188,19 @@ fn each<R>(made: CallResult<R>, count: usize) -> Vec<Gathered<R>> {
 /// a replica that could not serve now): makes each of `items` with
 /// `make`, all at once, and answers each one's result, in order, a failure
 /// as the [`Refusal`] a call of its own would have answered.
-pub async fn make_each<T, R, Fut>(
+pub async fn serve_each<T, R, Fut>(
     items: Vec<T>,
     make: impl FnMut(T) -> Fut,
 ) -> Vec<Result<R, Refusal>>
 where
     Fut: Future<Output = Result<R, ApiError>>,
 {
-    refusals(join_all(items.into_iter().map(make)).await)
+    as_refusals(join_all(items.into_iter().map(make)).await)
 }
 
 /// The results of a call of many, each failure as the [`Refusal`] a call
 /// of its own would have answered.
-pub fn refusals<R>(made: Vec<Result<R, ApiError>>) -> Vec<Result<R, Refusal>> {
+pub fn as_refusals<R>(made: Vec<Result<R, ApiError>>) -> Vec<Result<R, Refusal>> {
     made.into_iter()
         .map(|made| {
             made.map_err(|err| Refusal {
@@ -217,13 +221,13 @@ pub fn check_count(count: usize, most: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// One item's answer: a replica failure for it alone is made again alone
+/// One item's answer: a replica failure for it alone is asked again alone
 /// (it then goes to the other replicas, as a call of its own would).
-fn one<R>(result: Result<R, ClientError>) -> Gathered<R> {
+fn answer_of<R>(result: Result<R, ClientError>) -> Gathered<R> {
     match result {
-        Ok(made) => Gathered::Made(Ok(made)),
+        Ok(made) => Gathered::Answered(Ok(made)),
         Err(err) if err.is_replica_failure() => Gathered::Alone,
-        Err(err) => Gathered::Made(Err(ApiError::from(CallError::Answered(err)))),
+        Err(err) => Gathered::Answered(Err(ApiError::from(CallError::Answered(err)))),
     }
 }
 
@@ -234,17 +238,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_item_the_replica_could_not_make_is_made_alone() {
+    fn an_item_the_replica_could_not_answer_is_asked_alone() {
         let transport = ClientError::Transport {
             url: "http://127.0.0.1:1".to_owned(),
             reason: "refused".to_owned(),
             connect: true,
         };
-        assert!(matches!(one::<u8>(Err(transport)), Gathered::Alone));
+        assert!(matches!(answer_of::<u8>(Err(transport)), Gathered::Alone));
         for kind in [ErrorKind::Unavailable, ErrorKind::Internal] {
             let failed = ClientError::of_kind(kind, "no leader".to_owned());
             assert!(
-                matches!(one::<u8>(Err(failed)), Gathered::Alone),
+                matches!(answer_of::<u8>(Err(failed)), Gathered::Alone),
                 "{kind:?}"
             );
         }
@@ -252,7 +256,7 @@ mod tests {
 
     #[test]
     fn an_item_made_or_refused_is_answered_as_a_call_of_its_own() {
-        assert!(matches!(one(Ok(7_u8)), Gathered::Made(Ok(7))));
+        assert!(matches!(answer_of(Ok(7_u8)), Gathered::Answered(Ok(7))));
         for kind in [
             ErrorKind::OutOfStock,
             ErrorKind::NotFound,
@@ -260,49 +264,49 @@ mod tests {
         ] {
             let refused = ClientError::of_kind(kind, "no".to_owned());
             assert!(
-                matches!(one::<u8>(Err(refused)), Gathered::Made(Err(err)) if err.kind() == kind),
+                matches!(answer_of::<u8>(Err(refused)), Gathered::Answered(Err(err)) if err.kind() == kind),
                 "{kind:?}"
             );
         }
     }
 
     #[test]
-    fn a_call_refused_whole_makes_each_alone_and_one_no_replica_took_fails_each() {
+    fn a_call_refused_whole_asks_each_alone_and_one_no_replica_took_fails_each() {
         let refused: CallResult<u8> = Err(CallError::Answered(ClientError::of_kind(
             ErrorKind::MethodNotAllowed,
             "an older replica".to_owned(),
         )));
-        let each_alone = each(refused, 3);
+        let each_alone = answers_of(refused, 3);
         assert_eq!(each_alone.len(), 3);
         assert!(each_alone.iter().all(|g| matches!(g, Gathered::Alone)));
         let nobody: CallResult<u8> = Err(CallError::NoReplica { last: None });
-        let failed = each(nobody, 2);
+        let failed = answers_of(nobody, 2);
         assert_eq!(failed.len(), 2);
         assert!(failed.iter().all(
-            |g| matches!(g, Gathered::Made(Err(err)) if err.kind() == ErrorKind::Unavailable)
+            |g| matches!(g, Gathered::Answered(Err(err)) if err.kind() == ErrorKind::Unavailable)
         ));
     }
 
     #[tokio::test]
-    async fn an_item_alone_is_made_alone_and_those_under_way_together_are_gathered() {
+    async fn an_item_alone_is_asked_alone_and_those_under_way_together_are_gathered() {
         let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
         let seen = Arc::clone(&calls);
         let gatherer = Arc::new(Gatherer::start(8, move |items: Vec<u32>| {
             seen.lock().expect("calls").push(items.len());
             async move { Ok(items.into_iter().map(|n| Ok(n * 10)).collect()) }
         }));
-        let made_alone = Arc::new(AtomicUsize::new(0));
+        let asked_alone = Arc::new(AtomicUsize::new(0));
         // A call of its own, as slow as a network call: it yields.
-        let alone = |n: u32, made_alone: Arc<AtomicUsize>| {
+        let alone = |n: u32, asked_alone: Arc<AtomicUsize>| {
             move || async move {
                 tokio::task::yield_now().await;
-                made_alone.fetch_add(1, Ordering::Relaxed);
+                asked_alone.fetch_add(1, Ordering::Relaxed);
                 Ok(n * 10)
             }
         };
-        let one = gatherer.make(7, alone(7, Arc::clone(&made_alone))).await;
+        let one = gatherer.ask(7, alone(7, Arc::clone(&asked_alone))).await;
         assert!(matches!(one, Ok(70)));
-        assert_eq!(made_alone.load(Ordering::Relaxed), 1);
+        assert_eq!(asked_alone.load(Ordering::Relaxed), 1);
         assert!(
             calls.lock().expect("calls").is_empty(),
             "the one item was gathered"
@@ -311,8 +315,8 @@ mod tests {
         let asked: Vec<_> = (0..10_u32)
             .map(|n| {
                 let gatherer = Arc::clone(&gatherer);
-                let alone = alone(n, Arc::clone(&made_alone));
-                tokio::spawn(async move { gatherer.make(n, alone).await })
+                let alone = alone(n, Arc::clone(&asked_alone));
+                tokio::spawn(async move { gatherer.ask(n, alone).await })
             })
             .collect();
         for (n, asked) in (0..10_u32).zip(asked) {
@@ -321,7 +325,7 @@ mod tests {
         }
         let gathered: usize = calls.lock().expect("calls").iter().sum();
         assert!(gathered >= 8, "only {gathered} of 10 were gathered");
-        assert_eq!(gathered + made_alone.load(Ordering::Relaxed), 11);
+        assert_eq!(gathered + asked_alone.load(Ordering::Relaxed), 11);
         assert_eq!(gatherer.under_way.load(Ordering::Relaxed), 0);
     }
 
@@ -336,13 +340,13 @@ mod tests {
         let asked: Vec<_> = (0..10_u32)
             .map(|n| {
                 let gatherer = Arc::clone(&gatherer);
-                tokio::spawn(async move { gatherer.ask(n).await })
+                tokio::spawn(async move { gatherer.ask_gathered(n).await })
             })
             .collect();
         for (n, asked) in (0..10_u32).zip(asked) {
             let answer = asked.await.expect("the task");
             assert!(
-                matches!(answer, Gathered::Made(Ok(v)) if v == n * 10),
+                matches!(answer, Gathered::Answered(Ok(v)) if v == n * 10),
                 "{n}"
             );
         }

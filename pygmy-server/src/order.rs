@@ -25,7 +25,7 @@ use pygmy_core::order::{OrderCommand, OrderMachine, OrderOutcome, OrderStore};
 use pygmy_core::replication::Replicator;
 use pygmy_core::types::{Book, IdempotencyKey, ItemId, Order, OrderId};
 
-use crate::gather::{check_count, refusals, Gatherer};
+use crate::gather::{as_refusals, check_count, Gatherer};
 use crate::http::{json, ApiError, ApiResult, Handler, Metrics, NodeInfo, Request};
 use crate::replica::Replica;
 
@@ -112,7 +112,7 @@ impl OrderNode {
         // could not serve now (as `POST /sales` and `POST /lookups`).
         check_count(buys.len(), BuysRequest::MOST)?;
         self.replica.ensure_ready()?;
-        let made = refusals(self.buy_each(buys).await?);
+        let made = as_refusals(self.buy_each(buys).await?);
         let bought = |id| BuyResult::Bought(OrderRef { id });
         let results = made
             .into_iter()
@@ -330,7 +330,7 @@ impl OrderNode {
             key: key.clone(),
         };
         let alone = || self.sell_alone(item, key);
-        self.sales.make(sale, alone).await.map(drop)
+        self.sales.ask(sale, alone).await.map(drop)
     }
 
     /// Has a catalog replica sell one copy under `key` in a call of its
