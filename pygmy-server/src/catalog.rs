@@ -31,6 +31,7 @@ use pygmy_core::types::{Book, Cost, IdempotencyKey, ItemId};
 use serde_json::Value;
 use tracing::Instrument;
 
+use crate::background::Background;
 use crate::gather::{check_count, serve_each};
 use crate::http::{json, ApiError, ApiResult, Handler, Metrics, NodeInfo, Request};
 use crate::pusher::Pusher;
@@ -68,30 +69,36 @@ pub struct CatalogNode {
 
 impl CatalogNode {
     /// A catalog replica over `store`, replicated by `replicator`, pushing
-    /// invalidations to `frontends` (by name).
+    /// invalidations to `frontends` (by name); and its background work
+    /// (not started): a pusher per frontend.
     pub fn new(
         node: NodeInfo,
         store: Arc<dyn CatalogStore>,
         replicator: Arc<dyn Replicator<CatalogMachine>>,
         frontends: Vec<(String, InternalClient)>,
-    ) -> Self {
-        CatalogNode {
+    ) -> (Self, Background) {
+        let mut background = Background::default();
+        let frontends = frontends
+            .into_iter()
+            .map(|(name, client)| {
+                let (pusher, pushing) = Pusher::new(client);
+                background.add(pushing);
+                Arc::new(FrontendLink {
+                    name,
+                    pusher,
+                    lease: Mutex::new(LeaseIssuer::new(now())),
+                })
+            })
+            .collect();
+        let catalog = CatalogNode {
             replica: Replica::new(node, replicator),
             store,
-            frontends: frontends
-                .into_iter()
-                .map(|(name, client)| {
-                    Arc::new(FrontendLink {
-                        name,
-                        pusher: Pusher::start(client),
-                        lease: Mutex::new(LeaseIssuer::new(now())),
-                    })
-                })
-                .collect(),
+            frontends,
             incarnation: uuid::Uuid::new_v4().to_string(),
             reads: AtomicU64::new(0),
             lease_waits: AtomicU64::new(0),
-        }
+        };
+        (catalog, background)
     }
 
     /// `GET /lease?frontend=<name>` (internal): a grant of that frontend's

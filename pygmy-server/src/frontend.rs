@@ -14,10 +14,11 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures_util::future::join_all;
 use http::StatusCode;
 use pygmy_client::{CatalogClient, OrderClient};
 use pygmy_core::api::internal::{
@@ -26,21 +27,15 @@ use pygmy_core::api::internal::{
 use pygmy_core::api::public::{BuyResponse, ItemsResponse};
 use pygmy_core::api::routes::FrontendRoute;
 use pygmy_core::balance::ReplicaSet;
-use pygmy_core::cache::lease::{Grant, Leases};
+use pygmy_core::cache::lease::{Grant, Leases, RENEW_EVERY, RENEW_TIMEOUT};
 use pygmy_core::cache::{lookup_key, search_key, Cache};
 use pygmy_core::types::{Book, IdempotencyKey, ItemId, OrderId};
 
+use crate::background::Background;
 use crate::gather::Gatherer;
 use crate::http::{
     json, json_bytes, to_bytes, ApiError, ApiResult, Handler, Metrics, NodeInfo, Request,
 };
-
-/// How often the frontend asks every replica for its `/health`.
-pub const PROBE_EVERY: Duration = Duration::from_millis(250);
-
-/// How long a probe waits: a replica that cannot answer its health in this
-/// time (a frozen process, say) gets no new requests until it can.
-pub const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
 
 /// The longest topic a search takes: topics are short, and each one
 /// searched takes a cache slot.
@@ -109,70 +104,61 @@ pub struct FrontendNode {
 }
 
 impl FrontendNode {
-    /// A frontend over these backends. Starts its gathering of lookups and
-    /// buys: call it on the runtime.
+    /// A frontend over these backends, and its background work (not
+    /// started): the gathering of lookups and of buys, a health probe of
+    /// each backend's replicas, and the renewal of its cache leases.
     pub fn new(
         node: NodeInfo,
         cache: Arc<dyn Cache>,
         catalogs: ReplicaSet<CatalogClient>,
         orders: ReplicaSet<OrderClient>,
-    ) -> Self {
+    ) -> (Arc<Self>, Background) {
         let sources = catalogs
             .clients()
             .map(|(name, _)| name.to_owned())
             .collect();
         let catalogs = Arc::new(catalogs);
         let orders = Arc::new(orders);
-        FrontendNode {
+        let (lookups, gathering_lookups) = gather_lookups(Arc::clone(&catalogs));
+        let (buys, gathering_buys) = gather_buys(Arc::clone(&orders));
+        let frontend = Arc::new(FrontendNode {
             node,
             cache,
             lease: CacheLease::new(sources),
-            lookups: gather_lookups(Arc::clone(&catalogs)),
-            catalogs,
-            buys: gather_buys(Arc::clone(&orders)),
-            orders,
+            lookups,
+            buys,
+            catalogs: Arc::clone(&catalogs),
+            orders: Arc::clone(&orders),
             counters: Counters::default(),
-        }
+        });
+        let mut background = Background::default();
+        background.add(gathering_lookups);
+        background.add(gathering_buys);
+        background.add(catalogs.probe_forever());
+        background.add(orders.probe_forever());
+        background.add(Arc::clone(&frontend).renew_leases_forever());
+        (frontend, background)
     }
 
-    /// Probes every replica of both backends, every [`PROBE_EVERY`], until
-    /// the task is dropped: a replica whose `/health` fails or is late is
-    /// ejected (tried only after the others), one that answers again is
-    /// back at once. The passive ejection covers what happens between
-    /// probes. Each round also renews the cache lease from each catalog
-    /// replica.
-    pub async fn probe_forever(self: Arc<Self>) {
-        // The first lease at once: the cache is unused until then.
-        for renewal in self.clone().renew_leases() {
-            let _ = renewal.await;
-        }
+    /// Renews the cache lease from every catalog replica, at once and then
+    /// every [`RENEW_EVERY`], until the task is dropped (the cache is
+    /// unused until the first grants).
+    async fn renew_leases_forever(self: Arc<Self>) {
         loop {
-            tokio::time::sleep(PROBE_EVERY).await;
-            let renewals = self.clone().renew_leases();
-            tokio::join!(self.catalogs.probe(), self.orders.probe());
-            for renewal in renewals {
-                let _ = renewal.await;
-            }
+            let renewals = self
+                .catalogs
+                .clients()
+                .map(|(source, client)| self.renew_lease(client, source));
+            join_all(renewals).await;
+            tokio::time::sleep(RENEW_EVERY).await;
         }
-    }
-
-    /// Asks every catalog replica for a grant of the cache lease, each in a
-    /// task of its own.
-    fn renew_leases(self: Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
-        self.catalogs
-            .clients()
-            .map(|(source, client)| {
-                let (node, client, source) = (self.clone(), client.clone(), source.to_owned());
-                tokio::spawn(async move { node.renew_lease(&client, &source).await })
-            })
-            .collect()
     }
 
     /// Asks catalog replica `source` for a grant of this frontend's cache
     /// lease, and takes it.
     async fn renew_lease(&self, client: &CatalogClient, source: &str) {
         let sent = Instant::now();
-        let grant = match tokio::time::timeout(PROBE_TIMEOUT, client.lease(&self.node.name)).await {
+        let grant = match tokio::time::timeout(RENEW_TIMEOUT, client.lease(&self.node.name)).await {
             Ok(Ok(grant)) => grant,
             Ok(Err(err)) => {
                 tracing::debug!(%source, %err, "no cache lease granted");
@@ -348,9 +334,11 @@ impl Handler for FrontendNode {
 
 /// A frontend's lookups that miss the cache, those that come together read
 /// from a catalog replica in one call (`POST /lookups`), the replicas taken
-/// in turn as one lookup's call takes them.
-fn gather_lookups(catalogs: Arc<ReplicaSet<CatalogClient>>) -> Gatherer<ItemId, Book> {
-    Gatherer::start(LookupsRequest::MOST, move |items| {
+/// in turn as one lookup's call takes them; and the task that gathers them.
+fn gather_lookups(
+    catalogs: Arc<ReplicaSet<CatalogClient>>,
+) -> (Gatherer<ItemId, Book>, impl Future<Output = ()> + Send) {
+    Gatherer::new(LookupsRequest::MOST, move |items| {
         let catalogs = Arc::clone(&catalogs);
         async move {
             let request = LookupsRequest { items };
@@ -361,9 +349,14 @@ fn gather_lookups(catalogs: Arc<ReplicaSet<CatalogClient>>) -> Gatherer<ItemId, 
 
 /// A frontend's buys, those that come together asked of an order replica
 /// in one call (`POST /buys`): the leader first, then the others, as one
-/// buy's call goes.
-fn gather_buys(orders: Arc<ReplicaSet<OrderClient>>) -> Gatherer<BuyRequest, OrderId> {
-    Gatherer::start(BuysRequest::MOST, move |buys| {
+/// buy's call goes; and the task that gathers them.
+fn gather_buys(
+    orders: Arc<ReplicaSet<OrderClient>>,
+) -> (
+    Gatherer<BuyRequest, OrderId>,
+    impl Future<Output = ()> + Send,
+) {
+    Gatherer::new(BuysRequest::MOST, move |buys| {
         let orders = Arc::clone(&orders);
         async move {
             let request = BuysRequest { buys };

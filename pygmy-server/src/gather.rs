@@ -41,7 +41,7 @@ use pygmy_client::ClientError;
 use pygmy_core::api::internal::Refusal;
 use pygmy_core::balance::CallError;
 use tokio::sync::{mpsc, oneshot};
-use tracing::Instrument;
+use tokio::task::JoinSet;
 
 use crate::http::ApiError;
 
@@ -91,20 +91,24 @@ impl Drop for UnderWay<'_> {
 }
 
 impl<T: Send + 'static, R: Send + 'static> Gatherer<T, R> {
-    /// Starts gathering: `call` makes one call of up to `most` items. The
-    /// gathering stops when the gatherer is dropped. Call it on the
-    /// runtime.
-    pub fn start<F, Fut>(most: usize, call: F) -> Self
+    /// A gatherer whose `call` makes one call of up to `most` items, and
+    /// the task that gathers them (not started: the node starts it with
+    /// its other background work; the items asked wait until it runs).
+    /// Dropping the task stops the gathering and the calls under way.
+    pub fn new<F, Fut>(most: usize, call: F) -> (Self, impl Future<Output = ()> + Send + 'static)
     where
         F: Fn(Vec<T>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = CallResult<R>> + Send + 'static,
     {
         let (queue, waiting) = mpsc::channel(QUEUE);
-        tokio::spawn(gather_forever(most.max(1), Arc::new(call), waiting).in_current_span());
-        Gatherer {
+        let gatherer = Gatherer {
             queue,
             under_way: AtomicUsize::new(0),
-        }
+        };
+        (
+            gatherer,
+            gather_forever(most.max(1), Arc::new(call), waiting),
+        )
     }
 
     /// Asks for `item`: with the others waiting beside it, or with `alone`
@@ -120,7 +124,7 @@ impl<T: Send + 'static, R: Send + 'static> Gatherer<T, R> {
             return alone().await;
         }
         match self.ask_gathered(item).await {
-            Gathered::Answered(made) => made,
+            Gathered::Answered(answer) => answer,
             Gathered::Alone => alone().await,
         }
     }
@@ -136,6 +140,9 @@ impl<T: Send + 'static, R: Send + 'static> Gatherer<T, R> {
     }
 }
 
+/// Takes the items waiting, a burst at a time, and makes a call of each
+/// burst at once (calls under way in a set of their own, stopped with this
+/// task).
 async fn gather_forever<T, R, F, Fut>(
     most: usize,
     call: Arc<F>,
@@ -146,20 +153,19 @@ async fn gather_forever<T, R, F, Fut>(
     F: Fn(Vec<T>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = CallResult<R>> + Send + 'static,
 {
+    let mut calls = JoinSet::new();
     while let Some(first) = waiting.recv().await {
-        let batch = pygmy_core::burst::take(first, &mut waiting, most).await;
+        while calls.try_join_next().is_some() {}
+        let burst = pygmy_core::burst::take(first, &mut waiting, most).await;
         let (items, answers): (Vec<_>, Vec<_>) =
-            batch.into_iter().map(|w| (w.item, w.answer)).unzip();
+            burst.into_iter().map(|w| (w.item, w.answer)).unzip();
         let made = call(items);
-        tokio::spawn(
-            async move {
-                let count = answers.len();
-                for (answer, result) in answers.into_iter().zip(answers_of(made.await, count)) {
-                    let _ = answer.send(result);
-                }
+        calls.spawn(async move {
+            let count = answers.len();
+            for (answer, result) in answers.into_iter().zip(answers_of(made.await, count)) {
+                let _ = answer.send(result);
             }
-            .in_current_span(),
-        );
+        });
     }
 }
 
@@ -291,10 +297,12 @@ mod tests {
     async fn an_item_alone_is_asked_alone_and_those_under_way_together_are_gathered() {
         let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
         let seen = Arc::clone(&calls);
-        let gatherer = Arc::new(Gatherer::start(8, move |items: Vec<u32>| {
+        let (gatherer, gathering) = Gatherer::new(8, move |items: Vec<u32>| {
             seen.lock().expect("calls").push(items.len());
             async move { Ok(items.into_iter().map(|n| Ok(n * 10)).collect()) }
-        }));
+        });
+        let _gathering = tokio::spawn(gathering);
+        let gatherer = Arc::new(gatherer);
         let asked_alone = Arc::new(AtomicUsize::new(0));
         // A call of its own, as slow as a network call: it yields.
         let alone = |n: u32, asked_alone: Arc<AtomicUsize>| {
@@ -333,10 +341,12 @@ mod tests {
     async fn items_that_come_together_go_in_one_call_and_each_gets_its_own_answer() {
         let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
         let seen = Arc::clone(&calls);
-        let gatherer = Arc::new(Gatherer::start(4, move |items: Vec<u32>| {
+        let (gatherer, gathering) = Gatherer::new(4, move |items: Vec<u32>| {
             seen.lock().expect("calls").push(items.len());
             async move { Ok(items.into_iter().map(|n| Ok(n * 10)).collect()) }
-        }));
+        });
+        let _gathering = tokio::spawn(gathering);
+        let gatherer = Arc::new(gatherer);
         let asked: Vec<_> = (0..10_u32)
             .map(|n| {
                 let gatherer = Arc::clone(&gatherer);

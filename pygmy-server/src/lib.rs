@@ -3,22 +3,30 @@
 //!
 //! # Layout
 //! Dependencies point one way: `cluster` -> `node` (wiring) -> the role
-//! handlers -> `http` and `replica` -> `pygmy-core` and the client SDK.
+//! handlers -> `gather`, `pusher`, `replica`, `background` and `http` ->
+//! `pygmy-core` and the client SDK.
 //! - [`node`]: wiring: one function builds a node from the topology (store,
-//!   replication, clients of the other nodes, handler) and serves it.
+//!   replication, clients of the other nodes, handler), starts its
+//!   background work and serves it.
 //! - [`cluster`]: [`Cluster`] runs many nodes in one process.
 //! - [`frontend`], [`catalog`], [`order`]: each role's handler, one
-//!   `match` over its route enum (`pygmy_core::api::routes`).
+//!   `match` over its route enum (`pygmy_core::api::routes`). A role's
+//!   constructor builds the handler and its [`background::Background`]
+//!   work; it starts nothing.
 //! - [`replica`]: what the catalog and order handlers share (readiness,
 //!   fresh reads, the peers' replication calls).
-//! - [`http`]: the accept loop, the path of a request (route, token, body),
-//!   the request, responses, and `ApiError`, the one mapping of every
-//!   failure to its HTTP status and the JSON envelope.
-//! - [`transport`]: replication calls over HTTP.
+//! - [`gather`]: calls to a backend that come together made as one call of
+//!   many (an order replica's sales, a frontend's buys and lookups), each
+//!   item answered on its own; and the serving side of such a call.
 //! - [`pusher`]: a catalog replica's invalidation pushes to one frontend,
 //!   those that wait while one is under way sent together.
-//! - [`gather`]: calls to a backend that come together made as one (an
-//!   order replica's sales, a frontend's buys), each answered on its own.
+//! - [`background`]: a node's background tasks, started together and
+//!   stopped together.
+//! - [`http`]: the accept loop, the path of a request (route, token, body),
+//!   the request, responses, and `ApiError`, the one mapping of every
+//!   failure to its HTTP status (its envelope is written by
+//!   `http::response`).
+//! - [`transport`]: replication calls over HTTP.
 //! - [`logging`]: stdout and one log file per node.
 //! - [`probe`]: `--probe`, a node's health asked with no runtime (a
 //!   container's health check).
@@ -29,6 +37,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod background;
 pub mod catalog;
 pub mod cluster;
 pub mod frontend;

@@ -28,11 +28,11 @@ use pygmy_core::topology::{
 };
 use pygmy_core::StoreError;
 use tokio::net::{TcpListener, TcpSocket};
-use tracing::Instrument;
 
+use crate::background::Background;
 use crate::catalog::CatalogNode;
 use crate::frontend::FrontendNode;
-use crate::http::{serve, Limits, NodeInfo};
+use crate::http::{serve, Handler, Limits, NodeInfo};
 use crate::order::OrderNode;
 use crate::transport::HttpTransport;
 
@@ -330,7 +330,7 @@ async fn catalog_node(
     topology: &Topology,
     node: &NodeConfig,
     info: NodeInfo,
-) -> Result<CatalogNode, NodeError> {
+) -> Result<(Arc<CatalogNode>, Background), NodeError> {
     let store = open_store::<CatalogMachine>(topology, node).await?;
     let books = {
         let topology = topology.clone();
@@ -344,14 +344,15 @@ async fn catalog_node(
     let pool = pooled(&client_options(topology))?;
     let replicator = replicator(topology, node, &store, &pool).await?;
     let frontends = clients(topology, Role::Frontend, &pool, InternalClient::from_http)?;
-    Ok(CatalogNode::new(info, store.store, replicator, frontends))
+    let (catalog, background) = CatalogNode::new(info, store.store, replicator, frontends);
+    Ok((Arc::new(catalog), background))
 }
 
 async fn order_node(
     topology: &Topology,
     node: &NodeConfig,
     info: NodeInfo,
-) -> Result<OrderNode, NodeError> {
+) -> Result<(Arc<OrderNode>, Background), NodeError> {
     let store = open_store::<OrderMachine>(topology, node).await?;
     let pool = pooled(&client_options(topology))?;
     let replicator = replicator(topology, node, &store, &pool).await?;
@@ -369,10 +370,14 @@ async fn order_node(
         CatalogClient::from_http,
         Box::new(Preferred::new(first)),
     )?;
-    Ok(OrderNode::new(info, store.store, replicator, catalogs))
+    let (order, background) = OrderNode::new(info, store.store, replicator, catalogs);
+    Ok((Arc::new(order), background))
 }
 
-fn frontend_node(topology: &Topology, info: NodeInfo) -> Result<FrontendNode, NodeError> {
+fn frontend_node(
+    topology: &Topology,
+    info: NodeInfo,
+) -> Result<(Arc<FrontendNode>, Background), NodeError> {
     let pool = pooled(&client_options(topology))?;
     let catalogs = replica_set(
         topology,
@@ -431,27 +436,35 @@ pub async fn run_node(
     tracing::info!(%addr, role = %node.role, "starting");
     match node.role {
         Role::Frontend => {
-            let handler = Arc::new(frontend_node(topology, info)?);
-            let probe = tokio::spawn(Arc::clone(&handler).probe_forever().in_current_span());
-            serve(listener, handler, limits, shutdown).await;
-            probe.abort();
+            let (handler, background) = frontend_node(topology, info)?;
+            serve_node(handler, background, listener, limits, shutdown).await;
         }
         Role::Catalog => {
-            let handler = Arc::new(catalog_node(topology, node, info).await?);
-            serve(listener, handler, limits, shutdown).await;
+            let (handler, background) = catalog_node(topology, node, info).await?;
+            serve_node(handler, background, listener, limits, shutdown).await;
         }
         Role::Order => {
-            let handler = Arc::new(order_node(topology, node, info).await?);
-            let node = handler.as_ref().clone();
-            let reconciler = tokio::spawn(node.clone().reconcile_forever().in_current_span());
-            let probe = tokio::spawn(node.probe_forever().in_current_span());
-            serve(listener, handler, limits, shutdown).await;
-            reconciler.abort();
-            probe.abort();
+            let (handler, background) = order_node(topology, node, info).await?;
+            serve_node(handler, background, listener, limits, shutdown).await;
         }
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Serves `handler` on `listener` until `shutdown` completes, with the
+/// node's `background` work running: every task started at once, into one
+/// set, and stopped together once the server has drained.
+async fn serve_node<H: Handler>(
+    handler: Arc<H>,
+    background: Background,
+    listener: TcpListener,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut tasks = background.start();
+    serve(listener, handler, limits, shutdown).await;
+    tasks.shutdown().await;
 }
 
 #[cfg(test)]

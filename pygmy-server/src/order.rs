@@ -25,6 +25,7 @@ use pygmy_core::order::{OrderCommand, OrderMachine, OrderOutcome, OrderStore};
 use pygmy_core::replication::Replicator;
 use pygmy_core::types::{Book, IdempotencyKey, ItemId, Order, OrderId};
 
+use crate::background::Background;
 use crate::gather::{as_refusals, check_count, Gatherer};
 use crate::http::{json, ApiError, ApiResult, Handler, Metrics, NodeInfo, Request};
 use crate::replica::Replica;
@@ -72,22 +73,29 @@ struct Reconciler {
 
 impl OrderNode {
     /// An order replica over `store`, replicated by `replicator`, selling
-    /// through `catalogs`. Starts its gathering of sales: call it on the
-    /// runtime.
+    /// through `catalogs`; and its background work (not started): the
+    /// gathering of its sales, a health probe of the catalog replicas, and
+    /// the reconciler.
     pub fn new(
         node: NodeInfo,
         store: Arc<dyn OrderStore>,
         replicator: Arc<dyn Replicator<OrderMachine>>,
         catalogs: ReplicaSet<CatalogClient>,
-    ) -> Self {
+    ) -> (Self, Background) {
         let catalogs = Arc::new(catalogs);
-        OrderNode {
+        let (sales, gathering_sales) = gather_sales(Arc::clone(&catalogs));
+        let order = OrderNode {
             replica: Replica::new(node, replicator),
             store,
-            sales: Arc::new(gather_sales(Arc::clone(&catalogs))),
-            catalogs,
+            sales: Arc::new(sales),
+            catalogs: Arc::clone(&catalogs),
             reconciled: Arc::new(AtomicU64::new(0)),
-        }
+        };
+        let mut background = Background::default();
+        background.add(gathering_sales);
+        background.add(catalogs.probe_forever());
+        background.add(order.clone().reconcile_forever());
+        (order, background)
     }
 
     /// `GET /buy/<item>`.
@@ -181,7 +189,7 @@ impl OrderNode {
     /// [`RECONCILE_GRACE`] get their order recorded. A buy whose client gave
     /// up between the sale and the order, or whose every order replica
     /// failed then, so still ends with its order.
-    pub async fn reconcile_forever(self) {
+    async fn reconcile_forever(self) {
         let mut state = Reconciler::default();
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -201,12 +209,6 @@ impl OrderNode {
             Some(leader) => leader == self.replica.node().name,
             None => true,
         }
-    }
-
-    /// Probes the catalog replicas until the task is dropped: a replica
-    /// that cannot answer its health is tried last.
-    pub async fn probe_forever(self) {
-        Arc::clone(&self.catalogs).probe_forever().await;
     }
 
     /// One round, from the first catalog replica that answers: every sale
@@ -424,9 +426,15 @@ impl Handler for OrderNode {
 
 /// The sales of an order replica, those that come together asked of the
 /// catalog in one call (`POST /sales`): to the leader first, then the
-/// other replicas, as one sale's call goes.
-fn gather_sales(catalogs: Arc<ReplicaSet<CatalogClient>>) -> Gatherer<SaleRequest, Book> {
-    Gatherer::start(SalesRequest::MOST, move |sales| {
+/// other replicas, as one sale's call goes; and the task that gathers
+/// them.
+fn gather_sales(
+    catalogs: Arc<ReplicaSet<CatalogClient>>,
+) -> (
+    Gatherer<SaleRequest, Book>,
+    impl std::future::Future<Output = ()> + Send,
+) {
+    Gatherer::new(SalesRequest::MOST, move |sales| {
         let catalogs = Arc::clone(&catalogs);
         async move {
             let request = SalesRequest { sales };

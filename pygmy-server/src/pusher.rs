@@ -6,17 +6,15 @@
 //! the invalidations that wait while a push is under way go together in
 //! the next one (`POST /invalidate` with a list), and a push first lets
 //! the changes answered with the first one queue theirs
-//! ([`pygmy_core::burst`]: one push per raft entry instead of two, pushes
-//! per buy 0.088 -> 0.045, docs/benchmarks.md, the seventh round). Each
-//! change still waits for its own invalidation: answered once the push
-//! that carried it was taken, or failed, exactly as a push of its own
-//! would be.
+//! ([`pygmy_core::burst`]), so that the changes of one raft entry take one
+//! push. Each change still waits for its own invalidation: answered once
+//! the push that carried it was taken, or failed, exactly as a push of its
+//! own would be.
 
 use pygmy_client::InternalClient;
 use pygmy_core::api::internal::Invalidation;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-use tracing::Instrument;
 
 /// The most invalidations one push carries (`POST /invalidate` takes a
 /// replication call's body, far more than this many).
@@ -40,12 +38,12 @@ pub struct Pusher {
 }
 
 impl Pusher {
-    /// Starts pushing to `client`; the pushing stops when the pusher is
-    /// dropped.
-    pub fn start(client: InternalClient) -> Self {
+    /// A pusher to `client`, and the task that pushes (not started: the
+    /// node starts it with its other background work). The task ends when
+    /// the pusher is dropped.
+    pub fn new(client: InternalClient) -> (Self, impl std::future::Future<Output = ()> + Send) {
         let (queue, waiting) = mpsc::channel(QUEUE);
-        tokio::spawn(push_forever(client, waiting).in_current_span());
-        Pusher { queue }
+        (Pusher { queue }, push_forever(client, waiting))
     }
 
     /// Pushes `invalidation`, with those waiting beside it: `Ok` once the

@@ -5,10 +5,10 @@
 //! cut off, or frozen past the push's time limit), and the change is
 //! answered all the same. So a frontend serves from its cache only while it
 //! holds a lease from every catalog replica:
-//! - The frontend asks each catalog replica for a grant every probe: the
-//!   replica's incarnation and how many invalidations it has numbered for
-//!   this frontend. The lease runs [`LEASE`] from when the frontend *sent*
-//!   the request.
+//! - The frontend asks each catalog replica for a grant every
+//!   [`RENEW_EVERY`]: the replica's incarnation and how many invalidations
+//!   it has numbered for this frontend. The lease runs [`LEASE`] from when
+//!   the frontend *sent* the request.
 //! - A grant renews the lease only if the frontend has applied every
 //!   invalidation it counts. One that counts an invalidation not yet here
 //!   waits (it may be on its way); if the gap is still open at the next
@@ -31,6 +31,14 @@ use std::time::{Duration, Instant};
 
 /// How long a grant lets a frontend serve from its cache.
 pub const LEASE: Duration = Duration::from_millis(1_500);
+
+/// How often a frontend asks each catalog replica for a grant: several
+/// times within a [`LEASE`], so that one late grant does not let it lapse.
+pub const RENEW_EVERY: Duration = Duration::from_millis(250);
+
+/// How long a frontend waits for a grant before it asks again at the next
+/// renewal.
+pub const RENEW_TIMEOUT: Duration = Duration::from_millis(300);
 
 /// What a catalog replica adds to [`LEASE`] before it counts a frontend's
 /// lease as run out (clocks that tick at slightly different rates).
