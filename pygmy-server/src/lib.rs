@@ -13,6 +13,8 @@
 //!   `match` over its route enum (`pygmy_core::api::routes`). A role's
 //!   constructor builds the handler and its [`background::Background`]
 //!   work; it starts nothing.
+//! - [`order::steps`]: the two steps of a buy (a sale, then an order);
+//!   [`order::reconcile`]: the order of every sale that has none.
 //! - [`replica`]: what the catalog and order handlers share (readiness,
 //!   fresh reads, the peers' replication calls).
 //! - [`gather`]: calls to a backend that come together made as one call of

@@ -228,7 +228,7 @@ async fn orphan_sales_get_their_orders(options: Options) {
         })
     })
     .await;
-    assert!(started.elapsed() >= pygmy_server::order::RECONCILE_GRACE - Duration::from_secs(1));
+    assert!(started.elapsed() >= pygmy_server::order::reconcile::GRACE - Duration::from_secs(1));
     let a = test.order("order-0").ledger().await.expect("orders");
     let b = test.order("order-1").ledger().await.expect("orders");
     assert_eq!((a.len(), &a), (8, &b));
