@@ -128,6 +128,12 @@ pub trait Route: Sized {
     /// one per endpoint, whatever the parameters.
     fn label(&self) -> &'static str;
 
+    /// One route of each endpoint of the table. A variant added to a table
+    /// is added here too: the round-trip test and the test that holds each
+    /// role's OpenAPI document to its table (`tests/openapi.rs`) read this
+    /// list.
+    fn every() -> Vec<Self>;
+
     /// The method.
     fn method(&self) -> Method {
         self.target().0
@@ -226,6 +232,12 @@ impl<R: Route> Route for NodeRoute<R> {
         }
     }
 
+    fn every() -> Vec<Self> {
+        let mut every = vec![NodeRoute::Health, NodeRoute::Metrics, NodeRoute::OpenApi];
+        every.extend(R::every().into_iter().map(NodeRoute::Role));
+        every
+    }
+
     fn label(&self) -> &'static str {
         match self {
             NodeRoute::Health => "GET /health",
@@ -281,6 +293,15 @@ impl Route for FrontendRoute {
         }
     }
 
+    fn every() -> Vec<Self> {
+        vec![
+            FrontendRoute::Lookup,
+            FrontendRoute::Search,
+            FrontendRoute::Buy,
+            FrontendRoute::Invalidate,
+        ]
+    }
+
     fn label(&self) -> &'static str {
         match self {
             FrontendRoute::Lookup => "GET /lookup",
@@ -331,6 +352,15 @@ impl MemberRoute {
             MemberRoute::Add => (Method::POST, segments(&["members"])),
             MemberRoute::Remove(name) => (Method::DELETE, vec!["members".into(), name.clone()]),
         }
+    }
+
+    /// One route of each membership endpoint.
+    fn every() -> Vec<Self> {
+        vec![
+            MemberRoute::List,
+            MemberRoute::Add,
+            MemberRoute::Remove("replica-1".to_owned()),
+        ]
     }
 
     fn label(&self) -> &'static str {
@@ -430,6 +460,23 @@ impl Route for CatalogRoute {
         }
     }
 
+    fn every() -> Vec<Self> {
+        let mut every = vec![
+            CatalogRoute::Items,
+            CatalogRoute::Item(ItemId(1)),
+            CatalogRoute::Update(ItemId(1)),
+            CatalogRoute::Sell(ItemId(1)),
+            CatalogRoute::Propagate,
+            CatalogRoute::Sales,
+            CatalogRoute::SellMany,
+            CatalogRoute::LookupMany,
+            CatalogRoute::Lease,
+            CatalogRoute::Replication("raft-append".to_owned()),
+        ];
+        every.extend(MemberRoute::every().into_iter().map(CatalogRoute::Members));
+        every
+    }
+
     fn label(&self) -> &'static str {
         match self {
             CatalogRoute::Items => "GET /item",
@@ -507,6 +554,19 @@ impl Route for OrderRoute {
         }
     }
 
+    fn every() -> Vec<Self> {
+        let mut every = vec![
+            OrderRoute::Buy(ItemId(1)),
+            OrderRoute::BuyMany,
+            OrderRoute::Orders,
+            OrderRoute::Ledger,
+            OrderRoute::Propagate,
+            OrderRoute::Replication("raft-append".to_owned()),
+        ];
+        every.extend(MemberRoute::every().into_iter().map(OrderRoute::Members));
+        every
+    }
+
     fn label(&self) -> &'static str {
         match self {
             OrderRoute::Buy(_) => "GET /buy/{id}",
@@ -568,6 +628,23 @@ mod tests {
         ]);
         let health: NodeRoute<OrderRoute> = parse(&Method::GET, &["health"]).expect("health");
         assert_eq!(health, NodeRoute::Health);
+        round_trip(&FrontendRoute::every());
+        round_trip(&CatalogRoute::every());
+        round_trip(&OrderRoute::every());
+    }
+
+    /// `every()` names each endpoint of a table once.
+    fn each_label_once<R: Route>() {
+        let every = NodeRoute::<R>::every();
+        let labels: std::collections::BTreeSet<&str> = every.iter().map(Route::label).collect();
+        assert_eq!(labels.len(), every.len(), "{labels:?}");
+    }
+
+    #[test]
+    fn every_lists_each_endpoint_once() {
+        each_label_once::<FrontendRoute>();
+        each_label_once::<CatalogRoute>();
+        each_label_once::<OrderRoute>();
     }
 
     #[test]
