@@ -44,7 +44,7 @@ RUN useradd --system --user-group --no-create-home --home-dir /var/lib/pygmy pyg
 COPY --from=build /pygmy-server /pygmy-server
 USER pygmy
 # mimalloc commits its arenas' memory lazily: a frontend at 1,000
-# connections holds 35 MiB instead of 65 (docs/scaling.md).
+# connections holds 35 MiB with it, 65 without (docs/scaling.md).
 ENV MIMALLOC_ARENA_EAGER_COMMIT=0
 # Relative `data_dir` and `log_dir` paths resolve here. Mount a volume on it
 # to keep the data.

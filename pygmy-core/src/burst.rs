@@ -8,7 +8,7 @@
 //! first lets the other tasks run [`SETTLE`] times, so that those woken
 //! with the first item queue theirs, and takes them together. No timer: a
 //! timer would wait tokio's tick, a millisecond, and an item alone is taken
-//! at once (docs/benchmarks.md, the seventh round).
+//! at once (docs/history/benchmarks.md, "The seventh round").
 //!
 //! Used by the raft batcher (ops into one entry) and by the server's
 //! gathered calls and invalidation pushes.

@@ -213,8 +213,9 @@ impl IdempotencyKey {
     /// and random bits), so keys minted one after another sort one after
     /// another. The orders' index by key and the op records' index by op
     /// id then take each new key at their right edge, a few pages a batch
-    /// of buys, instead of one page anywhere in the index for every buy
-    /// (random keys): what a buy writes no longer grows with the indexes.
+    /// of buys, not one page anywhere in the index for every buy (as
+    /// random keys would): what a buy writes does not grow with the
+    /// indexes.
     pub fn mint() -> IdempotencyKey {
         IdempotencyKey(uuid::Uuid::now_v7().to_string())
     }

@@ -107,7 +107,8 @@ pub fn init(log_dir: &Path, nodes: &[String]) -> std::io::Result<LogGuard> {
     tracing_subscriber::registry()
         // Filtered to what is logged at all (node spans are at `info`): a
         // layer with no filter would make every span of every level be
-        // built, openraft's many `debug` ones too (seen in the profile).
+        // built, openraft's many `debug` ones too: 4 % of a buy's CPU
+        // (docs/history/benchmarks.md, "Where a buy's time goes").
         .with(NodeTagger.with_filter(LevelFilter::INFO))
         .with(
             tracing_subscriber::fmt::layer()

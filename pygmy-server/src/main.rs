@@ -11,7 +11,8 @@ use pygmy_server::Cluster;
 use tracing::Instrument;
 
 /// Every node allocates per request and per raft entry; mimalloc costs
-/// less than glibc's malloc there (docs/benchmarks.md).
+/// less than glibc's malloc there (docs/history/benchmarks.md, "Where a
+/// buy's time goes").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

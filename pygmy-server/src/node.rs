@@ -471,8 +471,8 @@ async fn serve_node<H: Handler>(
 mod tests {
     use super::*;
 
-    /// More clients than the old backlog (128) connect at once, before
-    /// the node accepts any: the kernel completes every handshake.
+    /// More clients than a backlog of 128 would hold connect at once,
+    /// before the node accepts any: the kernel completes every handshake.
     #[tokio::test]
     async fn a_burst_of_new_connections_fits_the_backlog() {
         let listener = bind(([127, 0, 0, 1], 0).into()).await.expect("bind");

@@ -35,9 +35,9 @@ fn sell(tx: &Transaction<'_>, item: ItemId) -> Result<CatalogOutcome, StoreError
     // The check and the decrement are one statement: no copy is taken that
     // is not there, whatever runs beside it. Without `RETURNING`: SQLite
     // gathers a returning statement's rows in a temporary b-tree, opened
-    // and closed each time, which cost more than the sale itself
-    // (docs/benchmarks.md); the row is read back by its key instead, in
-    // the same transaction.
+    // and closed each time, a quarter of a sale's instructions
+    // (docs/history/benchmarks.md, "The sixth round"); the row is read back
+    // by its key instead, in the same transaction.
     let sold = tx
         .prepare_cached("UPDATE books SET count = count - 1 WHERE id = ?1 AND count > 0")?
         .execute([item.0])?;

@@ -137,10 +137,10 @@ pub struct SqliteJournal<M: SqliteMachine> {
 /// in it): 2 KiB instead of SQLite's 4. Every commit writes each page it
 /// dirtied whole into the write-ahead log, and an apply dirties a page or
 /// two in each of several tables and indexes: with pages half the size a
-/// buy wrote 28 % fewer bytes (18 KB against 25 over the six replicas),
-/// for 4 % less CPU and 1.06x the buys at 64 connections
-/// (docs/benchmarks.md, the ninth round). A file made before keeps its
-/// page size: SQLite changes it only for a new file.
+/// buy writes about a quarter fewer bytes, for less CPU and more buys a
+/// second; 1 KiB writes fewer still but costs CPU
+/// (docs/history/benchmarks.md, "The ninth round"). A file that exists
+/// keeps its page size: SQLite sets it only for a new file.
 pub const PAGE_SIZE: u32 = 2048;
 
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
@@ -158,7 +158,8 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
         .map_err(open_err)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))
         .map_err(open_err)?;
-    // Every statement of an apply stays prepared (rusqlite keeps 16).
+    // Every statement of an apply stays prepared (rusqlite's default
+    // keeps 16).
     conn.set_prepared_statement_cache_capacity(STATEMENTS_KEPT);
     Ok(conn)
 }

@@ -95,8 +95,9 @@ CREATE TABLE IF NOT EXISTS orders (
         // (`WHERE true` tells SQLite's parser the ON CONFLICT is the
         // upsert's, not a join's.) Without `RETURNING`: SQLite gathers a
         // returning statement's rows in a temporary b-tree, opened and
-        // closed each time (docs/benchmarks.md); the new order's id is its
-        // rowid, and the rest is what was inserted.
+        // closed each time (docs/history/benchmarks.md, "The sixth round");
+        // the new order's id is its rowid, and the rest is what was
+        // inserted.
         let inserted = tx
             .prepare_cached(
                 "INSERT INTO orders (id, key, item_id, created)

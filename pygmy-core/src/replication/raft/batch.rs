@@ -9,9 +9,9 @@
 //! [`Proposal`], and answers each op with its own outcome. At most
 //! [`IN_FLIGHT`] entries are under way at once: while they are, the next
 //! ops gather, and are taken as one burst ([`crate::burst`]: the ops woken
-//! together go together, with no timer; in place of a 1 ms linger, 1.08x
-//! the buys at 64 connections, and 1.20x with the order replica's sales
-//! gathered too: docs/benchmarks.md, the seventh round).
+//! together go together, with no timer to wait out, which gives more buys
+//! a second than a 1 ms linger: docs/history/benchmarks.md, "The seventh
+//! round").
 //!
 //! Nothing changes for a caller: an op is answered once it is committed
 //! and applied on the leader, in the order the leader took it. A write
@@ -36,8 +36,9 @@ use crate::journal::{Machine, Op};
 pub const MAX_OPS: usize = 256;
 
 /// Entries under way at once: one, so that the next ops gather while it is
-/// replicated and applied (two made smaller entries and fewer buys per
-/// second: docs/benchmarks.md).
+/// replicated and applied (two make smaller entries and no more buys a
+/// second: docs/history/benchmarks.md, "The fifth round" and "The ninth
+/// round").
 pub const IN_FLIGHT: usize = 1;
 
 /// Ops waiting for a writer, at most: a proposer waits for room beyond.

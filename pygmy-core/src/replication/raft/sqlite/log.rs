@@ -9,9 +9,9 @@
 //! In the journal's own file, the log shares the journal's writer
 //! connection ([`SqliteLog::sharing`]): SQLite empties a connection's page
 //! cache whenever another connection wrote the file, so two writers of one
-//! file took turns re-reading every page they touched (and waited for each
-//! other in SQLite's busy handler, which sleeps); one connection keeps its
-//! cache, and the two wait on one mutex.
+//! file would take turns re-reading every page they touch (and wait for
+//! each other in SQLite's busy handler, which sleeps); one connection keeps
+//! its cache, and the two wait on one mutex.
 //!
 //! The newest entries appended are also kept in memory (`Tail`):
 //! openraft reads each entry back soon after appending it (to send it to
