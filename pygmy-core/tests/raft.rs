@@ -483,3 +483,119 @@ async fn a_replica_is_added_and_another_removed_while_sales_go_on() {
         "{asked:?}"
     );
 }
+
+/// A leader removed from its service passes an operator's question to the
+/// members; one of them that missed the change (its appends dropped) still
+/// takes the old leader for the leader and passes the question back. The
+/// question goes each way once, never round and round: it is answered,
+/// or refused, in time (round and round, over the loopback transport, it
+/// would overflow the stack at once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_question_passed_between_a_removed_leader_and_a_lagging_member_does_not_loop() {
+    let four = ["c0", "c1", "c2", "c3"];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let net = Loopback::new();
+    let mut replicas = Vec::new();
+    for name in four {
+        replicas.push(start_replica_of(&net, dir.path(), name, &four, 100, |_| {}).await);
+    }
+    let all_ready = || replicas.iter().all(|r| r.replicator.is_ready());
+    for _ in 0..400 {
+        if all_ready() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(all_ready(), "the four did not found a cluster");
+    let leader = replicas[0]
+        .replicator
+        .members()
+        .await
+        .expect("members")
+        .leader
+        .expect("a leader");
+    let at = |name: &str| four.iter().position(|n| *n == name).expect("a name");
+    // The removed leader asks the members in name order: the first of the
+    // others misses the change.
+    let others: Vec<&str> = four.iter().copied().filter(|n| *n != leader).collect();
+    let (lagging, asked) = (others[0], others[1]);
+    net.set_dropped(
+        pygmy_core::replication::raft::messages::APPEND,
+        lagging,
+        true,
+    );
+    let remove = MemberChange::Remove {
+        name: leader.clone(),
+    };
+    match replicas[at(asked)].replicator.change_members(remove).await {
+        Ok(_) => {}
+        Err(err) => assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}"),
+    }
+    let answer = tokio::time::timeout(
+        Duration::from_secs(10),
+        replicas[at(&leader)].replicator.members(),
+    )
+    .await
+    .expect("an answer in time");
+    if let Ok(members) = &answer {
+        assert!(members.get(&leader).is_none(), "{members:?}");
+    }
+    net.set_dropped(
+        pygmy_core::replication::raft::messages::APPEND,
+        lagging,
+        false,
+    );
+    await_members(
+        &replicas[at(lagging)],
+        "the lagging member caught up",
+        |m| m.get(&leader).is_none() && !m.changing && m.leader.is_some(),
+    )
+    .await;
+}
+
+/// A write a follower forwards is written by the leader, or refused by a
+/// replica that does not lead: never forwarded again (two replicas that
+/// each took the other for the leader would pass it round).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_write_is_refused_by_a_replica_that_does_not_lead() {
+    let c = cluster(100).await;
+    let leader = c.replicas[0]
+        .replicator
+        .members()
+        .await
+        .expect("members")
+        .leader
+        .expect("a leader");
+    let follower = c
+        .replicas
+        .iter()
+        .zip(NAMES)
+        .find(|(_, name)| *name != leader)
+        .map(|(replica, _)| replica)
+        .expect("a follower");
+    let body = serde_json::to_vec(&sell("forwarded", 1)).expect("json");
+    let refused = follower
+        .replicator
+        .handle(pygmy_core::replication::raft::messages::PROPOSE, &body)
+        .await;
+    assert!(
+        matches!(refused, Err(ReplicationError::Unavailable(_))),
+        "{refused:?}"
+    );
+    let leading = &c.replicas[NAMES.iter().position(|n| *n == leader).expect("the leader")];
+    let written = leading
+        .replicator
+        .handle(pygmy_core::replication::raft::messages::PROPOSE, &body)
+        .await;
+    assert!(written.is_ok(), "{written:?}");
+    // Proposed at a follower, a write still reaches the leader.
+    follower
+        .replicator
+        .propose(sell("through-a-follower", 1))
+        .await
+        .expect("forwarded once");
+    assert_eq!(
+        stocks(&c.replicas.iter().collect::<Vec<_>>()).await,
+        vec![98; 3]
+    );
+}

@@ -1,6 +1,7 @@
 //! An in-process [`Transport`] between replicators, for tests: calls go
-//! straight to the peer's [`Replicator::handle`], and a replica can be cut off
-//! from the others (both ways).
+//! straight to the peer's [`Replicator::handle`], a replica can be cut off
+//! from the others (both ways), and one kind of call to one replica can be
+//! dropped (as a network that loses one stream).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock, Weak};
@@ -15,6 +16,8 @@ use crate::journal::Machine;
 pub struct Loopback<M: Machine> {
     peers: RwLock<HashMap<String, Weak<dyn Replicator<M>>>>,
     cut: Mutex<HashSet<String>>,
+    /// `(rpc, callee)`: those calls fail as if the callee were unreachable.
+    dropped: Mutex<HashSet<(String, String)>>,
 }
 
 impl<M: Machine> Default for Loopback<M> {
@@ -22,6 +25,7 @@ impl<M: Machine> Default for Loopback<M> {
         Loopback {
             peers: RwLock::new(HashMap::new()),
             cut: Mutex::new(HashSet::new()),
+            dropped: Mutex::new(HashSet::new()),
         }
     }
 }
@@ -56,6 +60,25 @@ impl<M: Machine> Loopback<M> {
             .contains(name)
     }
 
+    /// Drops every `rpc` call to `callee` (`true`), or lets them through
+    /// again: the callee keeps answering every other call.
+    pub fn set_dropped(&self, rpc: &str, callee: &str, dropped: bool) {
+        let mut set = self.dropped.lock().unwrap_or_else(|p| p.into_inner());
+        let call = (rpc.to_owned(), callee.to_owned());
+        if dropped {
+            set.insert(call);
+        } else {
+            set.remove(&call);
+        }
+    }
+
+    fn is_dropped(&self, rpc: &str, callee: &str) -> bool {
+        self.dropped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&(rpc.to_owned(), callee.to_owned()))
+    }
+
     /// Cuts `name` off from every other replica (`true`), or heals it.
     pub fn set_cut(&self, name: &str, cut: bool) {
         let mut set = self.cut.lock().unwrap_or_else(|p| p.into_inner());
@@ -82,6 +105,9 @@ impl<M: Machine> Transport for Endpoint<M> {
         };
         if self.net.is_cut(peer) || self.net.is_cut(&self.caller) {
             return Err(unreachable("cut off"));
+        }
+        if self.net.is_dropped(rpc, peer) {
+            return Err(unreachable("dropped"));
         }
         let target = self
             .net

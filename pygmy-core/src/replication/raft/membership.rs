@@ -15,7 +15,7 @@ use tracing::Instrument;
 
 use super::config::{ASK_TIMEOUT, PROMOTE_WITHIN};
 use super::identity::Identity;
-use super::messages::{self as rpc, Adopt, Hello, Join, Joining};
+use super::messages::{self as rpc, Adopt, Hello, Join, Joining, Passed};
 use super::replicator::{Member, RaftReplicator, Shared};
 use super::types::{NodeId, ReplicaNode};
 use crate::error::{ErrorKind, ReplicationError, TransportError};
@@ -51,6 +51,16 @@ async fn settle(
     }
 }
 
+/// A request passed on [`rpc::MAX_HOPS`] times without reaching the leader:
+/// the replicas disagree for a moment on who leads, and the asker asks
+/// again.
+pub(super) fn passed_too_often() -> ReplicationError {
+    ReplicationError::unavailable(format!(
+        "passed on {} times without reaching the leader (the replicas disagree on who leads): ask again",
+        rpc::MAX_HOPS
+    ))
+}
+
 /// What a peer's refusal means here: its kind kept, so that an operator's
 /// request forwarded to the leader answers as the leader did.
 pub(super) fn forwarded(err: TransportError) -> ReplicationError {
@@ -61,13 +71,14 @@ pub(super) fn forwarded(err: TransportError) -> ReplicationError {
 }
 
 impl<M: Machine> RaftReplicator<M> {
-    /// The membership, after `change` if one is given: on the leader, or
-    /// forwarded to it.
+    /// The membership, after the change `asked` carries if it carries one:
+    /// on the leader, or passed on toward it (at most
+    /// [`rpc::MAX_HOPS`] times in all).
     pub(super) async fn membership(
         &self,
-        change: Option<MemberChange>,
+        asked: Passed<Option<MemberChange>>,
     ) -> Result<Members, ReplicationError> {
-        if let Some(change) = &change {
+        if let Some(change) = &asked.request {
             change
                 .validate()
                 .map_err(|message| ReplicationError::Refused {
@@ -80,7 +91,7 @@ impl<M: Machine> RaftReplicator<M> {
         let within = limit + limit / 2;
         let member = self.member()?;
         if member.node(member.identity.id).is_none() {
-            return self.ask_the_members(member, &change, within).await;
+            return self.ask_the_members(member, &asked, within).await;
         }
         let deadline = tokio::time::Instant::now() + limit;
         let (member, leader) = loop {
@@ -95,12 +106,13 @@ impl<M: Machine> RaftReplicator<M> {
             }
         };
         if leader != member.identity.id {
+            let passed = asked.again().ok_or_else(passed_too_often)?;
             return self
-                .call_leader_within(member, leader, rpc::MEMBERS, &change, within)
+                .call_leader_within(member, leader, rpc::MEMBERS, &passed, within)
                 .await
                 .map_err(forwarded);
         }
-        match change {
+        match asked.request {
             None => {}
             Some(MemberChange::Add { name, url }) => {
                 self.shared.add(member, &name, &url, limit).await?;
@@ -116,9 +128,10 @@ impl<M: Machine> RaftReplicator<M> {
     async fn ask_the_members(
         &self,
         member: &Member<M>,
-        change: &Option<MemberChange>,
+        asked: &Passed<Option<MemberChange>>,
         within: Duration,
     ) -> Result<Members, ReplicationError> {
+        let passed = asked.again().ok_or_else(passed_too_often)?;
         let members = member.members();
         let mut last = ReplicationError::unavailable(format!(
             "{} is not a member of its service, and knows no member to ask",
@@ -129,7 +142,7 @@ impl<M: Machine> RaftReplicator<M> {
                 continue;
             };
             let transport = &*self.shared.transport;
-            match call(transport, &name, rpc::MEMBERS, change, within).await {
+            match call(transport, &name, rpc::MEMBERS, &passed, within).await {
                 Ok(answer) => return Ok(answer),
                 Err(err @ crate::TransportError::Unreachable { .. }) => last = forwarded(err),
                 Err(err) => return Err(forwarded(err)),

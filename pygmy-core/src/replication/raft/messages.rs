@@ -5,13 +5,23 @@
 //! [`Join`]); and an operator's membership request forwarded to the leader
 //! ([`MEMBERS`]). Bodies are JSON, except a snapshot chunk's data, which
 //! travels as raw bytes after its JSON header (see [`SnapshotChunk`]).
+//!
+//! A request that a replica passes on toward the leader ([`Passed`]: a
+//! join, an operator's membership request) counts the replicas it went
+//! through, and is passed on at most [`MAX_HOPS`] times: replicas whose
+//! views of the leader disagree for a moment (a removed leader and a
+//! member that has not seen its removal, say) cannot pass it round and
+//! round. A forwarded write ([`PROPOSE`]) is written by the leader or
+//! refused, never passed on again.
 
 use serde::{Deserialize, Serialize};
 
 use super::identity::Identity;
 use super::types::NodeId;
 
-/// A follower forwards a write (`Op`) to the leader; answers its outcome.
+/// A follower forwards a write (`Op`) to the leader; answers its outcome,
+/// or 503 from a replica that does not lead (the follower retries with
+/// the next leader).
 pub const PROPOSE: &str = "propose";
 /// openraft's `AppendEntries`.
 pub const APPEND: &str = "raft-append";
@@ -25,13 +35,45 @@ pub const READ_INDEX: &str = "read-index";
 pub const HELLO: &str = "raft-hello";
 /// The founder asks a replica to take its founding identity ([`Adopt`]).
 pub const ADOPT: &str = "raft-adopt";
-/// A replica asks the leader to make it a voter ([`Join`]); answers a
-/// [`Joining`].
+/// A replica asks the leader to make it a voter ([`Passed`] [`Join`]);
+/// answers a [`Joining`].
 pub const JOIN: &str = "raft-join";
 /// An operator's request, forwarded to the leader: the membership, after a
-/// change if one is given (`Option<`[`crate::replication::MemberChange`]`>`);
-/// answers [`crate::replication::Members`].
+/// change if one is given ([`Passed`]
+/// `Option<`[`crate::replication::MemberChange`]`>`); answers
+/// [`crate::replication::Members`].
 pub const MEMBERS: &str = "raft-members";
+
+/// The most times a request is passed on toward the leader: by a replica
+/// that is not a member to a member, and by a member that does not lead
+/// to the leader.
+pub const MAX_HOPS: u32 = 2;
+
+/// A request on its way to the leader, and how many replicas passed it on
+/// before this one (0: it comes from the replica that asks).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Passed<T> {
+    /// The request.
+    pub request: T,
+    /// The times it was passed on so far.
+    pub hops: u32,
+}
+
+impl<T> Passed<T> {
+    /// `request`, as its first sender sends it.
+    pub fn first(request: T) -> Self {
+        Passed { request, hops: 0 }
+    }
+
+    /// The same request, passed on once more; `None` if it has been passed
+    /// on [`MAX_HOPS`] times already.
+    pub fn again(&self) -> Option<Passed<&T>> {
+        (self.hops < MAX_HOPS).then_some(Passed {
+            request: &self.request,
+            hops: self.hops + 1,
+        })
+    }
+}
 
 /// An openraft call, for one member (`to`) of one cluster.
 #[derive(Debug, Serialize, Deserialize)]
@@ -126,6 +168,20 @@ pub fn unframe_chunk(body: &[u8]) -> Option<(&[u8], &[u8])> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_is_passed_on_at_most_max_hops_times() {
+        let mut passed = Passed::first(7_u8);
+        for hops in 1..=MAX_HOPS {
+            let again = passed.again().expect("passed on");
+            assert_eq!((*again.request, again.hops), (7, hops));
+            passed = Passed {
+                request: *again.request,
+                hops: again.hops,
+            };
+        }
+        assert!(passed.again().is_none());
+    }
 
     #[test]
     fn a_chunk_frames_and_unframes() {

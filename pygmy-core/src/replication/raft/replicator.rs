@@ -23,7 +23,8 @@ use tracing::Instrument;
 use super::batch::{Batcher, NotWritten};
 use super::config::RaftConfig;
 use super::identity::{Identity, IdentityStore};
-use super::messages::{self as rpc, Addressed, Adopt, Join, Joining, SnapshotChunk};
+use super::membership::passed_too_often;
+use super::messages::{self as rpc, Addressed, Adopt, Join, Joining, Passed, SnapshotChunk};
 use super::network::learn;
 use super::read_index::{self, ReadRounds};
 use super::types::{NodeId, RaftTypes, ReplicaNode};
@@ -123,6 +124,32 @@ impl<M: Machine> RaftReplicator<M> {
         self.shared.member().ok_or_else(|| {
             ReplicationError::unavailable("this replica has not joined its raft cluster yet")
         })
+    }
+
+    /// A write a follower forwarded: written here, with the ops proposed
+    /// beside it, if this replica leads now; refused (unavailable) if it
+    /// does not, or loses the lead before the write commits, so that the
+    /// follower waits for the next leader and forwards it there.
+    async fn write_as_leader(
+        &self,
+        member: &Member<M>,
+        op: Op<M::Command>,
+    ) -> Result<M::Outcome, ReplicationError> {
+        let leads = member.raft.metrics().borrow().current_leader == Some(member.identity.id);
+        if !leads {
+            return Err(ReplicationError::unavailable(format!(
+                "{} does not lead: forward the write to the leader",
+                self.shared.config.node
+            )));
+        }
+        let deadline = tokio::time::Instant::now() + self.shared.config.write_timeout;
+        match tokio::time::timeout_at(deadline, member.batcher.write(op)).await {
+            Ok(Ok(outcome)) => Ok(outcome),
+            Ok(Err(NotWritten::Retry(why) | NotWritten::Stopped(why))) => {
+                Err(ReplicationError::unavailable(why))
+            }
+            Err(_) => Err(ReplicationError::unavailable("not committed in time")),
+        }
     }
 
     /// Calls `rpc` on the leader `leader`, waiting for its answer at most
@@ -369,8 +396,11 @@ impl<M: Machine> Replicator<M> for RaftReplicator<M> {
         let member = self.member()?;
         match rpc {
             rpc::PROPOSE => {
+                // Written here if this replica leads, else refused (503):
+                // the follower that forwarded it waits for the next leader
+                // and forwards it there, so a write is never passed round.
                 let op: Op<M::Command> = decode(body)?;
-                encode(&self.propose(op).await?)
+                encode(&self.write_as_leader(member, op).await?)
             }
             rpc::APPEND => {
                 let call: Addressed<AppendEntriesRequest<RaftTypes<M>>> = decode(body)?;
@@ -402,16 +432,17 @@ impl<M: Machine> Replicator<M> for RaftReplicator<M> {
                 encode(&member.read_index(deadline).await?)
             }
             rpc::JOIN => {
-                let join: Join = decode(body)?;
+                let join: Passed<Join> = decode(body)?;
                 let leader = member.metrics().current_leader;
                 match leader {
                     Some(leader) if leader == member.identity.id => {
-                        let in_topology = self.shared.in_topology(&join.name);
-                        encode(&member.join(&join, in_topology).await?)
+                        let in_topology = self.shared.in_topology(&join.request.name);
+                        encode(&member.join(&join.request, in_topology).await?)
                     }
                     Some(leader) => {
+                        let passed = join.again().ok_or_else(passed_too_often)?;
                         let answer: Joining = self
-                            .call_leader(member, leader, rpc::JOIN, &join)
+                            .call_leader(member, leader, rpc::JOIN, &passed)
                             .await
                             .map_err(ReplicationError::unavailable)?;
                         encode(&answer)
@@ -420,8 +451,8 @@ impl<M: Machine> Replicator<M> for RaftReplicator<M> {
                 }
             }
             rpc::MEMBERS => {
-                let change: Option<MemberChange> = decode(body)?;
-                encode(&self.membership(change).await?)
+                let asked: Passed<Option<MemberChange>> = decode(body)?;
+                encode(&self.membership(asked).await?)
             }
             other => Err(ReplicationError::UnknownRpc(other.to_owned())),
         }
@@ -481,7 +512,7 @@ impl<M: Machine> Replicator<M> for RaftReplicator<M> {
     }
 
     async fn members(&self) -> Result<Members, ReplicationError> {
-        self.membership(None).await
+        self.membership(Passed::first(None)).await
     }
 
     fn status(&self) -> Option<ReplicaStatus> {
@@ -538,7 +569,7 @@ impl<M: Machine> Replicator<M> for RaftReplicator<M> {
     }
 
     async fn change_members(&self, change: MemberChange) -> Result<Members, ReplicationError> {
-        self.membership(Some(change)).await
+        self.membership(Passed::first(Some(change))).await
     }
 }
 

@@ -30,7 +30,7 @@ use openraft::{LogId, Raft};
 use super::batch::Batcher;
 use super::config::{ASK_TIMEOUT, PROMOTE_WITHIN};
 use super::identity::Identity;
-use super::messages::{self as rpc, Adopt, Hello, Join, Joining};
+use super::messages::{self as rpc, Adopt, Hello, Join, Joining, Passed};
 use super::network::Network;
 use super::read_index::ReadRounds;
 use super::replicator::{ask_the_leader, Member, Shared};
@@ -257,11 +257,11 @@ impl<M: Machine> Shared<M> {
         let Some(member) = self.member() else {
             return;
         };
-        let join = Join {
+        let join = Passed::first(Join {
             cluster: member.identity.cluster.clone(),
             name: self.config.node.clone(),
             id: member.identity.id,
-        };
+        });
         let mut told = false;
         loop {
             let is_voter = {
