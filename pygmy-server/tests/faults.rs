@@ -422,17 +422,19 @@ const EVERY_REPLICA_IN_TURN: [(u64, Fault); 12] = [
     (26_500, Fault::Restart("order-2")),
 ];
 
-/// Replicas of both services frozen (SIGSTOP) for 2.5 s each, one at a
-/// time: whichever lead, some freezes hit a leader.
+/// Replicas of both services frozen (SIGSTOP) for 5 s each, one at a
+/// time: whichever lead, some freezes hit a leader. A freeze lasts longer
+/// than [`FREEZE_GAP_MS`]: the buyers go on because another replica is
+/// elected, not because the frozen one thaws.
 const FREEZES: [(u64, Fault); 8] = [
     (2_000, Fault::Freeze("catalog-0")),
-    (4_500, Fault::Thaw("catalog-0")),
-    (6_500, Fault::Freeze("order-0")),
-    (9_000, Fault::Thaw("order-0")),
-    (11_000, Fault::Freeze("catalog-1")),
-    (13_500, Fault::Thaw("catalog-1")),
-    (15_500, Fault::Freeze("order-1")),
-    (18_000, Fault::Thaw("order-1")),
+    (7_000, Fault::Thaw("catalog-0")),
+    (8_500, Fault::Freeze("order-0")),
+    (13_500, Fault::Thaw("order-0")),
+    (15_000, Fault::Freeze("catalog-1")),
+    (20_000, Fault::Thaw("catalog-1")),
+    (21_500, Fault::Freeze("order-1")),
+    (26_500, Fault::Thaw("order-1")),
 ];
 
 /// Every node killed at once, twice, as a power loss.
@@ -523,17 +525,22 @@ async fn raft_keeps_every_promise_through_crashes_and_restarts() {
     .await;
 }
 
-/// One frozen replica at a time costs the buyers at most about one
-/// election: prints the longest time without an acknowledged buy and the
-/// buys' p99 (targets 1.5 s each, on a quiet machine); asserts only a
-/// generous bound.
+/// The longest time without an acknowledged buy that freezing one
+/// replica at a time may cost: about twice what it costs on this 2-core
+/// machine (1.0 to 1.8 s: one election, and a vote split now and then).
+const FREEZE_GAP_MS: f64 = 3_500.0;
+
+/// One frozen replica at a time costs the buyers about one election:
+/// prints the longest time without an acknowledged buy and the buys' p99,
+/// and asserts the gap is within [`FREEZE_GAP_MS`] (seen failing with
+/// elections of 3 to 4 s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raft_freezes_cost_buyers_about_an_election() {
-    scenario_with(raft_cluster(100_000), 20, 24, &FREEZES, |run| {
+    scenario_with(raft_cluster(100_000), 28, 24, &FREEZES, |run| {
         assert_no_broken_promise(run);
         print_availability(run, "under freezes");
         assert!(
-            run.report.longest_buy_gap_ms < 8_000.0,
+            run.report.longest_buy_gap_ms < FREEZE_GAP_MS,
             "buys stalled for {:.0} ms\n{}",
             run.report.longest_buy_gap_ms,
             summary(run)
