@@ -783,17 +783,31 @@ async fn reads_avoid_a_frozen_replica_within_a_second() {
 }
 
 /// Fresh reads across a frozen frontend: the catalog's invalidation push
-/// times out while the frontend is frozen, but the request waits in the
-/// frontend's socket and is taken when it thaws, before any lookup it
-/// serves then. (A push lost on a cut network is retried by the catalog in
-/// the background; no test here cuts a network.)
+/// times out while the frontend is frozen, and the catalog answers the
+/// change once the frontend's cache lease has surely run out. Lookups sent
+/// while the frontend is frozen wait in its sockets beside the
+/// invalidation; once it thaws, each of them, and one sent right after,
+/// shows the change: none is served from the cache before the
+/// invalidation is applied or the lease renewed. (Seen failing with a
+/// lease that never runs out: lookups taken before the invalidation
+/// answered the old count.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_frontend_serves_no_stale_lookup_once_thawed() {
     let _alone = ONE_AT_A_TIME.lock().await;
     let cluster = broadcast_cluster(100).await;
     let store = cluster.store();
     let book = pygmy_core::types::ItemId(3);
-    assert_eq!(store.lookup(book).await.expect("lookup").count, 100);
+    // Sixteen connections open (and kept) to the frontend, as the
+    // invalidation's is: once it thaws, none is read first by rule.
+    let warm: Vec<_> = (0..16)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.lookup(book).await })
+        })
+        .collect();
+    for lookup in warm {
+        assert_eq!(lookup.await.expect("task").expect("lookup").count, 100);
+    }
     cluster.freeze("frontend");
     let options = cluster.options();
     let catalog =
@@ -806,12 +820,23 @@ async fn a_frozen_frontend_serves_no_stale_lookup_once_thawed() {
         catalog.update(book, &update).await.expect("update").count,
         60
     );
+    let waiting: Vec<_> = (0..16)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.lookup(book).await })
+        })
+        .collect();
+    // The lookups reach the frontend's sockets before it thaws.
+    tokio::time::sleep(Duration::from_millis(100)).await;
     cluster.thaw("frontend");
-    tokio::time::sleep(Duration::from_millis(1_000)).await;
-    assert_eq!(
-        store.lookup(book).await.expect("lookup").count,
-        60,
-        "a stale cached lookup"
+    let at_once = store.lookup(book).await.expect("a lookup at once");
+    let mut counts = vec![at_once.count];
+    for lookup in waiting {
+        counts.push(lookup.await.expect("the task").expect("a lookup").count);
+    }
+    assert!(
+        counts.iter().all(|&count| count == 60),
+        "stale cached lookups: {counts:?}"
     );
 }
 
