@@ -900,17 +900,40 @@ async fn a_follower_thawed_behind_serves_no_stale_read() {
 /// A frozen catalog replica is found out by each order replica's health
 /// probe too: an order replica whose preferred catalog replica is frozen
 /// sells through another one, every time, not once in a while. Buys go
-/// straight to `order-0` (which prefers `catalog-0`), spread over several
-/// probe rounds, so a gap between two probes' verdicts would show.
+/// straight to `order-0` (which prefers `catalog-0`) from a second after
+/// the freeze (the bound ARCHITECTURE.md gives) and once the other catalog
+/// replicas name a leader, spread over several probe rounds, so a gap
+/// between two probes' verdicts would show. (Seen failing with the probe's
+/// ejection left out: buys waited on the frozen replica for an attempt.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn buys_avoid_a_frozen_preferred_catalog_replica() {
     let _alone = ONE_AT_A_TIME.lock().await;
     let cluster = raft_cluster(100).await;
     let order = pygmy_client::OrderClient::new(&cluster.url("order-0"), &ClientOptions::default())
         .expect("client");
+    let frozen = Instant::now();
     cluster.freeze("catalog-0");
-    // Long enough for a new raft leader, should catalog-0 have led.
-    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    // Should catalog-0 have led, the others elect another leader first.
+    let options = cluster.options();
+    let others: Vec<CatalogClient> = ["catalog-1", "catalog-2"]
+        .iter()
+        .map(|name| CatalogClient::new(&cluster.url(name), &options).expect("client"))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut named = Vec::new();
+        for other in &others {
+            if let Ok(health) = other.health().await {
+                named.push(health.leader);
+            }
+        }
+        if named.iter().any(|l| l.as_deref().is_some_and(|l| l != "catalog-0")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no leader but the frozen one: {named:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep_until((frozen + Duration::from_secs(1)).into()).await;
     let mut slow = Vec::new();
     for i in 0..12 {
         let key = pygmy_core::types::IdempotencyKey::parse(&format!("frozen-preferred-{i}"))
