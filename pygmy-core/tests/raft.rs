@@ -297,8 +297,33 @@ async fn a_replica_that_lost_its_disk_never_votes_an_acknowledged_write_away() {
     let fresh = start_replica(&c.net, c._dir.path(), "c2", 100, |_| {}).await;
     c.net.set_cut("c1", false);
     // c1 lacks the sale and the new c2 has nothing: they must not make a
-    // leader together (give them several election timeouts).
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // leader together. Wait until they could have: the new c2 runs raft,
+    // and c1 has since asked it for its vote several times.
+    let until = tokio::time::Instant::now() + Duration::from_secs(30);
+    while fresh.replicator.status().is_none() {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "the new c2 never ran raft"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let asked = c.net.calls("c1", raft::messages::VOTE);
+    let leads = |replica: &Replica| {
+        replica
+            .replicator
+            .status()
+            .is_some_and(|status| status.state == "leader")
+    };
+    while c.net.calls("c1", raft::messages::VOTE) < asked + 6
+        && !leads(&c.replicas[1])
+        && !leads(&fresh)
+    {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "c1 never stood for election"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let stale = c.replicas[1].replicator.propose(sell("stale", 2)).await;
     assert!(
         stale.is_err(),
@@ -377,7 +402,15 @@ async fn a_replica_is_added_and_another_removed_while_sales_go_on() {
     let grown = ["c0", "c1", "c2", "c3"];
     let dir = c._dir.path().to_owned();
     let c3 = start_replica_of(&c.net, &dir, "c3", &grown, 100_000, |_| {}).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // c3 asks to join, again and again, and is refused every time.
+    let until = tokio::time::Instant::now() + Duration::from_secs(30);
+    while c.net.calls("c3", raft::messages::JOIN) < 3 && !c3.replicator.is_ready() {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "c3 never asked to join"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(!c3.replicator.is_ready(), "c3 joined without being added");
     let before = c.replicas[1].replicator.members().await.expect("members");
     assert!(before.get("c3").is_none(), "{before:?}");

@@ -1,7 +1,8 @@
 //! An in-process [`Transport`] between replicators, for tests: calls go
 //! straight to the peer's [`Replicator::handle`], a replica can be cut off
-//! from the others (both ways), and one kind of call to one replica can be
-//! dropped (as a network that loses one stream).
+//! from the others (both ways), one kind of call to one replica can be
+//! dropped (as a network that loses one stream), and the calls each
+//! replica made are counted.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock, Weak};
@@ -18,6 +19,8 @@ pub struct Loopback<M: Machine> {
     cut: Mutex<HashSet<String>>,
     /// `(rpc, callee)`: those calls fail as if the callee were unreachable.
     dropped: Mutex<HashSet<(String, String)>>,
+    /// `(caller, rpc)`: how many such calls were made.
+    calls: Mutex<HashMap<(String, String), u64>>,
 }
 
 impl<M: Machine> Default for Loopback<M> {
@@ -26,6 +29,7 @@ impl<M: Machine> Default for Loopback<M> {
             peers: RwLock::new(HashMap::new()),
             cut: Mutex::new(HashSet::new()),
             dropped: Mutex::new(HashSet::new()),
+            calls: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -79,6 +83,17 @@ impl<M: Machine> Loopback<M> {
             .contains(&(rpc.to_owned(), callee.to_owned()))
     }
 
+    /// How many `rpc` calls `caller` has made, answered or not: a test waits
+    /// for a replica to have tried something, rather than for a time.
+    pub fn calls(&self, caller: &str, rpc: &str) -> u64 {
+        self.calls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(caller.to_owned(), rpc.to_owned()))
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// Cuts `name` off from every other replica (`true`), or heals it.
     pub fn set_cut(&self, name: &str, cut: bool) {
         let mut set = self.cut.lock().unwrap_or_else(|p| p.into_inner());
@@ -103,6 +118,13 @@ impl<M: Machine> Transport for Endpoint<M> {
             peer: peer.to_owned(),
             reason: reason.to_owned(),
         };
+        *self
+            .net
+            .calls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((self.caller.clone(), rpc.to_owned()))
+            .or_insert(0) += 1;
         if self.net.is_cut(peer) || self.net.is_cut(&self.caller) {
             return Err(unreachable("cut off"));
         }
