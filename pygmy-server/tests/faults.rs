@@ -743,8 +743,11 @@ async fn broadcast_is_caught_when_its_first_replica_freezes() {
 /// catches up and takes the writes back before it serves), all but rarely:
 /// a kill between an apply and its shipment, or a hand-over longer than
 /// 250 ms, lets two replicas write at once (ARCHITECTURE.md, "What
-/// broadcast does not guarantee"); 21 runs in a row passed on 2026-11-26.
+/// broadcast does not guarantee"). A test that fails by chance has no
+/// place in the default suite: this one is a soak, run many times by
+/// `.ci/soak.sh`, which counts its failures.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a soak: fails rarely by design; run by .ci/soak.sh"]
 async fn broadcast_survives_crashes_and_restarts() {
     scenario(
         broadcast_cluster(60),
@@ -927,10 +930,16 @@ async fn buys_avoid_a_frozen_preferred_catalog_replica() {
                 named.push(health.leader);
             }
         }
-        if named.iter().any(|l| l.as_deref().is_some_and(|l| l != "catalog-0")) {
+        if named
+            .iter()
+            .any(|l| l.as_deref().is_some_and(|l| l != "catalog-0"))
+        {
             break;
         }
-        assert!(Instant::now() < deadline, "no leader but the frozen one: {named:?}");
+        assert!(
+            Instant::now() < deadline,
+            "no leader but the frozen one: {named:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep_until((frozen + Duration::from_secs(1)).into()).await;
