@@ -72,11 +72,16 @@ async fn cluster(stock: i64) -> Cluster {
 }
 
 async fn cluster_with(stock: i64, tune: impl Fn(&mut RaftConfig) + Copy) -> Cluster {
+    cluster_of(&NAMES, stock, tune).await
+}
+
+/// A cluster founded by the replicas `names`, once every one serves.
+async fn cluster_of(names: &[&str], stock: i64, tune: impl Fn(&mut RaftConfig) + Copy) -> Cluster {
     let dir = tempfile::tempdir().expect("tempdir");
     let net = Loopback::new();
     let mut replicas = Vec::new();
-    for name in NAMES {
-        replicas.push(start_replica(&net, dir.path(), name, stock, tune).await);
+    for name in names {
+        replicas.push(start_replica_of(&net, dir.path(), name, names, stock, tune).await);
     }
     for _ in 0..400 {
         if replicas.iter().all(|r| r.replicator.is_ready()) {
@@ -355,6 +360,16 @@ async fn a_replica_that_lost_its_disk_never_votes_an_acknowledged_write_away() {
     }
 }
 
+/// The name of the leader `via` knows of.
+async fn leader_of(via: &Replica) -> String {
+    via.replicator
+        .members()
+        .await
+        .expect("members")
+        .leader
+        .expect("a leader")
+}
+
 /// Waits until `check` holds of the membership as `via` reports it.
 async fn await_members(via: &Replica, what: &str, check: impl Fn(&Members) -> bool) -> Members {
     let mut last = None;
@@ -526,27 +541,12 @@ async fn a_replica_is_added_and_another_removed_while_sales_go_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_question_passed_between_a_removed_leader_and_a_lagging_member_does_not_loop() {
     let four = ["c0", "c1", "c2", "c3"];
-    let dir = tempfile::tempdir().expect("tempdir");
-    let net = Loopback::new();
-    let mut replicas = Vec::new();
-    for name in four {
-        replicas.push(start_replica_of(&net, dir.path(), name, &four, 100, |_| {}).await);
-    }
-    let all_ready = || replicas.iter().all(|r| r.replicator.is_ready());
-    for _ in 0..400 {
-        if all_ready() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(all_ready(), "the four did not found a cluster");
-    let leader = replicas[0]
-        .replicator
-        .members()
-        .await
-        .expect("members")
-        .leader
-        .expect("a leader");
+    let Cluster {
+        net,
+        replicas,
+        _dir,
+    } = cluster_of(&four, 100, |_| {}).await;
+    let leader = leader_of(&replicas[0]).await;
     let at = |name: &str| four.iter().position(|n| *n == name).expect("a name");
     // The removed leader asks the members in name order: the first of the
     // others misses the change.
@@ -592,13 +592,7 @@ async fn a_question_passed_between_a_removed_leader_and_a_lagging_member_does_no
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forwarded_write_is_refused_by_a_replica_that_does_not_lead() {
     let c = cluster(100).await;
-    let leader = c.replicas[0]
-        .replicator
-        .members()
-        .await
-        .expect("members")
-        .leader
-        .expect("a leader");
+    let leader = leader_of(&c.replicas[0]).await;
     let follower = c
         .replicas
         .iter()
