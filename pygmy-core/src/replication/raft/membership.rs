@@ -51,16 +51,6 @@ async fn settle(
     }
 }
 
-/// A request passed on [`rpc::MAX_HOPS`] times without reaching the leader:
-/// the replicas disagree for a moment on who leads, and the asker asks
-/// again.
-pub(super) fn passed_too_often() -> ReplicationError {
-    ReplicationError::unavailable(format!(
-        "passed on {} times without reaching the leader (the replicas disagree on who leads): ask again",
-        rpc::MAX_HOPS
-    ))
-}
-
 /// What a peer's refusal means here: its kind kept, so that an operator's
 /// request forwarded to the leader answers as the leader did.
 pub(super) fn forwarded(err: TransportError) -> ReplicationError {
@@ -106,7 +96,7 @@ impl<M: Machine> RaftReplicator<M> {
             }
         };
         if leader != member.identity.id {
-            let passed = asked.again().ok_or_else(passed_too_often)?;
+            let passed = asked.again_or_refuse()?;
             return self
                 .call_leader_within(member, leader, rpc::MEMBERS, &passed, within)
                 .await
@@ -131,7 +121,7 @@ impl<M: Machine> RaftReplicator<M> {
         asked: &Passed<Option<MemberChange>>,
         within: Duration,
     ) -> Result<Members, ReplicationError> {
-        let passed = asked.again().ok_or_else(passed_too_often)?;
+        let passed = asked.again_or_refuse()?;
         let members = member.members();
         let mut last = ReplicationError::unavailable(format!(
             "{} is not a member of its service, and knows no member to ask",

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::identity::Identity;
 use super::types::NodeId;
+use crate::error::ReplicationError;
 
 /// A follower forwards a write (`Op`) to the leader; answers its outcome,
 /// or 503 from a replica that does not lead (the follower retries with
@@ -71,6 +72,18 @@ impl<T> Passed<T> {
         (self.hops < MAX_HOPS).then_some(Passed {
             request: &self.request,
             hops: self.hops + 1,
+        })
+    }
+
+    /// [`Passed::again`], or the refusal of a request passed on too often:
+    /// the replicas disagree for a moment on who leads, and the asker asks
+    /// again (503).
+    pub fn again_or_refuse(&self) -> Result<Passed<&T>, ReplicationError> {
+        self.again().ok_or_else(|| {
+            ReplicationError::unavailable(format!(
+                "passed on {MAX_HOPS} times without reaching the leader \
+                 (the replicas disagree on who leads): ask again"
+            ))
         })
     }
 }

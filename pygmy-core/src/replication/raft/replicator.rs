@@ -23,7 +23,6 @@ use tracing::Instrument;
 use super::batch::{Batcher, NotWritten};
 use super::config::RaftConfig;
 use super::identity::{Identity, IdentityStore};
-use super::membership::passed_too_often;
 use super::messages::{self as rpc, Addressed, Adopt, Join, Joining, Passed, SnapshotChunk};
 use super::network::learn;
 use super::read_index::{self, ReadRounds};
@@ -440,7 +439,7 @@ impl<M: Machine> Replicator<M> for RaftReplicator<M> {
                         encode(&member.join(&join.request, in_topology).await?)
                     }
                     Some(leader) => {
-                        let passed = join.again().ok_or_else(passed_too_often)?;
+                        let passed = join.again_or_refuse()?;
                         let answer: Joining = self
                             .call_leader(member, leader, rpc::JOIN, &passed)
                             .await
