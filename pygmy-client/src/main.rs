@@ -263,7 +263,7 @@ fn cluster(path: Option<&std::path::Path>) -> Result<(Topology, ClientOptions), 
         Some(path) => Topology::load(path).map_err(|e| fail(e.to_string()))?,
         None => Topology::default_local(),
     };
-    let from_env = std::env::var(pygmy_core::topology::TOKEN_ENV).ok();
+    let from_env = std::env::var(pygmy_core::topology::token::TOKEN_ENV).ok();
     topology
         .resolve_token(from_env, false)
         .map_err(|e| fail(e.to_string()))?;

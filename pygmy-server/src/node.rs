@@ -22,9 +22,9 @@ use pygmy_core::order::{OrderMachine, OrderStore};
 use pygmy_core::replication::broadcast::{Broadcast, BroadcastConfig};
 use pygmy_core::replication::raft::{self, RaftConfig, RaftReplicator};
 use pygmy_core::replication::Replicator;
+use pygmy_core::topology::token::{TokenSource, TOKEN_ENV};
 use pygmy_core::topology::{
-    BalancerKind, ConfigError, NodeConfig, Replication, Role, StoreKind, TokenSource, Topology,
-    TOKEN_ENV,
+    BalancerKind, ConfigError, NodeConfig, Replication, Role, StoreKind, Topology,
 };
 use pygmy_core::StoreError;
 use tokio::net::{TcpListener, TcpSocket};
