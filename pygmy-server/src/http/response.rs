@@ -11,7 +11,7 @@ use pygmy_core::topology::Role;
 use serde::Serialize;
 
 use super::error::ApiError;
-use super::NodeInfo;
+use super::node::NodeInfo;
 
 /// A response as hyper sends it.
 pub type Response = http::Response<Full<Bytes>>;

@@ -30,9 +30,9 @@ use tracing::Instrument;
 
 use super::error::ApiError;
 use super::metrics::{Latencies, Metrics, RequestCounts};
+use super::node::NodeInfo;
 use super::request::Request;
 use super::response::{health, openapi, ApiResult, Response};
-use super::NodeInfo;
 
 /// A node's request handler: one per role.
 #[async_trait]
