@@ -105,6 +105,14 @@ impl SnapshotDir {
         }
     }
 
+    /// Makes the directory's entries durable: a file created or renamed in
+    /// it survives a power cut once this returns (its data is synced on
+    /// its own). Called before the database names a new snapshot file, so
+    /// that it never names one that a power cut took away. Blocking.
+    pub fn sync(&self) -> std::io::Result<()> {
+        std::fs::File::open(&self.dir)?.sync_all()
+    }
+
     /// The path of file `name` in the directory.
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)

@@ -237,6 +237,7 @@ fn migrate_legacy(tx: &Connection, files: &SnapshotDir) -> Result<(), crate::Sto
             Ok(())
         })
         .map_err(stored)?;
+        files.sync().map_err(stored)?;
         set_current(tx, &meta, &name)?;
     }
     tx.execute_batch("DROP TABLE raft_snapshot")?;
@@ -417,6 +418,7 @@ impl<M: SqliteMachine> RaftStateMachine<RaftTypes<M>> for JournalStateMachine<M>
         let name = kept_name(&self.files, &meta);
         let kept = self.files.path(&name);
         let copy_to = kept.clone();
+        let files = self.files.clone();
         let installed = self
             .journal
             .write(move |tx| {
@@ -429,6 +431,7 @@ impl<M: SqliteMachine> RaftStateMachine<RaftTypes<M>> for JournalStateMachine<M>
                 snapshot::restore(tx, &tables, BufReader::new(&mut tee)).map_err(stored)?;
                 let copy = tee.copy.into_inner().map_err(|e| stored(e.into_error()))?;
                 copy.sync_all().map_err(stored)?;
+                files.sync().map_err(stored)?;
                 set_meta(
                     tx,
                     &[
@@ -510,6 +513,7 @@ impl<M: SqliteMachine> RaftSnapshotBuilder<RaftTypes<M>> for JournalStateMachine
                 }
                 _ => {
                     std::fs::rename(&building, files.path(&name)).map_err(stored)?;
+                    files.sync().map_err(stored)?;
                     set_current(tx, &meta, &name)
                 }
             })
