@@ -26,6 +26,7 @@ pub const TOKEN_ENV: &str = "PYGMY_TOKEN";
 
 /// The token in `path`, if the file exists.
 fn read_token(path: &Path) -> Result<Option<String>, ConfigError> {
+    refuse_if_shared(path)?;
     match std::fs::read_to_string(path) {
         Ok(text) if text.trim().is_empty() => Err(ConfigError::TokenFile {
             path: path.display().to_string(),
@@ -38,6 +39,41 @@ fn read_token(path: &Path) -> Result<Option<String>, ConfigError> {
             source,
         }),
     }
+}
+
+/// Refuses a token file that users other than its owner may read (on
+/// Unix: any permission bit for group or others): the token grants every
+/// internal write, and a file anyone can read gives it to anyone. A file
+/// that does not exist is left to the caller.
+fn refuse_if_shared(path: &Path) -> Result<(), ConfigError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = match std::fs::metadata(path) {
+            Ok(meta) => meta.permissions().mode(),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => {
+                return Err(ConfigError::TokenFile {
+                    path: path.display().to_string(),
+                    source,
+                })
+            }
+        };
+        if mode & 0o077 != 0 {
+            return Err(ConfigError::TokenFile {
+                path: path.display().to_string(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    format!(
+                        "group or others may read it (mode {:o}): the token grants every \
+                         internal write; make it the owner's only (chmod 600)",
+                        mode & 0o777
+                    ),
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Writes a new random token to `path`, unless another node of the cluster
@@ -173,6 +209,34 @@ mod tests {
         set.resolve_token(Some("  ".into()), true)
             .expect("blank env");
         assert_eq!(set.token.as_deref(), Some("from-env"));
+    }
+
+    /// A token file group or others may read is refused, with what to do;
+    /// the owner's alone is read.
+    #[cfg(unix)]
+    #[test]
+    fn a_token_file_others_may_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut topology = local_in(dir.path());
+        let path = topology.token_file();
+        std::fs::create_dir_all(path.parent().expect("a dir")).expect("mkdir");
+        std::fs::write(&path, "a-token\n").expect("write");
+        for mode in [0o644, 0o640, 0o604] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+            let refused = topology.resolve_token(None, true);
+            assert!(
+                matches!(&refused, Err(ConfigError::TokenFile { source, .. })
+                    if source.kind() == std::io::ErrorKind::PermissionDenied
+                        && source.to_string().contains("chmod 600")),
+                "mode {mode:o}: {refused:?}"
+            );
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        topology
+            .resolve_token(None, true)
+            .expect("the owner's alone");
+        assert_eq!(topology.token.as_deref(), Some("a-token"));
     }
 
     #[test]
