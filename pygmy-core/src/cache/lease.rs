@@ -14,7 +14,9 @@
 //!   waits (it may be on its way); if the gap is still open at the next
 //!   grant, the frontend clears its cache and takes the grant.
 //! - A lease renewed after it lapsed clears the cache first: invalidations
-//!   were perhaps skipped meanwhile.
+//!   were perhaps skipped meanwhile. So does the first lease from a new
+//!   incarnation of a replica (it restarted): its last one may have
+//!   stopped between a change and its push.
 //! - The catalog replica, when a push fails, answers the change only once
 //!   the frontend's lease from it has surely run out: [`LEASE`] plus
 //!   [`LEASE_MARGIN`] after its last grant to that frontend. A frontend
@@ -67,12 +69,19 @@ struct Source {
     until: Option<Instant>,
     /// The count of a grant that had to wait for its invalidations.
     waiting: Option<u64>,
+    /// A new incarnation was met since the last renewal: what the last one
+    /// changed may never have been pushed (it stopped between a change and
+    /// its push), so the next renewal clears the cache.
+    restarted: bool,
 }
 
 impl Source {
-    /// A new incarnation numbers its invalidations from 1 again.
+    /// A new incarnation numbers its invalidations from 1 again, and the
+    /// cache is cleared at its first renewal unless this is the first one
+    /// met.
     fn meet(&mut self, incarnation: &str) {
         if self.incarnation != incarnation {
+            self.restarted |= !self.incarnation.is_empty();
             self.incarnation = incarnation.to_owned();
             self.applied = 0;
             self.ahead.clear();
@@ -154,6 +163,7 @@ impl Leases {
             }
         }
         s.waiting = None;
+        clear |= std::mem::take(&mut s.restarted);
         let until = sent + LEASE;
         s.until = Some(s.until.map_or(until, |old| old.max(until)));
         if clear {
@@ -316,18 +326,27 @@ mod tests {
         );
     }
 
+    /// A replica that restarted counts its invalidations from 1 again, and
+    /// its first grant clears the cache: its last incarnation may have
+    /// stopped between a change and its push (seen failing when the grant
+    /// only renewed).
     #[test]
-    fn a_new_incarnation_counts_from_the_start() {
+    fn a_new_incarnation_counts_from_the_start_and_clears_first() {
         let mut leases = two();
         let t = Instant::now();
         leases.granted("a", "1", 0, t, t);
         leases.applied("a", "1", 1);
         leases.applied("a", "1", 2);
         let t1 = t + Duration::from_millis(500);
+        assert_eq!(leases.granted("a", "2", 0, t1, t1), Grant::ClearThenRenewed);
         assert_eq!(leases.granted("a", "2", 0, t1, t1), Grant::Renewed);
         assert_eq!(leases.granted("a", "2", 1, t1, t1), Grant::Waiting);
         leases.applied("a", "2", 1);
         assert_eq!(leases.granted("a", "2", 1, t1, t1), Grant::Renewed);
+        // Met first in a push, the new incarnation still clears at its
+        // first grant.
+        leases.applied("a", "3", 1);
+        assert_eq!(leases.granted("a", "3", 1, t1, t1), Grant::ClearThenRenewed);
     }
 
     #[test]
