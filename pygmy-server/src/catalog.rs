@@ -6,7 +6,8 @@
 //! answers, so no frontend serves the old value from its cache afterwards.
 //! A push that fails is waited out: the change is answered once that
 //! frontend's cache lease from this replica has run out (see
-//! [`pygmy_core::cache::lease`]).
+//! [`pygmy_core::cache::lease`]). A change and its push run in a task of
+//! their own, to their end even when the caller stops waiting.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -58,11 +59,21 @@ fn now() -> std::time::Instant {
 pub struct CatalogNode {
     replica: Replica<CatalogMachine>,
     store: Arc<dyn CatalogStore>,
+    /// The frontends this replica pushes invalidations to, shared with the
+    /// tasks its changes run in.
+    pushes: Arc<Pushes>,
+    /// Reads served (`GET /item...`), for `/metrics`.
+    reads: AtomicU64,
+}
+
+/// A catalog replica's invalidation pushes: to each frontend, numbered
+/// within this incarnation.
+struct Pushes {
+    /// This replica's name.
+    source: String,
     frontends: Vec<Arc<FrontendLink>>,
     /// New at each start: the frontends count this replica's pushes anew.
     incarnation: String,
-    /// Reads served (`GET /item...`), for `/metrics`.
-    reads: AtomicU64,
     /// Changes answered after waiting out a frontend's lease.
     lease_waits: AtomicU64,
 }
@@ -90,13 +101,17 @@ impl CatalogNode {
                 })
             })
             .collect();
+        let pushes = Arc::new(Pushes {
+            source: node.name.clone(),
+            frontends,
+            incarnation: uuid::Uuid::new_v4().to_string(),
+            lease_waits: AtomicU64::new(0),
+        });
         let catalog = CatalogNode {
             replica: Replica::new(node, replicator),
             store,
-            frontends,
-            incarnation: uuid::Uuid::new_v4().to_string(),
+            pushes,
             reads: AtomicU64::new(0),
-            lease_waits: AtomicU64::new(0),
         };
         (catalog, background)
     }
@@ -106,6 +121,7 @@ impl CatalogNode {
     fn lease(&self, req: &Request) -> ApiResult {
         let name = req.required("frontend")?;
         let link = self
+            .pushes
             .frontends
             .iter()
             .find(|link| link.name == name)
@@ -113,7 +129,7 @@ impl CatalogNode {
         Ok(json(
             StatusCode::OK,
             &LeaseGrant {
-                incarnation: self.incarnation.clone(),
+                incarnation: self.pushes.incarnation.clone(),
                 issued: link.issuer().grant(now()),
                 message: Empty {},
                 envelope: Envelope::OK,
@@ -288,16 +304,28 @@ impl CatalogNode {
     }
 
     /// Proposes `op`; after a change, drops the book from every frontend's
-    /// cache before answering.
+    /// cache before answering. The change runs to its end in a task of its
+    /// own, whoever stops waiting for it: a caller that goes away (or the
+    /// request's time limit) cannot leave a committed change without its
+    /// invalidation.
     async fn change(&self, op: Op<CatalogCommand>) -> Result<CatalogOutcome, ApiError> {
         self.replica.ensure_ready()?;
-        let outcome = self.replica.propose(op).await?;
-        if let Some(book) = outcome.changed_book() {
-            self.invalidate(book).await;
-        }
-        Ok(outcome)
+        let replica = self.replica.clone();
+        let pushes = Arc::clone(&self.pushes);
+        let change = async move {
+            let outcome = replica.propose(op).await?;
+            if let Some(book) = outcome.changed_book() {
+                pushes.invalidate(book).await;
+            }
+            Ok(outcome)
+        };
+        tokio::spawn(change.in_current_span())
+            .await
+            .map_err(|e| ApiError::internal(format!("the change task failed: {e}")))?
     }
+}
 
+impl Pushes {
     /// Pushes the invalidation of `book` to every frontend that holds a
     /// lease from this replica, and waits until each took it or its lease
     /// has surely run out.
@@ -312,7 +340,7 @@ impl CatalogNode {
                 item: book.id,
                 topic: book.topic.clone(),
                 stamp: Some(Stamp {
-                    source: self.replica.node().name.clone(),
+                    source: self.source.clone(),
                     incarnation: self.incarnation.clone(),
                     seq,
                 }),
@@ -442,7 +470,7 @@ impl Handler for CatalogNode {
         out.counter(
             "pygmy_catalog_lease_waits_total",
             "Invalidation pushes that failed, waited out until the frontend's cache lease ran out.",
-            self.lease_waits.load(Ordering::Relaxed),
+            self.pushes.lease_waits.load(Ordering::Relaxed),
         );
     }
 }

@@ -900,6 +900,78 @@ async fn a_follower_thawed_behind_serves_no_stale_read() {
     }
 }
 
+/// A change whose caller goes away mid-write still invalidates the
+/// frontends: `PUT /item` sent to the catalog leader with a 200 ms client
+/// time limit while both followers are frozen (it cannot commit before
+/// they thaw, a second later). Once the replicas show the change, the
+/// frontend's lookup shows it too, within the time a push takes, not the
+/// count it had cached until its 30 s TTL. (Seen failing with the change
+/// run in the request's own future: the frontend kept the old count.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_whose_caller_left_still_invalidates_the_frontends() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let cluster = raft_cluster(100).await;
+    let store = cluster.store();
+    let book = ItemId(3);
+    assert_eq!(store.lookup(book).await.expect("lookup").count, 100);
+    let options = cluster.options();
+    let catalog = |name: &str| CatalogClient::new(&cluster.url(name), &options).expect("client");
+    let leader = catalog("catalog-0")
+        .health()
+        .await
+        .expect("health")
+        .leader
+        .expect("a leader");
+    let followers: Vec<String> = cluster
+        .names(Role::Catalog)
+        .into_iter()
+        .filter(|name| *name != leader)
+        .collect();
+    for follower in &followers {
+        cluster.freeze(follower);
+    }
+    let hasty = ClientOptions {
+        timeout: Duration::from_millis(200),
+        ..options.clone()
+    };
+    let hasty = CatalogClient::new(&cluster.url(&leader), &hasty).expect("client");
+    let update = pygmy_core::api::public::ItemUpdate {
+        count: Some(5),
+        cost: None,
+    };
+    let gave_up = hasty.update(book, &update).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for follower in &followers {
+        cluster.thaw(follower);
+    }
+    assert!(
+        gave_up.is_err(),
+        "answered with its followers frozen: {gave_up:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(found) = catalog(&leader).item(book).await {
+            if found.count == 105 {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "the change never committed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let seen = store.lookup(book).await.expect("lookup").count;
+        if seen == 105 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the frontend still shows {seen} once the replicas show 105"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A frozen catalog replica is found out by each order replica's health
 /// probe too: an order replica whose preferred catalog replica is frozen
 /// sells through another one, every time, not once in a while. Buys go
