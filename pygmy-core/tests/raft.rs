@@ -626,3 +626,26 @@ async fn a_forwarded_write_is_refused_by_a_replica_that_does_not_lead() {
         vec![98; 3]
     );
 }
+
+/// An idle leader writes an empty, stamped entry each tick, so that the
+/// journal's clock (which moves on by at most a step between two stamps)
+/// follows time while no one writes. (Seen failing with the tick left
+/// out: the log did not grow.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_leader_writes_a_tick() {
+    let c = cluster_with(100, |config| config.tick = Duration::from_millis(100)).await;
+    let last_log = |r: &Replica| r.replicator.status().map_or(0, |s| s.last_log);
+    let before = last_log(&c.replicas[0]);
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    while last_log(&c.replicas[0]) < before + 3 {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "no tick written: the log stayed at {}",
+            last_log(&c.replicas[0])
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Every replica still holds the same state.
+    let all: Vec<&Replica> = c.replicas.iter().collect();
+    assert_eq!(stocks(&all).await, vec![100; 3]);
+}

@@ -326,6 +326,102 @@ mod state_machine {
         })
     }
 
+    /// An idle leader's tick: an entry of no op, stamped.
+    fn tick(at_s: u64) -> EntryPayload<RaftTypes<CatalogMachine>> {
+        EntryPayload::Normal(Proposal {
+            ops: Vec::new(),
+            at_ms: Some(at_s * 1000),
+        })
+    }
+
+    /// The sale of one copy of book 1 under `key`, stamped `at_s`.
+    fn stamped_sale(key: &str, at_s: u64) -> EntryPayload<RaftTypes<CatalogMachine>> {
+        let key = pygmy_core::types::IdempotencyKey::parse(key).expect("a key");
+        EntryPayload::Normal(Proposal {
+            ops: vec![Op {
+                id: CatalogCommand::sale_op_id(&key),
+                cmd: CatalogCommand::Sell { item: ItemId(1) },
+            }],
+            at_ms: Some(at_s * 1000),
+        })
+    }
+
+    /// Applies `entries` on a fresh replica keeping records 60 s, then the
+    /// sale `again` once more; answers whether that sale sold a second
+    /// copy, and the sales still listed.
+    async fn sells_again(
+        entries: Vec<Entry<RaftTypes<CatalogMachine>>>,
+        again: Entry<RaftTypes<CatalogMachine>>,
+    ) -> (bool, Vec<String>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (journal, machine) = open(dir.path()).await;
+        let mut machine = machine.retaining(Duration::from_secs(60));
+        journal.seed(default_books()).await.expect("seed");
+        let sold = entries
+            .iter()
+            .filter(|e| matches!(&e.payload, EntryPayload::Normal(p) if !p.ops.is_empty()))
+            .count() as i64;
+        machine.apply(entries).await.expect("apply");
+        machine.apply(vec![again]).await.expect("apply again");
+        let count = journal
+            .book(ItemId(1))
+            .await
+            .expect("read")
+            .map(|b| b.count);
+        let listed = journal
+            .applied(pygmy_core::catalog::SALE_PREFIX, 0, 100)
+            .await
+            .expect("sales")
+            .into_iter()
+            .map(|op| op.id.0)
+            .collect();
+        (count != Some(100 - sold), listed)
+    }
+
+    /// A leader whose clock is a day ahead (an NTP step, a resumed VM)
+    /// moves the journal's clock on by one step, not a day: the records of
+    /// the sales before it stay for the window, a sale retried under its
+    /// key sells nothing more, and the sales are still listed for the
+    /// reconciler. (Seen failing when the newest stamp set the time: the
+    /// first sale's record was deleted, and its retry sold again.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_clock_a_day_ahead_does_not_age_the_records_by_a_day() {
+        const T0: u64 = 1_800_000_000;
+        const DAY: u64 = 24 * 60 * 60;
+        let entries = vec![
+            entry(1, stamped_sale("k1", T0)),
+            entry(2, stamped_sale("k2", T0 + DAY)),
+            entry(3, tick(T0 + DAY + 10)),
+            // The clocks agree again.
+            entry(4, stamped_sale("k3", T0 + 20)),
+            entry(5, tick(T0 + 30)),
+        ];
+        let (sold_twice, listed) =
+            sells_again(entries, entry(6, stamped_sale("k1", T0 + 35))).await;
+        assert!(!sold_twice, "a retried sale sold a second copy");
+        assert_eq!(listed, ["sale:k1", "sale:k2", "sale:k3"]);
+    }
+
+    /// A leader whose clock is a day behind never moves the journal's
+    /// clock back: the records it writes are kept for the window, not
+    /// deleted as soon as they are written. (Seen failing when its stamps
+    /// marked its ops a day before the newest mark.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_clock_a_day_behind_keeps_what_it_writes() {
+        const T0: u64 = 1_800_000_000;
+        const DAY: u64 = 24 * 60 * 60;
+        let entries = vec![
+            entry(1, stamped_sale("k1", T0)),
+            entry(2, stamped_sale("k2", T0 - DAY)),
+            entry(3, tick(T0 - DAY + 10)),
+            entry(4, stamped_sale("k3", T0 + 5)),
+        ];
+        let (sold_twice, listed) =
+            sells_again(entries, entry(5, stamped_sale("k2", T0 + 10))).await;
+        assert!(!sold_twice, "a retried sale sold a second copy");
+        assert_eq!(listed, ["sale:k1", "sale:k2", "sale:k3"]);
+    }
+
     /// The op ids still recorded, in apply order.
     async fn recorded(journal: &SqliteCatalog) -> Vec<String> {
         journal
@@ -344,13 +440,16 @@ mod state_machine {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn op_records_are_kept_for_the_window_by_the_stamps() {
         const T0: u64 = 1_800_000_000;
+        // An idle leader's tick comes every 10 s: no two stamps here are
+        // further apart than the journal clock's step.
         let entries = || {
             vec![
                 entry(1, stamped_sell("s1", T0)),
                 entry(2, stamped_sell("s2", T0 + 10)),
                 entry(3, EntryPayload::Blank),
-                entry(4, stamped_sell("s3", T0 + 65)),
-                entry(5, stamped_sell("s4", T0 + 75)),
+                entry(4, tick(T0 + 35)),
+                entry(5, stamped_sell("s3", T0 + 65)),
+                entry(6, stamped_sell("s4", T0 + 75)),
             ]
         };
         let mut journals = Vec::new();

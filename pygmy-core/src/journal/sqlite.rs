@@ -78,7 +78,20 @@ CREATE TABLE IF NOT EXISTS journal_marks (
     second INTEGER PRIMARY KEY,
     seq    INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS journal_clock (
+    id       INTEGER PRIMARY KEY CHECK (id = 1),
+    stamp_ms INTEGER NOT NULL,
+    now_ms   INTEGER NOT NULL
+);
 ";
+
+/// The most the journal's clock moves on between two stamped ops, however
+/// far apart their stamps are: three of a raft leader's idle ticks
+/// (`raft::batch::TICK`). A leader whose clock jumps ahead (an NTP step, a
+/// resumed VM, a bad real-time clock), or a new leader whose clock is
+/// ahead of the last one's, moves it on by at most this much; one whose
+/// clock is behind does not move it back.
+pub const MAX_CLOCK_STEP: Duration = Duration::from_secs(30);
 
 /// An op to apply with [`SqliteJournal::apply_with_meta`]: `None` changes
 /// nothing (a replication log's own entries); `at_ms` is the clock the op
@@ -86,13 +99,48 @@ CREATE TABLE IF NOT EXISTS journal_marks (
 /// epoch), by which its record is kept.
 pub type Stamped<C> = (Source, Option<Op<C>>, Option<u64>);
 
-/// After an op stamped `at_ms` was applied: marks that ops up to the newest
-/// were applied by that second, and deletes the records of the ops applied
-/// more than `window` before the newest mark. A function of the stamped
-/// ops in order only (not of how they were batched), so replicas that
-/// apply the same stamped ops keep the same records.
+/// The journal's clock after an op stamped `at_ms`: it moves on by the
+/// stamp's advance over the last stamp, at most [`MAX_CLOCK_STEP`], and
+/// never back. So its time follows the stamps while their proposers'
+/// clocks agree, and no one clock that jumps, ahead or behind, moves it by
+/// more than a step. A journal's first stamp sets it (where records were
+/// marked before it kept a clock, it goes on from the newest mark).
+fn tick(tx: &Transaction<'_>, at_ms: u64) -> Result<u64, StoreError> {
+    let at = i64::try_from(at_ms).unwrap_or(i64::MAX);
+    let clock: Option<(i64, i64)> = tx
+        .prepare_cached("SELECT stamp_ms, now_ms FROM journal_clock WHERE id = 1")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let now = match clock {
+        Some((stamp, now)) => {
+            let step = i64::try_from(MAX_CLOCK_STEP.as_millis()).unwrap_or(i64::MAX);
+            now.saturating_add(at.saturating_sub(stamp).clamp(0, step))
+        }
+        None => {
+            let marked: Option<i64> = tx
+                .prepare_cached("SELECT MAX(second) FROM journal_marks")?
+                .query_row([], |r| r.get(0))?;
+            marked.map_or(at, |second| second.saturating_mul(1000))
+        }
+    };
+    tx.prepare_cached(
+        "INSERT INTO journal_clock (id, stamp_ms, now_ms) VALUES (1, ?1, ?2)
+         ON CONFLICT (id) DO UPDATE SET stamp_ms = excluded.stamp_ms, now_ms = excluded.now_ms",
+    )?
+    .execute(params![at, now])?;
+    Ok(u64::try_from(now).unwrap_or(0))
+}
+
+/// After an op stamped `at_ms` was applied: moves the journal's clock on
+/// ([`tick`]), marks that ops up to the newest were applied by its second,
+/// and deletes the records of the ops applied more than `window` before
+/// it. A function of the stamped ops in order only (not of how they were
+/// batched), so replicas that apply the same stamped ops keep the same
+/// records; and the op just applied is marked at the clock's own second,
+/// so it is never deleted by its own stamp.
 fn retain(tx: &Transaction<'_>, at_ms: u64, window: Duration) -> Result<(), StoreError> {
-    let second = i64::try_from(at_ms / 1000).unwrap_or(i64::MAX);
+    let now_ms = tick(tx, at_ms)?;
+    let second = i64::try_from(now_ms / 1000).unwrap_or(i64::MAX);
     let newest: i64 = tx
         .prepare_cached("SELECT IFNULL(MAX(seq), 0) FROM journal_ops")?
         .query_row([], |r| r.get(0))?;
@@ -101,8 +149,7 @@ fn retain(tx: &Transaction<'_>, at_ms: u64, window: Duration) -> Result<(), Stor
          ON CONFLICT (second) DO UPDATE SET seq = MAX(seq, excluded.seq)",
     )?
     .execute(params![second, newest])?;
-    // The newest clock seen, so a leader whose clock is behind its
-    // predecessor's never brings records back into the window.
+    // The clock only moves on: the newest mark is its second.
     let latest: i64 = tx
         .prepare_cached("SELECT MAX(second) FROM journal_marks")?
         .query_row([], |r| r.get(0))?;

@@ -13,6 +13,11 @@
 //! a second than a 1 ms linger: docs/history/benchmarks.md, "The seventh
 //! round").
 //!
+//! A leader that wrote nothing for a tick ([`TICK`] by default) writes an
+//! empty entry: its
+//! stamp moves the journal's clock on, which ages the op records (see
+//! `crate::journal::sqlite`, `MAX_CLOCK_STEP`).
+//!
 //! Nothing changes for a caller: an op is answered once it is committed
 //! and applied on the leader, in the order the leader took it. A write
 //! that fails (the leader stepped down, the entry was not committed in
@@ -44,6 +49,14 @@ pub const IN_FLIGHT: usize = 1;
 /// Ops waiting for a writer, at most: a proposer waits for room beyond.
 const QUEUE: usize = 8192;
 
+/// How long a leader goes without writing before it writes an empty entry
+/// (a tick), stamped with its clock, by default
+/// ([`super::RaftConfig::tick`]): the journal's clock moves on by at most
+/// [`crate::journal::sqlite::MAX_CLOCK_STEP`] between two stamps, so an
+/// idle service stamps more often than that for its op records to age as
+/// time passes.
+pub const TICK: Duration = Duration::from_secs(10);
+
 // An entry never holds more ops than the state machine takes.
 const _: () = assert!(MAX_OPS <= MAX_OPS_PER_ENTRY);
 
@@ -71,10 +84,11 @@ pub(super) struct Batcher<M: Machine> {
 
 impl<M: Machine> Batcher<M> {
     /// Starts the writer of `raft`: it runs until the batcher is dropped.
-    /// A write waits at most `limit` for its commit.
-    pub(super) fn start(raft: Raft<RaftTypes<M>>, limit: Duration) -> Self {
+    /// A write waits at most `limit` for its commit; a leader that wrote
+    /// nothing for `tick` writes an empty entry.
+    pub(super) fn start(raft: Raft<RaftTypes<M>>, limit: Duration, tick: Duration) -> Self {
         let (queue, waiting) = mpsc::channel(QUEUE);
-        tokio::spawn(write_forever(raft, waiting, limit).in_current_span());
+        tokio::spawn(write_forever(raft, waiting, limit, tick).in_current_span());
         Batcher { queue }
     }
 
@@ -93,11 +107,13 @@ impl<M: Machine> Batcher<M> {
 }
 
 /// Takes the waiting ops, as many as there are (up to [`MAX_OPS`]), each
-/// time an entry can be under way, and writes them as one entry.
+/// time an entry can be under way, and writes them as one entry; on a
+/// leader that wrote nothing for `tick`, writes an empty entry.
 async fn write_forever<M: Machine>(
     raft: Raft<RaftTypes<M>>,
     mut waiting: mpsc::Receiver<Waiting<M>>,
     limit: Duration,
+    tick: Duration,
 ) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     loop {
@@ -105,8 +121,22 @@ async fn write_forever<M: Machine>(
         let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
             return;
         };
-        let Some(first) = waiting.recv().await else {
-            return;
+        let first = match tokio::time::timeout(tick, waiting.recv()).await {
+            Ok(Some(first)) => first,
+            Ok(None) => return,
+            Err(_) => {
+                if leads(&raft) {
+                    let raft = raft.clone();
+                    tokio::spawn(
+                        async move {
+                            write_entry(&raft, Vec::new(), limit).await;
+                            drop(slot);
+                        }
+                        .in_current_span(),
+                    );
+                }
+                continue;
+            }
         };
         let batch = crate::burst::take(first, &mut waiting, MAX_OPS).await;
         let raft = raft.clone();
@@ -118,6 +148,13 @@ async fn write_forever<M: Machine>(
             .in_current_span(),
         );
     }
+}
+
+/// Whether this replica leads now.
+fn leads<M: Machine>(raft: &Raft<RaftTypes<M>>) -> bool {
+    let metrics = raft.metrics();
+    let metrics = metrics.borrow();
+    metrics.current_leader == Some(metrics.id)
 }
 
 /// Writes `batch` as one entry and answers each op of it.

@@ -50,6 +50,10 @@ pub struct RaftConfig {
     /// Entries kept in the log behind a snapshot (a replica further behind
     /// catches up by snapshot).
     pub keep_logs: u64,
+    /// How long a leader goes without writing before it writes an empty,
+    /// stamped entry (see `batch.rs`); at most a third of
+    /// [`crate::journal::sqlite::MAX_CLOCK_STEP`].
+    pub tick: Duration,
 }
 
 impl RaftConfig {
@@ -65,10 +69,18 @@ impl RaftConfig {
             forward_timeout: Duration::from_secs(1),
             snapshot_every: 5_000,
             keep_logs: 1_000,
+            tick: super::batch::TICK,
         }
     }
 
     pub(super) fn openraft(&self) -> Result<Config, ReplicationError> {
+        if self.tick.is_zero() || self.tick * 3 > crate::journal::sqlite::MAX_CLOCK_STEP {
+            return Err(ReplicationError::Config(format!(
+                "a tick of {:?}: more than nothing, and at most a third of the journal clock's step ({:?})",
+                self.tick,
+                crate::journal::sqlite::MAX_CLOCK_STEP
+            )));
+        }
         let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         Config {
             cluster_name: "pygmy".to_owned(),

@@ -87,7 +87,7 @@ impl<M: Machine> Shared<M> {
             .await
             .map_err(ReplicationError::unavailable)?;
         let founder = identity.id == 1 && !identity.joined();
-        let batcher = Batcher::start(raft.clone(), self.config.write_timeout);
+        let batcher = Batcher::start(raft.clone(), self.config.write_timeout, self.config.tick);
         let confirming = raft.clone();
         let reads = ReadRounds::new(
             move || {

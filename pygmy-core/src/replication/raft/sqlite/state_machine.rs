@@ -350,6 +350,10 @@ impl<M: SqliteMachine> RaftStateMachine<RaftTypes<M>> for JournalStateMachine<M>
                 EntryPayload::Normal(proposal) => {
                     sizes.push(proposal.ops.len());
                     let count = proposal.ops.len();
+                    if count == 0 {
+                        // An idle leader's tick: its stamp alone.
+                        ops.push((source(index, 0)?, None, proposal.at_ms));
+                    }
                     for (position, op) in proposal.ops.into_iter().enumerate() {
                         // The stamp once, after the entry's last op: one
                         // pass over the records past the window per entry.
