@@ -3,8 +3,8 @@
 
 use pygmy_core::api::internal::{
     BuyAnswers, BuyResult, BuysRequest, Invalidation, LeaseGrant, LedgerResponse, LookupAnswers,
-    LookupResult, LookupsRequest, MembersResponse, NewMember, SaleAnswers, SaleResult,
-    SalesRequest, SalesResponse,
+    LookupResult, LookupsRequest, MembersResponse, NewMember, ReconciledRequest,
+    ReconciledResponse, SaleAnswers, SaleResult, SalesRequest, SalesResponse,
 };
 use pygmy_core::api::public::{
     BuyResponse, HealthResponse, ItemUpdate, ItemsResponse, OrderPage, UpdateResponse,
@@ -146,6 +146,18 @@ impl CatalogClient {
         self.http
             .send(self.http.request(&CatalogRoute::Sales, &query))
             .await
+    }
+
+    /// Says that the order of every sale up to `upto` is recorded
+    /// (`POST /sales/reconciled`, internal); answers the progress as it is
+    /// after the call.
+    pub async fn reconciled(&self, upto: u64) -> Result<u64, ClientError> {
+        let request = self
+            .http
+            .request(&CatalogRoute::Reconciled, &[])
+            .json(&ReconciledRequest { upto });
+        let answer: ReconciledResponse = self.http.send(request).await?;
+        Ok(answer.reconciled)
     }
 
     /// A grant of frontend `frontend`'s cache lease (`GET /lease`,

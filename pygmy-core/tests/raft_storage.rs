@@ -422,6 +422,48 @@ mod state_machine {
         assert_eq!(listed, ["sale:k1", "sale:k2", "sale:k3"]);
     }
 
+    /// A sale the reconciler has not passed keeps its record past the
+    /// window: its order may still be missing, and the reconciler finds it
+    /// by its record. Those it passed are forgotten with their age. (Seen
+    /// failing without the catalog's floor: every old sale was forgotten.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sale_the_reconciler_has_not_passed_keeps_its_record() {
+        const T0: u64 = 1_800_000_000;
+        let reconciled = |upto: u64, at_s: u64| {
+            EntryPayload::Normal(Proposal {
+                ops: vec![Op {
+                    id: CatalogCommand::reconciled_op_id(upto),
+                    cmd: CatalogCommand::Reconciled { upto },
+                }],
+                at_ms: Some(at_s * 1000),
+            })
+        };
+        let mut entries = vec![
+            entry(1, stamped_sale("k1", T0)),
+            entry(2, stamped_sale("k2", T0 + 5)),
+            entry(3, stamped_sale("k3", T0 + 10)),
+            // k1, the first in the apply order, has its order.
+            entry(4, reconciled(1, T0 + 15)),
+        ];
+        // Idle for three windows, a tick every 10 s.
+        for n in 0..18 {
+            entries.push(entry(5 + n, tick(T0 + 20 + 10 * n)));
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (journal, machine) = open(dir.path()).await;
+        let mut machine = machine.retaining(Duration::from_secs(60));
+        journal.seed(default_books()).await.expect("seed");
+        machine.apply(entries).await.expect("apply");
+        let listed: Vec<String> = journal
+            .applied(pygmy_core::catalog::SALE_PREFIX, 0, 100)
+            .await
+            .expect("sales")
+            .into_iter()
+            .map(|op| op.id.0)
+            .collect();
+        assert_eq!(listed, ["sale:k2", "sale:k3"]);
+    }
+
     /// The op ids still recorded, in apply order.
     async fn recorded(journal: &SqliteCatalog) -> Vec<String> {
         journal

@@ -16,8 +16,8 @@ use async_trait::async_trait;
 use http::StatusCode;
 use pygmy_client::InternalClient;
 use pygmy_core::api::internal::{
-    Invalidation, LeaseGrant, LookupAnswers, LookupResult, LookupsRequest, Sale, SaleAnswers,
-    SaleResult, SalesRequest, SalesResponse, Stamp,
+    Invalidation, LeaseGrant, LookupAnswers, LookupResult, LookupsRequest, ReconciledRequest,
+    ReconciledResponse, Sale, SaleAnswers, SaleResult, SalesRequest, SalesResponse, Stamp,
 };
 use pygmy_core::api::public::{ItemsResponse, UpdateResponse};
 use pygmy_core::api::routes::CatalogRoute;
@@ -179,6 +179,11 @@ impl CatalogNode {
             .applied(SALE_PREFIX, after, usize::try_from(limit).unwrap_or(5_000))
             .await?;
         let last_seq = ops.last().map_or(after, |op| op.seq);
+        let reconciled = if self.numbers_sales_alike() {
+            Some(self.store.reconciled().await?.unwrap_or(0))
+        } else {
+            None
+        };
         let sales = ops
             .into_iter()
             .filter_map(|op| {
@@ -198,10 +203,50 @@ impl CatalogNode {
             &SalesResponse {
                 last_seq,
                 message: Empty {},
+                reconciled,
                 sales,
                 envelope: Envelope::OK,
             },
         ))
+    }
+
+    /// Whether every replica numbers the sales alike (under `raft`, which
+    /// applies one log in one order; `broadcast`'s replicas apply ops in
+    /// orders of their own, and each numbers them its way): only then is
+    /// the reconciler's progress, a place in that numbering, kept with the
+    /// sales.
+    fn numbers_sales_alike(&self) -> bool {
+        self.replica.status().is_some()
+    }
+
+    /// `POST /sales/reconciled` (internal): the order service's reconciler
+    /// has recorded the order of every sale up to `upto`; kept with the
+    /// sales (a replicated op) so that the next order leader resumes from
+    /// it, and so that the records of the sales after it are kept.
+    async fn reconciled(&self, req: &Request) -> ApiResult {
+        let ReconciledRequest { upto } = req.json()?;
+        if !self.numbers_sales_alike() {
+            return Err(ApiError::unprocessable(
+                "the reconciler's progress is kept under raft only",
+            ));
+        }
+        let op = Op {
+            id: CatalogCommand::reconciled_op_id(upto),
+            cmd: CatalogCommand::Reconciled { upto },
+        };
+        match self.change(op).await? {
+            CatalogOutcome::Reconciled { upto } => Ok(json(
+                StatusCode::OK,
+                &ReconciledResponse {
+                    message: Empty {},
+                    reconciled: upto,
+                    envelope: Envelope::OK,
+                },
+            )),
+            other => Err(ApiError::internal(format!(
+                "a reconciled mark answered {other:?}"
+            ))),
+        }
     }
 
     /// `PUT /item/<id>`: `{"count": delta}` and/or `{"cost": value}`. With
@@ -439,6 +484,7 @@ impl Handler for CatalogNode {
             CatalogRoute::Sell(id) => self.sell(&req, id).await,
             CatalogRoute::Sales => self.sales(&req).await,
             CatalogRoute::SellMany => self.sell_many(&req).await,
+            CatalogRoute::Reconciled => self.reconciled(&req).await,
             CatalogRoute::LookupMany => self.lookup_many(&req).await,
             CatalogRoute::Lease => self.lease(&req),
             // The seed's propagation endpoint: here, a shipment of ops.

@@ -74,8 +74,37 @@ pub struct SalesResponse {
     pub last_seq: u64,
     /// Always `{}`.
     pub message: Empty,
+    /// The reconciler's progress (`POST /sales/reconciled`): every sale up
+    /// to it has its order (0 until the first). Kept under `raft` only,
+    /// where every replica numbers the sales alike; absent under
+    /// `broadcast`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconciled: Option<u64>,
     /// The sales, in order.
     pub sales: Vec<Sale>,
+    /// `status` and `validation_code`: `Success`, 200.
+    #[serde(flatten)]
+    pub envelope: Envelope,
+}
+
+/// The body of `POST /sales/reconciled` (internal): the order service has
+/// recorded the order of every sale up to `upto`, as `GET /sales` numbers
+/// them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconciledRequest {
+    /// The last sale whose order is recorded, and every one before it.
+    pub upto: u64,
+}
+
+/// `POST /sales/reconciled` (internal): the reconciler's progress as it is
+/// after the call (it never moves back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReconciledResponse {
+    /// Always `{}`.
+    pub message: Empty,
+    /// Every sale up to it has its order.
+    pub reconciled: u64,
     /// `status` and `validation_code`: `Success`, 200.
     #[serde(flatten)]
     pub envelope: Envelope,

@@ -393,6 +393,9 @@ pub enum CatalogRoute {
     /// `POST /sales` (internal): many sales at once, each as
     /// [`CatalogRoute::Sell`] makes one.
     SellMany,
+    /// `POST /sales/reconciled` (internal): the order service's reconciler
+    /// has recorded the order of every sale up to a place.
+    Reconciled,
     /// `POST /lookups` (internal): many books at once, each as
     /// [`CatalogRoute::Item`] reads one (a frontend's lookups that came
     /// together, read after one read index).
@@ -416,6 +419,7 @@ impl Route for CatalogRoute {
             (&Method::POST, ["item", id, "sell"]) => item(id, CatalogRoute::Sell),
             (&Method::GET, ["sales"]) => Ok(CatalogRoute::Sales),
             (&Method::POST, ["sales"]) => Ok(CatalogRoute::SellMany),
+            (&Method::POST, ["sales", "reconciled"]) => Ok(CatalogRoute::Reconciled),
             (&Method::POST, ["lookups"]) => Ok(CatalogRoute::LookupMany),
             (&Method::GET, ["lease"]) => Ok(CatalogRoute::Lease),
             (&Method::POST, ["replication", rpc]) => {
@@ -437,6 +441,7 @@ impl Route for CatalogRoute {
             CatalogRoute::Propagate => (Method::PUT, segments(&["item", "propagate", "all"])),
             CatalogRoute::Sales => (Method::GET, segments(&["sales"])),
             CatalogRoute::SellMany => (Method::POST, segments(&["sales"])),
+            CatalogRoute::Reconciled => (Method::POST, segments(&["sales", "reconciled"])),
             CatalogRoute::LookupMany => (Method::POST, segments(&["lookups"])),
             CatalogRoute::Lease => (Method::GET, segments(&["lease"])),
             CatalogRoute::Replication(rpc) => {
@@ -452,6 +457,7 @@ impl Route for CatalogRoute {
             CatalogRoute::Update(_)
             | CatalogRoute::Sell(_)
             | CatalogRoute::SellMany
+            | CatalogRoute::Reconciled
             | CatalogRoute::LookupMany
             | CatalogRoute::Sales
             | CatalogRoute::Lease
@@ -469,6 +475,7 @@ impl Route for CatalogRoute {
             CatalogRoute::Propagate,
             CatalogRoute::Sales,
             CatalogRoute::SellMany,
+            CatalogRoute::Reconciled,
             CatalogRoute::LookupMany,
             CatalogRoute::Lease,
             CatalogRoute::Replication("raft-append".to_owned()),
@@ -486,6 +493,7 @@ impl Route for CatalogRoute {
             CatalogRoute::Propagate => "PUT /item/propagate/{any}",
             CatalogRoute::Sales => "GET /sales",
             CatalogRoute::SellMany => "POST /sales",
+            CatalogRoute::Reconciled => "POST /sales/reconciled",
             CatalogRoute::LookupMany => "POST /lookups",
             CatalogRoute::Lease => "GET /lease",
             CatalogRoute::Replication(_) => "POST /replication/{rpc}",

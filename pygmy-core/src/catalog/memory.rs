@@ -9,36 +9,49 @@ use crate::error::StoreError;
 use crate::journal::memory::{MemoryJournal, MemoryState};
 use crate::types::{Book, ItemId};
 
-/// The books, by id.
+/// The books, by id, and the reconciler's progress.
 #[derive(Debug, Default)]
 pub struct CatalogState {
     books: BTreeMap<ItemId, Book>,
+    reconciled: Option<u64>,
 }
 
 impl MemoryState for CatalogState {
     type Machine = CatalogMachine;
 
     fn execute(&mut self, cmd: &CatalogCommand) -> CatalogOutcome {
-        let item = cmd.item();
-        let Some(book) = self.books.get_mut(&item) else {
-            return CatalogOutcome::NoSuchItem { item };
-        };
         match cmd {
-            CatalogCommand::Sell { .. } if book.count > 0 => {
-                book.count -= 1;
-                CatalogOutcome::Sold { book: book.clone() }
-            }
-            CatalogCommand::Sell { .. } => CatalogOutcome::SoldOut { item },
-            CatalogCommand::Update { count, cost, .. } => {
+            CatalogCommand::Sell { item } => match self.books.get_mut(item) {
+                None => CatalogOutcome::NoSuchItem { item: *item },
+                Some(book) if book.count > 0 => {
+                    book.count -= 1;
+                    CatalogOutcome::Sold { book: book.clone() }
+                }
+                Some(_) => CatalogOutcome::SoldOut { item: *item },
+            },
+            CatalogCommand::Update { item, count, cost } => {
+                let Some(book) = self.books.get_mut(item) else {
+                    return CatalogOutcome::NoSuchItem { item: *item };
+                };
                 let next = match checked_stock(book.count, count.unwrap_or(0)) {
                     Ok(next) => next,
-                    Err(reason) => return CatalogOutcome::Refused { item, reason },
+                    Err(reason) => {
+                        return CatalogOutcome::Refused {
+                            item: *item,
+                            reason,
+                        }
+                    }
                 };
                 book.count = next;
                 if let Some(cost) = cost {
                     book.cost = *cost;
                 }
                 CatalogOutcome::Updated { book: book.clone() }
+            }
+            CatalogCommand::Reconciled { upto } => {
+                let upto = self.reconciled.map_or(*upto, |known| known.max(*upto));
+                self.reconciled = Some(upto);
+                CatalogOutcome::Reconciled { upto }
             }
         }
     }
@@ -61,6 +74,10 @@ impl CatalogStore for MemoryCatalog {
 
     async fn book(&self, id: ItemId) -> Result<Option<Book>, StoreError> {
         Ok(self.read(|state| state.books.get(&id).cloned()))
+    }
+
+    async fn reconciled(&self) -> Result<Option<u64>, StoreError> {
+        Ok(self.read(|state| state.reconciled))
     }
 
     async fn books(&self, topic: Option<String>) -> Result<Vec<Book>, StoreError> {

@@ -27,6 +27,9 @@ pub const SALE_PREFIX: &str = "sale:";
 /// The prefix of the op id of an update made under an idempotency key.
 pub const UPDATE_PREFIX: &str = "update:";
 
+/// The prefix of the op id of a [`CatalogCommand::Reconciled`].
+pub const RECONCILED_PREFIX: &str = "reconciled:";
+
 /// A change to the catalog.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -46,6 +49,15 @@ pub enum CatalogCommand {
         count: Option<i64>,
         /// New price.
         cost: Option<Cost>,
+    },
+    /// The order service has recorded the order of every sale up to
+    /// `upto` (their place in the apply order, as `GET /sales` lists
+    /// them): the reconciler's progress, kept with the sales so that the
+    /// next order leader resumes from it, and so that the records of the
+    /// sales after it are never pruned. It only moves forward.
+    Reconciled {
+        /// The last sale whose order is recorded, and every one before it.
+        upto: u64,
     },
 }
 
@@ -86,11 +98,9 @@ impl CatalogCommand {
         OpId(format!("{UPDATE_PREFIX}{key}"))
     }
 
-    /// The book the command is about.
-    pub fn item(&self) -> ItemId {
-        match self {
-            CatalogCommand::Sell { item } | CatalogCommand::Update { item, .. } => *item,
-        }
+    /// The op id of the reconciler's progress up to sale `upto`.
+    pub fn reconciled_op_id(upto: u64) -> OpId {
+        OpId(format!("{RECONCILED_PREFIX}{upto}"))
     }
 }
 
@@ -125,6 +135,11 @@ pub enum CatalogOutcome {
         item: ItemId,
         /// Why, for a person.
         reason: String,
+    },
+    /// The reconciler's progress, as it is after the command (never back).
+    Reconciled {
+        /// The last sale whose order is recorded, and every one before it.
+        upto: u64,
     },
 }
 
@@ -196,4 +211,8 @@ pub trait CatalogStore: Journal<CatalogMachine> {
 
     /// Every book, or those of `topic` (exact match), by id.
     async fn books(&self, topic: Option<String>) -> Result<Vec<Book>, StoreError>;
+
+    /// The reconciler's progress ([`CatalogCommand::Reconciled`]): every
+    /// sale up to it has its order; `None` until the first.
+    async fn reconciled(&self) -> Result<Option<u64>, StoreError>;
 }

@@ -133,6 +133,10 @@ CREATE TABLE IF NOT EXISTS books (
     count      INTEGER NOT NULL CHECK (count >= 0)
 );
 CREATE INDEX IF NOT EXISTS books_topic ON books (topic);
+CREATE TABLE IF NOT EXISTS sales_reconciled (
+    id   INTEGER PRIMARY KEY CHECK (id = 1),
+    upto INTEGER NOT NULL
+);
 ";
 
     type View = Books;
@@ -156,8 +160,36 @@ CREATE INDEX IF NOT EXISTS books_topic ON books (topic);
         match cmd {
             CatalogCommand::Sell { item } => sell(tx, *item),
             CatalogCommand::Update { item, count, cost } => update(tx, *item, *count, *cost),
+            CatalogCommand::Reconciled { upto } => reconciled(tx, *upto),
         }
     }
+
+    /// The records of the sales the reconciler has not passed are kept,
+    /// whatever their age: a sale whose order is not recorded yet is never
+    /// forgotten.
+    fn keep_from(tx: &Transaction<'_>) -> Result<Option<u64>, StoreError> {
+        Ok(select_reconciled(tx)?.map(|upto| upto.saturating_add(1)))
+    }
+}
+
+fn select_reconciled(conn: &Connection) -> Result<Option<u64>, StoreError> {
+    let upto: Option<i64> = conn
+        .prepare_cached("SELECT upto FROM sales_reconciled WHERE id = 1")?
+        .query_row([], |r| r.get(0))
+        .optional()?;
+    Ok(upto.map(|upto| u64::try_from(upto).unwrap_or(0)))
+}
+
+/// The reconciler's progress: moves on to `upto`, never back.
+fn reconciled(tx: &Transaction<'_>, upto: u64) -> Result<CatalogOutcome, StoreError> {
+    let upto = i64::try_from(upto).unwrap_or(i64::MAX);
+    tx.prepare_cached(
+        "INSERT INTO sales_reconciled (id, upto) VALUES (1, ?1)
+         ON CONFLICT (id) DO UPDATE SET upto = MAX(upto, excluded.upto)",
+    )?
+    .execute([upto])?;
+    let upto = select_reconciled(tx)?.unwrap_or(0);
+    Ok(CatalogOutcome::Reconciled { upto })
 }
 
 /// The SQLite catalog store.
@@ -194,6 +226,10 @@ impl CatalogStore for SqliteCatalog {
 
     async fn books(&self, topic: Option<String>) -> Result<Vec<Book>, StoreError> {
         Ok(self.view().books(topic.as_deref()))
+    }
+
+    async fn reconciled(&self) -> Result<Option<u64>, StoreError> {
+        self.read(select_reconciled).await
     }
 }
 

@@ -46,6 +46,15 @@ pub trait SqliteMachine: Machine {
     /// `outcome` (never called for a repeat, whose recorded outcome may be
     /// older than the tables).
     fn update_view(view: &mut Self::View, outcome: &Self::Outcome);
+
+    /// The first op (by its place in the apply order) whose record must be
+    /// kept past the retention window, with every one after it, if the
+    /// service needs its records kept longer than their age says (the
+    /// catalog keeps the sales the reconciler has not passed). The same on
+    /// every replica: a function of the replicated state.
+    fn keep_from(_tx: &Transaction<'_>) -> Result<Option<u64>, StoreError> {
+        Ok(None)
+    }
 }
 
 /// How a commit changes the view: the outcomes of the ops it applied anew,
@@ -138,7 +147,11 @@ fn tick(tx: &Transaction<'_>, at_ms: u64) -> Result<u64, StoreError> {
 /// batched), so replicas that apply the same stamped ops keep the same
 /// records; and the op just applied is marked at the clock's own second,
 /// so it is never deleted by its own stamp.
-fn retain(tx: &Transaction<'_>, at_ms: u64, window: Duration) -> Result<(), StoreError> {
+fn retain<M: SqliteMachine>(
+    tx: &Transaction<'_>,
+    at_ms: u64,
+    window: Duration,
+) -> Result<(), StoreError> {
     let now_ms = tick(tx, at_ms)?;
     let second = i64::try_from(now_ms / 1000).unwrap_or(i64::MAX);
     let newest: i64 = tx
@@ -159,10 +172,15 @@ fn retain(tx: &Transaction<'_>, at_ms: u64, window: Duration) -> Result<(), Stor
         .prepare_cached("SELECT MAX(seq) FROM journal_marks WHERE second < ?1")?
         .query_row([horizon], |r| r.get(0))?;
     if let Some(cut) = cut {
+        // The service may keep some records longer: never past its floor.
+        let cut = match M::keep_from(tx)? {
+            Some(keep) => cut.min(i64::try_from(keep).unwrap_or(i64::MAX).saturating_sub(1)),
+            None => cut,
+        };
         tx.prepare_cached("DELETE FROM journal_ops WHERE seq <= ?1")?
             .execute([cut])?;
-        tx.prepare_cached("DELETE FROM journal_marks WHERE second < ?1")?
-            .execute([horizon])?;
+        tx.prepare_cached("DELETE FROM journal_marks WHERE second < ?1 AND seq <= ?2")?
+            .execute(params![horizon, cut])?;
     }
     Ok(())
 }
@@ -293,7 +311,7 @@ impl<M: SqliteMachine> SqliteJournal<M> {
                     None => None,
                 });
                 if let (Some(window), Some(at_ms)) = (retention, at_ms) {
-                    retain(tx, at_ms, window)?;
+                    retain::<M>(tx, at_ms, window)?;
                 }
             }
             set_meta(tx, &meta)?;

@@ -33,6 +33,7 @@ where
     the_log_reads_back_per_origin(make()).await;
     a_batch_of_peer_ops_applies_whole_or_not_at_all(make()).await;
     concurrent_sales_never_oversell(make()).await;
+    the_reconcilers_progress_only_moves_forward(make()).await;
 }
 
 /// The source of an op proposed at replica `catalog-a`.
@@ -348,4 +349,28 @@ pub async fn concurrent_sales_never_oversell(store: Arc<dyn CatalogStore>) {
         store.entries("catalog-a", 0, 100).await.expect("log").len(),
         50
     );
+}
+
+/// A check of the suite (see [`run`]): the reconciler's progress
+/// ([`CatalogCommand::Reconciled`]) is none at first, then the highest
+/// ever applied; it changes no book.
+pub async fn the_reconcilers_progress_only_moves_forward(store: Arc<dyn CatalogStore>) {
+    seeded(&store, 5).await;
+    assert_eq!(store.reconciled().await.expect("read"), None);
+    let reconciled = |upto: u64| {
+        op(
+            &CatalogCommand::reconciled_op_id(upto).0,
+            CatalogCommand::Reconciled { upto },
+        )
+    };
+    for (upto, after) in [(7, 7), (3, 7), (12, 12)] {
+        let applied = store.apply(local(), reconciled(upto)).await.expect("apply");
+        assert_eq!(
+            applied.outcome,
+            CatalogOutcome::Reconciled { upto: after },
+            "after {upto}"
+        );
+        assert_eq!(store.reconciled().await.expect("read"), Some(after));
+    }
+    assert_eq!(count(&store, 1).await, 5, "no book changed");
 }

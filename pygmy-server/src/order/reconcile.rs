@@ -14,6 +14,13 @@
 //! period together; the cursor then stops before the first sale still
 //! waiting. A follower skips its rounds: its records would go to the
 //! leader anyway.
+//!
+//! Under `raft`, the cursor is also kept with the sales, in the catalog's
+//! replicated state (`POST /sales/reconciled` after a round that moved it;
+//! `GET /sales` answers it): a new order leader resumes from it instead of
+//! reading every sale again, and the catalog keeps the records of every
+//! sale after it, whatever their age, so that a sale whose order is
+//! missing is never forgotten.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -59,6 +66,9 @@ pub struct Reconciler {
     cursors: HashMap<usize, u64>,
     /// When each sale still without an order was first seen.
     first_seen: HashMap<IdempotencyKey, Instant>,
+    /// The progress kept with the sales, as the catalog last said
+    /// (`None`: it keeps none, under `broadcast`).
+    kept: Option<u64>,
 }
 
 impl Reconciler {
@@ -71,6 +81,7 @@ impl Reconciler {
             reconciled,
             cursors: HashMap::new(),
             first_seen: HashMap::new(),
+            kept: None,
         }
     }
 
@@ -104,7 +115,14 @@ impl Reconciler {
     async fn round(&mut self) {
         let catalogs = Arc::clone(&self.steps.catalogs);
         for index in catalogs.plan() {
-            let cursor = self.cursors.get(&index).copied().unwrap_or(0);
+            // Where the last round here stopped, or the progress kept with
+            // the sales if it is further (a new leader's first round).
+            let cursor = self
+                .cursors
+                .get(&index)
+                .copied()
+                .unwrap_or(0)
+                .max(self.kept.unwrap_or(0));
             let mut after = cursor;
             // The first sale to look at again next round, if any.
             let mut hold: Option<u64> = None;
@@ -121,6 +139,14 @@ impl Reconciler {
                     }
                 };
                 answered = true;
+                if let Some(kept) = page.reconciled {
+                    self.kept = Some(self.kept.map_or(kept, |k| k.max(kept)));
+                    if kept > after && hold.is_none() {
+                        // Every sale up to it has its order: from there.
+                        after = kept;
+                        continue;
+                    }
+                }
                 let keys: Vec<IdempotencyKey> =
                     page.sales.iter().map(|sale| sale.key.clone()).collect();
                 let ordered = match self.store.keys_with_orders(&keys).await {
@@ -156,10 +182,32 @@ impl Reconciler {
                 after = page.last_seq;
             }
             if answered {
-                let reached = hold.map_or(after, |seq| seq.saturating_sub(1));
-                self.cursors.insert(index, reached.max(cursor));
+                let reached = hold.map_or(after, |seq| seq.saturating_sub(1)).max(cursor);
+                self.cursors.insert(index, reached);
+                self.keep(reached).await;
                 return;
             }
+        }
+    }
+
+    /// Keeps the progress `reached` with the sales (`POST
+    /// /sales/reconciled`, on the leader first), where the catalog keeps
+    /// it and it moved on: the next order leader resumes from it, and the
+    /// catalog keeps the records of every sale after it.
+    async fn keep(&mut self, reached: u64) {
+        let Some(kept) = self.kept else {
+            return;
+        };
+        if reached <= kept {
+            return;
+        }
+        let catalogs = Arc::clone(&self.steps.catalogs);
+        match catalogs
+            .call_leader_first(|catalog| catalog.reconciled(reached))
+            .await
+        {
+            Ok(kept) => self.kept = Some(kept),
+            Err(err) => tracing::debug!(%err, "the reconciler's progress was not kept"),
         }
     }
 
