@@ -271,6 +271,11 @@ impl InternalClient {
         InternalClient { http }
     }
 
+    /// The node's base URL.
+    pub fn url(&self) -> &url::Url {
+        self.http.base()
+    }
+
     /// `POST /replication/<rpc>` with a JSON body; the JSON answer.
     pub async fn replicate(&self, rpc: &str, body: Vec<u8>) -> Result<bytes::Bytes, ClientError> {
         // The same path on a catalog and an order replica.
@@ -282,7 +287,7 @@ impl InternalClient {
     /// `GET /members` on a catalog or order replica: the service's
     /// membership, as its leader knows it.
     pub async fn members(&self) -> Result<Members, ClientError> {
-        self.member_call(MemberRoute::List, None).await
+        self.member_call(MemberRoute::List, &[], None).await
     }
 
     /// `POST /members`: adds replica `name`, running at `url`, to the
@@ -292,22 +297,26 @@ impl InternalClient {
             name: name.to_owned(),
             url: url.to_owned(),
         };
-        self.member_call(MemberRoute::Add, Some(&member)).await
+        self.member_call(MemberRoute::Add, &[], Some(&member)).await
     }
 
-    /// `DELETE /members/<name>`: removes replica `name` from the service.
-    pub async fn remove_member(&self, name: &str) -> Result<Members, ClientError> {
-        self.member_call(MemberRoute::Remove(name.to_owned()), None)
+    /// `DELETE /members/<name>`: removes replica `name` from the service;
+    /// refused (conflict) if fewer than a majority of the voters left
+    /// would answer, unless `force`.
+    pub async fn remove_member(&self, name: &str, force: bool) -> Result<Members, ClientError> {
+        let query: &[(&str, &str)] = if force { &[("force", "true")] } else { &[] };
+        self.member_call(MemberRoute::Remove(name.to_owned()), query, None)
             .await
     }
 
     async fn member_call(
         &self,
         route: MemberRoute,
+        query: &[(&str, &str)],
         body: Option<&NewMember>,
     ) -> Result<Members, ClientError> {
         // The same paths on a catalog and an order replica.
-        let request = self.http.request(&CatalogRoute::Members(route), &[]);
+        let request = self.http.request(&CatalogRoute::Members(route), query);
         let request = match body {
             Some(body) => request.json(body),
             None => request,

@@ -36,7 +36,7 @@ impl HttpTransport {
     }
 
     fn client(&self, peer: &str) -> Option<InternalClient> {
-        // A poisoned lock still holds a usable map: it is only inserted to.
+        // A poisoned lock still holds a usable map: each insert is whole.
         let peers = self.peers.read().unwrap_or_else(|e| e.into_inner());
         peers.get(peer).cloned()
     }
@@ -67,10 +67,10 @@ impl Transport for HttpTransport {
         }
     }
 
+    /// Reaches `peer` at `url` from now on: a replica added at run time,
+    /// or one removed and added again at another address (calls go to its
+    /// address of now, not the one first learned).
     fn learn(&self, peer: &str, url: &str) -> Result<(), TransportError> {
-        if self.client(peer).is_some() {
-            return Ok(());
-        }
         let http =
             Http::with_client(self.pool.clone(), url, self.token.clone()).map_err(|err| {
                 TransportError::Codec {
@@ -78,11 +78,45 @@ impl Transport for HttpTransport {
                     reason: err.to_string(),
                 }
             })?;
+        if self
+            .client(peer)
+            .is_some_and(|known| known.url() == http.base())
+        {
+            return Ok(());
+        }
         let mut peers = self.peers.write().unwrap_or_else(|e| e.into_inner());
-        peers
-            .entry(peer.to_owned())
-            .or_insert_with(|| InternalClient::from_http(http));
+        peers.insert(peer.to_owned(), InternalClient::from_http(http));
         tracing::info!(%peer, %url, "a peer's address learned from the membership");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use pygmy_client::http::pooled;
+    use pygmy_client::ClientOptions;
+
+    use super::*;
+
+    /// A replica removed and added again at another address is called at
+    /// the new one (seen failing when the first address learned stayed).
+    #[test]
+    fn a_peer_learned_again_at_another_address_is_called_there() {
+        let pool = pooled(&ClientOptions::default()).expect("pool");
+        let transport = HttpTransport::new(Vec::new(), pool, None);
+        let at = |transport: &HttpTransport| {
+            transport
+                .client("catalog-3")
+                .map(|client| client.url().to_string())
+        };
+        assert_eq!(at(&transport), None);
+        transport
+            .learn("catalog-3", "http://127.0.0.1:9103")
+            .expect("learn");
+        assert_eq!(at(&transport).as_deref(), Some("http://127.0.0.1:9103/"));
+        transport
+            .learn("catalog-3", "http://127.0.0.1:9203")
+            .expect("learn again");
+        assert_eq!(at(&transport).as_deref(), Some("http://127.0.0.1:9203/"));
     }
 }
