@@ -102,9 +102,14 @@ enum MemberAction {
         wait: Duration,
     },
     /// Remove a replica (then stop it, and take it out of the topology).
+    /// Refused if fewer than a majority of the voters left would answer.
     Remove {
         /// Its name.
         name: String,
+        /// Remove it even so, for a disaster (docs/operations.md): the
+        /// change then waits until a majority of the voters left answer.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -315,7 +320,7 @@ async fn run_members(args: MembersArgs, json: bool) -> Result<(), Failure> {
             };
             (members, outcome)
         }
-        MemberAction::Remove { name } => (admin.remove(name).await?, Ok(())),
+        MemberAction::Remove { name, force } => (admin.remove(name, *force).await?, Ok(())),
     };
     if json {
         println!(

@@ -30,6 +30,10 @@ pub enum ErrorKind {
     /// Well formed, but impossible (a negative cost, stock below zero, an
     /// idempotency key reused for another item).
     Unprocessable,
+    /// Refused for the state the service is in now (a membership change
+    /// that would leave fewer than a majority of its voters answering); it
+    /// may be possible once that changes, or forced.
+    Conflict,
     /// No replica can serve now (down, catching up, no leader); another
     /// replica, or a later retry, may.
     Unavailable,
@@ -39,7 +43,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, for tables and tests.
-    pub const ALL: [ErrorKind; 10] = [
+    pub const ALL: [ErrorKind; 11] = [
         ErrorKind::BadRequest,
         ErrorKind::Unauthorized,
         ErrorKind::NotFound,
@@ -48,6 +52,7 @@ impl ErrorKind {
         ErrorKind::PayloadTooLarge,
         ErrorKind::RequestTimeout,
         ErrorKind::Unprocessable,
+        ErrorKind::Conflict,
         ErrorKind::Unavailable,
         ErrorKind::Internal,
     ];
@@ -69,6 +74,7 @@ impl ErrorKind {
             ErrorKind::PayloadTooLarge => "payload_too_large",
             ErrorKind::RequestTimeout => "request_timeout",
             ErrorKind::Unprocessable => "unprocessable",
+            ErrorKind::Conflict => "conflict",
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::Internal => "internal",
         }

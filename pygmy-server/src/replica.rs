@@ -81,7 +81,16 @@ impl<M: Machine> Replica<M> {
                 self.replicator.change_members(change).await?
             }
             MemberRoute::Remove(name) => {
-                let change = MemberChange::Remove { name };
+                let force = match req.param("force") {
+                    None | Some("false") => false,
+                    Some("true") => true,
+                    Some(other) => {
+                        return Err(ApiError::bad_request(format!(
+                            "force must be true or false, not {other:?}"
+                        )))
+                    }
+                };
+                let change = MemberChange::Remove { name, force };
                 self.replicator.change_members(change).await?
             }
         };

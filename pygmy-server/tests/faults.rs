@@ -207,7 +207,7 @@ async fn under_faults(
             Fault::Remove(role, name) => {
                 let began = Instant::now();
                 let admin = admin(cluster, *role);
-                if let Err(err) = admin.remove(name).await {
+                if let Err(err) = admin.remove(name, false).await {
                     // Not committed in time: the change goes on.
                     println!("removing {name}: {err}");
                 }

@@ -116,13 +116,14 @@ impl Admin {
         Ok((members, serves))
     }
 
-    /// Removes replica `name` from the service.
-    pub async fn remove(&self, name: &str) -> Result<Members, ClientError> {
+    /// Removes replica `name` from the service; refused (conflict) if
+    /// fewer than a majority of the voters left would answer, unless
+    /// `force`.
+    pub async fn remove(&self, name: &str, force: bool) -> Result<Members, ClientError> {
         // The replica leaving answers too: it forwards to the leader.
-        self.ask(
-            None,
-            |client| async move { client.remove_member(name).await },
-        )
+        self.ask(None, |client| async move {
+            client.remove_member(name, force).await
+        })
         .await
     }
 }

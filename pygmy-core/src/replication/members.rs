@@ -42,6 +42,11 @@ pub enum MemberChange {
     Remove {
         /// Its name.
         name: String,
+        /// Remove it even if fewer than a majority of the voters left
+        /// would answer (for disasters: the change may then wait until
+        /// enough of them are back).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        force: bool,
     },
 }
 
@@ -49,7 +54,7 @@ impl MemberChange {
     /// The replica the change is about.
     pub fn name(&self) -> &str {
         match self {
-            MemberChange::Add { name, .. } | MemberChange::Remove { name } => name,
+            MemberChange::Add { name, .. } | MemberChange::Remove { name, .. } => name,
         }
     }
 

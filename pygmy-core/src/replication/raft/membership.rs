@@ -8,6 +8,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use futures_util::future::join_all;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::ChangeMembers;
 use tokio::task::JoinHandle;
@@ -60,6 +61,9 @@ pub(super) fn forwarded(err: TransportError) -> ReplicationError {
     }
 }
 
+/// How long a voter has to answer before a removal counts it as away.
+const ANSWER_WITHIN: Duration = Duration::from_secs(1);
+
 impl<M: Machine> RaftReplicator<M> {
     /// The membership, after the change `asked` carries if it carries one:
     /// on the leader, or passed on toward it (at most
@@ -107,7 +111,14 @@ impl<M: Machine> RaftReplicator<M> {
             Some(MemberChange::Add { name, url }) => {
                 self.shared.add(member, &name, &url, limit).await?;
             }
-            Some(MemberChange::Remove { name }) => member.remove(&name, limit).await?,
+            Some(MemberChange::Remove { name, force }) => {
+                if !force {
+                    self.shared
+                        .keeps_a_majority_answering(member, &name)
+                        .await?;
+                }
+                member.remove(&name, limit).await?
+            }
         }
         Ok(member.members())
     }
@@ -143,6 +154,58 @@ impl<M: Machine> RaftReplicator<M> {
 }
 
 impl<M: Machine> Shared<M> {
+    /// On the leader, before replica `name` is removed: refuses it
+    /// (conflict) unless a majority of the voters that would be left
+    /// answer now (this replica, and those that answer a hello within
+    /// [`ANSWER_WITHIN`]), as etcd's strict reconfiguration check does. A
+    /// change that leaves fewer could not commit: its joint configuration
+    /// would stay, and block every other change, until enough came back.
+    async fn keeps_a_majority_answering(
+        &self,
+        member: &Member<M>,
+        name: &str,
+    ) -> Result<(), ReplicationError> {
+        let metrics = member.metrics();
+        let membership = metrics.membership_config.membership();
+        let left: Vec<NodeId> = membership
+            .voter_ids()
+            .filter(|id| {
+                membership
+                    .get_node(id)
+                    .is_some_and(|node| node.name != name)
+            })
+            .collect();
+        if left.is_empty() {
+            // The last voter: `Member::remove` says why not.
+            return Ok(());
+        }
+        let asks = left.iter().map(|&id| async move {
+            if id == member.identity.id {
+                return true;
+            }
+            let Some(peer) = self.reach(member, id) else {
+                return false;
+            };
+            call::<_, Hello>(&*self.transport, &peer, rpc::HELLO, &(), ANSWER_WITHIN)
+                .await
+                .is_ok()
+        });
+        let answering = join_all(asks).await.into_iter().filter(|a| *a).count();
+        let needed = left.len() / 2 + 1;
+        if answering >= needed {
+            return Ok(());
+        }
+        Err(ReplicationError::refused(
+            ErrorKind::Conflict,
+            format!(
+                "removing {name} would leave {answering} of its {} voters answering, and a \
+                 majority ({needed}) must for the change to commit: bring the others back \
+                 first, or force it (docs/operations.md)",
+                left.len()
+            ),
+        ))
+    }
+
     /// Whether the topology this replica started with names `name`.
     pub(super) fn in_topology(&self, name: &str) -> bool {
         self.config.replicas.iter().any(|r| r == name)
