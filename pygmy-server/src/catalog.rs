@@ -81,7 +81,8 @@ struct Pushes {
 impl CatalogNode {
     /// A catalog replica over `store`, replicated by `replicator`, pushing
     /// invalidations to `frontends` (by name); and its background work
-    /// (not started): a pusher per frontend.
+    /// (not started): a pusher per frontend, and the measure of its data
+    /// dir.
     pub fn new(
         node: NodeInfo,
         store: Arc<dyn CatalogStore>,
@@ -107,8 +108,10 @@ impl CatalogNode {
             incarnation: uuid::Uuid::new_v4().to_string(),
             lease_waits: AtomicU64::new(0),
         });
+        let replica = Replica::new(node, replicator);
+        background.add(replica.measure_forever());
         let catalog = CatalogNode {
-            replica: Replica::new(node, replicator),
+            replica,
             store,
             pushes,
             reads: AtomicU64::new(0),

@@ -2,7 +2,9 @@
 //! replicator behind them, readiness, fresh reads, and serving the peers'
 //! replication calls.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::StatusCode;
 use pygmy_core::api::internal::{MembersResponse, NewMember};
@@ -13,10 +15,17 @@ use pygmy_core::replication::{MemberChange, ReplicaStatus, Replicator};
 
 use crate::http::{json, json_bytes, ApiError, ApiResult, Metrics, NodeInfo, Request};
 
+/// How often a replica measures the bytes of its data dir, for
+/// `/metrics`: a scrape reads the last figure, and never walks the
+/// directory itself.
+const MEASURE_EVERY: Duration = Duration::from_secs(10);
+
 /// One replica of a backend service, as its handler uses it.
 pub struct Replica<M: Machine> {
     node: NodeInfo,
     replicator: Arc<dyn Replicator<M>>,
+    /// The bytes of its data dir, as last measured.
+    store_bytes: Arc<AtomicU64>,
 }
 
 impl<M: Machine> Clone for Replica<M> {
@@ -24,14 +33,39 @@ impl<M: Machine> Clone for Replica<M> {
         Replica {
             node: self.node.clone(),
             replicator: Arc::clone(&self.replicator),
+            store_bytes: Arc::clone(&self.store_bytes),
         }
     }
 }
 
 impl<M: Machine> Replica<M> {
-    /// Node `identity`, replicated by `replicator`.
+    /// Node `node`, replicated by `replicator`.
     pub fn new(node: NodeInfo, replicator: Arc<dyn Replicator<M>>) -> Self {
-        Replica { node, replicator }
+        Replica {
+            node,
+            replicator,
+            store_bytes: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Measures the bytes of the data dir at once and then every
+    /// [`MEASURE_EVERY`], off the async threads, until the task is dropped
+    /// (a background task of the node).
+    pub fn measure_forever(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let (dir, bytes) = (self.node.data_dir.clone(), Arc::clone(&self.store_bytes));
+        async move {
+            let Some(dir) = dir else {
+                return;
+            };
+            loop {
+                let walked = dir.clone();
+                if let Ok(measured) = tokio::task::spawn_blocking(move || dir_bytes(&walked)).await
+                {
+                    bytes.store(measured, Ordering::Relaxed);
+                }
+                tokio::time::sleep(MEASURE_EVERY).await;
+            }
+        }
     }
 
     /// Who the node is.
@@ -107,20 +141,17 @@ impl<M: Machine> Replica<M> {
     }
 
     /// Its figures for `/metrics`: raft state, and the bytes its data dir
-    /// holds.
+    /// holds (as last measured, at most [`MEASURE_EVERY`] ago).
     pub async fn write_metrics(&self, out: &mut Metrics) {
         if let Some(status) = self.status() {
             write_raft(&status, out);
         }
-        if let Some(dir) = self.node.data_dir.clone() {
-            // A few files' sizes, off the async threads.
-            if let Ok(bytes) = tokio::task::spawn_blocking(move || dir_bytes(&dir)).await {
-                out.gauge(
-                    "pygmy_store_bytes",
-                    "Bytes in the replica's data dir (database, raft log, snapshots).",
-                    bytes,
-                );
-            }
+        if self.node.data_dir.is_some() {
+            out.gauge(
+                "pygmy_store_bytes",
+                "Bytes in the replica's data dir (database, raft log, snapshots), measured every 10 s.",
+                self.store_bytes.load(Ordering::Relaxed),
+            );
         }
     }
 

@@ -45,8 +45,8 @@ pub struct OrderNode {
 impl OrderNode {
     /// An order replica over `store`, replicated by `replicator`, selling
     /// through `catalogs`; and its background work (not started): the
-    /// gathering of its sales, a health probe of the catalog replicas, and
-    /// the reconciler.
+    /// gathering of its sales, a health probe of the catalog replicas, the
+    /// reconciler, and the measure of its data dir.
     pub fn new(
         node: NodeInfo,
         store: Arc<dyn OrderStore>,
@@ -55,6 +55,7 @@ impl OrderNode {
     ) -> (Self, Background) {
         let catalogs = Arc::new(catalogs);
         let replica = Replica::new(node, replicator);
+        let measuring = replica.measure_forever();
         let (steps, gathering_sales) = BuySteps::new(replica, Arc::clone(&catalogs));
         let reconciled = Arc::new(AtomicU64::new(0));
         let reconciler =
@@ -63,6 +64,7 @@ impl OrderNode {
         background.add(gathering_sales);
         background.add(catalogs.probe_forever());
         background.add(reconciler.run_forever());
+        background.add(measuring);
         let order = OrderNode {
             steps,
             store,
