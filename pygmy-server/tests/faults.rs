@@ -972,6 +972,109 @@ async fn a_change_whose_caller_left_still_invalidates_the_frontends() {
     }
 }
 
+/// The catalog replicas' raft terms, by name.
+async fn catalog_terms(cluster: &ProcessCluster) -> BTreeMap<String, u64> {
+    pygmy_client::tools::status::status(cluster.topology(), Duration::from_millis(200))
+        .await
+        .into_iter()
+        .filter(|node| node.role == "catalog")
+        .filter_map(|node| Some((node.node, node.raft?.term)))
+        .collect()
+}
+
+/// Buys through the frontend, 16 at a time, for `seconds`.
+async fn buys_for(cluster: &ProcessCluster, seconds: u64) -> load::OperationReport {
+    let config = LoadConfig {
+        requests: None,
+        duration: Some(Duration::from_secs(seconds)),
+        concurrency: 16,
+        mix: "buy=100".parse().expect("mix"),
+        ..LoadConfig::default()
+    };
+    let report = load::run(&cluster.store(), &config).await;
+    println!("{report}");
+    report.operations[&load::Operation::Buy].clone()
+}
+
+/// Anonymous clients that hold the budget of public request bodies with
+/// slow bodies (1,200 connections to the catalog leader, each a public
+/// request that announces a 64 KiB body and sends a byte a second) never
+/// make its peers wait: raft's appends and votes, the sales and the
+/// pushes take their room from a budget of their own. Buys through the
+/// frontend go on at their rate (at least half the rate just before) and
+/// p99 (at most twice), none fails, and no catalog replica starts an
+/// election. (Seen failing with one budget for both: buys failed and
+/// their rate fell.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_anonymous_clients_do_not_starve_the_peers() {
+    use tokio::io::AsyncWriteExt;
+
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let cluster = raft_cluster(1_000_000).await;
+    let options = cluster.options();
+    let leader = CatalogClient::new(&cluster.url("catalog-0"), &options)
+        .expect("client")
+        .health()
+        .await
+        .expect("health")
+        .leader
+        .expect("a catalog leader");
+    let addr = cluster
+        .topology()
+        .node(&leader)
+        .expect("the leader's node")
+        .addr;
+    let before = buys_for(&cluster, 4).await;
+    let terms = catalog_terms(&cluster).await;
+    let stop = std::sync::Arc::new(tokio::sync::Notify::new());
+    let mut trickles = tokio::task::JoinSet::new();
+    for _ in 0..1_200 {
+        let stop = std::sync::Arc::clone(&stop);
+        trickles.spawn(async move {
+            let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
+                return;
+            };
+            let head = "GET /item/1 HTTP/1.1\r\nhost: pygmy\r\ncontent-length: 65536\r\n\r\n";
+            if stream.write_all(head.as_bytes()).await.is_err() {
+                return;
+            }
+            loop {
+                tokio::select! {
+                    () = stop.notified() => return,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+                if stream.write_all(b"x").await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    // The bodies are announced; their room is taken.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let during = buys_for(&cluster, 6).await;
+    stop.notify_waiters();
+    trickles.shutdown().await;
+    let terms_after = catalog_terms(&cluster).await;
+    assert_eq!(
+        during.ok, during.count,
+        "buys failed under slow anonymous clients: {:?}",
+        during.errors
+    );
+    assert!(
+        during.throughput >= before.throughput / 2.0,
+        "buys fell from {:.0}/s to {:.0}/s",
+        before.throughput,
+        during.throughput
+    );
+    assert!(
+        during.latency_ms.p99 <= 2.0 * before.latency_ms.p99.max(10.0),
+        "buy p99 rose from {:.1} ms to {:.1} ms",
+        before.latency_ms.p99,
+        during.latency_ms.p99
+    );
+    assert_eq!(terms_after, terms, "a catalog replica stood for election");
+}
+
 /// A frozen catalog replica is found out by each order replica's health
 /// probe too: an order replica whose preferred catalog replica is frozen
 /// sells through another one, every time, not once in a while. Buys go

@@ -4,8 +4,9 @@
 //! path first (404 and 405 fall out of the role's route table), the
 //! cluster token of an internal route is checked from the headers, and only
 //! then is the body read, under the route's limit and once there is room
-//! for it under the node's cap on bodies in flight. Connections are capped
-//! too. What every node answers alike (`GET /health`, `GET /metrics`,
+//! for it under the node's cap on bodies in flight (one budget for
+//! anonymous requests, one apart for those with the token: peers never
+//! wait behind anonymous clients). Connections are capped too. What every node answers alike (`GET /health`, `GET /metrics`,
 //! `GET /openapi.json`) is answered here, and every request's latency is
 //! counted by route.
 
@@ -72,7 +73,9 @@ pub struct Limits {
     pub max_connections: usize,
     /// Most bytes of request bodies being read or held at once, over all
     /// connections (at least the largest body); a request that finds no
-    /// room within half of `read_timeout` is answered 503.
+    /// room within half of `read_timeout` is answered 503. Twice over: one
+    /// budget for anonymous requests, one apart for those that carry the
+    /// cluster token, so that peers never wait behind anonymous clients.
     pub max_body_in_flight: usize,
     /// Largest body of a user or admin request.
     pub max_body: usize,
@@ -182,8 +185,14 @@ struct Server {
     latencies: Latencies,
     /// One permit per connection that may be open.
     connections: Arc<Semaphore>,
-    /// One permit per byte of body that may be held.
+    /// One permit per byte of body that may be held, for anonymous
+    /// requests (the public routes).
     bodies: Arc<Semaphore>,
+    /// The same, apart, for requests that carry the cluster token (peers:
+    /// raft's appends and votes, sales, pushes; operators): anonymous
+    /// clients that hold their whole budget with slow bodies never make
+    /// them wait.
+    peer_bodies: Arc<Semaphore>,
 }
 
 impl Server {
@@ -199,19 +208,29 @@ impl Server {
             latencies: Latencies::default(),
             connections: Arc::new(Semaphore::new(limits.max_connections.max(1))),
             bodies: Arc::new(Semaphore::new(in_flight)),
+            peer_bodies: Arc::new(Semaphore::new(in_flight)),
         }
     }
 
-    /// Room for a body of at most `bytes`, waited for at most half the
-    /// read timeout (a body that takes its whole read timeout gives its
-    /// room back by then): the permit is held until the request is
-    /// answered.
-    async fn room_for(&self, bytes: usize) -> Result<Option<OwnedSemaphorePermit>, ApiError> {
+    /// Room for a body of at most `bytes`, in the budget of its `access`
+    /// (an internal route's token is checked before), waited for at most
+    /// half the read timeout (a body that takes its whole read timeout
+    /// gives its room back by then): the permit is held until the request
+    /// is answered.
+    async fn room_for(
+        &self,
+        bytes: usize,
+        access: Access,
+    ) -> Result<Option<OwnedSemaphorePermit>, ApiError> {
         if bytes == 0 {
             return Ok(None);
         }
+        let budget = match access {
+            Access::Public => &self.bodies,
+            Access::Internal => &self.peer_bodies,
+        };
         let permits = u32::try_from(bytes).unwrap_or(u32::MAX);
-        let room = Arc::clone(&self.bodies).acquire_many_owned(permits);
+        let room = Arc::clone(budget).acquire_many_owned(permits);
         match tokio::time::timeout(self.limits.read_timeout / 2, room).await {
             Ok(Ok(permit)) => Ok(Some(permit)),
             _ => Err(ApiError::unavailable(
@@ -275,7 +294,7 @@ async fn respond<H: Handler>(
             BodySize::Batch => limits.max_internal_body,
         };
         let _room = server
-            .room_for(body_bound(&parts.headers, &body, max)?)
+            .room_for(body_bound(&parts.headers, &body, max)?, info.access)
             .await?;
         let body = read_body(body, max, limits.read_timeout).await?;
         let request = Request::new(parts.uri.query(), parts.headers, body);
