@@ -706,3 +706,62 @@ async fn a_removal_that_would_leave_no_majority_answering_is_refused() {
     })
     .await;
 }
+
+/// A replica that holds an identity belongs to a cluster, founded or being
+/// founded: a founder whose own volume came back empty asks, hears it, and
+/// founds nothing beside it, even with a majority of empty volumes. (Seen
+/// failing when only the replicas' count decided: c0 founded a new cluster
+/// with c2.)
+#[tokio::test]
+async fn a_founder_never_founds_beside_a_replica_that_belongs_to_a_cluster() {
+    use pygmy_core::replication::raft::{Identity, IdentityStore};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let net = Loopback::new();
+    // c1 took an identity from a founder that then lost its volume.
+    let path = dir.path().join("c1.db");
+    let store = Arc::new(SqliteCatalog::open(&path).expect("open"));
+    store.seed(default_books()).await.expect("seed");
+    let (log, machine) = raft::sqlite::open(Arc::clone(&store), &path)
+        .await
+        .expect("open the raft storage");
+    log.adopt(Identity {
+        cluster: "being-founded".to_owned(),
+        id: 2,
+    })
+    .await
+    .expect("adopt");
+    let names: Vec<String> = NAMES.iter().map(|s| s.to_string()).collect();
+    let c1 = RaftReplicator::start(
+        RaftConfig::new("c1", names),
+        log,
+        machine,
+        net.endpoint("c1"),
+    )
+    .await
+    .expect("start");
+    let c1: Arc<dyn Replicator<CatalogMachine>> = Arc::new(c1);
+    net.register("c1", &c1);
+    let c2 = start_replica(&net, dir.path(), "c2", 100, |_| {}).await;
+    let c0 = start_replica(&net, dir.path(), "c0", 100, |_| {}).await;
+
+    // c0 asks both peers, then waits past the founder's wait, and founds
+    // nothing: it offers no identity, and no replica serves.
+    let until = tokio::time::Instant::now() + Duration::from_secs(30);
+    while net.calls("c0", raft::messages::HELLO) < 2 {
+        assert!(tokio::time::Instant::now() < until, "c0 never asked");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        net.calls("c0", raft::messages::ADOPT),
+        0,
+        "c0 offered identities"
+    );
+    for (name, replica) in [("c0", &c0.replicator), ("c1", &c1), ("c2", &c2.replicator)] {
+        assert!(
+            !replica.is_ready(),
+            "{name} serves a cluster founded beside c1's"
+        );
+    }
+}

@@ -379,7 +379,7 @@ impl<M: Machine> Replicator<M> for RaftReplicator<M> {
 
     async fn handle(&self, rpc: &str, body: &[u8]) -> Result<Vec<u8>, ReplicationError> {
         match rpc {
-            rpc::HELLO => return encode(&self.shared.hello()),
+            rpc::HELLO => return encode(&self.shared.hello().await?),
             rpc::ADOPT => {
                 let adopt: Adopt = decode(body)?;
                 let kept = self

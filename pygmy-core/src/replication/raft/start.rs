@@ -5,9 +5,11 @@
 //! until they are done; see [`super::identity`]):
 //! 1. **Identity.** It reads its [`Identity`]. A replica without one asks
 //!    its peers ([`rpc::HELLO`]): if one belongs to a founded cluster, it
-//!    joins that cluster under a fresh raft id; if none does and a majority
-//!    of the replicas answer, all empty, the first replica of the topology
-//!    founds a cluster; otherwise it waits.
+//!    joins that cluster under a fresh raft id; if none has an identity
+//!    and a majority of the replicas answer, all empty, the first replica
+//!    of the topology founds a cluster; otherwise it waits. A replica
+//!    answers from its stored identity before it runs raft, so a founder
+//!    never counts one that restarts over its data as empty.
 //! 2. **Founding** (the first replica only, once): it offers each peer its
 //!    founding identity ([`rpc::ADOPT`]) and, once a majority took it,
 //!    initializes raft with them as voters.
@@ -147,7 +149,10 @@ impl<M: Machine> Shared<M> {
                     .map_err(ReplicationError::unavailable)?,
             ));
         }
-        let mut empty = 1; // this replica
+        // This replica is empty; a peer that has an identity belongs to a
+        // cluster, founded or being founded: never found another beside it.
+        let mut empty = 1;
+        let mut claimed = false;
         for (_, peer) in self.peers() {
             let hello: Hello =
                 match call(&*self.transport, peer, rpc::HELLO, &(), ASK_TIMEOUT).await {
@@ -168,11 +173,12 @@ impl<M: Machine> Shared<M> {
                     tracing::info!(cluster = %mine.cluster, via = %peer, "joining the running cluster");
                     return Ok(Some(mine));
                 }
-                Some(_) => {} // being founded: its founder will offer ours
+                // Being founded: its founder offers ours.
+                Some(_) => claimed = true,
                 None => empty += 1,
             }
         }
-        if self.position == 0 && empty > self.config.replicas.len() / 2 {
+        if self.position == 0 && !claimed && empty > self.config.replicas.len() / 2 {
             let founding = Identity {
                 cluster: uuid::Uuid::new_v4().simple().to_string(),
                 id: 1,
@@ -347,27 +353,86 @@ impl<M: Machine> Shared<M> {
         }
     }
 
-    /// What this replica says of itself to a peer that asks.
-    pub(super) fn hello(&self) -> Hello {
-        match self.member() {
-            Some(member) => {
-                let metrics = member.metrics();
-                Hello {
-                    identity: Some(member.identity.clone()),
-                    founded: metrics
-                        .membership_config
-                        .membership()
-                        .voter_ids()
-                        .next()
-                        .is_some(),
-                    leader: metrics.current_leader.and_then(|id| member.name(id)),
-                }
-            }
-            None => Hello {
-                identity: None,
-                founded: false,
-                leader: None,
-            },
+    /// What this replica says of itself to a peer that asks. Before it
+    /// runs raft, its stored identity, if it has one: a replica that
+    /// restarts over its data says so at once, and a peer never counts it
+    /// as empty (nor founds a cluster without it); it belongs to a founded
+    /// cluster if it holds raft state.
+    pub(super) async fn hello(&self) -> Result<Hello, ReplicationError> {
+        if let Some(member) = self.member() {
+            let metrics = member.metrics();
+            return Ok(Hello {
+                identity: Some(member.identity.clone()),
+                founded: metrics
+                    .membership_config
+                    .membership()
+                    .voter_ids()
+                    .next()
+                    .is_some(),
+                leader: metrics.current_leader.and_then(|id| member.name(id)),
+            });
         }
+        let stored = self
+            .identities
+            .identity()
+            .await
+            .map_err(ReplicationError::unavailable)?;
+        let founded = match stored {
+            Some(_) => self
+                .identities
+                .has_raft_state()
+                .await
+                .map_err(ReplicationError::unavailable)?,
+            None => false,
+        };
+        Ok(Hello {
+            identity: stored,
+            founded,
+            leader: None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::OnceLock;
+
+    use super::*;
+    use crate::catalog::sqlite::SqliteCatalog;
+    use crate::catalog::CatalogMachine;
+    use crate::replication::loopback::Loopback;
+    use crate::replication::raft::identity::IdentityStore;
+    use crate::replication::raft::RaftConfig;
+
+    /// A replica that restarts over its data says who it is before it runs
+    /// raft: counted as empty then, it could have let a founder found a
+    /// new cluster beside the one it belongs to. (Seen failing when it
+    /// answered no identity until raft ran.)
+    #[tokio::test]
+    async fn a_stored_identity_is_said_before_raft_runs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c1.db");
+        let journal = Arc::new(SqliteCatalog::open(&path).expect("open"));
+        let (log, _machine) = crate::replication::raft::sqlite::open(journal, &path)
+            .await
+            .expect("the raft storage");
+        let identity = Identity {
+            cluster: "a-cluster".to_owned(),
+            id: 2,
+        };
+        log.adopt(identity.clone()).await.expect("adopt");
+        let names = vec!["c0".to_owned(), "c1".to_owned(), "c2".to_owned()];
+        let shared = Shared::<CatalogMachine> {
+            config: RaftConfig::new("c1", names),
+            position: 1,
+            transport: Loopback::<CatalogMachine>::new().endpoint("c1"),
+            identities: Arc::new(log),
+            member: OnceLock::new(),
+            caught_up: AtomicBool::new(false),
+        };
+        let hello = shared.hello().await.expect("hello");
+        assert_eq!(hello.identity, Some(identity));
+        assert!(!hello.founded, "no raft state: a cluster being founded");
     }
 }
