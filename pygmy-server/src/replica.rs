@@ -49,8 +49,8 @@ impl<M: Machine> Replica<M> {
     }
 
     /// Measures the bytes of the data dir at once and then every
-    /// [`MEASURE_EVERY`], off the async threads, until the task is dropped
-    /// (a background task of the node).
+    /// `MEASURE_EVERY` (10 s), off the async threads, until the task is
+    /// dropped (a background task of the node).
     pub fn measure_forever(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
         let (dir, bytes) = (self.node.data_dir.clone(), Arc::clone(&self.store_bytes));
         async move {
@@ -141,7 +141,7 @@ impl<M: Machine> Replica<M> {
     }
 
     /// Its figures for `/metrics`: raft state, and the bytes its data dir
-    /// holds (as last measured, at most [`MEASURE_EVERY`] ago).
+    /// holds (as last measured, at most `MEASURE_EVERY` (10 s) ago).
     pub async fn write_metrics(&self, out: &mut Metrics) {
         if let Some(status) = self.status() {
             write_raft(&status, out);
