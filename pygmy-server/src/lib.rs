@@ -32,6 +32,8 @@
 //! - [`logging`]: stdout and one log file per node.
 //! - [`probe`]: `--probe`, a node's health asked with no runtime (a
 //!   container's health check).
+//! - [`recover`]: `--force-new-cluster`, a stopped replica made the only
+//!   voter of a new cluster, when its service lost its majority for good.
 //! - `testing` (feature `testing`): a real cluster on loopback, and
 //!   network namespaces, for tests (this crate's and the client's).
 //!
@@ -50,6 +52,7 @@ pub mod node;
 pub mod order;
 pub mod probe;
 pub mod pusher;
+pub mod recover;
 pub mod replica;
 #[cfg(feature = "testing")]
 pub mod testing;

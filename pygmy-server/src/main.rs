@@ -43,6 +43,12 @@ struct Args {
     /// check, in an image with no other program.
     #[arg(long, requires = "node")]
     probe: bool,
+    /// Make the replica --node, stopped, the only voter of a new cluster
+    /// with everything it holds, and exit: for a service that lost its
+    /// majority for good (docs/operations.md). Start it as usual
+    /// afterwards; replicas started on empty data directories join it.
+    #[arg(long, requires = "node")]
+    force_new_cluster: bool,
 }
 
 fn main() -> ExitCode {
@@ -72,6 +78,27 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("pygmy-server: {name} at {}: {err}", node.addr);
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if args.force_new_cluster {
+        let name = args.node.as_deref().unwrap_or_default();
+        return match pygmy_server::recover::force_new_cluster(&topology, name) {
+            Ok(forced) => {
+                println!(
+                    "{name} is the only voter of a new cluster {} (raft id {}, from log index {}); \
+                     dropped: {}. Start it as usual; start the others on empty data \
+                     directories: they join it.",
+                    forced.identity.cluster,
+                    forced.identity.id,
+                    forced.index,
+                    forced.dropped.join(", "),
+                );
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("pygmy-server: {}", pygmy_core::error::chain(&err));
                 ExitCode::FAILURE
             }
         };

@@ -252,6 +252,16 @@ impl Service for OrderMachine {
     }
 }
 
+/// The SQLite file of backend `node`'s store; none for a frontend.
+pub(crate) fn store_file(topology: &Topology, node: &NodeConfig) -> Option<PathBuf> {
+    let file = match node.role {
+        Role::Catalog => CatalogMachine::FILE,
+        Role::Order => OrderMachine::FILE,
+        Role::Frontend => return None,
+    };
+    Some(topology.data_dir(node).join(file))
+}
+
 /// A backend's store, and its SQLite journal and file when it has one (the
 /// `raft` log lives in the same file).
 struct Store<M: Service> {

@@ -396,6 +396,22 @@ impl ProcessCluster {
         self.children.insert(name.to_owned(), child);
     }
 
+    /// Runs `pygmy-server --config FILE --node name` with `args` once (a
+    /// command that exits, as `--force-new-cluster`), on loopback, and
+    /// answers its output.
+    pub fn run_once(&self, name: &str, args: &[&str]) -> std::process::Output {
+        let file = self.files.get(name).unwrap_or(&self.path);
+        std::process::Command::new(&self.binary)
+            .arg("--config")
+            .arg(file)
+            .arg("--node")
+            .arg(name)
+            .args(args)
+            .current_dir(self.dir.path())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.binary.display()))
+    }
+
     /// Adds a replica `name` of `role` (a free port, a data directory of
     /// its own) and starts it with a topology file of its own that names
     /// it and every node before it, as an operator does before

@@ -231,7 +231,7 @@ impl<M: Machine> SqliteLog<M> {
     }
 }
 
-fn get<T: DeserializeOwned>(conn: &Connection, key: &str) -> Result<Option<T>, Error> {
+pub(super) fn get<T: DeserializeOwned>(conn: &Connection, key: &str) -> Result<Option<T>, Error> {
     let value: Option<String> = conn
         .prepare_cached("SELECT value FROM raft_meta WHERE key = ?1")
         .and_then(|mut select| select.query_row([key], |r| r.get(0)).optional())
@@ -241,7 +241,7 @@ fn get<T: DeserializeOwned>(conn: &Connection, key: &str) -> Result<Option<T>, E
         .transpose()
 }
 
-fn put<T: Serialize>(conn: &Connection, key: &str, value: &T) -> Result<(), Error> {
+pub(super) fn put<T: Serialize>(conn: &Connection, key: &str, value: &T) -> Result<(), Error> {
     let value = serde_json::to_string(value).map_err(io_error)?;
     conn.prepare_cached(
         "INSERT INTO raft_meta (key, value) VALUES (?1, ?2)
@@ -252,7 +252,10 @@ fn put<T: Serialize>(conn: &Connection, key: &str, value: &T) -> Result<(), Erro
     Ok(())
 }
 
-const IDENTITY: &str = "identity";
+/// `raft_meta`'s key of the replica's identity.
+pub(super) const IDENTITY: &str = "identity";
+/// `raft_meta`'s key of the last log id purged.
+pub(super) const LAST_PURGED: &str = "last_purged";
 const COMMITTED: &str = "committed";
 
 #[async_trait::async_trait]
@@ -350,7 +353,7 @@ impl<M: Machine> RaftLogStorage<RaftTypes<M>> for SqliteLog<M> {
 
     async fn get_log_state(&mut self) -> Result<LogState<RaftTypes<M>>, Error> {
         self.with(|conn| {
-            let last_purged_log_id: Option<LogId<NodeId>> = get(conn, "last_purged")?;
+            let last_purged_log_id: Option<LogId<NodeId>> = get(conn, LAST_PURGED)?;
             let last: Option<String> = conn
                 .query_row(
                     "SELECT entry FROM raft_log ORDER BY idx DESC LIMIT 1",
@@ -469,7 +472,7 @@ impl<M: Machine> RaftLogStorage<RaftTypes<M>> for SqliteLog<M> {
         let tail = Arc::clone(&self.tail);
         self.with(move |conn| {
             let tx = conn.transaction().map_err(io_error)?;
-            put(&tx, "last_purged", &log_id)?;
+            put(&tx, LAST_PURGED, &log_id)?;
             tx.execute(
                 "DELETE FROM raft_log WHERE idx <= ?1",
                 [index(log_id.index)],

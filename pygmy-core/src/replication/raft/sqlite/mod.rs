@@ -5,8 +5,10 @@
 //! - [`state_machine`]: the service's journal as openraft's state machine
 //!   ([`JournalStateMachine`]), with snapshots.
 //! - [`snapshot`]: snapshots as files, written and read a row at a time.
+//! - [`recover`]: a lone survivor made the only voter of a new cluster.
 
 pub mod log;
+pub mod recover;
 pub mod snapshot;
 pub mod state_machine;
 
@@ -14,6 +16,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use self::log::SqliteLog;
+pub use self::recover::{force_new_cluster, Forced, RecoverError};
 pub use self::state_machine::JournalStateMachine;
 use crate::error::StoreError;
 use crate::journal::sqlite::{SqliteJournal, SqliteMachine};

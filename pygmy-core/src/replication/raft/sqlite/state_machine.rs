@@ -41,7 +41,8 @@ type Membership = StoredMembership<NodeId, ReplicaNode>;
 type Meta = SnapshotMeta<NodeId, ReplicaNode>;
 
 const APPLIED: &str = "raft_applied";
-const MEMBERSHIP: &str = "raft_membership";
+/// The journal meta key of the last membership applied.
+pub(super) const MEMBERSHIP: &str = "raft_membership";
 /// The origin under which raft's ops are recorded in the journal; their
 /// sequence is [`origin_seq`] (the log index, in logs written before ops
 /// were grouped).
