@@ -76,6 +76,9 @@ struct Pushes {
     incarnation: String,
     /// Changes answered after waiting out a frontend's lease.
     lease_waits: AtomicU64,
+    /// The log index of the membership this replica last served a change
+    /// under (see [`Pushes::members_seen`]).
+    members_index: Mutex<Option<u64>>,
 }
 
 impl CatalogNode {
@@ -107,6 +110,7 @@ impl CatalogNode {
             frontends,
             incarnation: uuid::Uuid::new_v4().to_string(),
             lease_waits: AtomicU64::new(0),
+            members_index: Mutex::new(None),
         });
         let replica = Replica::new(node, replicator);
         background.add(replica.measure_forever());
@@ -134,6 +138,7 @@ impl CatalogNode {
             &LeaseGrant {
                 incarnation: self.pushes.incarnation.clone(),
                 issued: link.issuer().grant(now()),
+                members: self.replica.known_members(),
                 message: Empty {},
                 envelope: Envelope::OK,
             },
@@ -363,6 +368,7 @@ impl CatalogNode {
         let change = async move {
             let outcome = replica.propose(op).await?;
             if let Some(book) = outcome.changed_book() {
+                pushes.members_seen(replica.members_index());
                 pushes.invalidate(book).await;
             }
             Ok(outcome)
@@ -374,6 +380,22 @@ impl CatalogNode {
 }
 
 impl Pushes {
+    /// Before a change's pushes: if the membership changed since the last
+    /// change (this replica joined, or was added again), the frontends
+    /// may have learned of this replica only now, from their grants; so
+    /// each counts as granted now, and is pushed to until its leases from
+    /// before have surely run out.
+    fn members_seen(&self, index: Option<u64>) {
+        let mut seen = self.members_index.lock().unwrap_or_else(|p| p.into_inner());
+        if *seen != index {
+            *seen = index;
+            let now = now();
+            for link in &self.frontends {
+                link.issuer().assume_granted(now);
+            }
+        }
+    }
+
     /// Pushes the invalidation of `book` to every frontend that holds a
     /// lease from this replica, and waits until each took it or its lease
     /// has surely run out.

@@ -6,11 +6,14 @@
 //! was invalidated meanwhile. The cache is used only while the frontend
 //! holds a lease from every catalog replica
 //! ([`pygmy_core::cache::lease`]), so that an invalidation lost on the way
-//! cannot leave an old value served. A buy goes to an order replica under an
+//! cannot leave an old value served: the replicas of its topology, or of
+//! the newest catalog membership a grant told of (a replica added at run
+//! time is dialled at its URL there). A buy goes to an order replica under an
 //! idempotency key (the client's, or one minted here), so that it can be
 //! retried on another replica without buying twice. The cache is never
 //! used to decide a buy.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,7 +23,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::future::join_all;
 use http::StatusCode;
-use pygmy_client::{CatalogClient, OrderClient};
+use pygmy_client::{CatalogClient, ClientError, OrderClient};
 use pygmy_core::api::internal::{
     Acknowledged, BuyRequest, BuysRequest, Invalidations, LookupsRequest,
 };
@@ -29,6 +32,7 @@ use pygmy_core::api::routes::FrontendRoute;
 use pygmy_core::balance::ReplicaSet;
 use pygmy_core::cache::lease::{Grant, Leases, RENEW_EVERY, RENEW_TIMEOUT};
 use pygmy_core::cache::{lookup_key, search_key, Cache};
+use pygmy_core::replication::KnownMembers;
 use pygmy_core::types::{Book, IdempotencyKey, ItemId, OrderId};
 
 use crate::background::Background;
@@ -47,6 +51,12 @@ struct Counters {
     lookups: AtomicU64,
     searches: AtomicU64,
     buys: AtomicU64,
+}
+
+/// Locks `mutex`, taking a poisoned one as it is (each holder leaves the
+/// state whole between its steps).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The frontend's cache leases, and until when they let it use its cache.
@@ -69,7 +79,7 @@ impl CacheLease {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Leases> {
-        self.leases.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.leases)
     }
 
     /// Whether the cache may be used now.
@@ -87,12 +97,21 @@ impl CacheLease {
     }
 }
 
+/// Makes a client of the catalog replica at a URL (a member the
+/// frontend's topology does not name, learned from a lease grant).
+pub type DialCatalog = Box<dyn Fn(&str) -> Result<CatalogClient, ClientError> + Send + Sync>;
+
 /// A frontend.
 pub struct FrontendNode {
     node: NodeInfo,
     cache: Arc<dyn Cache>,
     lease: CacheLease,
     catalogs: Arc<ReplicaSet<CatalogClient>>,
+    /// Clients of the catalog members learned from lease grants that the
+    /// topology does not name (asked for leases; reads stay with the
+    /// topology's replicas).
+    learned: Mutex<HashMap<String, CatalogClient>>,
+    dial: DialCatalog,
     orders: Arc<ReplicaSet<OrderClient>>,
     /// The lookups that miss the cache, those that come together read
     /// from a catalog replica in one call.
@@ -112,6 +131,7 @@ impl FrontendNode {
         cache: Arc<dyn Cache>,
         catalogs: ReplicaSet<CatalogClient>,
         orders: ReplicaSet<OrderClient>,
+        dial: DialCatalog,
     ) -> (Arc<Self>, Background) {
         let sources = catalogs
             .clients()
@@ -128,6 +148,8 @@ impl FrontendNode {
             lookups,
             buys,
             catalogs: Arc::clone(&catalogs),
+            learned: Mutex::new(HashMap::new()),
+            dial,
             orders: Arc::clone(&orders),
             counters: Counters::default(),
         });
@@ -140,22 +162,70 @@ impl FrontendNode {
         (frontend, background)
     }
 
-    /// Renews the cache lease from every catalog replica, at once and then
-    /// every [`RENEW_EVERY`], until the task is dropped (the cache is
+    /// Renews the cache lease from every catalog replica (those of the
+    /// topology, or of the newest membership a grant told of), at once and
+    /// then every [`RENEW_EVERY`], until the task is dropped (the cache is
     /// unused until the first grants).
     async fn renew_leases_forever(self: Arc<Self>) {
         loop {
-            let renewals = self
-                .catalogs
-                .clients()
+            let sources: Vec<(String, CatalogClient)> = {
+                let leases = self.lease.lock();
+                leases
+                    .sources()
+                    .filter_map(|name| Some((name.to_owned(), self.catalog(name)?)))
+                    .collect()
+            };
+            let renewals = sources
+                .iter()
                 .map(|(source, client)| self.renew_lease(client, source));
             join_all(renewals).await;
             tokio::time::sleep(RENEW_EVERY).await;
         }
     }
 
+    /// The client of catalog replica `name`: the topology's, or a learned
+    /// member's.
+    fn catalog(&self, name: &str) -> Option<CatalogClient> {
+        if let Some((_, client)) = self.catalogs.clients().find(|(n, _)| *n == name) {
+            return Some(client.clone());
+        }
+        lock(&self.learned).get(name).cloned()
+    }
+
+    /// Takes the catalog's membership a grant told of: if it is the newest,
+    /// leases are needed from its members from now on, and a member the
+    /// topology does not name is dialled at its URL (one without a URL
+    /// cannot be asked: the cache stays unused while it is a member).
+    fn learn(&self, leases: &mut Leases, members: &KnownMembers) {
+        let names = members.replicas.iter().map(|m| m.name.clone());
+        if !leases.learn(members.index, names) {
+            return;
+        }
+        let mut learned = lock(&self.learned);
+        learned.retain(|name, _| members.replicas.iter().any(|m| m.name == *name));
+        for member in &members.replicas {
+            let known = self.catalogs.clients().any(|(n, _)| n == member.name)
+                || learned.contains_key(&member.name);
+            if known {
+                continue;
+            }
+            let dialled = match &member.url {
+                Some(url) => (self.dial)(url).map_err(|e| e.to_string()),
+                None => Err("the membership gives no URL".to_owned()),
+            };
+            match dialled {
+                Ok(client) => {
+                    tracing::info!(member = %member.name, "a catalog member learned; its lease is needed");
+                    learned.insert(member.name.clone(), client);
+                }
+                Err(err) => tracing::warn!(member = %member.name, %err,
+                    "cannot reach a catalog member: the cache stays unused while it is one"),
+            }
+        }
+    }
+
     /// Asks catalog replica `source` for a grant of this frontend's cache
-    /// lease, and takes it.
+    /// lease, and takes it (and the membership it tells of).
     async fn renew_lease(&self, client: &CatalogClient, source: &str) {
         let sent = Instant::now();
         let grant = match tokio::time::timeout(RENEW_TIMEOUT, client.lease(&self.node.name)).await {
@@ -170,6 +240,9 @@ impl FrontendNode {
             }
         };
         let mut leases = self.lease.lock();
+        if let Some(members) = &grant.members {
+            self.learn(&mut leases, members);
+        }
         match leases.granted(
             source,
             &grant.incarnation,
@@ -182,7 +255,7 @@ impl FrontendNode {
                 // Before the lease is published: nothing old is served.
                 self.cache.clear();
             }
-            Grant::Waiting => return,
+            Grant::Waiting => {}
         }
         self.lease.publish(&leases);
     }
@@ -305,7 +378,7 @@ impl Handler for FrontendNode {
         );
         out.gauge(
             "pygmy_cache_leased",
-            "1 while the frontend holds a cache lease from every catalog replica.",
+            "1 while the frontend holds a cache lease from every catalog replica (member).",
             u64::from(self.lease.holds()),
         );
         let stats = self.cache.stats();

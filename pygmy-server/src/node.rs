@@ -31,7 +31,7 @@ use tokio::net::{TcpListener, TcpSocket};
 
 use crate::background::Background;
 use crate::catalog::CatalogNode;
-use crate::frontend::FrontendNode;
+use crate::frontend::{DialCatalog, FrontendNode};
 use crate::http::{serve, Handler, Limits, NodeInfo};
 use crate::order::OrderNode;
 use crate::transport::HttpTransport;
@@ -410,7 +410,11 @@ fn frontend_node(
         )),
         None => Arc::new(NoCache::default()),
     };
-    Ok(FrontendNode::new(info, cache, catalogs, orders))
+    let token = topology.token.clone();
+    let dial: DialCatalog = Box::new(move |url: &str| {
+        Http::with_client(pool.clone(), url, token.clone()).map(CatalogClient::from_http)
+    });
+    Ok(FrontendNode::new(info, cache, catalogs, orders, dial))
 }
 
 /// Builds node `name` of `topology` and serves it on `listener` until

@@ -11,7 +11,7 @@ use pygmy_core::api::internal::{MembersResponse, NewMember};
 use pygmy_core::api::routes::MemberRoute;
 use pygmy_core::api::Envelope;
 use pygmy_core::journal::{Machine, Op};
-use pygmy_core::replication::{MemberChange, ReplicaStatus, Replicator};
+use pygmy_core::replication::{KnownMembers, MemberChange, ReplicaStatus, Replicator};
 
 use crate::http::{json, json_bytes, ApiError, ApiResult, Metrics, NodeInfo, Request};
 
@@ -133,6 +133,17 @@ impl<M: Machine> Replica<M> {
             envelope: Envelope::OK,
         };
         Ok(json(StatusCode::OK, &answer))
+    }
+
+    /// The members it knows of now (none with `broadcast`).
+    pub fn known_members(&self) -> Option<KnownMembers> {
+        self.replicator.known_members()
+    }
+
+    /// The log index of the membership it knows of now (none with
+    /// `broadcast`).
+    pub fn members_index(&self) -> Option<u64> {
+        self.replicator.members_index()
     }
 
     /// Its replication state (none with `broadcast`).

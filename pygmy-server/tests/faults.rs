@@ -1253,3 +1253,67 @@ async fn a_service_that_lost_two_disks_of_three_recovers_from_the_survivor() {
         }
     }
 }
+
+/// A catalog replica added at run time reaches every frontend, even one
+/// still on the topology file without it: the frontend learns the new
+/// member from its lease grants, asks it for grants too, and so takes its
+/// invalidations. A change made through the new replica is never hidden
+/// behind the frontend's cache. (Seen failing with frontends that knew
+/// only their file: the new replica stopped pushing to them a lease's
+/// time after its first change, and the frontend served the old count.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catalog_replica_added_at_run_time_reaches_every_frontend() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let mut cluster = raft_cluster(100).await;
+    let store = cluster.store();
+    let book = ItemId(3);
+
+    cluster.add_replica(Role::Catalog, "catalog-3");
+    let wait = Duration::from_secs(30);
+    let (members, serves) = admin(&cluster, Role::Catalog)
+        .add("catalog-3", &cluster.url("catalog-3"), wait)
+        .await
+        .expect("adding catalog-3");
+    assert!(serves, "catalog-3 does not serve:\n{}", Table(&members));
+    let options = cluster.options();
+    let added = CatalogClient::new(&cluster.url("catalog-3"), &options).expect("client");
+    let update = pygmy_core::api::public::ItemUpdate {
+        count: Some(5),
+        cost: None,
+    };
+    // A first change through it, then past the pushes a replica sends to
+    // every frontend for a lease's time after it joined, asked for a
+    // lease or not.
+    added.update(ItemId(4), &update).await.expect("update");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // The frontend caches the book (with a lease from every member).
+    let http = reqwest::Client::new();
+    let frontend = cluster.url("frontend");
+    let leased = || async {
+        let text = http
+            .get(format!("{frontend}/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        text.lines()
+            .any(|line| line.starts_with("pygmy_cache_leased") && line.ends_with(" 1"))
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !leased().await {
+        assert!(Instant::now() < deadline, "the frontend holds no lease");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(store.lookup(book).await.expect("lookup").count, 100);
+    assert_eq!(store.lookup(book).await.expect("lookup").count, 100);
+
+    added.update(book, &update).await.expect("update");
+    assert_eq!(
+        store.lookup(book).await.expect("lookup").count,
+        105,
+        "the frontend shows the count from before a change that was answered"
+    );
+}

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::public::OrderRef;
 use super::{Empty, Envelope};
+use crate::replication::KnownMembers;
 use crate::types::{Book, ItemId, Order};
 
 /// `GET /ledger` (internal): every order the replica holds, by id, with
@@ -341,6 +342,11 @@ pub struct LeaseGrant {
     pub incarnation: String,
     /// How many invalidations it has numbered for that frontend.
     pub issued: u64,
+    /// The catalog's members as this replica knows them (`raft` only): a
+    /// frontend takes leases from each member of the newest membership it
+    /// was told of, those its topology file does not name included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub members: Option<KnownMembers>,
     /// Always empty.
     pub message: Empty,
     /// `status` and `validation_code`: `Success`, 200.

@@ -21,6 +21,12 @@
 //!   the frontend's lease from it has surely run out: [`LEASE`] plus
 //!   [`LEASE_MARGIN`] after its last grant to that frontend. A frontend
 //!   whose lease ran out long ago is not pushed to at all.
+//! - Under `raft` a grant also tells the catalog's membership: a frontend
+//!   needs leases from the members of the newest one it was told of
+//!   ([`Leases::learn`]), so a replica added at run time is among them. A
+//!   replica counts as having granted when it first serves a change under
+//!   a new membership ([`LeaseIssuer::assume_granted`]): until the
+//!   frontend's leases from before have run out, it is pushed to.
 //!
 //! So once a change is answered, a frontend either applied its
 //! invalidation, or holds no lease that was granted before it (and clears
@@ -106,6 +112,8 @@ impl Source {
 #[derive(Debug)]
 pub struct Leases {
     sources: HashMap<String, Source>,
+    /// The log index of the newest membership learned, if any.
+    members_index: Option<u64>,
 }
 
 impl Leases {
@@ -116,7 +124,38 @@ impl Leases {
                 .into_iter()
                 .map(|name| (name, Source::default()))
                 .collect(),
+            members_index: None,
         }
+    }
+
+    /// The catalog replicas a lease is needed from, in no order.
+    pub fn sources(&self) -> impl Iterator<Item = &str> {
+        self.sources.keys().map(String::as_str)
+    }
+
+    /// A catalog replica told of its membership at log `index`: if it is
+    /// newer than any learned, the leases are needed from its members from
+    /// now on. A member not known before has granted nothing yet, so the
+    /// cache is unused until it grants; one no longer a member is
+    /// forgotten. Answers whether the sources changed.
+    pub fn learn(&mut self, index: u64, members: impl IntoIterator<Item = String>) -> bool {
+        if self.members_index.is_some_and(|known| known >= index) {
+            return false;
+        }
+        self.members_index = Some(index);
+        let mut before = std::mem::take(&mut self.sources);
+        let mut changed = false;
+        for name in members {
+            if self.sources.contains_key(&name) {
+                continue;
+            }
+            let source = before.remove(&name).unwrap_or_else(|| {
+                changed = true;
+                Source::default()
+            });
+            self.sources.insert(name, source);
+        }
+        changed || !before.is_empty()
     }
 
     /// Invalidation `seq` of `source`'s `incarnation` has been applied to
@@ -248,6 +287,13 @@ impl LeaseIssuer {
         }
     }
 
+    /// Counts as having granted at `at` (if later than the last grant):
+    /// a frontend may have learned of this replica only then, so until
+    /// its leases from before have surely run out, it is pushed to.
+    pub fn assume_granted(&mut self, at: Instant) {
+        self.last_granted = self.last_granted.max(at);
+    }
+
     /// Grants a lease at `now`: answers how many invalidations were
     /// numbered so far.
     pub fn grant(&mut self, now: Instant) -> u64 {
@@ -280,6 +326,30 @@ mod tests {
         let later = t + LEASE / 4;
         assert_eq!(leases.granted("a", "1", 0, later, later), Grant::Renewed);
         assert_eq!(leases.valid_until(), Some(later + LEASE));
+    }
+
+    /// A member learned from a grant is needed at once (the cache is
+    /// unused until it grants); one no longer a member is forgotten; an
+    /// older membership told later changes nothing.
+    #[test]
+    fn the_leases_follow_the_newest_membership() {
+        let mut leases = two();
+        let t = Instant::now();
+        leases.granted("a", "1", 0, t, t);
+        leases.granted("b", "1", 0, t, t);
+        assert_eq!(leases.valid_until(), Some(t + LEASE));
+        let abc = ["a", "b", "c"].map(str::to_owned);
+        assert!(leases.learn(7, abc.clone()));
+        assert_eq!(leases.valid_until(), None, "no grant from c yet");
+        assert!(!leases.learn(7, abc.clone()), "the same membership");
+        assert!(!leases.learn(5, ["a".to_owned()]), "an older one");
+        leases.granted("c", "1", 0, t, t);
+        assert_eq!(leases.valid_until(), Some(t + LEASE), "a and b kept theirs");
+        assert!(leases.learn(9, ["a", "c"].map(str::to_owned)));
+        let mut sources: Vec<&str> = leases.sources().collect();
+        sources.sort_unstable();
+        assert_eq!(sources, ["a", "c"]);
+        assert_eq!(leases.valid_until(), Some(t + LEASE));
     }
 
     #[test]

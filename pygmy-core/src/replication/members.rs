@@ -135,3 +135,26 @@ impl Members {
         !self.changing && self.get(name).is_some_and(|m| m.role == MemberRole::Voter)
     }
 }
+
+/// The members a replica knows of (its raft membership, applied or not):
+/// what a catalog replica tells a frontend with each lease grant, so that
+/// a replica added at run time reaches frontends whose topology file does
+/// not name it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KnownMembers {
+    /// The log index of that membership: a newer one has a higher index.
+    pub index: u64,
+    /// Every member, voters and learners.
+    pub replicas: Vec<KnownMember>,
+}
+
+/// One member a replica knows of.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KnownMember {
+    /// Its name.
+    pub name: String,
+    /// Where it is reached, when the membership says (a replica added at
+    /// run time); others are at their topology's address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}

@@ -21,7 +21,7 @@ pub mod rpc;
 
 use async_trait::async_trait;
 
-pub use members::{MemberChange, MemberInfo, MemberRole, Members};
+pub use members::{KnownMember, KnownMembers, MemberChange, MemberInfo, MemberRole, Members};
 
 /// The largest body of a replication call a node takes (a shipment of
 /// ops, a raft append, a snapshot chunk); every call is built to fit.
@@ -104,6 +104,19 @@ pub trait Replicator<M: Machine>: Send + Sync {
     /// This replica's replication state, if the backend has one to tell.
     fn status(&self) -> Option<ReplicaStatus> {
         None
+    }
+
+    /// The members this replica knows of now, without asking anyone: none
+    /// for a backend whose replicas are those of its topology (the
+    /// default).
+    fn known_members(&self) -> Option<KnownMembers> {
+        None
+    }
+
+    /// The log index of [`Replicator::known_members`] alone (cheaper: a
+    /// change asks for it).
+    fn members_index(&self) -> Option<u64> {
+        self.known_members().map(|members| members.index)
     }
 
     /// The replicas of the service, as its leader knows them. The default:

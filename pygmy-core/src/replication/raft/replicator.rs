@@ -30,7 +30,9 @@ use super::types::{NodeId, RaftTypes, ReplicaNode};
 use crate::error::ReplicationError;
 use crate::journal::{Machine, Op};
 use crate::replication::rpc::{call, decode, encode};
-use crate::replication::{MemberChange, Members, ReplicaStatus, Replicator, Transport};
+use crate::replication::{
+    KnownMember, KnownMembers, MemberChange, Members, ReplicaStatus, Replicator, Transport,
+};
 
 /// A raft replica of the service `M`.
 pub struct RaftReplicator<M: Machine> {
@@ -512,6 +514,35 @@ impl<M: Machine> Replicator<M> for RaftReplicator<M> {
 
     async fn members(&self) -> Result<Members, ReplicationError> {
         self.membership(Passed::first(None)).await
+    }
+
+    fn known_members(&self) -> Option<KnownMembers> {
+        let member = self.shared.member()?;
+        let metrics = member.raft.metrics();
+        let metrics = metrics.borrow();
+        let stored = &metrics.membership_config;
+        Some(KnownMembers {
+            index: stored.log_id().map_or(0, |log| log.index),
+            replicas: stored
+                .membership()
+                .nodes()
+                .map(|(_, node)| KnownMember {
+                    name: node.name.clone(),
+                    url: node.url.clone(),
+                })
+                .collect(),
+        })
+    }
+
+    fn members_index(&self) -> Option<u64> {
+        let member = self.shared.member()?;
+        let metrics = member.raft.metrics();
+        let index = metrics
+            .borrow()
+            .membership_config
+            .log_id()
+            .map_or(0, |log| log.index);
+        Some(index)
     }
 
     fn status(&self) -> Option<ReplicaStatus> {
