@@ -152,6 +152,7 @@ fn client_options(topology: &Topology) -> ClientOptions {
 fn limits(topology: &Topology) -> Limits {
     Limits {
         max_connections: topology.max_connections,
+        peer_connections: topology.peer_connections,
         max_body_in_flight: topology.max_body_in_flight_bytes,
         max_body: topology.max_body_bytes,
         max_internal_body: Limits::default()

@@ -171,6 +171,13 @@ pub struct Topology {
     /// kernel's backlog). 4,096 by default.
     #[serde(default = "Topology::default_max_connections")]
     pub max_connections: usize,
+    /// Connections a node keeps apart, past `max_connections`, for
+    /// requests with the cluster token (peers, operators): one that takes
+    /// such a slot must send its headers within a second, and each of its
+    /// requests must carry the token (others are answered 503 and the
+    /// connection closed). 256 by default; 0 for none.
+    #[serde(default = "Topology::default_peer_connections")]
+    pub peer_connections: usize,
     /// Most bytes of request bodies a node holds at once, over all its
     /// connections (a request that finds no room within half of
     /// `read_timeout_ms` is answered 503). 64 MiB by default; never less
@@ -256,6 +263,9 @@ impl Topology {
     fn default_max_connections() -> usize {
         4096
     }
+    fn default_peer_connections() -> usize {
+        256
+    }
     fn default_max_body_in_flight_bytes() -> usize {
         64 * 1024 * 1024
     }
@@ -299,6 +309,7 @@ impl Topology {
             max_body_bytes: Self::default_max_body(),
             read_timeout_ms: Self::default_read_timeout_ms(),
             max_connections: Self::default_max_connections(),
+            peer_connections: Self::default_peer_connections(),
             max_body_in_flight_bytes: Self::default_max_body_in_flight_bytes(),
             op_retention_s: Self::default_op_retention_s(),
             raft_snapshot_every: Self::default_raft_snapshot_every(),

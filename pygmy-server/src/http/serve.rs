@@ -6,7 +6,9 @@
 //! then is the body read, under the route's limit and once there is room
 //! for it under the node's cap on bodies in flight (one budget for
 //! anonymous requests, one apart for those with the token: peers never
-//! wait behind anonymous clients). Connections are capped too. What every node answers alike (`GET /health`, `GET /metrics`,
+//! wait behind anonymous clients). Connections are capped too, with slots
+//! apart past the cap for connections whose every request carries the
+//! token. What every node answers alike (`GET /health`, `GET /metrics`,
 //! `GET /openapi.json`) is answered here, and every request's latency is
 //! counted by route.
 
@@ -68,9 +70,16 @@ pub trait Handler: Send + Sync + 'static {
 /// The limits every request is served under.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Most connections open at once; more wait in the kernel's backlog
-    /// until one closes.
+    /// Most connections open at once for anyone; more take a peer slot,
+    /// or wait in the kernel's backlog until one closes.
     pub max_connections: usize,
+    /// Connections past `max_connections` kept for requests with the
+    /// cluster token (none on a node without a token): such a connection
+    /// has [`PEER_HEADER_TIMEOUT`] for each request's headers, and a
+    /// request without the token on it is answered 503 and the
+    /// connection closed. So peers that need a new connection get one
+    /// while anonymous clients hold every other.
+    pub peer_connections: usize,
     /// Most bytes of request bodies being read or held at once, over all
     /// connections (at least the largest body); a request that finds no
     /// room within half of `read_timeout` is answered 503. Twice over: one
@@ -93,6 +102,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_connections: 4096,
+            peer_connections: 256,
             max_body_in_flight: 64 * 1024 * 1024,
             max_body: 64 * 1024,
             max_internal_body: pygmy_core::replication::MAX_CALL_BYTES,
@@ -101,6 +111,17 @@ impl Default for Limits {
             drain_timeout: Duration::from_secs(5),
         }
     }
+}
+
+/// How long a connection on a peer slot has for each request's headers (a
+/// peer sends them at once).
+pub const PEER_HEADER_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A connection's slot under the caps, held while it is open.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    /// One of `peer_connections`: only requests with the token are served.
+    peers_only: bool,
 }
 
 /// Serves `handler` on `listener` until `shutdown` completes, then stops
@@ -113,21 +134,21 @@ pub async fn serve<H: Handler>(
     shutdown: impl Future<Output = ()>,
 ) {
     let graceful = GracefulShutdown::new();
-    let server = Arc::new(Server::new(limits));
+    let server = Arc::new(Server::new(limits, handler.node().token.is_some()));
     let mut connections = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         // Reap finished connections so the set stays small.
         while connections.try_join_next().is_some() {}
-        // A connection slot first: past the cap, new connections wait in
-        // the backlog, and nothing is read from them.
+        // A connection slot first: past both caps, new connections wait
+        // in the backlog, and nothing is read from them.
         let next = async {
-            let slot = Arc::clone(&server.connections).acquire_owned().await;
+            let slot = server.slot().await;
             (slot, listener.accept().await)
         };
         tokio::select! {
             (slot, accepted) = next => {
-                let Ok(slot) = slot else { break };
+                let Some(slot) = slot else { break };
                 let (stream, peer) = match accepted {
                     Ok(accepted) => accepted,
                     Err(err) => {
@@ -138,12 +159,22 @@ pub async fn serve<H: Handler>(
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                let peers_only = slot.peers_only;
+                let header_timeout = if peers_only {
+                    limits.read_timeout.min(PEER_HEADER_TIMEOUT)
+                } else {
+                    limits.read_timeout
+                };
                 let (handler, server) = (Arc::clone(&handler), Arc::clone(&server));
                 let service = service_fn(move |req| {
                     let (handler, server) = (Arc::clone(&handler), Arc::clone(&server));
                     async move {
                         let started = Instant::now();
-                        let (route, response) = respond(&*handler, &server, req).await;
+                        let (route, response) = if peers_only {
+                            respond_to_peer(&*handler, &server, req).await
+                        } else {
+                            respond(&*handler, &server, req).await
+                        };
                         server.counts.record(response.status());
                         server.latencies.record(route, started.elapsed());
                         Ok::<_, std::convert::Infallible>(response)
@@ -151,7 +182,7 @@ pub async fn serve<H: Handler>(
                 });
                 let conn = http1::Builder::new()
                     .timer(TokioTimer::new())
-                    .header_read_timeout(limits.read_timeout)
+                    .header_read_timeout(header_timeout)
                     .keep_alive(true)
                     .serve_connection(TokioIo::new(stream), service);
                 let conn = graceful.watch(conn);
@@ -183,8 +214,12 @@ struct Server {
     limits: Limits,
     counts: RequestCounts,
     latencies: Latencies,
-    /// One permit per connection that may be open.
+    /// One permit per connection that may be open for anyone.
     connections: Arc<Semaphore>,
+    /// One permit per connection past those, for requests with the token.
+    peer_connections: Arc<Semaphore>,
+    /// How many `peer_connections` has in all.
+    peer_slots: usize,
     /// One permit per byte of body that may be held, for anonymous
     /// requests (the public routes).
     bodies: Arc<Semaphore>,
@@ -196,7 +231,14 @@ struct Server {
 }
 
 impl Server {
-    fn new(limits: Limits) -> Self {
+    /// A server under `limits`; the peer slots only for a node with a
+    /// token (without one, no request can be told to be a peer's).
+    fn new(limits: Limits, has_token: bool) -> Self {
+        let peer_slots = if has_token {
+            limits.peer_connections.min(Semaphore::MAX_PERMITS)
+        } else {
+            0
+        };
         let most_body = limits.max_body.max(limits.max_internal_body);
         let in_flight = limits
             .max_body_in_flight
@@ -207,8 +249,30 @@ impl Server {
             counts: RequestCounts::default(),
             latencies: Latencies::default(),
             connections: Arc::new(Semaphore::new(limits.max_connections.max(1))),
+            peer_connections: Arc::new(Semaphore::new(peer_slots)),
+            peer_slots,
             bodies: Arc::new(Semaphore::new(in_flight)),
             peer_bodies: Arc::new(Semaphore::new(in_flight)),
+        }
+    }
+
+    /// The next connection's slot: one for anyone if there is one, else
+    /// the first that frees, a peer slot included; none once the server
+    /// stops.
+    async fn slot(&self) -> Option<Slot> {
+        let slot = |peers_only| {
+            move |permit| Slot {
+                _permit: permit,
+                peers_only,
+            }
+        };
+        if let Ok(permit) = Arc::clone(&self.connections).try_acquire_owned() {
+            return Some(slot(false)(permit));
+        }
+        tokio::select! {
+            biased;
+            permit = Arc::clone(&self.connections).acquire_owned() => permit.ok().map(slot(false)),
+            permit = Arc::clone(&self.peer_connections).acquire_owned() => permit.ok().map(slot(true)),
         }
     }
 
@@ -253,7 +317,36 @@ impl Server {
             "The most connections open at once.",
             u64::try_from(self.limits.max_connections).unwrap_or(u64::MAX),
         );
+        let peers = self.peer_slots - self.peer_connections.available_permits();
+        out.gauge(
+            "pygmy_peer_connections_open",
+            "Connections open on the slots kept for the cluster token.",
+            u64::try_from(peers).unwrap_or(u64::MAX),
+        );
+        out.gauge(
+            "pygmy_peer_connections_max",
+            "The slots kept past max_connections for the cluster token.",
+            u64::try_from(self.peer_slots).unwrap_or(u64::MAX),
+        );
     }
+}
+
+/// Answers one request on a peer slot: as [`respond`] if it carries the
+/// cluster token, else 503 and the connection closed (the slot is given
+/// back).
+async fn respond_to_peer<H: Handler>(
+    handler: &H,
+    server: &Server,
+    req: http::Request<Incoming>,
+) -> (&'static str, Response) {
+    if authorize(req.headers(), handler.node().token.as_deref()).is_ok() {
+        return respond(handler, server, req).await;
+    }
+    let mut response = Response::from(ApiError::unavailable("too many connections; try again"));
+    response
+        .headers_mut()
+        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    ("past_the_cap", response)
 }
 
 /// Answers one request, and says which route it was (for its latency).
