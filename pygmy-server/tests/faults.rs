@@ -854,12 +854,7 @@ async fn a_follower_thawed_behind_serves_no_stale_read() {
     let cluster = raft_cluster(100).await;
     let options = cluster.options();
     let catalog = |name: &str| CatalogClient::new(&cluster.url(name), &options).expect("client");
-    let leader = catalog("catalog-0")
-        .health()
-        .await
-        .expect("health")
-        .leader
-        .expect("a leader");
+    let leader = leader_of(&cluster, Role::Catalog).await;
     let names = cluster.names(Role::Catalog);
     let follower = names.iter().find(|&n| *n != leader).expect("a follower");
     let book = ItemId(3);
@@ -916,12 +911,7 @@ async fn a_change_whose_caller_left_still_invalidates_the_frontends() {
     assert_eq!(store.lookup(book).await.expect("lookup").count, 100);
     let options = cluster.options();
     let catalog = |name: &str| CatalogClient::new(&cluster.url(name), &options).expect("client");
-    let leader = catalog("catalog-0")
-        .health()
-        .await
-        .expect("health")
-        .leader
-        .expect("a leader");
+    let leader = leader_of(&cluster, Role::Catalog).await;
     let followers: Vec<String> = cluster
         .names(Role::Catalog)
         .into_iter()
@@ -972,6 +962,19 @@ async fn a_change_whose_caller_left_still_invalidates_the_frontends() {
     }
 }
 
+/// The leader of `role`'s replicas, as its first replica tells.
+async fn leader_of(cluster: &ProcessCluster, role: Role) -> String {
+    let first = cluster.names(role).swap_remove(0);
+    let health: pygmy_core::api::public::HealthResponse =
+        reqwest::get(format!("{}/health", cluster.url(&first)))
+            .await
+            .expect("health")
+            .json()
+            .await
+            .expect("a health answer");
+    health.leader.expect("a leader")
+}
+
 /// The catalog replicas' raft terms, by name.
 async fn catalog_terms(cluster: &ProcessCluster) -> BTreeMap<String, u64> {
     pygmy_client::tools::status::status(cluster.topology(), Duration::from_millis(200))
@@ -1011,14 +1014,7 @@ async fn slow_anonymous_clients_do_not_starve_the_peers() {
 
     let _alone = ONE_AT_A_TIME.lock().await;
     let cluster = raft_cluster(1_000_000).await;
-    let options = cluster.options();
-    let leader = CatalogClient::new(&cluster.url("catalog-0"), &options)
-        .expect("client")
-        .health()
-        .await
-        .expect("health")
-        .leader
-        .expect("a catalog leader");
+    let leader = leader_of(&cluster, Role::Catalog).await;
     let addr = cluster
         .topology()
         .node(&leader)
@@ -1178,13 +1174,7 @@ async fn a_service_that_lost_two_disks_of_three_recovers_from_the_survivor() {
         }
     }
     // The survivor: not the founder (raft id 1), not the leader.
-    let leader = pygmy_client::OrderClient::new(&cluster.url("order-0"), &cluster.options())
-        .expect("client")
-        .health()
-        .await
-        .expect("health")
-        .leader
-        .expect("a leader");
+    let leader = leader_of(&cluster, Role::Order).await;
     let survivor = names
         .iter()
         .skip(1)
