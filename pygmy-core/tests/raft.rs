@@ -765,3 +765,42 @@ async fn a_founder_never_founds_beside_a_replica_that_belongs_to_a_cluster() {
         );
     }
 }
+
+/// A membership change whose leader steps down between its two steps (the
+/// joint configuration, then the new one) is finished by the next leader:
+/// openraft leaves the second step to the caller of the change, so the
+/// joint configuration would stay and block every change after it. Here a
+/// removal is forced while one follower is cut off (its joint
+/// configuration cannot commit), then the leader is cut off while that
+/// follower comes back: the others cannot elect a leader under the joint
+/// configuration, and once the old leader is back a new term begins.
+/// (Seen failing without the next leader finishing the change: still
+/// joint after 20 s.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_left_joint_by_a_leader_change_is_finished() {
+    let c = cluster(100).await;
+    let leader = leader_of(&c.replicas[0]).await;
+    let at = |name: &str| NAMES.iter().position(|n| *n == name).expect("a name");
+    let followers: Vec<&str> = NAMES.iter().copied().filter(|n| *n != leader).collect();
+    let (cut, removed) = (followers[0], followers[1]);
+    c.net.set_cut(cut, true);
+    let leading = &c.replicas[at(&leader)];
+    let _ = leading
+        .replicator
+        .change_members(MemberChange::Remove {
+            name: removed.to_owned(),
+            force: true,
+        })
+        .await;
+    let joint = leading.replicator.members().await.expect("members");
+    assert!(joint.changing, "{joint:?}");
+    // The leader away, the cut one back; then the leader back too.
+    c.net.set_cut(&leader, true);
+    c.net.set_cut(cut, false);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    c.net.set_cut(&leader, false);
+    await_members(&c.replicas[at(cut)], "the change finished", |m| {
+        m.get(removed).is_none() && !m.changing && m.leader.is_some()
+    })
+    .await;
+}

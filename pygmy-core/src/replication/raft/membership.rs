@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use openraft::error::{ClientWriteError, RaftError};
-use openraft::ChangeMembers;
+use openraft::{ChangeMembers, LogId};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
@@ -63,6 +63,60 @@ pub(super) fn forwarded(err: TransportError) -> ReplicationError {
 
 /// How long a voter has to answer before a removal counts it as away.
 const ANSWER_WITHIN: Duration = Duration::from_secs(1);
+
+/// How often a replica looks for a joint configuration to finish.
+const FINISH_EVERY: Duration = Duration::from_secs(1);
+/// How long a joint configuration is left to the change that made it
+/// before the leader finishes it.
+const FINISH_AFTER: Duration = Duration::from_secs(2);
+
+impl<M: Machine> Shared<M> {
+    /// For the replica's life, as leader: finishes a membership change
+    /// left in its joint configuration. openraft makes a change in two
+    /// steps (the joint configuration, then the new one) inside the call
+    /// that asked for it; a leader that steps down between them ends that
+    /// call, and the next leader would keep the joint configuration, which
+    /// blocks every change after it. So a leader that finds the same
+    /// joint configuration for [`FINISH_AFTER`] makes its new half the
+    /// membership.
+    pub(super) async fn finish_changes_forever(&self) {
+        let Some(member) = self.member() else {
+            return;
+        };
+        let mut seen: Option<(LogId<NodeId>, tokio::time::Instant)> = None;
+        loop {
+            tokio::time::sleep(FINISH_EVERY).await;
+            let metrics = member.metrics();
+            let leads = metrics.current_leader == Some(member.identity.id);
+            let stored = &metrics.membership_config;
+            let joint = stored.membership().get_joint_config();
+            let (Some(log_id), Some(goal), true, true) =
+                (stored.log_id(), joint.last(), joint.len() > 1, leads)
+            else {
+                seen = None;
+                continue;
+            };
+            let since = match seen {
+                Some((seen_id, since)) if seen_id == *log_id => since,
+                _ => {
+                    seen = Some((*log_id, tokio::time::Instant::now()));
+                    continue;
+                }
+            };
+            if since.elapsed() < FINISH_AFTER {
+                continue;
+            }
+            tracing::info!(voters = ?goal, "finishing a membership change left joint");
+            let change = member.raft.change_membership(goal.clone(), false);
+            match tokio::time::timeout(self.config.write_timeout, change).await {
+                Ok(Ok(_)) => tracing::info!("the membership change is finished"),
+                Ok(Err(err)) => tracing::info!(%err, "the membership change is not finished yet"),
+                Err(_) => tracing::info!("the membership change is not committed yet"),
+            }
+            seen = None;
+        }
+    }
+}
 
 impl<M: Machine> RaftReplicator<M> {
     /// The membership, after the change `asked` carries if it carries one:

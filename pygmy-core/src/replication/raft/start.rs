@@ -19,6 +19,9 @@
 //! 4. **Catch-up.** It asks the leader for its read index and serves once
 //!    it has applied (nearly) that much: a replica that replays a long log
 //!    or installs a snapshot at start says it is catching up meanwhile.
+//!
+//! Then, for its life, whenever it leads, it finishes a membership change
+//! a former leader left in its joint configuration (see `membership.rs`).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -118,6 +121,7 @@ impl<M: Machine> Shared<M> {
         }
         self.become_voter().await;
         self.catch_up().await;
+        self.finish_changes_forever().await;
         Ok(())
     }
 
