@@ -12,7 +12,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
-use pygmy_core::api::routes::Route;
+use pygmy_core::api::public::HealthResponse;
+use pygmy_core::api::routes::{NodeRoute, OrderRoute, Route};
 use pygmy_core::error::chain;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -55,6 +56,9 @@ pub struct Pool {
     client: Client<HttpConnector, Full<Bytes>>,
     timeout: Duration,
 }
+
+/// How often [`Http::wait_ready`] asks again.
+const READY_POLL: Duration = Duration::from_millis(50);
 
 /// How long an idle pooled connection is kept.
 const POOL_IDLE: Duration = Duration::from_secs(5);
@@ -267,6 +271,45 @@ impl Http {
 }
 
 impl Http {
+    /// `GET /health`: liveness (any role).
+    pub async fn health(&self) -> Result<HealthResponse, ClientError> {
+        // Every role's table has `/health`; any one names the route.
+        self.send(self.request(&NodeRoute::<OrderRoute>::Health, &[]))
+            .await
+    }
+
+    /// `GET /ready` (any role): Ok once the node can serve; `Unavailable`
+    /// with the node's reason until then.
+    pub async fn ready(&self) -> Result<HealthResponse, ClientError> {
+        match self
+            .send(self.request(&NodeRoute::<OrderRoute>::Ready, &[]))
+            .await
+        {
+            // A 503 carries the health body: its reason is the message.
+            Err(ClientError::Unavailable(body)) => {
+                let reason = serde_json::from_str::<HealthResponse>(&body)
+                    .ok()
+                    .and_then(|health| health.reason);
+                Err(ClientError::Unavailable(reason.unwrap_or(body)))
+            }
+            answer => answer,
+        }
+    }
+
+    /// Asks `/ready` until the node answers 200, at most `timeout` (a
+    /// freshly started store takes about a second); the last failure once
+    /// the time is up.
+    pub async fn wait_ready(&self, timeout: Duration) -> Result<HealthResponse, ClientError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match self.ready().await {
+                Ok(health) => return Ok(health),
+                Err(err) if tokio::time::Instant::now() >= deadline => return Err(err),
+                Err(_) => tokio::time::sleep(READY_POLL).await,
+            }
+        }
+    }
+
     /// The one book of a single-item answer (`item: [book]`).
     pub fn first_item(
         &self,

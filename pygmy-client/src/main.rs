@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use pygmy_client::tools::check::{Checker, ReplicaUrls};
 use pygmy_client::tools::load::{self, LoadConfig, Mix};
 use pygmy_client::tools::members::{Admin, Table};
-use pygmy_client::{Client, ClientError, ClientOptions};
+use pygmy_client::{Client, ClientError, ClientOptions, InternalClient};
 use pygmy_core::topology::{Role, Topology};
 use pygmy_core::types::{Book, IdempotencyKey, ItemId};
 
@@ -27,6 +27,19 @@ struct Cli {
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
+    /// How long a command first waits for the store to be ready (the
+    /// frontend's `/ready`; a store just started needs about a second):
+    /// past it, `lookup`, `search`, `buy` and `load` fail, `members` goes
+    /// on (a forced removal needs no ready replica). `0s`: no wait.
+    /// `status` never waits: it shows what is not ready.
+    #[arg(
+        long,
+        global = true,
+        env = "PYGMY_WAIT",
+        default_value = "10s",
+        value_parser = humantime::parse_duration
+    )]
+    wait: Duration,
     #[command(subcommand)]
     command: Command,
 }
@@ -229,6 +242,16 @@ fn main() -> ExitCode {
 
 async fn execute(cli: Cli) -> Result<(), Failure> {
     let store = Client::new(&cli.frontend)?;
+    let waits = !matches!(cli.command, Command::Members(_) | Command::Status(_));
+    if waits && !cli.wait.is_zero() {
+        store.wait_ready(cli.wait).await.map_err(|err| {
+            fail(format!(
+                "the store at {} is not ready after {}: {err}",
+                store.url(),
+                humantime::format_duration(cli.wait)
+            ))
+        })?;
+    }
     match cli.command {
         Command::Lookup { id } => {
             let book = store.lookup(ItemId(id)).await?;
@@ -252,8 +275,8 @@ async fn execute(cli: Cli) -> Result<(), Failure> {
                 println!("Bought item {id}: order {order}");
             }
         }
-        Command::Load(args) => run_load(&store, args, cli.json).await?,
-        Command::Members(args) => run_members(args, cli.json).await?,
+        Command::Load(args) => run_load(&store, args, cli.wait, cli.json).await?,
+        Command::Members(args) => run_members(args, cli.wait, cli.json).await?,
         Command::Status(args) => run_status(args, cli.json).await?,
     }
     Ok(())
@@ -302,9 +325,20 @@ async fn run_status(args: StatusArgs, json: bool) -> Result<(), Failure> {
     }
 }
 
-async fn run_members(args: MembersArgs, json: bool) -> Result<(), Failure> {
+async fn run_members(args: MembersArgs, wait: Duration, json: bool) -> Result<(), Failure> {
     let (topology, options) = cluster(args.topology.as_deref())?;
     let admin = Admin::of(&topology, args.service, &options)?;
+    // A service with no ready replica still takes a forced removal: the
+    // command goes on, and its answer says what is wrong.
+    if !wait.is_zero() {
+        if let Err(err) = admin.wait_ready(wait).await {
+            eprintln!(
+                "pygmy-client: no {} replica is ready after {} ({err}); asking anyway",
+                args.service,
+                humantime::format_duration(wait)
+            );
+        }
+    }
     let (members, outcome) = match &args.action {
         MemberAction::List => (admin.list().await?, Ok(())),
         MemberAction::Add { name, url, wait } => {
@@ -333,6 +367,29 @@ async fn run_members(args: MembersArgs, json: bool) -> Result<(), Failure> {
     outcome
 }
 
+/// Waits until every backend replica of `topology` is ready, at most
+/// `wait` for all of them.
+async fn every_replica_ready(
+    topology: &Topology,
+    options: &ClientOptions,
+    wait: Duration,
+) -> Result<(), Failure> {
+    let replicas = [Role::Catalog, Role::Order]
+        .into_iter()
+        .flat_map(|role| topology.urls(role))
+        .map(|(name, url)| Ok((name, InternalClient::new(&url, options)?)))
+        .collect::<Result<Vec<_>, ClientError>>()?;
+    let waits = replicas.iter().map(|(name, replica)| async move {
+        replica.wait_ready(wait).await.map_err(|err| {
+            fail(format!(
+                "{name} is not ready after {}: {err}",
+                humantime::format_duration(wait)
+            ))
+        })
+    });
+    futures_util::future::try_join_all(waits).await.map(drop)
+}
+
 fn print_books(books: &[Book], json: bool) {
     if json {
         println!(
@@ -352,7 +409,12 @@ fn print_books(books: &[Book], json: bool) {
     }
 }
 
-async fn run_load(store: &Client, args: LoadArgs, json: bool) -> Result<(), Failure> {
+async fn run_load(
+    store: &Client,
+    args: LoadArgs,
+    wait: Duration,
+    json: bool,
+) -> Result<(), Failure> {
     let config = LoadConfig {
         requests: args.requests.or(if args.duration.is_none() {
             Some(1000)
@@ -378,10 +440,13 @@ async fn run_load(store: &Client, args: LoadArgs, json: bool) -> Result<(), Fail
     if config.topics.is_empty() || config.items.is_empty() {
         return Err(fail("give at least one topic and one item"));
     }
-    // Fail fast, with one clear line, if the store is not there.
-    store.search(&config.topics[0]).await?;
     let checker = if args.check {
         let (topology, options) = cluster(args.topology.as_deref())?;
+        // The check reads every replica, not only the one the frontend
+        // found ready.
+        if !wait.is_zero() {
+            every_replica_ready(&topology, &options, wait).await?;
+        }
         Some(Checker::before(&ReplicaUrls::of(&topology), &options).await?)
     } else {
         None

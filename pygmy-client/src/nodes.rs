@@ -1,6 +1,8 @@
 //! Typed clients of the backend nodes, used by the server for its
 //! node-to-node calls and by tests and checkers to read each replica.
 
+use std::time::Duration;
+
 use pygmy_core::api::internal::{
     BuyAnswers, BuyResult, BuysRequest, Invalidation, LeaseGrant, LedgerResponse, LookupAnswers,
     LookupResult, LookupsRequest, MembersResponse, NewMember, ReconciledRequest,
@@ -9,7 +11,7 @@ use pygmy_core::api::internal::{
 use pygmy_core::api::public::{
     BuyResponse, HealthResponse, ItemUpdate, ItemsResponse, OrderPage, UpdateResponse,
 };
-use pygmy_core::api::routes::{CatalogRoute, FrontendRoute, MemberRoute, NodeRoute, OrderRoute};
+use pygmy_core::api::routes::{CatalogRoute, FrontendRoute, MemberRoute, OrderRoute};
 use pygmy_core::balance::{Probe, Probed};
 use pygmy_core::replication::Members;
 use pygmy_core::types::{Book, IdempotencyKey, ItemId, Order, OrderId};
@@ -169,9 +171,15 @@ impl CatalogClient {
         self.http.send(request).await
     }
 
-    /// `GET /health`.
+    /// `GET /health`: liveness (answered while the node runs).
     pub async fn health(&self) -> Result<HealthResponse, ClientError> {
-        health(&self.http).await
+        self.http.health().await
+    }
+
+    /// `GET /ready`: Ok once the node can serve; `Unavailable` with the
+    /// node's reason until then.
+    pub async fn ready(&self) -> Result<HealthResponse, ClientError> {
+        self.http.ready().await
     }
 }
 
@@ -245,9 +253,15 @@ impl OrderClient {
         self.http.send(request).await
     }
 
-    /// `GET /health`.
+    /// `GET /health`: liveness (answered while the node runs).
     pub async fn health(&self) -> Result<HealthResponse, ClientError> {
-        health(&self.http).await
+        self.http.health().await
+    }
+
+    /// `GET /ready`: Ok once the node can serve; `Unavailable` with the
+    /// node's reason until then.
+    pub async fn ready(&self) -> Result<HealthResponse, ClientError> {
+        self.http.ready().await
     }
 }
 
@@ -344,22 +358,27 @@ impl InternalClient {
         self.http.send_raw(request).await.map(drop)
     }
 
-    /// `GET /health`.
+    /// `GET /health`: liveness (answered while the node runs).
     pub async fn health(&self) -> Result<HealthResponse, ClientError> {
-        health(&self.http).await
+        self.http.health().await
+    }
+
+    /// `GET /ready`: Ok once the node can serve; `Unavailable` with the
+    /// node's reason until then.
+    pub async fn ready(&self) -> Result<HealthResponse, ClientError> {
+        self.http.ready().await
+    }
+
+    /// Asks `/ready` until the node answers 200, at most `timeout`.
+    pub async fn wait_ready(&self, timeout: Duration) -> Result<HealthResponse, ClientError> {
+        self.http.wait_ready(timeout).await
     }
 }
 
-async fn health(http: &Http) -> Result<HealthResponse, ClientError> {
-    // Every role's table has `/health`; any one names the route.
-    http.send(http.request(&NodeRoute::<OrderRoute>::Health, &[]))
-        .await
-}
-
-/// A probe's reading of a `/health` answer: a replica that cannot answer
+/// A probe's reading of a `/ready` answer: a replica that cannot answer
 /// 200 does not serve.
-fn probed(health: Result<HealthResponse, ClientError>) -> Probed {
-    match health {
+fn probed(ready: Result<HealthResponse, ClientError>) -> Probed {
+    match ready {
         Ok(health) => Probed {
             serves: true,
             leader: health.leader,
@@ -371,14 +390,14 @@ fn probed(health: Result<HealthResponse, ClientError>) -> Probed {
 #[async_trait::async_trait]
 impl Probe for CatalogClient {
     async fn probe(&self) -> Probed {
-        probed(self.health().await)
+        probed(self.ready().await)
     }
 }
 
 #[async_trait::async_trait]
 impl Probe for OrderClient {
     async fn probe(&self) -> Probed {
-        probed(self.health().await)
+        probed(self.ready().await)
     }
 }
 

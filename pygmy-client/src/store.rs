@@ -1,6 +1,8 @@
 //! The client of a Pygmy store: its frontend's `lookup`, `search` and `buy`.
 
-use pygmy_core::api::public::{BuyResponse, ItemsResponse};
+use std::time::Duration;
+
+use pygmy_core::api::public::{BuyResponse, HealthResponse, ItemsResponse};
 use pygmy_core::api::routes::FrontendRoute;
 use pygmy_core::types::{Book, IdempotencyKey, ItemId, OrderId};
 
@@ -47,6 +49,18 @@ impl Client {
     /// The frontend's base URL.
     pub fn url(&self) -> &url::Url {
         self.http.base()
+    }
+
+    /// `GET /ready`: Ok once the frontend reaches a ready replica of each
+    /// backend; `Unavailable` with its reason until then.
+    pub async fn ready(&self) -> Result<HealthResponse, ClientError> {
+        self.http.ready().await
+    }
+
+    /// Waits until the frontend is ready, at most `timeout`: a store just
+    /// started answers 503 for about a second.
+    pub async fn wait_ready(&self, timeout: Duration) -> Result<HealthResponse, ClientError> {
+        self.http.wait_ready(timeout).await
     }
 
     /// The book with this id (`GET /lookup?id=`).

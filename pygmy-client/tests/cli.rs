@@ -81,7 +81,19 @@ async fn lookup_search_buy_and_load_from_the_command_line() {
 #[tokio::test]
 async fn an_unreachable_store_is_one_clear_line_and_a_failure() {
     // Port 9 (discard) on loopback: nothing listens there in a test sandbox.
-    let out = cli("http://127.0.0.1:9", &["lookup", "1"]).await;
+    let out = cli("http://127.0.0.1:9", &["--wait", "300ms", "lookup", "1"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.starts_with(
+            "pygmy-client: the store at http://127.0.0.1:9/ is not ready after 300ms: \
+             cannot reach http://127.0.0.1:9/ready"
+        ),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1);
+    // With no wait, the request itself fails.
+    let out = cli("http://127.0.0.1:9", &["--wait", "0s", "lookup", "1"]).await;
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(
@@ -89,8 +101,13 @@ async fn an_unreachable_store_is_one_clear_line_and_a_failure() {
         "{err}"
     );
     assert_eq!(err.lines().count(), 1);
-    let out = cli("http://127.0.0.1:9", &["load", "--requests", "5"]).await;
+    let out = cli(
+        "http://127.0.0.1:9",
+        &["--wait", "300ms", "load", "--requests", "5"],
+    )
+    .await;
     assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("is not ready after 300ms"));
     let out = cli("not a url", &["lookup", "1"]).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("invalid URL"));
@@ -172,4 +189,38 @@ async fn members_lists_a_raft_service_and_refuses_impossible_changes() {
         text(&out.stderr)
     );
     weak.shutdown().await;
+}
+
+/// A store started a moment ago answers 503 for about a second while its
+/// replicas found their raft groups: a checked load started at once, as a
+/// script would start it, waits for the frontend's `/ready` and passes.
+/// With `--wait 0s` it starts while nothing is ready, and fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checked_load_started_with_the_store_waits_for_it_and_passes() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let topology = pygmy_server::testing::topology(&Options::raft(), dir.path());
+    let cluster = pygmy_server::Cluster::start(topology)
+        .await
+        .expect("the store starts");
+    let file = dir.path().join("cluster.toml");
+    std::fs::write(&file, cluster.topology().to_toml()).expect("topology written");
+    let frontend = cluster.url("frontend").expect("a frontend");
+
+    let out = cli(
+        &frontend,
+        &[
+            "load",
+            "--requests",
+            "1000",
+            "--check",
+            "--topology",
+            file.to_str().expect("utf-8 path"),
+        ],
+    )
+    .await;
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("check: ok"), "{stdout}");
+    assert!(stdout.contains("1000 requests"), "{stdout}");
+    cluster.shutdown().await.expect("the store stops");
 }

@@ -358,3 +358,33 @@ async fn writes_go_to_the_leader_the_probe_found_first() {
     assert_eq!(set.leader(), Some(2));
     assert_eq!(set.plan_leader_first(), vec![0, 1, 2]);
 }
+
+/// A set is ready (a frontend may say it reaches its backend) only once a
+/// probe has found one of its replicas serving: not before the first
+/// probe, and not while every replica is silent.
+#[tokio::test(start_paused = true)]
+async fn a_set_is_ready_once_a_probe_finds_a_replica_serving() {
+    let set = std::sync::Arc::new(preferring_the_first(
+        [("silent", Probed(false)), ("serving", Probed(true))],
+        Duration::from_secs(1),
+        probing(Duration::from_millis(50), Duration::from_secs(3)),
+    ));
+    assert!(!set.any_ready(), "no probe yet");
+    set.probe().await;
+    assert!(set.any_ready(), "one replica serves");
+
+    let set = three([Some("a"), None, Some("a")]);
+    assert!(!set.any_ready(), "no probe yet");
+    set.probe().await;
+    assert!(set.any_ready(), "a and c serve");
+    let silent = three([None, None, None]);
+    silent.probe().await;
+    assert!(!silent.any_ready(), "every replica silent");
+
+    // probe_forever probes at once: ready without waiting `probe_every`.
+    let set = std::sync::Arc::new(three([Some("b"), Some("b"), Some("b")]));
+    let probing = tokio::spawn(std::sync::Arc::clone(&set).probe_forever());
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    assert!(set.any_ready(), "ready after the first probe's 50 ms");
+    probing.abort();
+}

@@ -66,7 +66,7 @@ async fn demo(args: Args) -> Result<(), String> {
         dir.path().display()
     );
     let cluster = Cluster::start(topology).await.map_err(|e| e.to_string())?;
-    cluster.wait_healthy(Duration::from_secs(10)).await?;
+    cluster.wait_ready(Duration::from_secs(10)).await?;
 
     let store = Client::new("http://127.0.0.1:8010").map_err(|e| e.to_string())?;
     // The checker reads every replica through internal endpoints, with the

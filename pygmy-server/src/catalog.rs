@@ -34,7 +34,7 @@ use tracing::Instrument;
 
 use crate::background::Background;
 use crate::gather::{check_count, serve_each};
-use crate::http::{json, ApiError, ApiResult, Handler, Metrics, NodeInfo, Request};
+use crate::http::{json, ApiError, ApiResult, Handler, Metrics, NodeInfo, Readiness, Request};
 use crate::pusher::Pusher;
 use crate::replica::Replica;
 
@@ -523,8 +523,8 @@ impl Handler for CatalogNode {
         self.replica.node()
     }
 
-    fn is_ready(&self) -> bool {
-        self.replica.is_ready()
+    fn readiness(&self) -> Readiness {
+        self.replica.readiness()
     }
 
     fn leader(&self) -> Option<String> {

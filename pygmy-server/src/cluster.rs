@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use crate::node::{bind, health_client, run_node, NodeError};
+use crate::node::{bind, probe_client, run_node, NodeError};
 
 struct Running {
     stop: oneshot::Sender<()>,
@@ -82,19 +82,19 @@ impl Cluster {
             .map(|n| format!("http://{}", n.addr))
     }
 
-    /// Waits until every running node answers `/health` with 200, at most
-    /// `timeout`.
-    pub async fn wait_healthy(&self, timeout: Duration) -> Result<(), String> {
+    /// Waits until every running node answers `/ready` with 200, at most
+    /// `timeout` (backends first: a frontend is ready once it reaches them).
+    pub async fn wait_ready(&self, timeout: Duration) -> Result<(), String> {
         let deadline = tokio::time::Instant::now() + timeout;
         for name in self.running.keys() {
             let url = self.url(name).ok_or_else(|| format!("no node {name}"))?;
-            let client = health_client(&url).map_err(|e| e.to_string())?;
+            let client = probe_client(&url).map_err(|e| e.to_string())?;
             loop {
-                if client.health().await.is_ok() {
+                if client.ready().await.is_ok() {
                     break;
                 }
                 if tokio::time::Instant::now() >= deadline {
-                    return Err(format!("{name} is not healthy after {timeout:?}"));
+                    return Err(format!("{name} is not ready after {timeout:?}"));
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }

@@ -38,7 +38,7 @@ use pygmy_core::types::{Book, IdempotencyKey, ItemId, OrderId};
 use crate::background::Background;
 use crate::gather::Gatherer;
 use crate::http::{
-    json, json_bytes, to_bytes, ApiError, ApiResult, Handler, Metrics, NodeInfo, Request,
+    json, json_bytes, to_bytes, ApiError, ApiResult, Handler, Metrics, NodeInfo, Readiness, Request,
 };
 
 /// The longest topic a search takes: topics are short, and each one
@@ -355,6 +355,26 @@ impl Handler for FrontendNode {
 
     fn node(&self) -> &NodeInfo {
         &self.node
+    }
+
+    /// Ready once the last probe of each backend found a replica ready:
+    /// then a lookup, a search and a buy each have a replica to go to.
+    fn readiness(&self) -> Readiness {
+        let unreached: Vec<&str> = [
+            ("catalog", self.catalogs.any_ready()),
+            ("order", self.orders.any_ready()),
+        ]
+        .into_iter()
+        .filter_map(|(service, ready)| (!ready).then_some(service))
+        .collect();
+        if unreached.is_empty() {
+            Readiness::Ready
+        } else {
+            Readiness::NotReady {
+                state: "no_backend",
+                reason: format!("no {} replica is ready", unreached.join(" nor ")),
+            }
+        }
     }
 
     async fn metrics(&self, out: &mut Metrics) {

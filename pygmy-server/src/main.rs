@@ -39,7 +39,7 @@ struct Args {
     #[arg(long)]
     print_token: bool,
     /// Ask the node (--node, on its address in the topology) for its
-    /// `/health` and exit 0 if it serves, 1 if not: a container's health
+    /// `/ready` and exit 0 if it can serve, 1 if not: a container's health
     /// check, in an image with no other program.
     #[arg(long, requires = "node")]
     probe: bool,
@@ -74,7 +74,7 @@ fn main() -> ExitCode {
             eprintln!("pygmy-server: no node named {name:?} in the topology");
             return ExitCode::from(2);
         };
-        return match pygmy_server::probe::health(node.addr, std::time::Duration::from_secs(2)) {
+        return match pygmy_server::probe::ready(node.addr, std::time::Duration::from_secs(2)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("pygmy-server: {name} at {}: {err}", node.addr);

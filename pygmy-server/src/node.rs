@@ -122,8 +122,8 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, NodeError> {
     listen().map_err(|source| NodeError::Bind { addr, source })
 }
 
-/// A client that asks a node for its `/health` (any role).
-pub fn health_client(url: &str) -> Result<InternalClient, ClientError> {
+/// A client that asks a node for its `/health` or `/ready` (any role).
+pub fn probe_client(url: &str) -> Result<InternalClient, ClientError> {
     let options = ClientOptions {
         connect_timeout: Duration::from_millis(500),
         timeout: Duration::from_secs(2),

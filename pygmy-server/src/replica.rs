@@ -13,7 +13,7 @@ use pygmy_core::api::Envelope;
 use pygmy_core::journal::{Machine, Op};
 use pygmy_core::replication::{KnownMembers, MemberChange, ReplicaStatus, Replicator};
 
-use crate::http::{json, json_bytes, ApiError, ApiResult, Metrics, NodeInfo, Request};
+use crate::http::{json, json_bytes, ApiError, ApiResult, Metrics, NodeInfo, Readiness, Request};
 
 /// How often a replica measures the bytes of its data dir, for
 /// `/metrics`: a scrape reads the last figure, and never walks the
@@ -76,6 +76,22 @@ impl<M: Machine> Replica<M> {
     /// Whether it serves (not while it catches up).
     pub fn is_ready(&self) -> bool {
         self.replicator.is_ready()
+    }
+
+    /// Its readiness, for `GET /ready`: under `raft`, ready once it is a
+    /// voter caught up with a leader it knows.
+    pub fn readiness(&self) -> Readiness {
+        if self.is_ready() {
+            Readiness::Ready
+        } else {
+            Readiness::NotReady {
+                state: "catching_up",
+                reason: format!(
+                    "{} is not yet a replica caught up with its service",
+                    self.node.name
+                ),
+            }
+        }
     }
 
     /// Ok once it serves; 503 while it catches up.

@@ -42,7 +42,7 @@ async fn reads_and_buys_survive_a_stopped_catalog_replica() {
         .await
         .expect("restart");
     test.cluster
-        .wait_healthy(Duration::from_secs(10))
+        .wait_ready(Duration::from_secs(10))
         .await
         .expect("healthy");
     assert_eq!(test.stocks(ItemId(2)).await, vec![96, 96]);
@@ -66,7 +66,7 @@ async fn buys_survive_a_stopped_order_replica_and_it_gets_what_it_missed() {
     }
     test.cluster.restart_node("order-0").await.expect("restart");
     test.cluster
-        .wait_healthy(Duration::from_secs(10))
+        .wait_ready(Duration::from_secs(10))
         .await
         .expect("healthy");
     let a = test.order("order-0").ledger().await.expect("orders");
@@ -136,7 +136,7 @@ async fn each_role_alone_answers_what_it_can() {
         .await
         .expect("start order-0");
     test.cluster
-        .wait_healthy(Duration::from_secs(10))
+        .wait_ready(Duration::from_secs(10))
         .await
         .expect("healthy");
     let key = pygmy_core::types::IdempotencyKey::mint();
@@ -154,10 +154,21 @@ async fn each_role_alone_answers_what_it_can() {
         .restart_node("frontend")
         .await
         .expect("start frontend");
-    test.cluster
-        .wait_healthy(Duration::from_secs(10))
-        .await
-        .expect("healthy");
+    // Alive, and saying it cannot serve.
+    let frontend = pygmy_server::node::probe_client(&test.url("frontend")).expect("client");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let health = loop {
+        match frontend.health().await {
+            Ok(health) => break health,
+            Err(err) if tokio::time::Instant::now() >= deadline => panic!("not alive: {err}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(25)).await,
+        }
+    };
+    assert_eq!(health.state, "no_backend");
+    assert!(matches!(
+        frontend.ready().await,
+        Err(ClientError::Unavailable(reason)) if reason == "no catalog nor order replica is ready"
+    ));
     assert!(matches!(
         test.store().lookup(ItemId(1)).await,
         Err(ClientError::Unavailable(_))
@@ -353,7 +364,7 @@ async fn a_new_order_leader_resumes_reconciling_where_the_last_stopped() {
         .await
         .expect("cluster starts");
     cluster
-        .wait_healthy(Duration::from_secs(30))
+        .wait_ready(Duration::from_secs(30))
         .await
         .expect("cluster healthy");
     let mut test = TestCluster { cluster, dir };

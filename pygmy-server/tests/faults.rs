@@ -156,7 +156,7 @@ async fn under_faults(
                 cluster.spawn(name);
                 killed.retain(|k| k != name);
                 let began = Instant::now();
-                cluster.wait_healthy(name, Duration::from_secs(30)).await;
+                cluster.wait_ready(name, Duration::from_secs(30)).await;
                 catch_up.push((name.to_string(), began.elapsed()));
             }
             Fault::Freeze(name) => {
@@ -236,7 +236,7 @@ async fn under_faults(
     }
     for node in cluster.topology().nodes.clone() {
         cluster
-            .wait_healthy(&node.name, Duration::from_secs(30))
+            .wait_ready(&node.name, Duration::from_secs(30))
             .await;
     }
     // The replicas as they are now (some may have been added or removed).
@@ -1210,9 +1210,7 @@ async fn a_service_that_lost_two_disks_of_three_recovers_from_the_survivor() {
     }
 
     cluster.spawn(&survivor);
-    cluster
-        .wait_healthy(&survivor, Duration::from_secs(20))
-        .await;
+    cluster.wait_ready(&survivor, Duration::from_secs(20)).await;
     assert_eq!(ledger_of(&cluster, &survivor).await, sold);
     let more = store
         .buy(ItemId(2))
@@ -1224,7 +1222,7 @@ async fn a_service_that_lost_two_disks_of_three_recovers_from_the_survivor() {
         cluster.spawn(name);
     }
     for name in &lost {
-        cluster.wait_healthy(name, Duration::from_secs(30)).await;
+        cluster.wait_ready(name, Duration::from_secs(30)).await;
     }
     for name in &names {
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -502,3 +502,119 @@ async fn the_raft_peer_protocol_refuses_bad_bodies_without_a_crash() {
     }
     test.shutdown().await;
 }
+
+/// Nodes of `topology` started one by one in this process, each stopped
+/// when the test is done with it.
+struct Started {
+    stops: Vec<tokio::sync::oneshot::Sender<()>>,
+    tasks: Vec<tokio::task::JoinHandle<Result<(), pygmy_server::node::NodeError>>>,
+}
+
+impl Started {
+    async fn node(&mut self, topology: &pygmy_core::topology::Topology, name: &str) {
+        let addr = topology.node(name).expect("a node of the topology").addr;
+        let listener = pygmy_server::node::bind(addr).await.expect("bind");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (topology, name) = (topology.clone(), name.to_owned());
+        self.tasks.push(tokio::spawn(async move {
+            pygmy_server::node::run_node(&topology, &name, listener, async {
+                let _ = stopped.await;
+            })
+            .await
+        }));
+        self.stops.push(stop);
+    }
+
+    async fn stop(self) {
+        for stop in self.stops {
+            let _ = stop.send(());
+        }
+        for task in self.tasks {
+            task.await
+                .expect("the node's task")
+                .expect("the node stops");
+        }
+    }
+}
+
+/// `/health` is liveness (200 while the node runs, saying what it does)
+/// and `/ready` readiness (200 only once it can serve): a frontend whose
+/// backends are not running, and a raft replica with no peer to form a
+/// cluster with, are alive and not ready, and say why; once the whole
+/// store runs, both are ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_says_a_node_runs_and_ready_that_it_can_serve() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut topology = pygmy_server::testing::topology(&Options::raft(), dir.path());
+    topology.resolve_token(None, true).expect("a token");
+    let url = |name: &str| format!("http://{}", topology.node(name).expect("node").addr);
+    let http = reqwest::Client::new();
+    let get = |path: String| {
+        let http = http.clone();
+        async move {
+            let answer = http.get(path).send().await.expect("an answer");
+            let status = answer.status().as_u16();
+            let body: pygmy_core::api::public::HealthResponse =
+                answer.json().await.expect("a health body");
+            (status, body)
+        }
+    };
+
+    let mut started = Started {
+        stops: Vec::new(),
+        tasks: Vec::new(),
+    };
+    started.node(&topology, "frontend").await;
+    started.node(&topology, "catalog-0").await;
+    // Past a few probes of the frontend and the founding wait of the
+    // replica: neither can get ready alone.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    let (status, health) = get(format!("{}/health", url("frontend"))).await;
+    assert_eq!((status, health.state.as_str()), (200, "no_backend"));
+    let (status, ready) = get(format!("{}/ready", url("frontend"))).await;
+    assert_eq!((status, ready.state.as_str()), (503, "no_backend"));
+    assert_eq!(
+        ready.reason.as_deref(),
+        Some("no catalog nor order replica is ready")
+    );
+    let (status, health) = get(format!("{}/health", url("catalog-0"))).await;
+    assert_eq!((status, health.state.as_str()), (200, "catching_up"));
+    let (status, ready) = get(format!("{}/ready", url("catalog-0"))).await;
+    assert_eq!((status, ready.state.as_str()), (503, "catching_up"));
+    assert!(ready.reason.is_some(), "{ready:?}");
+    let metrics = http
+        .get(format!("{}/metrics", url("frontend")))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("\npygmy_ready{node=\"frontend\"} 0\n"),
+        "{metrics}"
+    );
+
+    for name in ["catalog-1", "catalog-2", "order-0", "order-1", "order-2"] {
+        started.node(&topology, name).await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    for name in ["frontend", "catalog-0", "order-2"] {
+        loop {
+            let (status, body) = get(format!("{}/ready", url(name))).await;
+            if status == 200 {
+                assert_eq!((body.state.as_str(), body.reason), ("ok", None));
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name} not ready: {body:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let (status, health) = get(format!("{}/health", url("frontend"))).await;
+    assert_eq!((status, health.state.as_str()), (200, "ok"));
+    started.stop().await;
+}

@@ -345,7 +345,7 @@ async fn the_store_keeps_its_data_across_a_restart() {
         test.cluster.restart_node(&name).await.expect("restart");
     }
     test.cluster
-        .wait_healthy(std::time::Duration::from_secs(10))
+        .wait_ready(std::time::Duration::from_secs(10))
         .await
         .expect("healthy");
     assert_eq!(test.stocks(ItemId(5)).await, vec![99, 99]);

@@ -64,6 +64,26 @@ impl Admin {
         Err(last.unwrap_or_else(|| ClientError::InvalidUrl("no replica to ask".to_owned())))
     }
 
+    /// Waits until a replica of the service is ready (`GET /ready`), at
+    /// most `timeout`: Ok with its name, or the last failure of each
+    /// replica once the time is up.
+    pub async fn wait_ready(&self, timeout: Duration) -> Result<String, ClientError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let mut failures = Vec::new();
+            for (name, client) in &self.replicas {
+                match client.ready().await {
+                    Ok(_) => return Ok(name.clone()),
+                    Err(err) => failures.push(format!("{name}: {err}")),
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ClientError::Unavailable(failures.join("; ")));
+            }
+            tokio::time::sleep(POLL_EVERY).await;
+        }
+    }
+
     /// The membership, as the service's leader knows it.
     pub async fn list(&self) -> Result<Members, ClientError> {
         self.ask(None, |client| async move { client.members().await })
@@ -108,10 +128,10 @@ impl Admin {
         }
         // A voter serves once it has applied what the leader had committed.
         let added = InternalClient::new(url, &self.options)?;
-        let mut serves = added.health().await.is_ok();
+        let mut serves = added.ready().await.is_ok();
         while !serves && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(POLL_EVERY).await;
-            serves = added.health().await.is_ok();
+            serves = added.ready().await.is_ok();
         }
         Ok((members, serves))
     }

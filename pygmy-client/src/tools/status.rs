@@ -18,7 +18,8 @@ pub struct NodeStatus {
     pub role: String,
     /// Its address.
     pub addr: String,
-    /// `ok`, `catching_up`, or `unreachable`.
+    /// What its `/health` says of its readiness: `ok`, `catching_up` (a
+    /// replica), `no_backend` (a frontend), or `unreachable`.
     pub health: String,
     /// Why it could not be read, if it could not.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -154,11 +155,14 @@ async fn scrape(client: &reqwest::Client, url: &str) -> Result<Scrape, String> {
         .send()
         .await
         .map_err(|e| describe(&e))?;
-    let health = match health.status().as_u16() {
-        200 => "ok",
-        503 => "catching_up",
-        other => return Err(format!("/health answered {other}")),
-    };
+    if !health.status().is_success() {
+        return Err(format!("/health answered {}", health.status().as_u16()));
+    }
+    let health = health
+        .json::<pygmy_core::api::public::HealthResponse>()
+        .await
+        .map_err(|e| format!("/health answered no health: {}", describe(&e)))?
+        .state;
     let metrics = client
         .get(format!("{url}/metrics"))
         .send()
@@ -169,7 +173,7 @@ async fn scrape(client: &reqwest::Client, url: &str) -> Result<Scrape, String> {
     }
     let text = metrics.text().await.map_err(|e| describe(&e))?;
     Ok(Scrape {
-        health: health.to_owned(),
+        health,
         samples: parse(&text),
     })
 }

@@ -161,15 +161,23 @@ impl ErrorResponse {
     }
 }
 
-/// `GET /health`: whether the node serves, and what it is.
+/// `GET /health` and `GET /ready`: what the node is, and whether it can
+/// serve now. Both answer this body; `/health` (liveness) with 200 while
+/// the process serves HTTP, `/ready` (readiness) with 200 only when
+/// `state` is `ok`, else 503.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthResponse {
     /// The node's name in the topology.
     pub node: String,
     /// `frontend`, `catalog` or `order`.
     pub role: String,
-    /// `ok` once the node serves (a replica serves once it caught up).
+    /// `ok` once the node can serve; `catching_up` for a replica that is
+    /// not yet a voter caught up with a leader; `no_backend` for a
+    /// frontend that reaches no ready replica of one of its backends.
     pub state: String,
+    /// Why the node is not ready, in words (none once it is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     /// A raft replica: the leader of its service it knows, by name (none
     /// while there is none, and for other nodes). A hint for callers.
     #[serde(default, skip_serializing_if = "Option::is_none")]

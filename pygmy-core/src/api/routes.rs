@@ -196,8 +196,12 @@ fn item<R: Route>(raw: &str, make: fn(ItemId) -> R) -> Result<R, BadParam> {
 /// What every node answers, beside its role's routes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NodeRoute<R> {
-    /// `GET /health`: 200 once the node serves, 503 while it catches up.
+    /// `GET /health`: liveness. 200 while the process serves HTTP, with
+    /// what it is doing (`state`).
     Health,
+    /// `GET /ready`: readiness. 200 once the node can serve its role's
+    /// requests now, 503 with the reason until then.
+    Ready,
     /// `GET /metrics`: Prometheus text.
     Metrics,
     /// `GET /openapi.json`: the OpenAPI document of the node's role.
@@ -210,6 +214,7 @@ impl<R: Route> Route for NodeRoute<R> {
     fn recognize(method: &Method, path: &[&str]) -> Option<Result<Self, BadParam>> {
         match (method, path) {
             (&Method::GET, ["health"]) => Some(Ok(NodeRoute::Health)),
+            (&Method::GET, ["ready"]) => Some(Ok(NodeRoute::Ready)),
             (&Method::GET, ["metrics"]) => Some(Ok(NodeRoute::Metrics)),
             (&Method::GET, ["openapi.json"]) => Some(Ok(NodeRoute::OpenApi)),
             _ => R::recognize(method, path).map(|r| r.map(NodeRoute::Role)),
@@ -219,6 +224,7 @@ impl<R: Route> Route for NodeRoute<R> {
     fn target(&self) -> (Method, Vec<String>) {
         match self {
             NodeRoute::Health => (Method::GET, segments(&["health"])),
+            NodeRoute::Ready => (Method::GET, segments(&["ready"])),
             NodeRoute::Metrics => (Method::GET, segments(&["metrics"])),
             NodeRoute::OpenApi => (Method::GET, segments(&["openapi.json"])),
             NodeRoute::Role(route) => route.target(),
@@ -227,13 +233,20 @@ impl<R: Route> Route for NodeRoute<R> {
 
     fn info(&self) -> RouteInfo {
         match self {
-            NodeRoute::Health | NodeRoute::Metrics | NodeRoute::OpenApi => RouteInfo::PUBLIC,
+            NodeRoute::Health | NodeRoute::Ready | NodeRoute::Metrics | NodeRoute::OpenApi => {
+                RouteInfo::PUBLIC
+            }
             NodeRoute::Role(route) => route.info(),
         }
     }
 
     fn every() -> Vec<Self> {
-        let mut every = vec![NodeRoute::Health, NodeRoute::Metrics, NodeRoute::OpenApi];
+        let mut every = vec![
+            NodeRoute::Health,
+            NodeRoute::Ready,
+            NodeRoute::Metrics,
+            NodeRoute::OpenApi,
+        ];
         every.extend(R::every().into_iter().map(NodeRoute::Role));
         every
     }
@@ -241,6 +254,7 @@ impl<R: Route> Route for NodeRoute<R> {
     fn label(&self) -> &'static str {
         match self {
             NodeRoute::Health => "GET /health",
+            NodeRoute::Ready => "GET /ready",
             NodeRoute::Metrics => "GET /metrics",
             NodeRoute::OpenApi => "GET /openapi.json",
             NodeRoute::Role(route) => route.label(),
@@ -636,6 +650,8 @@ mod tests {
         ]);
         let health: NodeRoute<OrderRoute> = parse(&Method::GET, &["health"]).expect("health");
         assert_eq!(health, NodeRoute::Health);
+        let ready: NodeRoute<FrontendRoute> = parse(&Method::GET, &["ready"]).expect("ready");
+        assert_eq!(ready, NodeRoute::Ready);
         round_trip(&FrontendRoute::every());
         round_trip(&CatalogRoute::every());
         round_trip(&OrderRoute::every());

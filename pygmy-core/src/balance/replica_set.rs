@@ -12,7 +12,7 @@
 //! wrong answer.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -42,10 +42,10 @@ impl Probed {
     }
 }
 
-/// A client that can tell whether its replica serves (`GET /health`).
+/// A client that can tell whether its replica serves (`GET /ready`).
 #[async_trait]
 pub trait Probe: Send + Sync {
-    /// What the replica answers of its health (`serves: false` if it
+    /// What the replica answers of its readiness (`serves: false` if it
     /// answers it cannot serve, or cannot be reached).
     async fn probe(&self) -> Probed;
 }
@@ -104,6 +104,9 @@ pub struct ReplicaSet<C> {
     failovers: AtomicU64,
     /// The replica the last probe found leading ([`NO_LEADER`]: none).
     leader: AtomicUsize,
+    /// Per replica: whether the last probe found it serving (false until
+    /// a probe has answered).
+    ready: Vec<AtomicBool>,
 }
 
 impl<C> ReplicaSet<C> {
@@ -122,6 +125,7 @@ impl<C> ReplicaSet<C> {
         ReplicaSet {
             endpoints: Endpoints::new(named, policy),
             downs: clients.iter().map(|_| Notify::new()).collect(),
+            ready: clients.iter().map(|_| AtomicBool::new(false)).collect(),
             clients,
             balancer,
             attempt_timeout,
@@ -133,6 +137,13 @@ impl<C> ReplicaSet<C> {
     /// The replicas' health and load.
     pub fn endpoints(&self) -> &Endpoints {
         &self.endpoints
+    }
+
+    /// Whether the last probe found at least one replica serving: the
+    /// backend can be reached now (a frontend's readiness). False until a
+    /// probe has answered.
+    pub fn any_ready(&self) -> bool {
+        self.ready.iter().any(|ready| ready.load(Ordering::Relaxed))
     }
 
     /// The name of replica `index`.
@@ -282,21 +293,23 @@ impl<C> ReplicaSet<C> {
 }
 
 impl<C: Probe> ReplicaSet<C> {
-    /// Probes every replica, every [`HealthPolicy::probe_every`], until the
-    /// task is dropped ([`ReplicaSet::probe`]). The passive ejection covers
-    /// what happens between probes.
+    /// Probes every replica at once, then every
+    /// [`HealthPolicy::probe_every`], until the task is dropped
+    /// ([`ReplicaSet::probe`]). The passive ejection covers what happens
+    /// between probes.
     pub async fn probe_forever(self: std::sync::Arc<Self>) {
         loop {
-            tokio::time::sleep(self.endpoints.policy().probe_every).await;
             self.probe().await;
+            tokio::time::sleep(self.endpoints.policy().probe_every).await;
         }
     }
 
-    /// Asks every replica for its health at once, each within the policy's
-    /// `probe_timeout`: a replica that fails or is late is ejected (tried
-    /// only after the others) until the next probe, `probe_every` later,
-    /// has had its own `probe_timeout` to decide; one that answers is back
-    /// at once. The leader is the replica most answers name.
+    /// Asks every replica whether it is ready at once, each within the
+    /// policy's `probe_timeout`: a replica that fails or is late is ejected
+    /// (tried only after the others) until the next probe, `probe_every`
+    /// later, has had its own `probe_timeout` to decide; one that answers
+    /// is back at once. The leader is the replica most answers name;
+    /// [`ReplicaSet::any_ready`] tells whether any answered that it serves.
     pub async fn probe(&self) {
         let HealthPolicy {
             probe_every: every,
@@ -312,7 +325,9 @@ impl<C: Probe> ReplicaSet<C> {
         let leader = self.leader_named(&probed).unwrap_or(NO_LEADER);
         self.leader.store(leader, Ordering::Relaxed);
         for (index, answer) in answers.iter().enumerate() {
-            if matches!(answer, Ok(Probed { serves: true, .. })) {
+            let serves = matches!(answer, Ok(Probed { serves: true, .. }));
+            self.ready[index].store(serves, Ordering::Relaxed);
+            if serves {
                 self.endpoints.record_success(index);
             } else {
                 if !self.endpoints.all()[index].is_ejected(Instant::now()) {

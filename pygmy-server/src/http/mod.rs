@@ -5,7 +5,7 @@
 //!   implements, and the path of a request (route parsed, token checked,
 //!   body read under the route's limit).
 //! - [`request`]: the [`Request`] a handler sees.
-//! - [`response`]: JSON responses, and `/health`.
+//! - [`response`]: JSON responses, `/health` and `/ready` ([`Readiness`]).
 //! - [`error`]: [`ApiError`], the one mapping of a failure to its status
 //!   and envelope.
 //! - [`metrics`]: the Prometheus text of `/metrics`.
@@ -25,5 +25,5 @@ pub use error::ApiError;
 pub use metrics::Metrics;
 pub use node::NodeInfo;
 pub use request::Request;
-pub use response::{json, json_bytes, to_bytes, ApiResult, Response};
+pub use response::{json, json_bytes, to_bytes, ApiResult, Readiness, Response};
 pub use serve::{serve, Handler, Limits};

@@ -1,5 +1,5 @@
 //! Building responses: JSON bodies, a failure's envelope, and the answers
-//! every node gives alike.
+//! every node gives alike (`/health`, `/ready`, `/openapi.json`).
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode};
@@ -92,19 +92,57 @@ pub fn openapi(role: Role) -> Response {
     )
 }
 
-/// `GET /health`: 200 once the node serves, 503 while it catches up; with
-/// the leader a raft replica knows.
-pub fn health(node: &NodeInfo, ready: bool, leader: Option<String>) -> Response {
-    let body = HealthResponse {
-        leader,
+/// Whether a node can serve its role's requests now; if not, why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    /// It can serve.
+    Ready,
+    /// It cannot serve yet: `state` names the case for programs
+    /// (`catching_up`, `no_backend`), `reason` says it in words.
+    NotReady {
+        /// The `state` of the health body.
+        state: &'static str,
+        /// Why, for the operator.
+        reason: String,
+    },
+}
+
+impl Readiness {
+    /// Whether it can serve.
+    pub fn is_ready(&self) -> bool {
+        matches!(self, Readiness::Ready)
+    }
+}
+
+/// The body `/health` and `/ready` answer.
+fn health_body(node: &NodeInfo, readiness: Readiness, leader: Option<String>) -> HealthResponse {
+    let (state, reason) = match readiness {
+        Readiness::Ready => ("ok", None),
+        Readiness::NotReady { state, reason } => (state, Some(reason)),
+    };
+    HealthResponse {
         node: node.name.clone(),
         role: node.role.to_string(),
-        state: if ready { "ok" } else { "catching_up" }.to_owned(),
-    };
-    let status = if ready {
+        state: state.to_owned(),
+        reason,
+        leader,
+    }
+}
+
+/// `GET /health`, liveness: 200 while the process serves HTTP, whatever
+/// its readiness, which the body tells (an orchestrator restarts a node
+/// that fails this, so a replica catching up must pass it).
+pub fn health(node: &NodeInfo, readiness: Readiness, leader: Option<String>) -> Response {
+    json(StatusCode::OK, &health_body(node, readiness, leader))
+}
+
+/// `GET /ready`, readiness: 200 once the node can serve its role's
+/// requests, 503 with the reason until then (traffic goes elsewhere).
+pub fn ready(node: &NodeInfo, readiness: Readiness, leader: Option<String>) -> Response {
+    let status = if readiness.is_ready() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    json(status, &body)
+    json(status, &health_body(node, readiness, leader))
 }

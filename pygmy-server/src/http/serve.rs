@@ -8,8 +8,8 @@
 //! anonymous requests, one apart for those with the token: peers never
 //! wait behind anonymous clients). Connections are capped too, with slots
 //! apart past the cap for connections whose every request carries the
-//! token. What every node answers alike (`GET /health`, `GET /metrics`,
-//! `GET /openapi.json`) is answered here, and every request's latency is
+//! token. What every node answers alike (`GET /health`, `GET /ready`,
+//! `GET /metrics`, `GET /openapi.json`) is answered here, and every request's latency is
 //! counted by route.
 
 use std::future::Future;
@@ -35,7 +35,7 @@ use super::error::ApiError;
 use super::metrics::{Latencies, Metrics, RequestCounts};
 use super::node::NodeInfo;
 use super::request::Request;
-use super::response::{health, openapi, ApiResult, Response};
+use super::response::{health, openapi, ready, ApiResult, Readiness, Response};
 
 /// A node's request handler: one per role.
 #[async_trait]
@@ -50,10 +50,11 @@ pub trait Handler: Send + Sync + 'static {
     /// Who the node is.
     fn node(&self) -> &NodeInfo;
 
-    /// Whether the node serves: a replica is not ready while it catches up
-    /// (`GET /health` then answers 503).
-    fn is_ready(&self) -> bool {
-        true
+    /// Whether the node can serve its role's requests now (`GET /ready`
+    /// answers 503 until then): a replica once it is caught up, a
+    /// frontend once it reaches a ready replica of each backend.
+    fn readiness(&self) -> Readiness {
+        Readiness::Ready
     }
 
     /// A raft replica: the leader of its service it knows, by name (for
@@ -392,7 +393,12 @@ async fn respond<H: Handler>(
         let body = read_body(body, max, limits.read_timeout).await?;
         let request = Request::new(parts.uri.query(), parts.headers, body);
         match route {
-            NodeRoute::Health => Ok(health(handler.node(), handler.is_ready(), handler.leader())),
+            NodeRoute::Health => Ok(health(
+                handler.node(),
+                handler.readiness(),
+                handler.leader(),
+            )),
+            NodeRoute::Ready => Ok(ready(handler.node(), handler.readiness(), handler.leader())),
             NodeRoute::Metrics => Ok(metrics(handler, server).await),
             NodeRoute::OpenApi => Ok(openapi(handler.node().role)),
             NodeRoute::Role(route) => {
@@ -449,8 +455,8 @@ async fn metrics<H: Handler>(handler: &H, server: &Server) -> Response {
     server.write_metrics(&mut out);
     out.gauge(
         "pygmy_ready",
-        "1 once the node serves, 0 while it catches up.",
-        u64::from(handler.is_ready()),
+        "1 once the node can serve (GET /ready answers 200), else 0.",
+        u64::from(handler.readiness().is_ready()),
     );
     handler.metrics(&mut out).await;
     let mut response = http::Response::new(Full::new(Bytes::from(out.into_text())));

@@ -28,7 +28,7 @@ use self::reconcile::Reconciler;
 use self::steps::BuySteps;
 use crate::background::Background;
 use crate::gather::{as_refusals, check_count};
-use crate::http::{json, ApiError, ApiResult, Handler, Metrics, NodeInfo, Request};
+use crate::http::{json, ApiError, ApiResult, Handler, Metrics, NodeInfo, Readiness, Request};
 use crate::replica::Replica;
 
 /// An order replica. Cheap to clone (it is all shared handles), so that a
@@ -206,8 +206,8 @@ impl Handler for OrderNode {
         self.steps.replica.node()
     }
 
-    fn is_ready(&self) -> bool {
-        self.steps.replica.is_ready()
+    fn readiness(&self) -> Readiness {
+        self.steps.replica.readiness()
     }
 
     fn leader(&self) -> Option<String> {

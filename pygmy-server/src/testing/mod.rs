@@ -155,7 +155,7 @@ struct BookFile {
 }
 
 impl TestCluster {
-    /// Starts a cluster and waits until every node is healthy. Panics if it
+    /// Starts a cluster and waits until every node is ready. Panics if it
     /// cannot: this is for tests.
     pub async fn start(options: Options) -> TestCluster {
         let dir = match tempfile::tempdir() {
@@ -165,9 +165,9 @@ impl TestCluster {
         let topology = topology(&options, dir.path());
         let cluster = Cluster::start(topology).await.expect("cluster starts");
         cluster
-            .wait_healthy(Duration::from_secs(10))
+            .wait_ready(Duration::from_secs(10))
             .await
-            .expect("cluster healthy");
+            .expect("cluster ready");
         TestCluster { cluster, dir }
     }
 
@@ -461,7 +461,7 @@ impl ProcessCluster {
             self.spawn(name);
         }
         for name in &names {
-            self.wait_healthy(name, timeout).await;
+            self.wait_ready(name, timeout).await;
         }
     }
 
@@ -542,16 +542,16 @@ impl ProcessCluster {
         }
     }
 
-    /// Waits until node `name` answers `/health` with 200.
-    pub async fn wait_healthy(&self, name: &str, timeout: Duration) {
-        let client = match crate::node::health_client(&self.url(name)) {
+    /// Waits until node `name` answers `/ready` with 200.
+    pub async fn wait_ready(&self, name: &str, timeout: Duration) {
+        let client = match crate::node::probe_client(&self.url(name)) {
             Ok(client) => client,
             Err(err) => panic!("{err}"),
         };
         let deadline = tokio::time::Instant::now() + timeout;
-        while client.health().await.is_err() {
+        while client.ready().await.is_err() {
             if tokio::time::Instant::now() >= deadline {
-                panic!("{name} is not healthy after {timeout:?}");
+                panic!("{name} is not ready after {timeout:?}");
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
