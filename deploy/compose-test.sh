@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # The container deployment, tested on this Docker host (run by .ci/run):
-# builds the image with no registry (deploy/build-image.sh), brings up
-# compose.yaml (raft, 3 catalog + 3 order replicas + the frontend, a
-# cluster token from an env file), drives `pygmy-client load --check`
-# through the frontend while it crashes one container (SIGKILL; the restart
-# policy brings it back), pauses another and cuts a third off the network,
-# one after the other; then checks every promise, shows
-# `pygmy-client status`, checks that an internal endpoint refuses a caller
-# without the token, and tears everything down.
+# builds the image with no registry (deploy/build-image.sh), makes the
+# cluster's certificates (`pygmy-server --make-certs`), brings up
+# compose.yaml (raft, 3 catalog + 3 order replicas + the frontend, TLS
+# between every pair of nodes, a cluster token from an env file), drives
+# `pygmy-client load --check` through the frontend over HTTPS while it
+# crashes one container (SIGKILL; the restart policy brings it back),
+# pauses another and cuts a third off the network, one after the other;
+# then checks every promise, shows `pygmy-client status`, checks that an
+# internal endpoint refuses a caller without the token or without a
+# certificate of the cluster's CA, and tears everything down.
 #
 # Where no Docker daemon answers, or no compose tool is installed, it says
 # why and skips (exit 0), unless PYGMY_REQUIRE_DOCKER=1 (as .ci/run sets
@@ -49,6 +51,7 @@ mkdir -p "$etc"
 cp examples/compose.toml "$etc/"
 sed 's/^count = .*/count = 1000000/' examples/books.toml >"$etc/books.toml"
 chmod 755 "$work" "$etc" && chmod 644 "$etc"/*
+topology="$etc/compose.toml"
 printf 'PYGMY_TOKEN=%s\nPYGMY_ETC=%s\n' "$token" "$etc" >"$env_file"
 chmod 600 "$env_file"
 dc() { "${compose[@]}" -p "$project" --env-file "$env_file" -f compose.yaml "$@"; }
@@ -70,9 +73,16 @@ step() { printf '\n== %s\n' "$*"; }
 
 step "the image"
 deploy/build-image.sh pygmy-server:local
-step "the client"
-cargo build --locked -q -p pygmy-client
+step "the client, and the cluster's certificates"
+cargo build --locked -q -p pygmy-client -p pygmy-server --bins
 client=target/debug/pygmy-client
+target/debug/pygmy-server --config "$topology" --make-certs "$etc/certs"
+chmod 755 "$etc/certs"
+# Each node's key, mode 0600, to the containers' user (the image runs as
+# 10001); the operator's key stays with us.
+for node in frontend catalog-a order-a catalog-b order-b catalog-c order-c; do
+  chown 10001:10001 "$etc/certs/$node.key" 2>/dev/null || chmod 644 "$etc/certs/$node.key"
+done
 export PYGMY_TOKEN="$token"
 
 nodes=(frontend catalog-a order-a catalog-b order-b catalog-c order-c)
@@ -100,15 +110,16 @@ network=$(docker network ls -q --filter "label=com.docker.compose.project=$proje
 
 step "load with --check, through faults"
 # A fixed rate (open loop), so that the faults, not the load, set the pace.
-"$client" --frontend http://172.28.0.10:8010 load --duration 60s --concurrency 32 --rate 600 \
-  --check --topology examples/compose.toml --report "$work/report.json" >"$work/load.log" 2>&1 &
+# Over HTTPS, trusting the CA of the topology's [tls].
+"$client" --frontend https://172.28.0.10:8010 load --duration 60s --concurrency 32 --rate 600 \
+  --check --topology "$topology" --report "$work/report.json" >"$work/load.log" 2>&1 &
 load_pid=$!
 sleep 8
 
 # The leader of a service, as `pygmy-client status` shows it (a
 # replication without leaders: its first replica).
 leader() {
-  "$client" status --topology examples/compose.toml --interval 100ms \
+  "$client" status --topology "$topology" --interval 100ms \
     | awk -v role="$1" '$2 == role && $5 == "leader" { l = $1 } $2 == role && !f { f = $1 }
                         END { print (l != "" ? l : f) }'
 }
@@ -153,17 +164,29 @@ load_pid=""
 cat "$work/load.log"
 
 step "pygmy-client status"
-"$client" status --topology examples/compose.toml
+"$client" status --topology "$topology"
 
-step "an internal endpoint without the token"
-answer() {
-  exec 3<>"/dev/tcp/172.28.0.11/8011"
-  printf '%s' "$1" >&3
-  head -1 <&3 | tr -d '\r'
-  exec 3<&-
+step "an internal endpoint without the token, or without a certificate"
+# PUT /item/1 over TLS, with (certificate, token): its status.
+put() {
+  python3 - "$etc/certs" "$1" "$2" <<'PY'
+import http.client, ssl, sys
+certs, cert, token = sys.argv[1], sys.argv[2], sys.argv[3]
+context = ssl.create_default_context(cafile=f"{certs}/ca.pem")
+if cert:
+    context.load_cert_chain(f"{certs}/{cert}.pem", f"{certs}/{cert}.key")
+connection = http.client.HTTPSConnection("172.28.0.11", 8011, context=context, timeout=5)
+headers = {"x-pygmy-token": token} if token else {}
+connection.request("PUT", "/item/1", body='{"count": 1}', headers=headers)
+print(connection.getresponse().status)
+PY
 }
-without=$(answer $'PUT /item/1 HTTP/1.0\r\ncontent-length: 12\r\n\r\n{"count": 1}')
-echo "PUT /item/1 without the token: $without"
-case "$without" in *" 401 "*) ;; *) echo "compose-test: expected 401" >&2; exit 1 ;; esac
+expect() {
+  echo "PUT /item/1 $1: $2"
+  [ "$2" = "$3" ] || { echo "compose-test: expected $3" >&2; exit 1; }
+}
+expect "with the operator's certificate, without the token" "$(put client '')" 401
+expect "with the token, without a certificate" "$(put '' "$token")" 401
+expect "with the operator's certificate and the token" "$(put client "$token")" 201
 
 step "compose-test: ok"

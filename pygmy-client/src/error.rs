@@ -63,7 +63,7 @@ pub enum ClientError {
         reason: String,
     },
     /// The base URL given is not a valid http URL.
-    #[error("invalid URL {0:?}: expected http://host:port")]
+    #[error("invalid URL {0:?}: expected http://host:port (or https://)")]
     InvalidUrl(String),
     /// The call could not be made as asked (a header value that HTTP cannot
     /// carry, a body that does not encode): nothing was sent.

@@ -2,14 +2,16 @@
 //! connections (hyper-util's client), the calls' targets built from the
 //! typed routes, and decoding of the envelope.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::{HeaderName, HeaderValue};
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use pygmy_core::api::public::HealthResponse;
@@ -36,6 +38,9 @@ pub struct ClientOptions {
     pub timeout: Duration,
     /// The cluster token to send on internal calls, if the cluster has one.
     pub token: Option<String>,
+    /// TLS for `https://` URLs: the CA to trust and the certificate to
+    /// show ([`crate::tls::client_config`]); none: `http://` only.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Default for ClientOptions {
@@ -44,6 +49,7 @@ impl Default for ClientOptions {
             connect_timeout: Duration::from_secs(1),
             timeout: Duration::from_secs(10),
             token: None,
+            tls: None,
         }
     }
 }
@@ -53,8 +59,25 @@ impl Default for ClientOptions {
 /// keeps connections per host.
 #[derive(Debug, Clone)]
 pub struct Pool {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: PoolClient,
     timeout: Duration,
+}
+
+/// hyper's client, over plain TCP or, with TLS, over rustls (which also
+/// takes `http://` URLs).
+#[derive(Debug, Clone)]
+enum PoolClient {
+    Plain(Client<HttpConnector, Full<Bytes>>),
+    Tls(Client<HttpsConnector<HttpConnector>, Full<Bytes>>),
+}
+
+impl PoolClient {
+    fn request(&self, request: http::Request<Full<Bytes>>) -> ResponseFuture {
+        match self {
+            PoolClient::Plain(client) => client.request(request),
+            PoolClient::Tls(client) => client.request(request),
+        }
+    }
 }
 
 /// How often [`Http::wait_ready`] asks again.
@@ -69,14 +92,27 @@ pub fn pooled(options: &ClientOptions) -> Result<Pool, ClientError> {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(options.connect_timeout));
     connector.set_nodelay(true);
-    let client = Client::builder(TokioExecutor::new())
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder
         .pool_max_idle_per_host(256)
         // Closed here before a node closes it (an idle connection is closed
         // there after its read timeout, 10 s by default): a call rarely
         // meets a connection the other side is closing.
         .pool_idle_timeout(POOL_IDLE)
-        .pool_timer(TokioTimer::new())
-        .build(connector);
+        .pool_timer(TokioTimer::new());
+    let client = match &options.tls {
+        None => PoolClient::Plain(builder.build(connector)),
+        Some(tls) => {
+            // hyper-rustls sends the scheme's TCP connection through as is.
+            connector.enforce_http(false);
+            let connector = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(rustls::ClientConfig::clone(tls))
+                .https_or_http()
+                .enable_http1()
+                .wrap_connector(connector);
+            PoolClient::Tls(builder.build(connector))
+        }
+    };
     Ok(Pool {
         client,
         timeout: options.timeout,
@@ -144,13 +180,15 @@ const SEGMENT: &AsciiSet = &CONTROLS
 pub struct Http {
     pool: Pool,
     base: Url,
-    /// `http://host:port`, without a path: each call's target is built on it.
+    /// `http://host:port` (or `https://`), without a path: each call's
+    /// target is built on it.
     origin: String,
     token: Option<String>,
 }
 
 impl Http {
-    /// A client for the node at `base` (`http://host:port`).
+    /// A client for the node at `base` (`http://host:port`, or
+    /// `https://host:port` with [`ClientOptions::tls`]).
     pub fn new(base: &str, options: &ClientOptions) -> Result<Http, ClientError> {
         Http::with_client(pooled(options)?, base, options.token.clone())
     }
@@ -158,13 +196,13 @@ impl Http {
     /// A client for `base` sharing an existing pool.
     pub fn with_client(pool: Pool, base: &str, token: Option<String>) -> Result<Http, ClientError> {
         let base = Url::parse(base).map_err(|_| ClientError::InvalidUrl(base.to_owned()))?;
-        let host = match (base.scheme(), base.host_str()) {
-            ("http", Some(host)) => host,
+        let (scheme, host) = match (base.scheme(), base.host_str()) {
+            (scheme @ ("http" | "https"), Some(host)) => (scheme, host),
             _ => return Err(ClientError::InvalidUrl(base.to_string())),
         };
         let origin = match base.port() {
-            Some(port) => format!("http://{host}:{port}"),
-            None => format!("http://{host}"),
+            Some(port) => format!("{scheme}://{host}:{port}"),
+            None => format!("{scheme}://{host}"),
         };
         Ok(Http {
             pool,

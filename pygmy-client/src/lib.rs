@@ -9,6 +9,8 @@
 //! - [`http`]: the shared HTTP plumbing (one hyper connection pool; every URL
 //!   comes from the route tables of `pygmy_core::api::routes`), and
 //!   [`ClientError`] (`error.rs`): failures by kind, decoded in one place.
+//! - [`tls`]: rustls configs (the cluster CA to trust, the certificate to
+//!   show) for `https://` nodes, and the PEM files they come from.
 //!
 //! The tools (feature `tools`, on by default; the server builds without):
 //! - [`tools::load`]: the load generator.
@@ -23,6 +25,7 @@ mod error;
 pub mod http;
 pub mod nodes;
 mod store;
+pub mod tls;
 #[cfg(feature = "tools")]
 pub mod tools;
 

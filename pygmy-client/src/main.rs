@@ -2,14 +2,15 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use pygmy_client::tools::check::{Checker, ReplicaUrls};
 use pygmy_client::tools::load::{self, LoadConfig, Mix};
 use pygmy_client::tools::members::{Admin, Table};
-use pygmy_client::{Client, ClientError, ClientOptions, InternalClient};
-use pygmy_core::topology::{Role, Topology};
+use pygmy_client::{tls, Client, ClientError, ClientOptions, InternalClient};
+use pygmy_core::topology::{Role, Topology, CLIENT_CERT_NAME};
 use pygmy_core::types::{Book, IdempotencyKey, ItemId};
 
 /// The Pygmy book store's command line.
@@ -27,6 +28,11 @@ struct Cli {
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
+    /// The CA certificate (PEM) to trust for an `https://` frontend (a
+    /// cluster with TLS; by default the CA of `--topology`, if it names
+    /// one).
+    #[arg(long, global = true, env = "PYGMY_CA")]
+    ca: Option<PathBuf>,
     /// How long a command first waits for the store to be ready (the
     /// frontend's `/ready`; a store just started needs about a second):
     /// past it, `lookup`, `search`, `buy` and `load` fail, `members` goes
@@ -241,7 +247,7 @@ fn main() -> ExitCode {
 }
 
 async fn execute(cli: Cli) -> Result<(), Failure> {
-    let store = Client::new(&cli.frontend)?;
+    let store = Client::with_options(&cli.frontend, &store_options(&cli)?)?;
     let waits = !matches!(cli.command, Command::Members(_) | Command::Status(_));
     if waits && !cli.wait.is_zero() {
         store.wait_ready(cli.wait).await.map_err(|err| {
@@ -297,14 +303,55 @@ fn cluster(path: Option<&std::path::Path>) -> Result<(Topology, ClientOptions), 
         .map_err(|e| fail(e.to_string()))?;
     let options = ClientOptions {
         token: topology.token.clone(),
+        tls: operator_tls(&topology)?,
         ..ClientOptions::default()
     };
     Ok((topology, options))
 }
 
+/// For a topology with TLS: its CA to trust, and the operator's
+/// certificate (`client.pem` in its `cert_dir`) to show where there is
+/// one; without it, only public endpoints answer.
+fn operator_tls(topology: &Topology) -> Result<Option<Arc<rustls::ClientConfig>>, Failure> {
+    let Some(files) = topology.tls_files(CLIENT_CERT_NAME) else {
+        return Ok(None);
+    };
+    let identity = files
+        .cert
+        .exists()
+        .then_some((files.cert.as_path(), files.key.as_path()));
+    tls::client_config(&files.ca, identity)
+        .map(Some)
+        .map_err(|e| fail(pygmy_core::error::chain(&e)))
+}
+
+/// The client options for the store's frontend: TLS trusting `--ca`, or
+/// the CA of the topology a command names, if either is given.
+fn store_options(cli: &Cli) -> Result<ClientOptions, Failure> {
+    let topology = match &cli.command {
+        Command::Load(args) => args.topology.as_deref(),
+        Command::Members(args) => args.topology.as_deref(),
+        Command::Status(args) => args.topology.as_deref(),
+        _ => None,
+    };
+    let tls = match (&cli.ca, topology) {
+        (Some(ca), _) => {
+            Some(tls::client_config(ca, None).map_err(|e| fail(pygmy_core::error::chain(&e)))?)
+        }
+        (None, Some(path)) => {
+            operator_tls(&Topology::load(path).map_err(|e| fail(e.to_string()))?)?
+        }
+        (None, None) => None,
+    };
+    Ok(ClientOptions {
+        tls,
+        ..ClientOptions::default()
+    })
+}
+
 async fn run_status(args: StatusArgs, json: bool) -> Result<(), Failure> {
-    let (topology, _) = cluster(args.topology.as_deref())?;
-    let rows = pygmy_client::tools::status::status(&topology, args.interval).await;
+    let (topology, options) = cluster(args.topology.as_deref())?;
+    let rows = pygmy_client::tools::status::status(&topology, &options, args.interval).await;
     if json {
         println!(
             "{}",

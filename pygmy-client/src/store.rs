@@ -1,5 +1,6 @@
 //! The client of a Pygmy store: its frontend's `lookup`, `search` and `buy`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use pygmy_core::api::public::{BuyResponse, HealthResponse, ItemsResponse};
@@ -28,6 +29,7 @@ use crate::http::{ClientOptions, Http, IDEMPOTENCY_HEADER};
 #[derive(Debug, Clone)]
 pub struct Client {
     http: Http,
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Client {
@@ -43,12 +45,18 @@ impl Client {
     ) -> Result<Client, ClientError> {
         Ok(Client {
             http: Http::new(frontend_url, options)?,
+            tls: options.tls.clone(),
         })
     }
 
     /// The frontend's base URL.
     pub fn url(&self) -> &url::Url {
         self.http.base()
+    }
+
+    /// The TLS it calls an `https://` frontend with, if any.
+    pub fn tls(&self) -> Option<&Arc<rustls::ClientConfig>> {
+        self.tls.as_ref()
     }
 
     /// `GET /ready`: Ok once the frontend reaches a ready replica of each

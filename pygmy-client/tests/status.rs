@@ -13,7 +13,7 @@ async fn status_shows_every_node_and_tells_which_is_down() {
     store.lookup(pygmy_core::ItemId(1)).await.expect("lookup");
     store.lookup(pygmy_core::ItemId(1)).await.expect("lookup");
 
-    let rows = status(test.topology(), Duration::from_millis(300)).await;
+    let rows = status(test.topology(), &test.options(), Duration::from_millis(300)).await;
     let table = StatusTable(&rows).to_string();
     assert_eq!(rows.len(), 7, "{table}");
     assert!(
@@ -44,7 +44,7 @@ async fn status_shows_every_node_and_tells_which_is_down() {
     assert!(frontend.requests_per_s.is_some(), "{table}");
 
     test.cluster.stop_node("order-2").await.expect("stop");
-    let rows = status(test.topology(), Duration::from_millis(100)).await;
+    let rows = status(test.topology(), &test.options(), Duration::from_millis(100)).await;
     let down = rows.iter().find(|r| r.node == "order-2").expect("row");
     assert_eq!(down.health, "unreachable");
     assert!(

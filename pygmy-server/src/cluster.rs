@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use crate::node::{bind, probe_client, run_node, NodeError};
+use crate::node::{bind, probe_client, public_tls, run_node, NodeError};
 
 struct Running {
     stop: oneshot::Sender<()>,
@@ -77,18 +77,21 @@ impl Cluster {
 
     /// `http://addr` of node `name`.
     pub fn url(&self, name: &str) -> Option<String> {
-        self.topology
-            .node(name)
-            .map(|n| format!("http://{}", n.addr))
+        self.topology.node(name).map(|n| self.topology.url(n))
     }
 
     /// Waits until every running node answers `/ready` with 200, at most
     /// `timeout` (backends first: a frontend is ready once it reaches them).
     pub async fn wait_ready(&self, timeout: Duration) -> Result<(), String> {
         let deadline = tokio::time::Instant::now() + timeout;
+        let topology = self.topology.clone();
+        let tls = tokio::task::spawn_blocking(move || public_tls(&topology))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
         for name in self.running.keys() {
             let url = self.url(name).ok_or_else(|| format!("no node {name}"))?;
-            let client = probe_client(&url).map_err(|e| e.to_string())?;
+            let client = probe_client(&url, tls.clone()).map_err(|e| e.to_string())?;
             loop {
                 if client.ready().await.is_ok() {
                     break;

@@ -29,8 +29,11 @@
 //!   failure to its HTTP status (its envelope is written by
 //!   `http::response`).
 //! - [`transport`]: replication calls over HTTP.
+//! - [`tls`]: a node's TLS (its certificate, the cluster's CA), for
+//!   serving and for calling its peers; [`certs`]: `--make-certs`, a CA
+//!   and a certificate for each node of a topology.
 //! - [`logging`]: stdout and one log file per node.
-//! - [`probe`]: `--probe`, a node's health asked with no runtime (a
+//! - [`probe`]: `--probe`, a node's readiness asked with no runtime (a
 //!   container's health check).
 //! - [`recover`]: `--force-new-cluster`, a stopped replica made the only
 //!   voter of a new cluster, when its service lost its majority for good.
@@ -43,6 +46,7 @@
 
 pub mod background;
 pub mod catalog;
+pub mod certs;
 pub mod cluster;
 pub mod frontend;
 pub mod gather;
@@ -56,6 +60,7 @@ pub mod recover;
 pub mod replica;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod tls;
 pub mod transport;
 
 pub use cluster::Cluster;

@@ -43,6 +43,12 @@ struct Args {
     /// check, in an image with no other program.
     #[arg(long, requires = "node")]
     probe: bool,
+    /// Make a cluster CA, a certificate and key for each node of the
+    /// topology and one for the operator's tools (`client.pem`) in DIR,
+    /// and exit (docs/operations.md, "TLS"). Name DIR as `cert_dir` and
+    /// DIR/ca.pem as `ca` in the topology's `[tls]`.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["node", "probe", "force_new_cluster"])]
+    make_certs: Option<PathBuf>,
     /// Make the replica --node, stopped, the only voter of a new cluster
     /// with everything it holds, and exit: for a service that lost its
     /// majority for good (docs/operations.md). Start it as usual
@@ -74,10 +80,41 @@ fn main() -> ExitCode {
             eprintln!("pygmy-server: no node named {name:?} in the topology");
             return ExitCode::from(2);
         };
-        return match pygmy_server::probe::ready(node.addr, std::time::Duration::from_secs(2)) {
+        // A public endpoint: the CA to trust is enough.
+        let tls = match topology.tls_files(name) {
+            None => None,
+            Some(files) => match pygmy_client::tls::client_config(&files.ca, None) {
+                Ok(config) => Some(config),
+                Err(err) => {
+                    eprintln!("pygmy-server: {}", pygmy_core::error::chain(&err));
+                    return ExitCode::FAILURE;
+                }
+            },
+        };
+        return match pygmy_server::probe::ready(node.addr, std::time::Duration::from_secs(2), tls) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("pygmy-server: {name} at {}: {err}", node.addr);
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Some(dir) = &args.make_certs {
+        return match pygmy_server::certs::make_certs(&topology, dir) {
+            Ok(written) => {
+                for cert in written {
+                    println!("{}", cert.display());
+                }
+                println!(
+                    "In the topology: [tls] ca = \"{}\", cert_dir = \"{}\". Keep ca.key \
+                     off the nodes; give each node its own .pem and .key.",
+                    dir.join("ca.pem").display(),
+                    dir.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("pygmy-server: {}", pygmy_core::error::chain(&err));
                 ExitCode::FAILURE
             }
         };

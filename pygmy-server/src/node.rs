@@ -28,12 +28,14 @@ use pygmy_core::topology::{
 };
 use pygmy_core::StoreError;
 use tokio::net::{TcpListener, TcpSocket};
+use tokio_rustls::TlsAcceptor;
 
 use crate::background::Background;
 use crate::catalog::CatalogNode;
 use crate::frontend::{DialCatalog, FrontendNode};
 use crate::http::{serve, Handler, Limits, NodeInfo};
 use crate::order::OrderNode;
+use crate::tls::NodeTls;
 use crate::transport::HttpTransport;
 
 /// A node could not start or run.
@@ -51,6 +53,9 @@ pub enum NodeError {
     /// The replicator could not start.
     #[error(transparent)]
     Replication(#[from] pygmy_core::ReplicationError),
+    /// The TLS files cannot be used.
+    #[error(transparent)]
+    Tls(#[from] pygmy_client::tls::TlsError),
     /// A node stopped on its own.
     #[error("node {0} stopped")]
     Stopped(String),
@@ -122,14 +127,31 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, NodeError> {
     listen().map_err(|source| NodeError::Bind { addr, source })
 }
 
-/// A client that asks a node for its `/health` or `/ready` (any role).
-pub fn probe_client(url: &str) -> Result<InternalClient, ClientError> {
+/// A client that asks a node for its `/health` or `/ready` (any role),
+/// over `tls` for an `https://` node.
+pub fn probe_client(
+    url: &str,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> Result<InternalClient, ClientError> {
     let options = ClientOptions {
         connect_timeout: Duration::from_millis(500),
         timeout: Duration::from_secs(2),
         token: None,
+        tls,
     };
     InternalClient::new(url, &options)
+}
+
+/// TLS for a caller of a cluster's public endpoints (its health, its
+/// readiness): the cluster's CA to trust, no certificate to show; none
+/// for a cluster without TLS. Reads the CA's file.
+pub fn public_tls(
+    topology: &Topology,
+) -> Result<Option<Arc<rustls::ClientConfig>>, pygmy_client::tls::TlsError> {
+    let Some(files) = topology.tls_files(pygmy_core::topology::CLIENT_CERT_NAME) else {
+        return Ok(None);
+    };
+    pygmy_client::tls::client_config(&files.ca, None).map(Some)
 }
 
 /// The longest a node-to-node call may take (a backstop: callers that
@@ -141,11 +163,14 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// 10 s, and over a write that waits out one raft election (about 1.6 s).
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 
-fn client_options(topology: &Topology) -> ClientOptions {
+/// How a node calls the others: with the cluster token, and over TLS
+/// showing its own certificate when the cluster has TLS.
+fn client_options(topology: &Topology, tls: Option<&NodeTls>) -> ClientOptions {
     ClientOptions {
         connect_timeout: Duration::from_millis(500),
         timeout: CALL_TIMEOUT,
         token: topology.token.clone(),
+        tls: tls.map(|tls| Arc::clone(&tls.client)),
     }
 }
 
@@ -341,6 +366,7 @@ async fn catalog_node(
     topology: &Topology,
     node: &NodeConfig,
     info: NodeInfo,
+    tls: Option<&NodeTls>,
 ) -> Result<(Arc<CatalogNode>, Background), NodeError> {
     let store = open_store::<CatalogMachine>(topology, node).await?;
     let books = {
@@ -352,7 +378,7 @@ async fn catalog_node(
     if store.store.seed(books).await? {
         tracing::info!("seeded a new catalog");
     }
-    let pool = pooled(&client_options(topology))?;
+    let pool = pooled(&client_options(topology, tls))?;
     let replicator = replicator(topology, node, &store, &pool).await?;
     let frontends = clients(topology, Role::Frontend, &pool, InternalClient::from_http)?;
     let (catalog, background) = CatalogNode::new(info, store.store, replicator, frontends);
@@ -363,9 +389,10 @@ async fn order_node(
     topology: &Topology,
     node: &NodeConfig,
     info: NodeInfo,
+    tls: Option<&NodeTls>,
 ) -> Result<(Arc<OrderNode>, Background), NodeError> {
     let store = open_store::<OrderMachine>(topology, node).await?;
-    let pool = pooled(&client_options(topology))?;
+    let pool = pooled(&client_options(topology, tls))?;
     let replicator = replicator(topology, node, &store, &pool).await?;
     // The preferred catalog replica first, then the others in file order.
     let preferred = topology.preferred_catalog(node);
@@ -388,8 +415,9 @@ async fn order_node(
 fn frontend_node(
     topology: &Topology,
     info: NodeInfo,
+    tls: Option<&NodeTls>,
 ) -> Result<(Arc<FrontendNode>, Background), NodeError> {
-    let pool = pooled(&client_options(topology))?;
+    let pool = pooled(&client_options(topology, tls))?;
     let catalogs = replica_set(
         topology,
         Role::Catalog,
@@ -448,38 +476,56 @@ pub async fn run_node(
         addr: node.addr,
         source,
     })?;
-    tracing::info!(%addr, role = %node.role, "starting");
+    let tls = {
+        let (topology, name) = (topology.clone(), name.to_owned());
+        tokio::task::spawn_blocking(move || NodeTls::of(&topology, &name)).await??
+    };
+    tracing::info!(%addr, role = %node.role, tls = tls.is_some(), "starting");
+    let serving = Serving {
+        listener,
+        limits,
+        acceptor: tls.as_ref().map(|tls| tls.acceptor.clone()),
+    };
+    let tls = tls.as_ref();
     match node.role {
         Role::Frontend => {
-            let (handler, background) = frontend_node(topology, info)?;
-            serve_node(handler, background, listener, limits, shutdown).await;
+            let (handler, background) = frontend_node(topology, info, tls)?;
+            serving.serve(handler, background, shutdown).await;
         }
         Role::Catalog => {
-            let (handler, background) = catalog_node(topology, node, info).await?;
-            serve_node(handler, background, listener, limits, shutdown).await;
+            let (handler, background) = catalog_node(topology, node, info, tls).await?;
+            serving.serve(handler, background, shutdown).await;
         }
         Role::Order => {
-            let (handler, background) = order_node(topology, node, info).await?;
-            serve_node(handler, background, listener, limits, shutdown).await;
+            let (handler, background) = order_node(topology, node, info, tls).await?;
+            serving.serve(handler, background, shutdown).await;
         }
     }
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Serves `handler` on `listener` until `shutdown` completes, with the
-/// node's `background` work running: every task started at once, into one
-/// set, and stopped together once the server has drained.
-async fn serve_node<H: Handler>(
-    handler: Arc<H>,
-    background: Background,
+/// Where and how a node serves: its listener, its limits, its TLS.
+struct Serving {
     listener: TcpListener,
     limits: Limits,
-    shutdown: impl Future<Output = ()>,
-) {
-    let mut tasks = background.start();
-    serve(listener, handler, limits, shutdown).await;
-    tasks.shutdown().await;
+    acceptor: Option<TlsAcceptor>,
+}
+
+impl Serving {
+    /// Serves `handler` until `shutdown` completes, with the node's
+    /// `background` work running: every task started at once, into one
+    /// set, and stopped together once the server has drained.
+    async fn serve<H: Handler>(
+        self,
+        handler: Arc<H>,
+        background: Background,
+        shutdown: impl Future<Output = ()>,
+    ) {
+        let mut tasks = background.start();
+        serve(self.listener, handler, self.limits, self.acceptor, shutdown).await;
+        tasks.shutdown().await;
+    }
 }
 
 #[cfg(test)]

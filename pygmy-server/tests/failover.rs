@@ -155,7 +155,7 @@ async fn each_role_alone_answers_what_it_can() {
         .await
         .expect("start frontend");
     // Alive, and saying it cannot serve.
-    let frontend = pygmy_server::node::probe_client(&test.url("frontend")).expect("client");
+    let frontend = pygmy_server::node::probe_client(&test.url("frontend"), None).expect("client");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let health = loop {
         match frontend.health().await {

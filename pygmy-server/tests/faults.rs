@@ -977,7 +977,8 @@ async fn leader_of(cluster: &ProcessCluster, role: Role) -> String {
 
 /// The catalog replicas' raft terms, by name.
 async fn catalog_terms(cluster: &ProcessCluster) -> BTreeMap<String, u64> {
-    pygmy_client::tools::status::status(cluster.topology(), Duration::from_millis(200))
+    let options = cluster.options();
+    pygmy_client::tools::status::status(cluster.topology(), &options, Duration::from_millis(200))
         .await
         .into_iter()
         .filter(|node| node.role == "catalog")

@@ -3,14 +3,18 @@
 //! workers), and decodes only what the run needs from each answer. Lean on
 //! purpose: the generator must never be what limits a measurement.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use http::header::{HeaderValue, HOST};
 use http::Request;
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
 use serde::Deserialize;
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 
 use crate::error::{ClientError, ERROR_KIND_HEADER};
 
@@ -22,20 +26,45 @@ pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 pub struct Connection {
     /// `host:port`, to connect to.
     authority: String,
+    /// `http://host:port` or `https://host:port`, for errors.
+    origin: String,
     host: HeaderValue,
+    /// For `https://`: the TLS client and the name the frontend's
+    /// certificate must bear.
+    tls: Option<(TlsConnector, ServerName<'static>)>,
     sender: Option<SendRequest<Empty<Bytes>>>,
 }
 
 impl Connection {
-    /// A connection to the frontend at `base` (`http://host:port`).
-    pub fn new(base: &url::Url) -> Result<Connection, ClientError> {
+    /// A connection to the frontend at `base` (`http://host:port`, or
+    /// `https://host:port` with `tls`).
+    pub fn new(
+        base: &url::Url,
+        tls: Option<&Arc<rustls::ClientConfig>>,
+    ) -> Result<Connection, ClientError> {
         let invalid = || ClientError::InvalidUrl(base.to_string());
         let host = base.host_str().ok_or_else(invalid)?;
         let port = base.port_or_known_default().ok_or_else(invalid)?;
         let authority = format!("{host}:{port}");
+        let tls = match (base.scheme(), tls) {
+            ("http", _) => None,
+            ("https", Some(config)) => {
+                let name = host.trim_start_matches('[').trim_end_matches(']');
+                let name = ServerName::try_from(name.to_owned()).map_err(|_| invalid())?;
+                Some((TlsConnector::from(Arc::clone(config)), name))
+            }
+            ("https", None) => {
+                return Err(ClientError::InvalidCall(format!(
+                    "{base} is https: give the CA to trust (--ca)"
+                )))
+            }
+            _ => return Err(invalid()),
+        };
         Ok(Connection {
             host: HeaderValue::from_str(&authority).map_err(|_| invalid())?,
+            origin: format!("{}://{authority}", base.scheme()),
             authority,
+            tls,
             sender: None,
         })
     }
@@ -43,7 +72,7 @@ impl Connection {
     async fn sender(&mut self) -> Result<&mut SendRequest<Empty<Bytes>>, ClientError> {
         if self.sender.as_ref().is_none_or(|s| s.is_closed()) {
             let transport = |reason: String, connect| ClientError::Transport {
-                url: format!("http://{}", self.authority),
+                url: self.origin.clone(),
                 reason,
                 connect,
             };
@@ -51,17 +80,21 @@ impl Connection {
                 .await
                 .map_err(|e| transport(e.to_string(), true))?;
             let _ = stream.set_nodelay(true);
-            let (sender, connection) = http1::handshake(TokioIo::new(stream))
-                .await
-                .map_err(|e| transport(e.to_string(), true))?;
-            tokio::spawn(async move {
-                // Ends when the server closes it or the sender is dropped.
-                let _ = connection.await;
-            });
+            let sender = match &self.tls {
+                None => handshake(stream).await,
+                Some((connector, name)) => {
+                    let stream = connector
+                        .connect(name.clone(), stream)
+                        .await
+                        .map_err(|e| transport(format!("TLS: {e}"), true))?;
+                    handshake(stream).await
+                }
+            }
+            .map_err(|e| transport(e.to_string(), true))?;
             self.sender = Some(sender);
         }
         self.sender.as_mut().ok_or_else(|| ClientError::Transport {
-            url: format!("http://{}", self.authority),
+            url: self.origin.clone(),
             reason: "no connection".to_owned(),
             connect: true,
         })
@@ -72,7 +105,7 @@ impl Connection {
     /// fails as a transport error (its outcome unknown).
     pub async fn get(&mut self, path_and_query: &str) -> Result<Bytes, ClientError> {
         let host = self.host.clone();
-        let url = format!("http://{}{path_and_query}", self.authority);
+        let url = format!("{}{path_and_query}", self.origin);
         let timed_out = ClientError::Transport {
             url: url.clone(),
             reason: format!("no answer within {REQUEST_TIMEOUT:?}"),
@@ -114,6 +147,19 @@ impl Connection {
         }
         result
     }
+}
+
+/// HTTP/1 over `stream`, its connection driven by a task of its own (it
+/// ends when the server closes it or the sender is dropped).
+async fn handshake<S>(stream: S) -> Result<SendRequest<Empty<Bytes>>, hyper::Error>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(sender)
 }
 
 /// The parts of a lookup's or search's answer a session follows.

@@ -6,8 +6,12 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use pygmy_core::api::routes::{NodeRoute, OrderRoute};
 use pygmy_core::topology::{Role, Topology};
 use serde::Serialize;
+
+use crate::error::ClientError;
+use crate::http::{ClientOptions, Http};
 
 /// What one node showed, or why it showed nothing.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -51,15 +55,22 @@ pub struct RaftFigures {
     pub lag: u64,
 }
 
-/// Reads every node of `topology`: two scrapes `interval` apart. An
-/// unreachable node is a row that says why, never an error of the whole.
-pub async fn status(topology: &Topology, interval: Duration) -> Vec<NodeStatus> {
-    let client = match reqwest::Client::builder()
-        .connect_timeout(Duration::from_millis(500))
-        .timeout(Duration::from_secs(2))
-        .build()
-    {
-        Ok(client) => client,
+/// Reads every node of `topology`: two scrapes `interval` apart, over
+/// `options` (its TLS, for a cluster that has it; 500 ms to connect and
+/// 2 s to answer at most). An unreachable node is a row that says why,
+/// never an error of the whole.
+pub async fn status(
+    topology: &Topology,
+    options: &ClientOptions,
+    interval: Duration,
+) -> Vec<NodeStatus> {
+    let options = ClientOptions {
+        connect_timeout: options.connect_timeout.min(Duration::from_millis(500)),
+        timeout: options.timeout.min(Duration::from_secs(2)),
+        ..options.clone()
+    };
+    let pool = match crate::http::pooled(&options) {
+        Ok(pool) => pool,
         Err(err) => {
             return topology
                 .nodes
@@ -68,15 +79,12 @@ pub async fn status(topology: &Topology, interval: Duration) -> Vec<NodeStatus> 
                 .collect()
         }
     };
-    let urls: Vec<String> = topology
-        .nodes
-        .iter()
-        .map(|n| format!("http://{}", n.addr))
-        .collect();
-    let first = futures_util::future::join_all(urls.iter().map(|u| scrape(&client, u))).await;
+    let urls: Vec<String> = topology.nodes.iter().map(|n| topology.url(n)).collect();
+    let client = |url: &String| Http::with_client(pool.clone(), url, None);
+    let first = futures_util::future::join_all(urls.iter().map(|u| scrape(client(u)))).await;
     let started = Instant::now();
     tokio::time::sleep(interval).await;
-    let second = futures_util::future::join_all(urls.iter().map(|u| scrape(&client, u))).await;
+    let second = futures_util::future::join_all(urls.iter().map(|u| scrape(client(u)))).await;
     let elapsed = started.elapsed().as_secs_f64();
 
     let mut rows: Vec<NodeStatus> = topology
@@ -149,42 +157,24 @@ struct Sample {
     value: f64,
 }
 
-async fn scrape(client: &reqwest::Client, url: &str) -> Result<Scrape, String> {
-    let health = client
-        .get(format!("{url}/health"))
-        .send()
+async fn scrape(http: Result<Http, ClientError>) -> Result<Scrape, String> {
+    let http = http.map_err(|e| e.to_string())?;
+    let health = http.health().await.map_err(describe)?.state;
+    let metrics = http
+        .send_raw(http.request(&NodeRoute::<OrderRoute>::Metrics, &[]))
         .await
-        .map_err(|e| describe(&e))?;
-    if !health.status().is_success() {
-        return Err(format!("/health answered {}", health.status().as_u16()));
-    }
-    let health = health
-        .json::<pygmy_core::api::public::HealthResponse>()
-        .await
-        .map_err(|e| format!("/health answered no health: {}", describe(&e)))?
-        .state;
-    let metrics = client
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .map_err(|e| describe(&e))?;
-    if !metrics.status().is_success() {
-        return Err(format!("/metrics answered {}", metrics.status().as_u16()));
-    }
-    let text = metrics.text().await.map_err(|e| describe(&e))?;
+        .map_err(describe)?;
     Ok(Scrape {
         health,
-        samples: parse(&text),
+        samples: parse(&String::from_utf8_lossy(&metrics)),
     })
 }
 
-fn describe(err: &reqwest::Error) -> String {
-    if err.is_connect() {
-        "cannot connect".to_owned()
-    } else if err.is_timeout() {
-        "no answer within 2 s".to_owned()
-    } else {
-        err.to_string()
+fn describe(err: ClientError) -> String {
+    match err {
+        ClientError::Transport { connect: true, .. } => "cannot connect".to_owned(),
+        ClientError::Transport { reason, .. } => reason,
+        other => other.to_string(),
     }
 }
 

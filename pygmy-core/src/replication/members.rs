@@ -67,9 +67,14 @@ impl MemberChange {
             ));
         }
         if let MemberChange::Add { url, .. } = self {
-            let host = url.strip_prefix("http://").unwrap_or_default();
+            let host = url
+                .strip_prefix("http://")
+                .or_else(|| url.strip_prefix("https://"))
+                .unwrap_or_default();
             if host.is_empty() || host.len() > 253 || host.contains(char::is_whitespace) {
-                return Err(format!("member url {url:?}: expected http://host:port"));
+                return Err(format!(
+                    "member url {url:?}: expected http://host:port (https:// with TLS)"
+                ));
             }
         }
         Ok(())

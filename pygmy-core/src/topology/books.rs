@@ -21,10 +21,7 @@ impl Topology {
         let Some(file) = &self.catalog_file else {
             return Ok(default_books());
         };
-        let path = &match &self.base_dir {
-            Some(dir) if file.is_relative() => dir.join(file),
-            _ => file.clone(),
-        };
+        let path = &self.resolve(file);
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.display().to_string(),
             source,

@@ -128,6 +128,36 @@ pub struct NodeConfig {
     pub catalog: Option<String>,
 }
 
+/// Where a cluster's certificates are (`[tls]`; docs/operations.md,
+/// "TLS"). With it every node serves HTTPS and calls its peers over it,
+/// and peers prove themselves by a certificate of the cluster's CA.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The cluster CA's certificate (PEM): every node's and operator's
+    /// certificate must be signed by it.
+    pub ca: PathBuf,
+    /// The directory of each node's certificate and key (PEM),
+    /// `<name>.pem` and `<name>.key`, and the operator's, `client.pem`
+    /// and `client.key` (`pygmy-server --make-certs` writes them all).
+    pub cert_dir: PathBuf,
+}
+
+/// The certificate and key files of one holder (a node, or the operator).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The cluster CA's certificate.
+    pub ca: PathBuf,
+    /// The holder's certificate.
+    pub cert: PathBuf,
+    /// The holder's private key.
+    pub key: PathBuf,
+}
+
+/// The name of the operator's certificate in `cert_dir` (what
+/// `pygmy-client` presents to the nodes' internal endpoints).
+pub const CLIENT_CERT_NAME: &str = "client";
+
 /// A whole cluster.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -199,11 +229,16 @@ pub struct Topology {
     /// further behind catches up by snapshot. 1,000 by default.
     #[serde(default = "Topology::default_raft_keep_logs")]
     pub raft_keep_logs: u64,
+    /// TLS between every pair of nodes, and for every client: none (plain
+    /// HTTP) unless set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
     /// The nodes.
     #[serde(rename = "node")]
     pub nodes: Vec<NodeConfig>,
     /// The directory of the file this was read from: a relative
-    /// `catalog_file` is relative to it.
+    /// `catalog_file`, and the relative paths of `tls`, are relative to
+    /// it.
     #[serde(skip)]
     pub base_dir: Option<PathBuf>,
 }
@@ -315,6 +350,7 @@ impl Topology {
             raft_snapshot_every: Self::default_raft_snapshot_every(),
             raft_keep_logs: Self::default_raft_keep_logs(),
             base_dir: None,
+            tls: None,
             nodes: vec![
                 node("frontend", Role::Frontend, 8010),
                 node("catalog-a", Role::Catalog, 8011),
@@ -455,8 +491,44 @@ impl Topology {
     /// The `(name, url)` of each node of `role`, in file order.
     pub fn urls(&self, role: Role) -> Vec<(String, String)> {
         self.of_role(role)
-            .map(|n| (n.name.clone(), format!("http://{}", n.addr)))
+            .map(|n| (n.name.clone(), self.url(n)))
             .collect()
+    }
+
+    /// `http://addr` of `node`, or `https://addr` when the cluster has TLS.
+    pub fn url(&self, node: &NodeConfig) -> String {
+        format!("{}://{}", self.scheme(), node.addr)
+    }
+
+    /// `https` when the cluster has TLS, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// The TLS files of `holder` (a node's name, or [`CLIENT_CERT_NAME`]),
+    /// relative paths taken from the topology file's directory; none
+    /// without TLS.
+    pub fn tls_files(&self, holder: &str) -> Option<TlsFiles> {
+        let tls = self.tls.as_ref()?;
+        let dir = self.resolve(&tls.cert_dir);
+        Some(TlsFiles {
+            ca: self.resolve(&tls.ca),
+            cert: dir.join(format!("{holder}.pem")),
+            key: dir.join(format!("{holder}.key")),
+        })
+    }
+
+    /// `path`, relative to the topology file's directory if it is relative
+    /// and the topology was read from a file.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        match &self.base_dir {
+            Some(base) if path.is_relative() => base.join(path),
+            _ => path.to_path_buf(),
+        }
     }
 
     /// The catalog replica order replica `node` prefers: its `catalog`, or

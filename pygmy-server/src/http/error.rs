@@ -76,6 +76,15 @@ impl ApiError {
         )
     }
 
+    /// An internal endpoint called over TLS without a client certificate
+    /// of the cluster's CA (401).
+    pub fn unauthorized_without_certificate() -> Self {
+        ApiError::new(
+            ErrorKind::Unauthorized,
+            "this endpoint needs a client certificate of the cluster's CA, and the cluster token",
+        )
+    }
+
     /// No such thing (404).
     pub fn not_found(message: impl Into<String>) -> Self {
         ApiError::new(ErrorKind::NotFound, message)

@@ -24,11 +24,12 @@ use hyper::body::{Body as _, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use pygmy_core::api::routes::{parse, Access, BodySize, NodeRoute, Route, RouteError};
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
 use super::error::ApiError;
@@ -125,13 +126,14 @@ struct Slot {
     peers_only: bool,
 }
 
-/// Serves `handler` on `listener` until `shutdown` completes, then stops
-/// accepting, lets open requests finish (at most `drain_timeout`) and
+/// Serves `handler` on `listener` (over TLS with `tls`) until `shutdown`
+/// completes, then stops accepting, lets open requests finish (at most `drain_timeout`) and
 /// closes every connection, so nothing of the node outlives this call.
 pub async fn serve<H: Handler>(
     listener: TcpListener,
     handler: Arc<H>,
     limits: Limits,
+    tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) {
     let graceful = GracefulShutdown::new();
@@ -166,30 +168,41 @@ pub async fn serve<H: Handler>(
                 } else {
                     limits.read_timeout
                 };
-                let (handler, server) = (Arc::clone(&handler), Arc::clone(&server));
-                let service = service_fn(move |req| {
-                    let (handler, server) = (Arc::clone(&handler), Arc::clone(&server));
-                    async move {
-                        let started = Instant::now();
-                        let (route, response) = if peers_only {
-                            respond_to_peer(&*handler, &server, req).await
-                        } else {
-                            respond(&*handler, &server, req).await
-                        };
-                        server.counts.record(response.status());
-                        server.latencies.record(route, started.elapsed());
-                        Ok::<_, std::convert::Infallible>(response)
-                    }
-                });
-                let conn = http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(header_timeout)
-                    .keep_alive(true)
-                    .serve_connection(TokioIo::new(stream), service);
-                let conn = graceful.watch(conn);
+                let connection = Connection {
+                    handler: Arc::clone(&handler),
+                    server: Arc::clone(&server),
+                    peers_only,
+                    header_timeout,
+                    watcher: graceful.watcher(),
+                };
+                let tls = tls.clone();
                 connections.spawn(
                     async move {
-                        if let Err(err) = conn.await {
+                        let served = match tls {
+                            None => connection.serve(stream, Caller::Plain).await,
+                            // The handshake in the connection's own task,
+                            // in the time its headers would have.
+                            Some(acceptor) => {
+                                match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                                    Ok(Ok(stream)) => {
+                                        let certified = stream
+                                            .get_ref()
+                                            .1
+                                            .peer_certificates()
+                                            .is_some_and(|certs| !certs.is_empty());
+                                        let caller = if certified {
+                                            Caller::Certified
+                                        } else {
+                                            Caller::Anonymous
+                                        };
+                                        connection.serve(stream, caller).await
+                                    }
+                                    Ok(Err(err)) => Err(format!("TLS handshake: {err}")),
+                                    Err(_) => Err("no TLS handshake in time".to_owned()),
+                                }
+                            }
+                        };
+                        if let Err(err) = served {
                             tracing::debug!(%peer, %err, "connection ended with an error");
                         }
                         drop(slot);
@@ -208,6 +221,65 @@ pub async fn serve<H: Handler>(
         }
     }
     connections.shutdown().await;
+}
+
+/// Who called on a connection, as far as TLS tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Caller {
+    /// No TLS on this node: the cluster token alone admits to internal
+    /// endpoints.
+    Plain,
+    /// TLS, and the caller showed a certificate of the cluster's CA (the
+    /// handshake checked it): a peer or an operator.
+    Certified,
+    /// TLS without a certificate: public endpoints only.
+    Anonymous,
+}
+
+/// One accepted connection, before it is served.
+struct Connection<H> {
+    handler: Arc<H>,
+    server: Arc<Server>,
+    /// On a peer slot: only requests with the token are served.
+    peers_only: bool,
+    header_timeout: Duration,
+    watcher: Watcher,
+}
+
+impl<H: Handler> Connection<H> {
+    /// Serves HTTP/1 on `stream` until it closes (or the server drains it).
+    async fn serve<S>(self, stream: S, caller: Caller) -> Result<(), String>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let Connection {
+            handler,
+            server,
+            peers_only,
+            header_timeout,
+            watcher,
+        } = self;
+        let service = service_fn(move |req| {
+            let (handler, server) = (Arc::clone(&handler), Arc::clone(&server));
+            async move {
+                let started = Instant::now();
+                let (route, response) = if peers_only {
+                    respond_to_peer(&*handler, &server, caller, req).await
+                } else {
+                    respond(&*handler, &server, caller, req).await
+                };
+                server.counts.record(response.status());
+                server.latencies.record(route, started.elapsed());
+                Ok::<_, std::convert::Infallible>(response)
+            }
+        });
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .keep_alive(true)
+            .serve_connection(TokioIo::new(stream), service);
+        watcher.watch(conn).await.map_err(|err| err.to_string())
+    }
 }
 
 /// What one node's server keeps across its connections.
@@ -338,10 +410,11 @@ impl Server {
 async fn respond_to_peer<H: Handler>(
     handler: &H,
     server: &Server,
+    caller: Caller,
     req: http::Request<Incoming>,
 ) -> (&'static str, Response) {
-    if authorize(req.headers(), handler.node().token.as_deref()).is_ok() {
-        return respond(handler, server, req).await;
+    if authorize(req.headers(), handler.node().token.as_deref(), caller).is_ok() {
+        return respond(handler, server, caller, req).await;
     }
     let mut response = Response::from(ApiError::unavailable("too many connections; try again"));
     response
@@ -354,6 +427,7 @@ async fn respond_to_peer<H: Handler>(
 async fn respond<H: Handler>(
     handler: &H,
     server: &Server,
+    caller: Caller,
     req: http::Request<Incoming>,
 ) -> (&'static str, Response) {
     let mut label = "unmatched";
@@ -372,7 +446,7 @@ async fn respond<H: Handler>(
                 // The token first: an internal endpoint tells a caller
                 // without it nothing, not even that its path is invalid.
                 if bad.info.access == Access::Internal {
-                    authorize(&parts.headers, handler.node().token.as_deref())?;
+                    authorize(&parts.headers, handler.node().token.as_deref(), caller)?;
                 }
                 return Err(RouteError::BadParam(bad).into());
             }
@@ -381,7 +455,7 @@ async fn respond<H: Handler>(
         label = route.label();
         let info = route.info();
         if info.access == Access::Internal {
-            authorize(&parts.headers, handler.node().token.as_deref())?;
+            authorize(&parts.headers, handler.node().token.as_deref(), caller)?;
         }
         let max = match info.body {
             BodySize::Small => limits.max_body,
@@ -430,8 +504,17 @@ fn body_bound(headers: &http::HeaderMap, body: &Incoming, max: usize) -> Result<
     }
 }
 
-/// Checks the cluster token in `headers`, if the cluster has one.
-fn authorize(headers: &http::HeaderMap, token: Option<&str>) -> Result<(), ApiError> {
+/// Admits a call to an internal endpoint: under TLS only a caller that
+/// showed a certificate of the cluster's CA; and the cluster token in
+/// `headers`, if the cluster has one.
+fn authorize(
+    headers: &http::HeaderMap,
+    token: Option<&str>,
+    caller: Caller,
+) -> Result<(), ApiError> {
+    if caller == Caller::Anonymous {
+        return Err(ApiError::unauthorized_without_certificate());
+    }
     let Some(expected) = token else {
         return Ok(());
     };

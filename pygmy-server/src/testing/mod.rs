@@ -544,7 +544,7 @@ impl ProcessCluster {
 
     /// Waits until node `name` answers `/ready` with 200.
     pub async fn wait_ready(&self, name: &str, timeout: Duration) {
-        let client = match crate::node::probe_client(&self.url(name)) {
+        let client = match crate::node::probe_client(&self.url(name), None) {
             Ok(client) => client,
             Err(err) => panic!("{err}"),
         };

@@ -67,7 +67,7 @@ pub async fn run(client: &Client, config: &LoadConfig) -> LoadReport {
     });
     let mut workers = tokio::task::JoinSet::new();
     for index in 0..concurrency {
-        let conn = match Connection::new(client.url()) {
+        let conn = match Connection::new(client.url(), client.tls()) {
             Ok(conn) => conn,
             Err(err) => {
                 eprintln!("cannot load {}: {err}", client.url());
