@@ -248,6 +248,77 @@ impl Http {
         }
     }
 
+    /// Sends `call` and writes the body of a 2xx answer to `out` as it
+    /// comes, a frame at a time (never whole in memory); answers the bytes
+    /// written. The answer's head within the pool's timeout, and each
+    /// frame within it of the last; a body cut short is an error.
+    pub async fn download(
+        &self,
+        call: Call,
+        out: &mut (impl tokio::io::AsyncWrite + Unpin),
+    ) -> Result<u64, ClientError> {
+        use tokio::io::AsyncWriteExt;
+        if let Some(invalid) = call.invalid {
+            return Err(ClientError::InvalidCall(invalid));
+        }
+        let url = call
+            .request
+            .uri_ref()
+            .map_or_else(|| self.origin.clone(), ToString::to_string);
+        let request = call
+            .request
+            .body(Full::new(call.body))
+            .map_err(|e| ClientError::InvalidCall(e.to_string()))?;
+        let transport = |reason: String, connect: bool| ClientError::Transport {
+            url: url.clone(),
+            reason,
+            connect,
+        };
+        let late = || transport(format!("no answer within {:?}", self.pool.timeout), false);
+        let response = tokio::time::timeout(self.pool.timeout, self.pool.client.request(request))
+            .await
+            .map_err(|_| late())?
+            .map_err(|e| transport(chain(&e), e.is_connect()))?;
+        let status = response.status().as_u16();
+        if !(200..300).contains(&status) {
+            let kind = response
+                .headers()
+                .get(ERROR_KIND_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let body = tokio::time::timeout(self.pool.timeout, response.into_body().collect())
+                .await
+                .map_err(|_| late())?
+                .map_err(|e| transport(chain(&e), false))?
+                .to_bytes();
+            return Err(ClientError::answer(status, kind.as_deref(), &body));
+        }
+        let mut body = response.into_body();
+        let mut written = 0u64;
+        loop {
+            let frame = tokio::time::timeout(self.pool.timeout, body.frame())
+                .await
+                .map_err(|_| late())?;
+            match frame {
+                None => return Ok(written),
+                Some(Err(e)) => {
+                    return Err(transport(
+                        format!("the body broke off: {}", chain(&e)),
+                        false,
+                    ))
+                }
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        out.write_all(&data)
+                            .await
+                            .map_err(|e| ClientError::InvalidCall(format!("cannot write: {e}")))?;
+                        written += data.len() as u64;
+                    }
+                }
+            }
+        }
+    }
+
     /// Sends `call` and returns the body of a 2xx answer, or the error the
     /// answer stands for; the whole call within the pool's timeout.
     pub async fn send_raw(&self, call: Call) -> Result<Bytes, ClientError> {

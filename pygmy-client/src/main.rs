@@ -79,6 +79,23 @@ enum Command {
     /// Every node of a topology at a glance: health, raft role, term,
     /// leader, applied index and lag, cache hit rate, requests per second.
     Status(StatusArgs),
+    /// Copy a running raft service's state to a file, consistent at a read
+    /// index: `pygmy-client backup --service order orders.backup`
+    /// (restore: `pygmy-server --node NAME --restore FILE`).
+    Backup(BackupArgs),
+}
+
+#[derive(Debug, Args)]
+struct BackupArgs {
+    /// The service: `catalog` or `order`.
+    #[arg(long, value_parser = parse_service)]
+    service: Role,
+    /// The topology file naming the service's replicas and the cluster
+    /// token (default: the default local topology).
+    #[arg(long)]
+    topology: Option<PathBuf>,
+    /// The file to write (first as FILE.partial, renamed once whole).
+    file: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -248,7 +265,10 @@ fn main() -> ExitCode {
 
 async fn execute(cli: Cli) -> Result<(), Failure> {
     let store = Client::with_options(&cli.frontend, &store_options(&cli)?)?;
-    let waits = !matches!(cli.command, Command::Members(_) | Command::Status(_));
+    let waits = !matches!(
+        cli.command,
+        Command::Members(_) | Command::Status(_) | Command::Backup(_)
+    );
     if waits && !cli.wait.is_zero() {
         store.wait_ready(cli.wait).await.map_err(|err| {
             fail(format!(
@@ -284,6 +304,7 @@ async fn execute(cli: Cli) -> Result<(), Failure> {
         Command::Load(args) => run_load(&store, args, cli.wait, cli.json).await?,
         Command::Members(args) => run_members(args, cli.wait, cli.json).await?,
         Command::Status(args) => run_status(args, cli.json).await?,
+        Command::Backup(args) => run_backup(args, cli.wait, cli.json).await?,
     }
     Ok(())
 }
@@ -332,6 +353,7 @@ fn store_options(cli: &Cli) -> Result<ClientOptions, Failure> {
         Command::Load(args) => args.topology.as_deref(),
         Command::Members(args) => args.topology.as_deref(),
         Command::Status(args) => args.topology.as_deref(),
+        Command::Backup(args) => args.topology.as_deref(),
         _ => None,
     };
     let tls = match (&cli.ca, topology) {
@@ -435,6 +457,41 @@ async fn every_replica_ready(
         })
     });
     futures_util::future::try_join_all(waits).await.map(drop)
+}
+
+async fn run_backup(args: BackupArgs, wait: Duration, json: bool) -> Result<(), Failure> {
+    let (topology, options) = cluster(args.topology.as_deref())?;
+    // A backup may take minutes: no limit on the whole call, only on each
+    // of its chunks (the client's timeout, between two).
+    let admin = Admin::of(&topology, args.service, &options)?;
+    if !wait.is_zero() {
+        admin.wait_ready(wait).await.map_err(|err| {
+            fail(format!(
+                "no {} replica is ready after {}: {err}",
+                args.service,
+                humantime::format_duration(wait)
+            ))
+        })?;
+    }
+    let taken = pygmy_client::tools::backup::backup(&topology, args.service, &options, &args.file)
+        .await
+        .map_err(|e| fail(pygmy_core::error::chain(&e)))?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&taken).unwrap_or_default()
+        );
+    } else {
+        println!(
+            "{}: a backup of the {} service at log index {}, {} bytes, from {}",
+            taken.path.display(),
+            taken.service,
+            taken.last_log_index,
+            taken.bytes,
+            taken.replica
+        );
+    }
+    Ok(())
 }
 
 fn print_books(books: &[Book], json: bool) {

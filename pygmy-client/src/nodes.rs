@@ -11,7 +11,7 @@ use pygmy_core::api::internal::{
 use pygmy_core::api::public::{
     BuyResponse, HealthResponse, ItemUpdate, ItemsResponse, OrderPage, UpdateResponse,
 };
-use pygmy_core::api::routes::{CatalogRoute, FrontendRoute, MemberRoute, OrderRoute};
+use pygmy_core::api::routes::{CatalogRoute, FrontendRoute, MemberRoute, OrderRoute, Route};
 use pygmy_core::balance::{Probe, Probed};
 use pygmy_core::replication::Members;
 use pygmy_core::types::{Book, IdempotencyKey, ItemId, Order, OrderId};
@@ -283,6 +283,17 @@ impl InternalClient {
     /// The same over an existing HTTP client (sharing its connection pool).
     pub fn from_http(http: Http) -> Self {
         InternalClient { http }
+    }
+
+    /// `GET /backup` (`CatalogRoute::Backup` or `OrderRoute::Backup`):
+    /// the replica's state after a read index, written to `out` as it
+    /// comes; answers the bytes written.
+    pub async fn backup(
+        &self,
+        route: &impl Route,
+        out: &mut (impl tokio::io::AsyncWrite + Unpin),
+    ) -> Result<u64, ClientError> {
+        self.http.download(self.http.request(route, &[]), out).await
     }
 
     /// The node's base URL.

@@ -516,6 +516,7 @@ impl Handler for CatalogNode {
             CatalogRoute::Propagate => self.replica.replication_call("ship", &req).await,
             CatalogRoute::Replication(rpc) => self.replica.replication_call(&rpc, &req).await,
             CatalogRoute::Members(route) => self.replica.members_call(route, &req).await,
+            CatalogRoute::Backup => self.replica.backup("catalog").await,
         }
     }
 

@@ -55,6 +55,18 @@ struct Args {
     /// afterwards; replicas started on empty data directories join it.
     #[arg(long, requires = "node")]
     force_new_cluster: bool,
+    /// Found a new cluster of --node's service from the backup FILE
+    /// (`pygmy-client backup`), in --node's empty data directory, and
+    /// exit: --node becomes its only voter (docs/operations.md, "Backup
+    /// and restore"). Start it as usual afterwards; replicas started on
+    /// empty data directories join it.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "node",
+        conflicts_with = "force_new_cluster"
+    )]
+    restore: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -110,6 +122,27 @@ fn main() -> ExitCode {
                      off the nodes; give each node its own .pem and .key.",
                     dir.join("ca.pem").display(),
                     dir.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("pygmy-server: {}", pygmy_core::error::chain(&err));
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Some(backup) = &args.restore {
+        let name = args.node.as_deref().unwrap_or_default();
+        return match pygmy_server::recover::restore(&topology, name, backup) {
+            Ok(restored) => {
+                println!(
+                    "{name} is the only voter of a new {} cluster {} with the backup's state \
+                     at log index {} (taken at {} s since the epoch). Start it as usual; \
+                     start the others on empty data directories: they join it.",
+                    restored.header.service,
+                    restored.identity.cluster,
+                    restored.header.last_log_id.index,
+                    restored.header.taken_at_s,
                 );
                 ExitCode::SUCCESS
             }

@@ -470,6 +470,10 @@ pub async fn run_node(
         role: node.role,
         token: topology.token.clone(),
         data_dir: (node.role != Role::Frontend).then(|| topology.data_dir(node)),
+        raft_store: match (topology.replication, topology.store) {
+            (Replication::Raft, StoreKind::Sqlite) => store_file(topology, node),
+            _ => None,
+        },
     };
     let limits = limits(topology);
     let addr = listener.local_addr().map_err(|source| NodeError::Bind {

@@ -6,14 +6,81 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::StatusCode;
 use pygmy_core::api::internal::{MembersResponse, NewMember};
 use pygmy_core::api::routes::MemberRoute;
 use pygmy_core::api::Envelope;
 use pygmy_core::journal::{Machine, Op};
+use pygmy_core::replication::raft::sqlite::backup::{self, BackupError};
 use pygmy_core::replication::{KnownMembers, MemberChange, ReplicaStatus, Replicator};
 
+use crate::http::response::streamed;
 use crate::http::{json, json_bytes, ApiError, ApiResult, Metrics, NodeInfo, Readiness, Request};
+
+/// The size of a backup's chunks.
+const BACKUP_CHUNK: usize = 64 * 1024;
+
+/// Chunks of a backup between its reader and the connection: the reader
+/// waits while the client is slow.
+const BACKUP_CHUNKS_IN_FLIGHT: usize = 4;
+
+/// A backup's bytes, sent in chunks to the response as they are written
+/// (from a blocking thread).
+struct Chunks {
+    to: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
+    pending: Vec<u8>,
+    /// Told once, when the first chunk goes.
+    started: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Chunks {
+    fn new(
+        to: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
+        started: tokio::sync::oneshot::Sender<()>,
+    ) -> Self {
+        Chunks {
+            to,
+            pending: Vec::with_capacity(BACKUP_CHUNK),
+            started: Some(started),
+        }
+    }
+
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.pending, Vec::with_capacity(BACKUP_CHUNK));
+        self.to
+            .blocking_send(Ok(Bytes::from(chunk)))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client left"))?;
+        if let Some(started) = self.started.take() {
+            let _ = started.send(());
+        }
+        Ok(())
+    }
+
+    /// Ends the body cut short.
+    fn fail(&mut self, err: &BackupError) {
+        let _ = self
+            .to
+            .blocking_send(Err(std::io::Error::other(err.to_string())));
+    }
+}
+
+impl std::io::Write for Chunks {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.pending.extend_from_slice(buf);
+        if self.pending.len() >= BACKUP_CHUNK {
+            self.send()?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
+}
 
 /// How often a replica measures the bytes of its data dir, for
 /// `/metrics`: a scrape reads the last figure, and never walks the
@@ -112,6 +179,47 @@ impl<M: Machine> Replica<M> {
         self.ensure_ready()?;
         self.replicator.linearize().await?;
         Ok(())
+    }
+
+    /// `GET /backup` (internal, token already checked): the replica's
+    /// state once it has applied every change acknowledged before the call
+    /// (a read index), read in one transaction and sent as it is read
+    /// (`raft::sqlite::backup`): never whole in memory. A failure before
+    /// the first chunk is an error answer; one after it cuts the body
+    /// short, and the backup then has no end line, so it is never
+    /// restored.
+    pub async fn backup(&self, service: &'static str) -> ApiResult {
+        let Some(path) = self.node.raft_store.clone() else {
+            return Err(ApiError::not_found(
+                "backups are of raft services with their store in SQLite",
+            ));
+        };
+        self.ready_to_read().await?;
+        let (chunks, body) = tokio::sync::mpsc::channel(BACKUP_CHUNKS_IN_FLIGHT);
+        let (started, first) = tokio::sync::oneshot::channel();
+        let name = self.node.name.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            let mut out = Chunks::new(chunks, started);
+            let written = backup::write(&path, service, &mut out);
+            match &written {
+                Ok(header) => tracing::info!(index = header.last_log_id.index, "backup sent"),
+                Err(err) => {
+                    tracing::warn!(node = %name, err = %pygmy_core::error::chain(err), "backup failed");
+                    out.fail(err);
+                }
+            }
+            written
+        });
+        tokio::select! {
+            biased;
+            Ok(()) = first => Ok(streamed("application/x-ndjson", body)),
+            written = written => match written {
+                // Whole before its first chunk was sent: the channel holds it.
+                Ok(Ok(_)) => Ok(streamed("application/x-ndjson", body)),
+                Ok(Err(err)) => Err(ApiError::internal(pygmy_core::error::chain(&err))),
+                Err(err) => Err(ApiError::internal(err.to_string())),
+            },
+        }
     }
 
     /// Applies `op` through the replicator (the caller checked that the

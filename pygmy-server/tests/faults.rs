@@ -1306,3 +1306,142 @@ async fn a_catalog_replica_added_at_run_time_reaches_every_frontend() {
         "the frontend shows the count from before a change that was answered"
     );
 }
+
+/// A whole store backed up while it sells, lost (every backend replica's
+/// volume), and restored from its backups: `pygmy-client backup` of the
+/// order service and then of the catalog under a load of buys, every
+/// backend replica wiped, `pygmy-server --restore` into one replica of
+/// each service, the others started empty. Every buy acknowledged before
+/// the backups began is there on every replica, stock and orders are
+/// conserved (the reconciler records the orders of the sales the older
+/// order backup lacks), the replicas agree, and the store sells again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_lost_whole_is_restored_from_backups_taken_under_load() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let mut cluster = raft_cluster(1_000).await;
+    let replicas = replica_urls(&cluster)
+        .clients(&cluster.options())
+        .expect("clients");
+    let before = replicas.collect().await.expect("state before");
+    let store = cluster.store();
+    let mut acked = Vec::new();
+    for n in 0..100 {
+        let item = ItemId(1 + n % 7);
+        let order = store.buy(item).await.expect("a buy");
+        acked.push(pygmy_client::tools::check::AckedBuy { item, order });
+    }
+
+    // Buys go on while both backups are taken, seconds apart (as an
+    // operator takes them): the reconciler's progress, kept with the
+    // sales, passes the sales made between the two, whose orders the
+    // order backup lacks.
+    let selling = tokio::spawn(buys_for_with(store.clone(), 7));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut taken = Vec::new();
+    for (role, file) in [
+        (Role::Order, "orders.backup"),
+        (Role::Catalog, "catalog.backup"),
+    ] {
+        if role == Role::Catalog {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
+        let path = dir.path().join(file);
+        let backup = pygmy_client::tools::backup::backup(
+            cluster.topology(),
+            role,
+            &cluster.options(),
+            &path,
+        )
+        .await
+        .expect("a backup under load");
+        assert!(backup.last_log_index > 0, "{backup:?}");
+        taken.push(backup);
+    }
+    let during = selling.await.expect("the load");
+    assert!(during > 0, "no buy was acknowledged during the backups");
+
+    for role in [Role::Catalog, Role::Order] {
+        for name in cluster.names(role) {
+            cluster.wipe(&name);
+        }
+    }
+    // A backup goes into an empty data directory only.
+    let order_backup = taken[0].path.to_str().expect("utf-8 path").to_owned();
+    let catalog_backup = taken[1].path.to_str().expect("utf-8 path").to_owned();
+    let wrong = cluster.run_once("catalog-0", &["--restore", &order_backup]);
+    assert!(!wrong.status.success());
+    let why = String::from_utf8_lossy(&wrong.stderr);
+    assert!(why.contains("order service"), "{why}");
+    for (name, backup) in [("catalog-0", &catalog_backup), ("order-0", &order_backup)] {
+        let restored = cluster.run_once(name, &["--restore", backup]);
+        let said = String::from_utf8_lossy(&restored.stdout);
+        assert!(
+            restored.status.success(),
+            "{said}{}",
+            String::from_utf8_lossy(&restored.stderr)
+        );
+        assert!(said.contains("only voter"), "{said}");
+        let again = cluster.run_once(name, &["--restore", backup]);
+        assert!(!again.status.success(), "restored twice into one store");
+    }
+    for role in [Role::Catalog, Role::Order] {
+        for name in cluster.names(role) {
+            cluster.spawn(&name);
+        }
+    }
+    for role in [Role::Catalog, Role::Order] {
+        for name in cluster.names(role) {
+            cluster.wait_ready(&name, Duration::from_secs(60)).await;
+        }
+    }
+    cluster
+        .wait_ready("frontend", Duration::from_secs(10))
+        .await;
+
+    let expected = Expected::baseline(&before);
+    let mut violations = Vec::new();
+    // The reconciler's grace period (5 s) and its rounds.
+    for _ in 0..150 {
+        let after = replicas.collect().await.expect("state after");
+        violations = check(&expected, &after, &acked);
+        if violations.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(violations.is_empty(), "{violations:#?}");
+    let more = store.buy(ItemId(3)).await.expect("a buy after the restore");
+    acked.push(pygmy_client::tools::check::AckedBuy {
+        item: ItemId(3),
+        order: more,
+    });
+    let after = replicas.collect().await.expect("state after");
+    let violations = check(&expected, &after, &acked);
+    assert!(violations.is_empty(), "{violations:#?}");
+}
+
+/// Buys through `store`, 4 at a time, for `seconds`: how many were
+/// acknowledged.
+async fn buys_for_with(store: pygmy_client::Client, seconds: u64) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let buyers = (0..4).map(|buyer| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut acked = 0;
+            let mut n = buyer;
+            while Instant::now() < deadline {
+                if store.buy(ItemId(1 + n % 7)).await.is_ok() {
+                    acked += 1;
+                }
+                n += 4;
+            }
+            acked
+        })
+    });
+    let mut acked = 0;
+    for buyer in buyers.collect::<Vec<_>>() {
+        acked += buyer.await.unwrap_or(0);
+    }
+    acked
+}

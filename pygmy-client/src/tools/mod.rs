@@ -9,9 +9,11 @@
 //!   or impossible read is caught).
 //! - [`members`]: an operator's view and changes of a service's
 //!   membership.
+//! - [`backup`]: a consistent copy of a running raft service, to a file.
 //! - [`plot`]: a run's figures as an SVG chart.
 //! - [`status`]: every node of a cluster at a glance.
 
+pub mod backup;
 pub mod check;
 mod engine;
 pub mod history;

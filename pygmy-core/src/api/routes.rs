@@ -421,6 +421,9 @@ pub enum CatalogRoute {
     Replication(String),
     /// `/members` (internal): the membership.
     Members(MemberRoute),
+    /// `GET /backup` (internal): the replica's state, after a read index,
+    /// streamed.
+    Backup,
 }
 
 impl Route for CatalogRoute {
@@ -436,6 +439,7 @@ impl Route for CatalogRoute {
             (&Method::POST, ["sales", "reconciled"]) => Ok(CatalogRoute::Reconciled),
             (&Method::POST, ["lookups"]) => Ok(CatalogRoute::LookupMany),
             (&Method::GET, ["lease"]) => Ok(CatalogRoute::Lease),
+            (&Method::GET, ["backup"]) => Ok(CatalogRoute::Backup),
             (&Method::POST, ["replication", rpc]) => {
                 Ok(CatalogRoute::Replication((*rpc).to_owned()))
             }
@@ -458,6 +462,7 @@ impl Route for CatalogRoute {
             CatalogRoute::Reconciled => (Method::POST, segments(&["sales", "reconciled"])),
             CatalogRoute::LookupMany => (Method::POST, segments(&["lookups"])),
             CatalogRoute::Lease => (Method::GET, segments(&["lease"])),
+            CatalogRoute::Backup => (Method::GET, segments(&["backup"])),
             CatalogRoute::Replication(rpc) => {
                 (Method::POST, vec!["replication".into(), rpc.clone()])
             }
@@ -475,6 +480,7 @@ impl Route for CatalogRoute {
             | CatalogRoute::LookupMany
             | CatalogRoute::Sales
             | CatalogRoute::Lease
+            | CatalogRoute::Backup
             | CatalogRoute::Members(_) => RouteInfo::INTERNAL,
             CatalogRoute::Propagate | CatalogRoute::Replication(_) => RouteInfo::REPLICATION,
         }
@@ -492,6 +498,7 @@ impl Route for CatalogRoute {
             CatalogRoute::Reconciled,
             CatalogRoute::LookupMany,
             CatalogRoute::Lease,
+            CatalogRoute::Backup,
             CatalogRoute::Replication("raft-append".to_owned()),
         ];
         every.extend(MemberRoute::every().into_iter().map(CatalogRoute::Members));
@@ -510,6 +517,7 @@ impl Route for CatalogRoute {
             CatalogRoute::Reconciled => "POST /sales/reconciled",
             CatalogRoute::LookupMany => "POST /lookups",
             CatalogRoute::Lease => "GET /lease",
+            CatalogRoute::Backup => "GET /backup",
             CatalogRoute::Replication(_) => "POST /replication/{rpc}",
             CatalogRoute::Members(route) => route.label(),
         }
@@ -539,6 +547,9 @@ pub enum OrderRoute {
     Replication(String),
     /// `/members` (internal): the membership.
     Members(MemberRoute),
+    /// `GET /backup` (internal): the replica's state, after a read index,
+    /// streamed.
+    Backup,
 }
 
 impl Route for OrderRoute {
@@ -549,6 +560,7 @@ impl Route for OrderRoute {
             (&Method::GET, ["orders"]) => Ok(OrderRoute::Orders),
             (&Method::GET, ["ledger"]) => Ok(OrderRoute::Ledger),
             (&Method::PUT, ["update"]) => Ok(OrderRoute::Propagate),
+            (&Method::GET, ["backup"]) => Ok(OrderRoute::Backup),
             (&Method::POST, ["replication", rpc]) => Ok(OrderRoute::Replication((*rpc).to_owned())),
             _ => return MemberRoute::recognize(method, path).map(|r| r.map(OrderRoute::Members)),
         })
@@ -561,6 +573,7 @@ impl Route for OrderRoute {
             OrderRoute::Orders => (Method::GET, segments(&["orders"])),
             OrderRoute::Ledger => (Method::GET, segments(&["ledger"])),
             OrderRoute::Propagate => (Method::PUT, segments(&["update"])),
+            OrderRoute::Backup => (Method::GET, segments(&["backup"])),
             OrderRoute::Replication(rpc) => (Method::POST, vec!["replication".into(), rpc.clone()]),
             OrderRoute::Members(route) => route.target(),
         }
@@ -569,9 +582,10 @@ impl Route for OrderRoute {
     fn info(&self) -> RouteInfo {
         match self {
             OrderRoute::Buy(_) | OrderRoute::Orders => RouteInfo::PUBLIC,
-            OrderRoute::BuyMany | OrderRoute::Ledger | OrderRoute::Members(_) => {
-                RouteInfo::INTERNAL
-            }
+            OrderRoute::BuyMany
+            | OrderRoute::Ledger
+            | OrderRoute::Backup
+            | OrderRoute::Members(_) => RouteInfo::INTERNAL,
             OrderRoute::Propagate | OrderRoute::Replication(_) => RouteInfo::REPLICATION,
         }
     }
@@ -583,6 +597,7 @@ impl Route for OrderRoute {
             OrderRoute::Orders,
             OrderRoute::Ledger,
             OrderRoute::Propagate,
+            OrderRoute::Backup,
             OrderRoute::Replication("raft-append".to_owned()),
         ];
         every.extend(MemberRoute::every().into_iter().map(OrderRoute::Members));
@@ -596,6 +611,7 @@ impl Route for OrderRoute {
             OrderRoute::Orders => "GET /orders",
             OrderRoute::Ledger => "GET /ledger",
             OrderRoute::Propagate => "PUT /update",
+            OrderRoute::Backup => "GET /backup",
             OrderRoute::Replication(_) => "POST /replication/{rpc}",
             OrderRoute::Members(route) => route.label(),
         }

@@ -170,6 +170,15 @@ CREATE TABLE IF NOT EXISTS sales_reconciled (
     fn keep_from(tx: &Transaction<'_>) -> Result<Option<u64>, StoreError> {
         Ok(select_reconciled(tx)?.map(|upto| upto.saturating_add(1)))
     }
+
+    /// The reconciler starts again from the first sale kept: a backup of
+    /// the order service taken before this one's lacks the orders of the
+    /// sales between the two, and the reconciler's progress had passed
+    /// them.
+    fn restored(tx: &Transaction<'_>) -> Result<(), StoreError> {
+        tx.execute("DELETE FROM sales_reconciled", [])?;
+        Ok(())
+    }
 }
 
 fn select_reconciled(conn: &Connection) -> Result<Option<u64>, StoreError> {

@@ -55,6 +55,14 @@ pub trait SqliteMachine: Machine {
     fn keep_from(_tx: &Transaction<'_>) -> Result<Option<u64>, StoreError> {
         Ok(None)
     }
+
+    /// Called in the transaction that founds a new cluster from a backup,
+    /// once its rows are in: what of the service's state must not carry
+    /// over (the catalog's reconciler starts over, since the order
+    /// service's backup may be older than the catalog's).
+    fn restored(_tx: &Transaction<'_>) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// How a commit changes the view: the outcomes of the ops it applied anew,

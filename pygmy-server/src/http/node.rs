@@ -14,4 +14,7 @@ pub struct NodeInfo {
     /// Where a backend replica keeps its data (for its size in
     /// `/metrics`); none for a frontend.
     pub data_dir: Option<std::path::PathBuf>,
+    /// A `raft` replica's SQLite file, which `GET /backup` reads; none
+    /// for a frontend, and for `broadcast` or in-memory replicas.
+    pub raft_store: Option<std::path::PathBuf>,
 }

@@ -2,8 +2,10 @@
 //! every node gives alike (`/health`, `/ready`, `/openapi.json`).
 
 use bytes::Bytes;
+use futures_util::stream::{BoxStream, StreamExt};
 use http::{HeaderValue, Method, StatusCode};
-use http_body_util::Full;
+use http_body_util::{Either, Full, StreamBody};
+use hyper::body::Frame;
 use pygmy_client::ERROR_KIND_HEADER;
 use pygmy_core::api::public::{ErrorResponse, HealthResponse};
 use pygmy_core::error::chain;
@@ -14,7 +16,31 @@ use super::error::ApiError;
 use super::node::NodeInfo;
 
 /// A response as hyper sends it.
-pub type Response = http::Response<Full<Bytes>>;
+pub type Response = http::Response<Body>;
+
+/// A response's body: whole (every answer but one), or sent as it is made
+/// (a backup, [`streamed`]).
+pub type Body =
+    Either<Full<Bytes>, StreamBody<BoxStream<'static, Result<Frame<Bytes>, std::io::Error>>>>;
+
+/// A 200 response whose body is the chunks `chunks` yields, sent as they
+/// come; an error ends it cut short (the client sees a broken body, never
+/// a whole one).
+pub fn streamed(
+    content_type: &'static str,
+    chunks: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
+) -> Response {
+    let frames = futures_util::stream::unfold(chunks, |mut chunks| async move {
+        let chunk = chunks.recv().await?;
+        Some((chunk.map(Frame::data), chunks))
+    });
+    let mut response = http::Response::new(Either::Right(StreamBody::new(frames.boxed())));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type),
+    );
+    response
+}
 
 /// The result of a handler.
 pub type ApiResult = Result<Response, ApiError>;
@@ -29,7 +55,7 @@ pub fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
 
 /// A response of already serialized JSON.
 pub fn json_bytes(status: StatusCode, body: Bytes) -> Response {
-    let mut response = http::Response::new(Full::new(body));
+    let mut response = http::Response::new(Either::Left(Full::new(body)));
     *response.status_mut() = status;
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::HeaderValue;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::{Body as _, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -542,7 +542,7 @@ async fn metrics<H: Handler>(handler: &H, server: &Server) -> Response {
         u64::from(handler.readiness().is_ready()),
     );
     handler.metrics(&mut out).await;
-    let mut response = http::Response::new(Full::new(Bytes::from(out.into_text())));
+    let mut response = http::Response::new(Either::Left(Full::new(Bytes::from(out.into_text()))));
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4"),

@@ -199,6 +199,7 @@ impl Handler for OrderNode {
             OrderRoute::Propagate => self.steps.replica.replication_call("ship", &req).await,
             OrderRoute::Replication(rpc) => self.steps.replica.replication_call(&rpc, &req).await,
             OrderRoute::Members(route) => self.steps.replica.members_call(route, &req).await,
+            OrderRoute::Backup => self.steps.replica.backup("order").await,
         }
     }
 

@@ -6,7 +6,10 @@
 //!   ([`JournalStateMachine`]), with snapshots.
 //! - [`snapshot`]: snapshots as files, written and read a row at a time.
 //! - [`recover`]: a lone survivor made the only voter of a new cluster.
+//! - [`backup`]: a replica's state as one file, and a new cluster founded
+//!   from it.
 
+pub mod backup;
 pub mod log;
 pub mod recover;
 pub mod snapshot;

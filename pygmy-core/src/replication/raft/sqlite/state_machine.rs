@@ -40,7 +40,7 @@ type Error = StorageError<NodeId>;
 type Membership = StoredMembership<NodeId, ReplicaNode>;
 type Meta = SnapshotMeta<NodeId, ReplicaNode>;
 
-const APPLIED: &str = "raft_applied";
+pub(super) const APPLIED: &str = "raft_applied";
 /// The journal meta key of the last membership applied.
 pub(super) const MEMBERSHIP: &str = "raft_membership";
 /// The origin under which raft's ops are recorded in the journal; their
@@ -143,7 +143,7 @@ struct LegacyTable {
     rows: Vec<Vec<serde_json::Value>>,
 }
 
-fn replicated_tables(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+pub(super) fn replicated_tables(conn: &Connection) -> rusqlite::Result<Vec<String>> {
     let mut stmt = conn.prepare(
         "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
     )?;
@@ -159,7 +159,7 @@ fn json<T: Serialize>(value: &T) -> Result<String, Error> {
     serde_json::to_string(value).map_err(sm_error)
 }
 
-fn applied_in(conn: &Connection) -> Result<(Option<LogId<NodeId>>, Membership), Error> {
+pub(super) fn applied_in(conn: &Connection) -> Result<(Option<LogId<NodeId>>, Membership), Error> {
     let applied = get_meta(conn, APPLIED)
         .map_err(read_error)?
         .map(|v| serde_json::from_str::<Option<LogId<NodeId>>>(&v))
