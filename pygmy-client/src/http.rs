@@ -258,17 +258,7 @@ impl Http {
         out: &mut (impl tokio::io::AsyncWrite + Unpin),
     ) -> Result<u64, ClientError> {
         use tokio::io::AsyncWriteExt;
-        if let Some(invalid) = call.invalid {
-            return Err(ClientError::InvalidCall(invalid));
-        }
-        let url = call
-            .request
-            .uri_ref()
-            .map_or_else(|| self.origin.clone(), ToString::to_string);
-        let request = call
-            .request
-            .body(Full::new(call.body))
-            .map_err(|e| ClientError::InvalidCall(e.to_string()))?;
+        let (url, request) = self.prepare(call)?;
         let transport = |reason: String, connect: bool| ClientError::Transport {
             url: url.clone(),
             reason,
@@ -319,9 +309,9 @@ impl Http {
         }
     }
 
-    /// Sends `call` and returns the body of a 2xx answer, or the error the
-    /// answer stands for; the whole call within the pool's timeout.
-    pub async fn send_raw(&self, call: Call) -> Result<Bytes, ClientError> {
+    /// The URL `call` goes to (for errors), and its request; the error it
+    /// was built with, if any.
+    fn prepare(&self, call: Call) -> Result<(String, http::Request<Full<Bytes>>), ClientError> {
         if let Some(invalid) = call.invalid {
             return Err(ClientError::InvalidCall(invalid));
         }
@@ -333,6 +323,13 @@ impl Http {
             .request
             .body(Full::new(call.body))
             .map_err(|e| ClientError::InvalidCall(e.to_string()))?;
+        Ok((url, request))
+    }
+
+    /// Sends `call` and returns the body of a 2xx answer, or the error the
+    /// answer stands for; the whole call within the pool's timeout.
+    pub async fn send_raw(&self, call: Call) -> Result<Bytes, ClientError> {
+        let (url, request) = self.prepare(call)?;
         let transport = |reason: String, connect: bool| ClientError::Transport {
             url: url.clone(),
             reason,
