@@ -385,12 +385,15 @@ impl Http {
     }
 
     /// `GET /ready` (any role): Ok once the node can serve; `Unavailable`
-    /// with the node's reason until then.
+    /// with the node's reason until then. A node of an older build, which
+    /// has no `/ready` (404), is asked its `/health`, which answered 503
+    /// while it could not serve.
     pub async fn ready(&self) -> Result<HealthResponse, ClientError> {
         match self
             .send(self.request(&NodeRoute::<OrderRoute>::Ready, &[]))
             .await
         {
+            Err(ClientError::NotFound(_)) => self.health().await,
             // A 503 carries the health body: its reason is the message.
             Err(ClientError::Unavailable(body)) => {
                 let reason = serde_json::from_str::<HealthResponse>(&body)
