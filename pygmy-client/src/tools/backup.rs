@@ -98,8 +98,12 @@ pub async fn backup(
             Ok(bytes) => {
                 file.sync_all().await.map_err(write_failed)?;
                 drop(file);
-                let (service, index) =
-                    whole(&partial).map_err(|reason| BackupFailed::NotWhole {
+                let checked = partial.clone();
+                let (service, index) = tokio::task::spawn_blocking(move || whole(&checked))
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|whole| whole)
+                    .map_err(|reason| BackupFailed::NotWhole {
                         replica: name.clone(),
                         reason,
                     })?;
