@@ -9,7 +9,7 @@ use pygmy_core::catalog::sqlite::SqliteCatalog;
 use pygmy_core::catalog::{CatalogCommand, CatalogMachine, CatalogOutcome, CatalogStore};
 use pygmy_core::journal::{Journal, Op, OpId};
 use pygmy_core::replication::loopback::Loopback;
-use pygmy_core::replication::raft::{self, RaftConfig, RaftReplicator};
+use pygmy_core::replication::raft::{self, format, RaftConfig, RaftReplicator};
 use pygmy_core::replication::{MemberChange, MemberRole, Members, Replicator};
 use pygmy_core::types::{default_books, ItemId};
 use pygmy_core::{ErrorKind, ReplicationError};
@@ -803,4 +803,82 @@ async fn a_change_left_joint_by_a_leader_change_is_finished() {
         m.get(removed).is_none() && !m.changing && m.leader.is_some()
     })
     .await;
+}
+
+/// The format each replica says its service writes.
+fn formats_written(c: &Cluster) -> Vec<u32> {
+    c.replicas
+        .iter()
+        .map(|r| r.replicator.status().map_or(0, |s| s.formats.writes))
+        .collect()
+}
+
+/// A service whose members all read the newest format is raised to it
+/// within seconds; one member that reads only the oldest holds it there,
+/// and applies every entry (it would refuse an entry in a newer format,
+/// and fall behind for good: seen with the leader raising by its own
+/// formats alone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_writes_the_newest_format_every_member_reads() {
+    let c = cluster(100).await;
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    while formats_written(&c) != vec![format::NEWEST; 3] {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "every member reads format {}, and the service writes {:?} after 10 s",
+            format::NEWEST,
+            formats_written(&c)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let capped = cluster_with(100, |config| {
+        if config.node == "c2" {
+            config.max_format = format::ONE_OP;
+        }
+    })
+    .await;
+    for n in 0..20 {
+        let via = &capped.replicas[n % 3];
+        via.replicator
+            .propose(sell(&format!("s{n}"), 1))
+            .await
+            .expect("sold");
+    }
+    // Three rounds of asking the members.
+    tokio::time::sleep(format::RAISE_EVERY * 3).await;
+    assert_eq!(formats_written(&capped), vec![format::ONE_OP; 3]);
+    let all: Vec<&Replica> = capped.replicas.iter().collect();
+    assert_eq!(stocks(&all).await, vec![80; 3]);
+}
+
+/// A raised format is not undone: a replica whose data is at a format its
+/// build (or its cap) does not read refuses to start, with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_refuses_data_at_a_format_it_does_not_read() {
+    use openraft::storage::RaftStateMachine;
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c0.db");
+    {
+        let store = Arc::new(SqliteCatalog::open(&path).expect("open"));
+        let (_log, mut machine) = raft::sqlite::open(store, &path).await.expect("open");
+        machine
+            .apply(vec![Entry {
+                log_id: LogId::new(CommittedLeaderId::new(1, 1), 1),
+                payload: EntryPayload::Normal(raft::Proposal::raise(format::GROUPED)),
+            }])
+            .await
+            .expect("apply");
+    }
+    let store = Arc::new(SqliteCatalog::open(&path).expect("open"));
+    let (log, machine) = raft::sqlite::open(store, &path).await.expect("open");
+    let mut config = RaftConfig::new("c0", NAMES.iter().map(|s| s.to_string()).collect());
+    config.max_format = format::ONE_OP;
+    let net = Loopback::<CatalogMachine>::new();
+    match RaftReplicator::start(config, log, machine, net.endpoint("c0")).await {
+        Ok(_) => panic!("started over data at a format it does not read"),
+        Err(err) => assert!(err.to_string().contains("not undone"), "{err}"),
+    }
 }

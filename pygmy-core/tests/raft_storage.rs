@@ -46,6 +46,7 @@ mod state_machine {
     use pygmy_core::catalog::sqlite::SqliteCatalog;
     use pygmy_core::catalog::{CatalogCommand, CatalogMachine, CatalogOutcome, CatalogStore};
     use pygmy_core::journal::{Journal, Op, OpId};
+    use pygmy_core::replication::raft::format::{self, KeepsFormat};
     use pygmy_core::replication::raft::{JournalStateMachine, Proposal, RaftTypes, Stamped};
     use pygmy_core::types::{default_books, ItemId};
 
@@ -138,6 +139,66 @@ mod state_machine {
             serde_json::from_str::<Proposal<CatalogCommand>>(&text).expect("decode"),
             grouped
         );
+    }
+
+    /// An entry written in the oldest format is what a build before group
+    /// commit wrote, to the byte (such a build reads it); one written in
+    /// the newer format, or raising the format, reads back as written.
+    #[test]
+    fn each_format_is_written_as_its_builds_read_it() {
+        let legacy = Stamped {
+            op: op("s1", 3),
+            at_ms: Some(5),
+        };
+        let one = Proposal {
+            at_ms: Some(5),
+            ..Proposal::written(format::ONE_OP, vec![op("s1", 3)])
+        };
+        assert_eq!(
+            serde_json::to_string(&one).expect("encode"),
+            serde_json::to_string(&legacy).expect("encode")
+        );
+        let read: Proposal<CatalogCommand> =
+            serde_json::from_str(&serde_json::to_string(&one).expect("encode")).expect("decode");
+        assert_eq!(read, one);
+        for written in [
+            Proposal::written(format::GROUPED, vec![op("a", 1)]),
+            Proposal::raise(format::GROUPED),
+        ] {
+            let text = serde_json::to_string(&written).expect("encode");
+            assert!(text.starts_with("{\"ops\":"), "{text}");
+            let read: Proposal<CatalogCommand> = serde_json::from_str(&text).expect("decode");
+            assert_eq!(read, written);
+        }
+    }
+
+    /// A raise applied is kept in the journal, with the entry that made it:
+    /// the replica writes that format after a restart, and an older raise
+    /// applied later does not lower it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_raise_of_the_format_is_kept_and_never_lowered() {
+        let a = tempfile::tempdir().expect("tempdir");
+        let (_journal, mut machine) = open(a.path()).await;
+        assert_eq!(machine.written().get(), format::OLDEST);
+        machine
+            .apply(vec![entry(
+                1,
+                EntryPayload::Normal(Proposal::raise(format::GROUPED)),
+            )])
+            .await
+            .expect("apply");
+        assert_eq!(machine.written().get(), format::GROUPED);
+        let mut lower = Proposal::raise(format::GROUPED);
+        lower.raise = Some(format::ONE_OP);
+        machine
+            .apply(vec![entry(2, EntryPayload::Normal(lower))])
+            .await
+            .expect("apply");
+        assert_eq!(machine.written().get(), format::GROUPED);
+        drop(machine);
+        drop(_journal);
+        let (_journal, machine) = open(a.path()).await;
+        assert_eq!(machine.written().get(), format::GROUPED, "after a restart");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -323,6 +384,7 @@ mod state_machine {
                 cmd: CatalogCommand::Sell { item: ItemId(1) },
             }],
             at_ms: Some(at_s * 1000),
+            ..Proposal::now(Vec::new())
         })
     }
 
@@ -331,6 +393,7 @@ mod state_machine {
         EntryPayload::Normal(Proposal {
             ops: Vec::new(),
             at_ms: Some(at_s * 1000),
+            ..Proposal::now(Vec::new())
         })
     }
 
@@ -343,6 +406,7 @@ mod state_machine {
                 cmd: CatalogCommand::Sell { item: ItemId(1) },
             }],
             at_ms: Some(at_s * 1000),
+            ..Proposal::now(Vec::new())
         })
     }
 
@@ -436,6 +500,7 @@ mod state_machine {
                     cmd: CatalogCommand::Reconciled { upto },
                 }],
                 at_ms: Some(at_s * 1000),
+                ..Proposal::now(Vec::new())
             })
         };
         let mut entries = vec![

@@ -532,6 +532,10 @@ impl Handler for CatalogNode {
         self.replica.status().and_then(|status| status.leader)
     }
 
+    async fn stop(&self) {
+        self.replica.stop().await;
+    }
+
     async fn metrics(&self, out: &mut Metrics) {
         self.replica.write_metrics(out).await;
         out.counter(

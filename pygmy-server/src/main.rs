@@ -67,6 +67,12 @@ struct Args {
         conflicts_with = "force_new_cluster"
     )]
     restore: Option<PathBuf>,
+    /// Read no raft entry format newer than N on --node (its topology's
+    /// `max_format`): its service writes no newer one while it is a
+    /// member, which keeps a way back to an older build during an upgrade
+    /// (docs/operations.md, "Rolling upgrades").
+    #[arg(long, value_name = "N", requires = "node", env = "PYGMY_MAX_FORMAT")]
+    max_format: Option<u32>,
 }
 
 fn main() -> ExitCode {
@@ -75,13 +81,22 @@ fn main() -> ExitCode {
         Some(path) => Topology::load(path),
         None => Ok(Topology::default_local()),
     };
-    let topology = match topology {
+    let mut topology = match topology {
         Ok(topology) => topology,
         Err(err) => {
             eprintln!("pygmy-server: {err}");
             return ExitCode::from(2);
         }
     };
+    if let (Some(max), Some(name)) = (args.max_format, &args.node) {
+        match topology.nodes.iter_mut().find(|n| &n.name == name) {
+            Some(node) => node.max_format = Some(max),
+            None => {
+                eprintln!("pygmy-server: no node named {name:?} in the topology");
+                return ExitCode::from(2);
+            }
+        }
+    }
     if args.print_config {
         print!("{}", topology.to_toml());
         return ExitCode::SUCCESS;

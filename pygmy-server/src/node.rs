@@ -355,6 +355,9 @@ async fn replicator<M: Service>(
             let mut config = RaftConfig::new(node.name.clone(), names);
             config.snapshot_every = topology.raft_snapshot_every;
             config.keep_logs = topology.raft_keep_logs;
+            if let Some(max) = node.max_format {
+                config.max_format = max;
+            }
             Ok(Arc::new(
                 RaftReplicator::start(config, log, machine, transport).await?,
             ))

@@ -173,6 +173,11 @@ impl<M: Machine> Replica<M> {
         }
     }
 
+    /// Leaves replication, as the node stops (see [`Replicator::stop`]).
+    pub async fn stop(&self) {
+        self.replicator.stop().await;
+    }
+
     /// Ok once it serves and has applied every change acknowledged before:
     /// a read of the store that follows is fresh.
     pub async fn ready_to_read(&self) -> Result<(), ApiError> {
@@ -343,6 +348,16 @@ fn write_raft(status: &ReplicaStatus, out: &mut Metrics) {
         "pygmy_raft_purged_index",
         "The index up to which the replica dropped its log behind a snapshot.",
         status.purged.unwrap_or(0),
+    );
+    out.gauge(
+        "pygmy_raft_format_writes",
+        "The raft entry format the replica's service writes, as far as it applied.",
+        u64::from(status.formats.writes),
+    );
+    out.gauge(
+        "pygmy_raft_format_reads_newest",
+        "The newest raft entry format the replica reads.",
+        u64::from(status.formats.newest),
     );
     for (follower, lag) in &status.followers {
         out.gauge_with(

@@ -53,6 +53,11 @@ pub struct RaftFigures {
     /// Entries it has not applied that the most advanced replica of its
     /// service has.
     pub lag: u64,
+    /// The raft entry format its service writes, as far as it applied
+    /// (none from a build before formats).
+    pub writes_format: Option<u64>,
+    /// The newest entry format it reads.
+    pub reads_format: Option<u64>,
 }
 
 /// Reads every node of `topology`: two scrapes `interval` apart, over
@@ -241,6 +246,8 @@ impl Scrape {
             leader: self.label_of("pygmy_raft_leader", "leader", 1.0),
             applied: whole(self.value("pygmy_raft_applied_index")?),
             lag: 0,
+            writes_format: self.value("pygmy_raft_format_writes").map(whole),
+            reads_format: self.value("pygmy_raft_format_reads_newest").map(whole),
         })
     }
 
@@ -258,7 +265,7 @@ impl fmt::Display for StatusTable<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "{:<14} {:<9} {:<21} {:<12} {:<9} {:>5} {:<14} {:>9} {:>5} {:>6} {:>8}",
+            "{:<14} {:<9} {:<21} {:<12} {:<9} {:>5} {:<14} {:>9} {:>5} {:>6} {:>6} {:>8}",
             "NODE",
             "ROLE",
             "ADDR",
@@ -268,6 +275,7 @@ impl fmt::Display for StatusTable<'_> {
             "LEADER",
             "APPLIED",
             "LAG",
+            "FORMAT",
             "HIT%",
             "REQ/S"
         )?;
@@ -276,7 +284,7 @@ impl fmt::Display for StatusTable<'_> {
             let raft = row.raft.as_ref();
             writeln!(
                 f,
-                "{:<14} {:<9} {:<21} {:<12} {:<9} {:>5} {:<14} {:>9} {:>5} {:>6} {:>8}",
+                "{:<14} {:<9} {:<21} {:<12} {:<9} {:>5} {:<14} {:>9} {:>5} {:>6} {:>6} {:>8}",
                 row.node,
                 row.role,
                 row.addr,
@@ -286,6 +294,8 @@ impl fmt::Display for StatusTable<'_> {
                 raft.and_then(|r| r.leader.clone()).unwrap_or_else(dash),
                 raft.map_or_else(dash, |r| r.applied.to_string()),
                 raft.map_or_else(dash, |r| r.lag.to_string()),
+                raft.and_then(|r| Some(format!("{}/{}", r.writes_format?, r.reads_format?)))
+                    .unwrap_or_else(dash),
                 row.cache_hit_rate
                     .map_or_else(dash, |r| format!("{:.1}", r * 100.0)),
                 row.requests_per_s.map_or_else(dash, |r| format!("{r:.1}")),

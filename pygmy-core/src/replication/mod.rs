@@ -93,6 +93,15 @@ pub trait Replicator<M: Machine>: Send + Sync {
     /// Whether this replica serves: false while it catches up at start.
     fn is_ready(&self) -> bool;
 
+    /// Leaves replication for good, as the node is told to stop and before
+    /// it stops answering its peers: a `raft` replica that went on running
+    /// raft with its server closed would stand for election cut off from
+    /// its peers, and its higher term would unseat the leader when it
+    /// came back. Writes and reads asked of it afterwards are refused
+    /// (503), and their callers try another replica. The default does
+    /// nothing.
+    async fn stop(&self) {}
+
     /// Returns once this replica has applied every op acknowledged before
     /// the call began, so that a read of its store that starts afterwards
     /// is fresh. The default returns at once: `broadcast` acknowledges an op
@@ -159,6 +168,9 @@ pub struct ReplicaStatus {
     /// the leader's log it lacks (the leader's last index less the last it
     /// acknowledged).
     pub followers: Vec<(String, u64)>,
+    /// The entry formats it reads, and the one its service writes as far
+    /// as it applied.
+    pub formats: raft::format::Formats,
 }
 
 fn fixed_membership() -> ReplicationError {

@@ -126,6 +126,13 @@ pub struct NodeConfig {
     /// catalog replica in the same position).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub catalog: Option<String>,
+    /// For a `raft` replica: the newest entry format it reads, and so lets
+    /// its service write (default: the newest its build reads). Set to
+    /// keep a way back to an older build during an upgrade
+    /// (docs/operations.md, "Rolling upgrades"); `pygmy-server
+    /// --max-format` sets it for the node it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_format: Option<u32>,
 }
 
 /// Where a cluster's certificates are (`[tls]`; docs/operations.md,
@@ -331,6 +338,7 @@ impl Topology {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             data_dir: (role != Role::Frontend).then(|| PathBuf::from("data").join(name)),
             catalog: None,
+            max_format: None,
         };
         Topology {
             log_dir: Self::default_log_dir(),

@@ -67,6 +67,11 @@ pub trait Handler: Send + Sync + 'static {
     /// The node's own figures for `GET /metrics` (the server adds the
     /// request counts every node has).
     async fn metrics(&self, _out: &mut Metrics) {}
+
+    /// Called once when the node is told to stop, before it stops
+    /// accepting: a replica leaves replication here (see
+    /// `pygmy_core::replication::Replicator::stop`).
+    async fn stop(&self) {}
 }
 
 /// The limits every request is served under.
@@ -127,7 +132,7 @@ struct Slot {
 }
 
 /// Serves `handler` on `listener` (over TLS with `tls`) until `shutdown`
-/// completes, then stops accepting, lets open requests finish (at most `drain_timeout`) and
+/// completes, then stops the handler ([`Handler::stop`]), stops accepting, lets open requests finish (at most `drain_timeout`) and
 /// closes every connection, so nothing of the node outlives this call.
 pub async fn serve<H: Handler>(
     listener: TcpListener,
@@ -213,6 +218,7 @@ pub async fn serve<H: Handler>(
             () = &mut shutdown => break,
         }
     }
+    handler.stop().await;
     drop(listener);
     tokio::select! {
         () = graceful.shutdown() => {}

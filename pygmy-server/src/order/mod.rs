@@ -215,6 +215,10 @@ impl Handler for OrderNode {
         self.steps.replica.status().and_then(|status| status.leader)
     }
 
+    async fn stop(&self) {
+        self.steps.replica.stop().await;
+    }
+
     async fn metrics(&self, out: &mut Metrics) {
         self.steps.replica.write_metrics(out).await;
         out.counter(

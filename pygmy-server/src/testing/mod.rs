@@ -39,6 +39,9 @@ pub struct Options {
     pub extra_books: usize,
     /// `raft_snapshot_every` and `raft_keep_logs`, if not the defaults.
     pub snapshots: Option<(u64, u64)>,
+    /// Every backend replica's `max_format` (the newest raft entry format
+    /// it reads), if not its build's newest.
+    pub max_format: Option<u32>,
 }
 
 impl Default for Options {
@@ -52,6 +55,7 @@ impl Default for Options {
             replication: pygmy_core::topology::Replication::Broadcast,
             extra_books: 0,
             snapshots: None,
+            max_format: None,
         }
     }
 }
@@ -101,6 +105,7 @@ pub fn topology(options: &Options, dir: &std::path::Path) -> Topology {
         role,
         addr: any_port(),
         catalog: None,
+        max_format: options.max_format.filter(|_| role != Role::Frontend),
     };
     topology.nodes = vec![node("frontend".to_owned(), Role::Frontend)];
     for i in 0..options.catalogs {
@@ -261,6 +266,9 @@ pub struct ProcessCluster {
     /// The topology file of each node added after the start (the others
     /// run `path`'s).
     files: std::collections::HashMap<String, std::path::PathBuf>,
+    /// The arguments each node is started with beyond its topology and
+    /// name ([`ProcessCluster::spawn_with`]).
+    args: std::collections::HashMap<String, Vec<String>>,
     /// Each node in a network namespace of its own, if asked for.
     network: Option<netns::Network>,
     /// Data, logs and the topology file.
@@ -324,6 +332,7 @@ impl ProcessCluster {
             path,
             children: std::collections::HashMap::new(),
             files: std::collections::HashMap::new(),
+            args: std::collections::HashMap::new(),
             network,
             dir,
         };
@@ -388,12 +397,47 @@ impl ProcessCluster {
             .arg(file)
             .arg("--node")
             .arg(name)
+            .args(self.args.get(name).into_iter().flatten())
             .current_dir(self.dir.path())
             .stdout(log("out"))
             .stderr(log("err"))
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.binary.display()));
         self.children.insert(name.to_owned(), child);
+    }
+
+    /// Starts node `name` with `args` added from now on (each start after
+    /// this one too), as a newer build of it or with another setting.
+    pub fn spawn_with(&mut self, name: &str, args: &[&str]) {
+        self.args.insert(
+            name.to_owned(),
+            args.iter().map(|a| (*a).to_owned()).collect(),
+        );
+        self.spawn(name);
+    }
+
+    /// Stops node `name` as an operator does, with SIGTERM, and waits for
+    /// it to exit (at most 10 s, then SIGKILL: a node that does not stop
+    /// when asked fails the test).
+    pub async fn stop(&mut self, name: &str) {
+        self.signal(name, "-TERM");
+        let Some(mut child) = self.children.remove(name) else {
+            return;
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match child.try_wait() {
+                Ok(Some(_)) => return,
+                Ok(None) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("{name} did not stop within 10 s of SIGTERM");
+                }
+            }
+        }
     }
 
     /// Runs `pygmy-server --config FILE --node name` with `args` once (a
@@ -428,6 +472,7 @@ impl ProcessCluster {
             addr,
             data_dir: Some(self.dir.path().join("data").join(name)),
             catalog: None,
+            max_format: None,
         });
         let path = self.dir.path().join(format!("{name}.toml"));
         if let Err(err) = std::fs::write(&path, self.topology.to_toml()) {

@@ -18,6 +18,11 @@
 //! stamp moves the journal's clock on, which ages the op records (see
 //! `crate::journal::sqlite`, `MAX_CLOCK_STEP`).
 //!
+//! Entries are written in the service's [format](mod@super::format): while it
+//! is [`ONE_OP`] (some member may read nothing newer), each op is an entry
+//! of its own and an idle leader writes no tick (that format has no empty
+//! entry; the op records then age only as ops are written).
+//!
 //! Nothing changes for a caller: an op is answered once it is committed
 //! and applied on the leader, in the order the leader took it. A write
 //! that fails (the leader stepped down, the entry was not committed in
@@ -32,6 +37,7 @@ use openraft::Raft;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tracing::Instrument;
 
+use super::format::{Written, ONE_OP};
 use super::types::{Proposal, RaftTypes, MAX_OPS_PER_ENTRY};
 use crate::journal::{Machine, Op};
 
@@ -85,10 +91,21 @@ pub(super) struct Batcher<M: Machine> {
 impl<M: Machine> Batcher<M> {
     /// Starts the writer of `raft`: it runs until the batcher is dropped.
     /// A write waits at most `limit` for its commit; a leader that wrote
-    /// nothing for `tick` writes an empty entry.
-    pub(super) fn start(raft: Raft<RaftTypes<M>>, limit: Duration, tick: Duration) -> Self {
+    /// nothing for `tick` writes an empty entry. Entries are written in
+    /// the format `written` says.
+    pub(super) fn start(
+        raft: Raft<RaftTypes<M>>,
+        written: Arc<Written>,
+        limit: Duration,
+        tick: Duration,
+    ) -> Self {
         let (queue, waiting) = mpsc::channel(QUEUE);
-        tokio::spawn(write_forever(raft, waiting, limit, tick).in_current_span());
+        let writer = Writer {
+            raft,
+            written,
+            limit,
+        };
+        tokio::spawn(write_forever(writer, waiting, tick).in_current_span());
         Batcher { queue }
     }
 
@@ -106,13 +123,31 @@ impl<M: Machine> Batcher<M> {
     }
 }
 
-/// Takes the waiting ops, as many as there are (up to [`MAX_OPS`]), each
-/// time an entry can be under way, and writes them as one entry; on a
-/// leader that wrote nothing for `tick`, writes an empty entry.
-async fn write_forever<M: Machine>(
+/// What writes the entries: the raft replica, the format the service
+/// writes, and how long a write may wait for its commit.
+struct Writer<M: Machine> {
     raft: Raft<RaftTypes<M>>,
-    mut waiting: mpsc::Receiver<Waiting<M>>,
+    written: Arc<Written>,
     limit: Duration,
+}
+
+impl<M: Machine> Clone for Writer<M> {
+    fn clone(&self) -> Self {
+        Writer {
+            raft: self.raft.clone(),
+            written: Arc::clone(&self.written),
+            limit: self.limit,
+        }
+    }
+}
+
+/// Takes the waiting ops, as many as there are (up to [`MAX_OPS`], or one
+/// while the service writes [`ONE_OP`]), each time an entry can be under
+/// way, and writes them as one entry; on a leader that wrote nothing for
+/// `tick`, writes an empty entry (none in [`ONE_OP`]).
+async fn write_forever<M: Machine>(
+    writer: Writer<M>,
+    mut waiting: mpsc::Receiver<Waiting<M>>,
     tick: Duration,
 ) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
@@ -125,11 +160,11 @@ async fn write_forever<M: Machine>(
             Ok(Some(first)) => first,
             Ok(None) => return,
             Err(_) => {
-                if leads(&raft) {
-                    let raft = raft.clone();
+                if leads(&writer.raft) && writer.written.get() != ONE_OP {
+                    let writer = writer.clone();
                     tokio::spawn(
                         async move {
-                            write_entry(&raft, Vec::new(), limit).await;
+                            writer.write_entry(Vec::new()).await;
                             drop(slot);
                         }
                         .in_current_span(),
@@ -138,11 +173,16 @@ async fn write_forever<M: Machine>(
                 continue;
             }
         };
-        let batch = crate::burst::take(first, &mut waiting, MAX_OPS).await;
-        let raft = raft.clone();
+        let most = if writer.written.get() == ONE_OP {
+            1
+        } else {
+            MAX_OPS
+        };
+        let batch = crate::burst::take(first, &mut waiting, most).await;
+        let writer = writer.clone();
         tokio::spawn(
             async move {
-                write_entry(&raft, batch, limit).await;
+                writer.write_entry(batch).await;
                 drop(slot);
             }
             .in_current_span(),
@@ -157,33 +197,33 @@ fn leads<M: Machine>(raft: &Raft<RaftTypes<M>>) -> bool {
     metrics.current_leader == Some(metrics.id)
 }
 
-/// Writes `batch` as one entry and answers each op of it.
-async fn write_entry<M: Machine>(
-    raft: &Raft<RaftTypes<M>>,
-    batch: Vec<Waiting<M>>,
-    limit: Duration,
-) {
-    let (ops, answers): (Vec<_>, Vec<_>) = batch.into_iter().map(|w| (w.op, w.answer)).unzip();
-    let count = ops.len();
-    let written = tokio::time::timeout(limit, raft.client_write(Proposal::now(ops))).await;
-    let failure = match written {
-        Ok(Ok(response)) if response.data.len() == count => {
-            for (answer, outcome) in answers.into_iter().zip(response.data) {
-                // The proposer may have given up waiting: nothing to do.
-                let _ = answer.send(Ok(outcome));
+impl<M: Machine> Writer<M> {
+    /// Writes `batch` as one entry, in the service's format, and answers
+    /// each op of it.
+    async fn write_entry(&self, batch: Vec<Waiting<M>>) {
+        let (ops, answers): (Vec<_>, Vec<_>) = batch.into_iter().map(|w| (w.op, w.answer)).unzip();
+        let count = ops.len();
+        let proposal = Proposal::written(self.written.get(), ops);
+        let written = tokio::time::timeout(self.limit, self.raft.client_write(proposal)).await;
+        let failure = match written {
+            Ok(Ok(response)) if response.data.len() == count => {
+                for (answer, outcome) in answers.into_iter().zip(response.data) {
+                    // The proposer may have given up waiting: nothing to do.
+                    let _ = answer.send(Ok(outcome));
+                }
+                return;
             }
-            return;
+            Ok(Ok(response)) => NotWritten::Stopped(format!(
+                "an entry of {count} ops applied with {} outcomes",
+                response.data.len()
+            )),
+            Ok(Err(RaftError::APIError(err))) => NotWritten::Retry(err.to_string()),
+            Ok(Err(RaftError::Fatal(err))) => NotWritten::Stopped(err.to_string()),
+            Err(_) => NotWritten::Retry("not committed in time".to_owned()),
+        };
+        for answer in answers {
+            let _ = answer.send(Err(failure.clone()));
         }
-        Ok(Ok(response)) => NotWritten::Stopped(format!(
-            "an entry of {count} ops applied with {} outcomes",
-            response.data.len()
-        )),
-        Ok(Err(RaftError::APIError(err))) => NotWritten::Retry(err.to_string()),
-        Ok(Err(RaftError::Fatal(err))) => NotWritten::Stopped(err.to_string()),
-        Err(_) => NotWritten::Retry("not committed in time".to_owned()),
-    };
-    for answer in answers {
-        let _ = answer.send(Err(failure.clone()));
     }
 }
 

@@ -54,6 +54,10 @@ pub struct RaftConfig {
     /// stamped entry (see `batch.rs`); at most a third of
     /// [`crate::journal::sqlite::MAX_CLOCK_STEP`].
     pub tick: Duration,
+    /// The newest entry format this replica reads (and so lets its
+    /// service write): this build's newest by default; an older one to
+    /// keep a way back to an older build (see [`super::format`](mod@super::format)).
+    pub max_format: super::format::Format,
 }
 
 impl RaftConfig {
@@ -70,6 +74,7 @@ impl RaftConfig {
             snapshot_every: 5_000,
             keep_logs: 1_000,
             tick: super::batch::TICK,
+            max_format: super::format::NEWEST,
         }
     }
 

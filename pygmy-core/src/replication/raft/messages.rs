@@ -45,6 +45,11 @@ pub const JOIN: &str = "raft-join";
 /// [`crate::replication::Members`].
 pub const MEMBERS: &str = "raft-members";
 
+/// The entry formats a replica reads, and the one its service writes as
+/// far as it applied (answers [`super::format::Formats`]): the leader asks
+/// every member before it raises the format.
+pub const FORMATS: &str = "raft-formats";
+
 /// The most times a request is passed on toward the leader: by a replica
 /// that is not a member to a member, and by a member that does not lead
 /// to the leader.

@@ -19,6 +19,8 @@
 //! - `batch`: group commit: the ops proposed while the leader writes go
 //!   into one entry.
 //! - `read_index`: the reads waiting for a read index share one round.
+//! - [`format`](mod@format): entry formats, and how a leader raises its service's
+//!   format once every member reads it (a rolling upgrade).
 //! - [`messages`]: the RPC names and the messages of founding and joining.
 //! - [`config`]: the replica's timings and snapshot policy ([`RaftConfig`]).
 //! - [`types`]: openraft's type configuration of a service.
@@ -31,6 +33,7 @@
 
 mod batch;
 pub mod config;
+pub mod format;
 pub mod identity;
 mod membership;
 pub mod messages;

@@ -22,6 +22,7 @@ use tracing::Instrument;
 
 use super::batch::{Batcher, NotWritten};
 use super::config::RaftConfig;
+use super::format::{self, KeepsFormat, Reads, Written};
 use super::identity::{Identity, IdentityStore};
 use super::messages::{self as rpc, Addressed, Adopt, Join, Joining, Passed, SnapshotChunk};
 use super::network::learn;
@@ -65,6 +66,10 @@ pub(super) struct Shared<M: Machine> {
     /// Set once this replica, a voter, has applied (nearly) all the leader
     /// had committed: from then on it serves.
     pub(super) caught_up: AtomicBool,
+    /// The entry formats it reads.
+    pub(super) reads: Reads,
+    /// The format its service writes, as its state machine applied it.
+    pub(super) written: Arc<Written>,
 }
 
 impl<M: Machine> Drop for RaftReplicator<M> {
@@ -87,6 +92,8 @@ impl<M: Machine> RaftReplicator<M> {
     /// Starts the replica over its storage (`log`, which also keeps its
     /// identity, and `machine`). It finds or founds its cluster in the
     /// background, and is ready once it is a voter with a known leader.
+    /// Refuses data written in an entry format it does not read (a
+    /// downgrade after its service raised the format).
     pub async fn start<L, S>(
         config: RaftConfig,
         log: L,
@@ -95,10 +102,28 @@ impl<M: Machine> RaftReplicator<M> {
     ) -> Result<Self, ReplicationError>
     where
         L: RaftLogStorage<RaftTypes<M>> + IdentityStore + Clone,
-        S: RaftStateMachine<RaftTypes<M>>,
+        S: RaftStateMachine<RaftTypes<M>> + KeepsFormat,
     {
         let position = crate::replication::position(&config.node, &config.replicas)?;
         let openraft = Arc::new(config.openraft()?);
+        let reads = Reads::capped(config.max_format).ok_or_else(|| {
+            ReplicationError::Config(format!(
+                "a newest entry format of {}: this build reads formats {} to {}",
+                config.max_format,
+                format::OLDEST,
+                format::NEWEST
+            ))
+        })?;
+        let written = machine.written();
+        if !reads.reads(written.get()) {
+            return Err(ReplicationError::Config(format!(
+                "this replica's service writes entry format {}, and it reads formats {} to {}: \
+                 a raised format is not undone; run a build that reads it",
+                written.get(),
+                reads.oldest,
+                reads.newest
+            )));
+        }
         let shared = Arc::new(Shared {
             config,
             position,
@@ -106,6 +131,8 @@ impl<M: Machine> RaftReplicator<M> {
             identities: Arc::new(log.clone()),
             member: OnceLock::new(),
             caught_up: std::sync::atomic::AtomicBool::new(false),
+            reads,
+            written,
         });
         let starter = Arc::clone(&shared);
         let starter = tokio::spawn(
@@ -382,6 +409,7 @@ impl<M: Machine> Replicator<M> for RaftReplicator<M> {
     async fn handle(&self, rpc: &str, body: &[u8]) -> Result<Vec<u8>, ReplicationError> {
         match rpc {
             rpc::HELLO => return encode(&self.shared.hello().await?),
+            rpc::FORMATS => return encode(&self.shared.formats()),
             rpc::ADOPT => {
                 let adopt: Adopt = decode(body)?;
                 let kept = self
@@ -406,6 +434,7 @@ impl<M: Machine> Replicator<M> for RaftReplicator<M> {
             rpc::APPEND => {
                 let call: Addressed<AppendEntriesRequest<RaftTypes<M>>> = decode(body)?;
                 member.check_address(&call.cluster, call.to)?;
+                self.shared.check_formats(&call.request.entries)?;
                 encode(&member.raft.append_entries(call.request).await)
             }
             rpc::VOTE => {
@@ -456,6 +485,16 @@ impl<M: Machine> Replicator<M> for RaftReplicator<M> {
                 encode(&self.membership(asked).await?)
             }
             other => Err(ReplicationError::UnknownRpc(other.to_owned())),
+        }
+    }
+
+    async fn stop(&self) {
+        self.starter.abort();
+        if let Some(member) = self.shared.member() {
+            if let Err(err) = member.raft.shutdown().await {
+                tracing::warn!(%err, "raft did not stop cleanly");
+            }
+            tracing::info!("left raft: stopping");
         }
     }
 
@@ -595,6 +634,7 @@ impl<M: Machine> Replicator<M> for RaftReplicator<M> {
             snapshot: metrics.snapshot.map(|log| log.index),
             purged: metrics.purged.map(|log| log.index),
             followers,
+            formats: self.shared.formats(),
         })
     }
 

@@ -21,7 +21,9 @@
 //!    or installs a snapshot at start says it is catching up meanwhile.
 //!
 //! Then, for its life, whenever it leads, it finishes a membership change
-//! a former leader left in its joint configuration (see `membership.rs`).
+//! a former leader left in its joint configuration (see `membership.rs`),
+//! and raises its service's entry format once every member reads a newer
+//! one (see [`super::format`](mod@super::format)).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -92,7 +94,12 @@ impl<M: Machine> Shared<M> {
             .await
             .map_err(ReplicationError::unavailable)?;
         let founder = identity.id == 1 && !identity.joined();
-        let batcher = Batcher::start(raft.clone(), self.config.write_timeout, self.config.tick);
+        let batcher = Batcher::start(
+            raft.clone(),
+            Arc::clone(&self.written),
+            self.config.write_timeout,
+            self.config.tick,
+        );
         let confirming = raft.clone();
         let reads = ReadRounds::new(
             move || {
@@ -121,7 +128,7 @@ impl<M: Machine> Shared<M> {
         }
         self.become_voter().await;
         self.catch_up().await;
-        self.finish_changes_forever().await;
+        tokio::join!(self.finish_changes_forever(), self.raise_format_forever());
         Ok(())
     }
 
@@ -434,6 +441,9 @@ mod tests {
             identities: Arc::new(log),
             member: OnceLock::new(),
             caught_up: AtomicBool::new(false),
+            reads: super::super::format::Reads::capped(super::super::format::NEWEST)
+                .expect("this build's formats"),
+            written: Arc::default(),
         };
         let hello = shared.hello().await.expect("hello");
         assert_eq!(hello.identity, Some(identity));

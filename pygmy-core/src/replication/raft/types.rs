@@ -7,6 +7,7 @@ use std::marker::PhantomData;
 use openraft::{RaftTypeConfig, TokioRuntime};
 use serde::{Deserialize, Serialize};
 
+use super::format::{Format, GROUPED, ONE_OP};
 use crate::journal::{Machine, Op};
 
 /// A replica's raft id: a founding member's position among the topology's
@@ -24,10 +25,11 @@ pub const MAX_OPS_PER_ENTRY: usize = 1024;
 /// for the same window (see
 /// [`crate::journal::sqlite::SqliteJournal::apply_with_meta`]).
 ///
-/// On the wire and on disk: `{"ops": [op, ...], "at_ms": ms}`. An entry
-/// written before ops were grouped (one [`Stamped`] op) reads as a
-/// proposal of that one op.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// On the wire and on disk, in the entry's [format](mod@super::format):
+/// [`GROUPED`]: `{"ops": [op, ...], "at_ms": ms}`, with `"raise": n` in
+/// an entry that raises the service's format to `n`; [`ONE_OP`]: one
+/// [`Stamped`] op, as builds before group commit wrote every entry.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(
     from = "ProposalOnDisk<C>",
     bound(deserialize = "C: serde::de::DeserializeOwned")
@@ -37,8 +39,12 @@ pub struct Proposal<C> {
     pub ops: Vec<Op<C>>,
     /// Milliseconds since the Unix epoch on the leader; none in entries
     /// written before stamps were kept.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at_ms: Option<u64>,
+    /// The format this entry raises its service to, if it does.
+    pub raise: Option<Format>,
+    /// The format it is written in: [`ONE_OP`] holds exactly one op and no
+    /// raise (a proposal that does not fits is written [`GROUPED`]).
+    pub format: Format,
 }
 
 /// The two forms an entry's payload takes on disk.
@@ -49,6 +55,8 @@ enum ProposalOnDisk<C> {
         ops: Vec<Op<C>>,
         #[serde(default)]
         at_ms: Option<u64>,
+        #[serde(default)]
+        raise: Option<Format>,
     },
     One(Stamped<C>),
 }
@@ -56,33 +64,105 @@ enum ProposalOnDisk<C> {
 impl<C> From<ProposalOnDisk<C>> for Proposal<C> {
     fn from(read: ProposalOnDisk<C>) -> Self {
         match read {
-            ProposalOnDisk::Grouped { ops, at_ms } => Proposal { ops, at_ms },
+            ProposalOnDisk::Grouped { ops, at_ms, raise } => Proposal {
+                ops,
+                at_ms,
+                raise,
+                format: GROUPED,
+            },
             ProposalOnDisk::One(Stamped { op, at_ms }) => Proposal {
                 ops: vec![op],
                 at_ms,
+                raise: None,
+                format: ONE_OP,
             },
         }
     }
 }
 
+/// A [`Proposal`] written [`GROUPED`], borrowed.
+#[derive(Serialize)]
+struct GroupedRef<'a, C> {
+    ops: &'a [Op<C>],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    at_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    raise: Option<Format>,
+}
+
+/// A [`Proposal`] written [`ONE_OP`], borrowed.
+#[derive(Serialize)]
+struct StampedRef<'a, C> {
+    #[serde(flatten)]
+    op: &'a Op<C>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    at_ms: Option<u64>,
+}
+
+impl<C: Serialize> Serialize for Proposal<C> {
+    fn serialize<S: serde::Serializer>(&self, out: S) -> Result<S::Ok, S::Error> {
+        match (self.format, self.ops.as_slice(), self.raise) {
+            (ONE_OP, [op], None) => StampedRef {
+                op,
+                at_ms: self.at_ms,
+            }
+            .serialize(out),
+            _ => GroupedRef {
+                ops: &self.ops,
+                at_ms: self.at_ms,
+                raise: self.raise,
+            }
+            .serialize(out),
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch on this machine.
+fn now_ms() -> Option<u64> {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .and_then(|d| u64::try_from(d.as_millis()).ok())
+}
+
 impl<C> Proposal<C> {
-    /// `ops`, stamped with this machine's clock.
+    /// `ops`, stamped with this machine's clock, written [`GROUPED`].
     pub fn now(ops: Vec<Op<C>>) -> Self {
-        let at_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .ok()
-            .and_then(|d| u64::try_from(d.as_millis()).ok());
-        Proposal { ops, at_ms }
+        Proposal::written(GROUPED, ops)
+    }
+
+    /// `ops`, stamped with this machine's clock, written in `format` (one
+    /// op, for [`ONE_OP`]).
+    pub fn written(format: Format, ops: Vec<Op<C>>) -> Self {
+        Proposal {
+            ops,
+            at_ms: now_ms(),
+            raise: None,
+            format,
+        }
+    }
+
+    /// An entry that raises the service's format to `format` (and, as a
+    /// tick, stamps its clock), written in that format.
+    pub fn raise(format: Format) -> Self {
+        Proposal {
+            ops: Vec::new(),
+            at_ms: now_ms(),
+            raise: Some(format),
+            format: format.max(GROUPED),
+        }
     }
 }
 
 impl<C> From<Op<C>> for Proposal<C> {
     /// One op without a stamp (its record is kept until a stamped op after
-    /// it is older than the window).
+    /// it is older than the window), written [`ONE_OP`].
     fn from(op: Op<C>) -> Self {
         Proposal {
             ops: vec![op],
             at_ms: None,
+            raise: None,
+            format: ONE_OP,
         }
     }
 }

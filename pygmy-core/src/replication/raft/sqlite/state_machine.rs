@@ -33,6 +33,7 @@ use super::snapshot::{self, SnapshotDir, Tee};
 
 use crate::journal::sqlite::{get_meta, set_meta, SqliteJournal, SqliteMachine};
 use crate::journal::Source;
+use crate::replication::raft::format::{self, Format, KeepsFormat, Written};
 use crate::replication::raft::types::{NodeId, RaftTypes, ReplicaNode, MAX_OPS_PER_ENTRY};
 
 type Entry<M> = openraft::Entry<RaftTypes<M>>;
@@ -95,6 +96,8 @@ pub struct JournalStateMachine<M: SqliteMachine> {
     files: SnapshotDir,
     /// The file a snapshot is being received into, if one is.
     receiving: Option<PathBuf>,
+    /// The format its service writes, as far as it applied.
+    written: Arc<Written>,
 }
 
 impl<M: SqliteMachine> Clone for JournalStateMachine<M> {
@@ -105,6 +108,7 @@ impl<M: SqliteMachine> Clone for JournalStateMachine<M> {
             retention: self.retention,
             files: self.files.clone(),
             receiving: None,
+            written: Arc::clone(&self.written),
         }
     }
 }
@@ -173,6 +177,17 @@ pub(super) fn applied_in(conn: &Connection) -> Result<(Option<LogId<NodeId>>, Me
         .map_err(read_error)?
         .unwrap_or_default();
     Ok((applied, membership))
+}
+
+/// The format the service writes, as this replica last applied it
+/// ([`format::OLDEST`] if it never applied a raise).
+fn applied_format(conn: &Connection) -> Result<Format, crate::StoreError> {
+    match get_meta(conn, format::META_KEY)? {
+        None => Ok(format::OLDEST),
+        Some(text) => text.parse().map_err(|_| {
+            crate::StoreError::Refused(format!("the journal holds a bad entry format: {text:?}"))
+        }),
+    }
 }
 
 /// The current snapshot: its meta, and its file's name.
@@ -264,7 +279,7 @@ impl<M: SqliteMachine> JournalStateMachine<M> {
                 source: Box::new(source),
             })?;
         let dir = files.clone();
-        journal
+        let written = journal
             .write(move |tx| {
                 tx.execute_batch(
                     "CREATE TABLE IF NOT EXISTS raft_snapshot_file (
@@ -276,7 +291,7 @@ impl<M: SqliteMachine> JournalStateMachine<M> {
                 migrate_legacy(tx, &dir)?;
                 let current = current_snapshot(tx)?.map(|(_, file)| file);
                 dir.clean(current.as_deref()).map_err(stored)?;
-                Ok(())
+                applied_format(tx)
             })
             .await?;
         Ok(JournalStateMachine {
@@ -284,6 +299,7 @@ impl<M: SqliteMachine> JournalStateMachine<M> {
             retention: DEFAULT_RETENTION,
             files,
             receiving: None,
+            written: Written::at(written),
         })
     }
 
@@ -323,6 +339,12 @@ impl<M: SqliteMachine> JournalStateMachine<M> {
     }
 }
 
+impl<M: SqliteMachine> KeepsFormat for JournalStateMachine<M> {
+    fn written(&self) -> Arc<Written> {
+        Arc::clone(&self.written)
+    }
+}
+
 impl<M: SqliteMachine> RaftStateMachine<RaftTypes<M>> for JournalStateMachine<M> {
     type SnapshotBuilder = Self;
 
@@ -343,12 +365,14 @@ impl<M: SqliteMachine> RaftStateMachine<RaftTypes<M>> for JournalStateMachine<M>
         let mut sizes = Vec::new();
         let mut last = None;
         let mut membership = None;
+        let mut raised = None;
         for entry in entries {
             last = Some(entry.log_id);
             let index = entry.log_id.index;
             match entry.payload {
                 EntryPayload::Blank => sizes.push(0),
                 EntryPayload::Normal(proposal) => {
+                    raised = proposal.raise.max(raised);
                     sizes.push(proposal.ops.len());
                     let count = proposal.ops.len();
                     if count == 0 {
@@ -375,11 +399,20 @@ impl<M: SqliteMachine> RaftStateMachine<RaftTypes<M>> for JournalStateMachine<M>
         if let Some(membership) = membership {
             meta.push((MEMBERSHIP.to_owned(), json(&membership)?));
         }
+        // A raise is kept with the entry that makes it; never lowered.
+        let raised = raised.filter(|format| *format > self.written.get());
+        if let Some(format) = raised {
+            meta.push((format::META_KEY.to_owned(), format.to_string()));
+        }
         let outcomes = self
             .journal
             .apply_with_meta(ops, meta, Some(self.retention))
             .await
             .map_err(sm_error)?;
+        if let Some(format) = raised {
+            tracing::info!(format, "the service writes a newer entry format");
+            self.written.raise(format);
+        }
         // Each entry's outcomes, in order.
         let mut outcomes = outcomes.into_iter().flatten();
         Ok(sizes
