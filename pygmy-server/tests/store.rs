@@ -404,6 +404,12 @@ async fn the_orders_of_a_call_of_many_buys_go_into_one_raft_entry() {
         .expect("health")
         .leader
         .expect("the order service has a leader");
+    // A new service writes one op per entry until its leader raised the
+    // entry format, about a second after the start.
+    test.eventually("the order service writes grouped entries", || async {
+        metric(&test, &leader, "pygmy_raft_format_writes").await == 2
+    })
+    .await;
     let entries = "pygmy_raft_last_log_index";
     let before = metric(&test, &leader, entries).await;
     let buys = BuysRequest {
