@@ -206,42 +206,49 @@ impl<M: Machine> Shared<M> {
 
     /// For the replica's life: whenever it leads a service that writes an
     /// older format than every member reads, raises it (see the module's
-    /// docs).
+    /// docs). The first look is at once: a new service's first leader
+    /// raises it as soon as its members answer.
     pub(super) async fn raise_format_forever(&self) {
         let Some(member) = self.member() else {
             return;
         };
         loop {
+            self.raise_format(member).await;
             tokio::time::sleep(RAISE_EVERY).await;
-            let writes = self.written.get();
-            let metrics = member.metrics();
-            if metrics.current_leader != Some(member.identity.id) || writes >= self.reads.newest {
-                continue;
-            }
-            let ids: Vec<_> = metrics
-                .membership_config
-                .membership()
-                .nodes()
-                .map(|(id, _)| *id)
-                .collect();
-            let mut answers = Vec::with_capacity(ids.len());
-            for id in ids {
-                answers.push(self.formats_of(member, id).await);
-            }
-            let Some(format) = raise_to(writes, &answers) else {
-                continue;
-            };
-            tracing::info!(
-                from = writes,
-                to = format,
-                "every member reads a newer entry format: raising it"
-            );
-            let raise = member.raft.client_write(Proposal::raise(format));
-            match tokio::time::timeout(self.config.write_timeout, raise).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(err)) => tracing::info!(%err, "the format is not raised yet"),
-                Err(_) => tracing::info!("the raise of the format is not committed yet"),
-            }
+        }
+    }
+
+    /// Raises the format once, if this replica leads and every member
+    /// reads a newer one than its service writes.
+    async fn raise_format(&self, member: &Member<M>) {
+        let writes = self.written.get();
+        let metrics = member.metrics();
+        if metrics.current_leader != Some(member.identity.id) || writes >= self.reads.newest {
+            return;
+        }
+        let ids: Vec<_> = metrics
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, _)| *id)
+            .collect();
+        let mut answers = Vec::with_capacity(ids.len());
+        for id in ids {
+            answers.push(self.formats_of(member, id).await);
+        }
+        let Some(format) = raise_to(writes, &answers) else {
+            return;
+        };
+        tracing::info!(
+            from = writes,
+            to = format,
+            "every member reads a newer entry format: raising it"
+        );
+        let raise = member.raft.client_write(Proposal::raise(format));
+        match tokio::time::timeout(self.config.write_timeout, raise).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => tracing::info!(%err, "the format is not raised yet"),
+            Err(_) => tracing::info!("the raise of the format is not committed yet"),
         }
     }
 
