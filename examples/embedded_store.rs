@@ -99,6 +99,7 @@ async fn main() -> Result<(), Error> {
                 key: key.clone(),
                 item: ItemId(7),
                 created: "2026-11-25T00:00:00Z".to_owned(),
+                base: 0,
             },
         };
         let OrderOutcome::Recorded { order } = recorder.propose(record).await?;

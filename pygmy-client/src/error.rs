@@ -183,6 +183,7 @@ fn kind_of_status(status: u16) -> ErrorKind {
         405 => ErrorKind::MethodNotAllowed,
         408 => ErrorKind::RequestTimeout,
         409 => ErrorKind::Conflict,
+        421 => ErrorKind::Misdirected,
         413 => ErrorKind::PayloadTooLarge,
         422 => ErrorKind::Unprocessable,
         502..=504 => ErrorKind::Unavailable,

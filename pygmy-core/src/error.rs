@@ -34,6 +34,10 @@ pub enum ErrorKind {
     /// that would leave fewer than a majority of its voters answering); it
     /// may be possible once that changes, or forced.
     Conflict,
+    /// Sent to a shard that does not hold it (a buy whose key belongs to
+    /// another order shard, a write of an item of another catalog shard):
+    /// the caller's shard map is not the store's.
+    Misdirected,
     /// No replica can serve now (down, catching up, no leader); another
     /// replica, or a later retry, may.
     Unavailable,
@@ -43,7 +47,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, for tables and tests.
-    pub const ALL: [ErrorKind; 11] = [
+    pub const ALL: [ErrorKind; 12] = [
         ErrorKind::BadRequest,
         ErrorKind::Unauthorized,
         ErrorKind::NotFound,
@@ -53,6 +57,7 @@ impl ErrorKind {
         ErrorKind::RequestTimeout,
         ErrorKind::Unprocessable,
         ErrorKind::Conflict,
+        ErrorKind::Misdirected,
         ErrorKind::Unavailable,
         ErrorKind::Internal,
     ];
@@ -75,6 +80,7 @@ impl ErrorKind {
             ErrorKind::RequestTimeout => "request_timeout",
             ErrorKind::Unprocessable => "unprocessable",
             ErrorKind::Conflict => "conflict",
+            ErrorKind::Misdirected => "misdirected",
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::Internal => "internal",
         }

@@ -23,6 +23,8 @@
 //! - [`replication`]: `Replicator`, which applies ops on every replica:
 //!   `raft` (openraft, over any log and state-machine storage; SQLite
 //!   ships) and `broadcast` (the seed's protocol, improved).
+//! - [`shard`]: which shard of a service an item or a buy's key belongs
+//!   to (the catalog by ranges of ids, the orders by a hash of the key).
 //! - `topology` (feature `topology`): the topology file that names every
 //!   node of a cluster, read by the server and by the client's tools.
 //! - `testing` (feature `testing`): the conformance suites, for your own
@@ -55,6 +57,7 @@ pub mod error;
 pub mod journal;
 pub mod order;
 pub mod replication;
+pub mod shard;
 #[cfg(feature = "testing")]
 pub mod testing;
 #[cfg(feature = "topology")]

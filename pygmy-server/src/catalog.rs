@@ -28,6 +28,7 @@ use pygmy_core::catalog::{
 };
 use pygmy_core::journal::{Op, OpId};
 use pygmy_core::replication::Replicator;
+use pygmy_core::shard::ItemRanges;
 use pygmy_core::types::{Book, Cost, IdempotencyKey, ItemId};
 use serde_json::Value;
 use tracing::Instrument;
@@ -64,6 +65,9 @@ pub struct CatalogNode {
     pushes: Arc<Pushes>,
     /// Reads served (`GET /item...`), for `/metrics`.
     reads: AtomicU64,
+    /// The catalog's shards, and which one this replica is of.
+    ranges: ItemRanges,
+    shard: usize,
 }
 
 /// A catalog replica's invalidation pushes: to each frontend, numbered
@@ -82,15 +86,16 @@ struct Pushes {
 }
 
 impl CatalogNode {
-    /// A catalog replica over `store`, replicated by `replicator`, pushing
-    /// invalidations to `frontends` (by name); and its background work
-    /// (not started): a pusher per frontend, and the measure of its data
-    /// dir.
+    /// A replica of catalog shard `shard` (of `ranges`) over `store`,
+    /// replicated by `replicator`, pushing invalidations to `frontends`
+    /// (by name); and its background work (not started): a pusher per
+    /// frontend, and the measure of its data dir.
     pub fn new(
         node: NodeInfo,
         store: Arc<dyn CatalogStore>,
         replicator: Arc<dyn Replicator<CatalogMachine>>,
         frontends: Vec<(String, InternalClient)>,
+        (ranges, shard): (ItemRanges, usize),
     ) -> (Self, Background) {
         let mut background = Background::default();
         let frontends = frontends
@@ -119,6 +124,8 @@ impl CatalogNode {
             store,
             pushes,
             reads: AtomicU64::new(0),
+            ranges,
+            shard,
         };
         (catalog, background)
     }
@@ -257,11 +264,25 @@ impl CatalogNode {
         }
     }
 
+    /// Refuses a write of an item of another catalog shard (421): a book
+    /// lives in one shard only.
+    fn ensure_holds(&self, id: ItemId) -> Result<(), ApiError> {
+        if self.ranges.holds(self.shard, id) {
+            return Ok(());
+        }
+        Err(ApiError::misdirected(format!(
+            "item {id} belongs to catalog shard {}, not to this replica's ({})",
+            self.ranges.shard_of(id),
+            self.shard
+        )))
+    }
+
     /// `PUT /item/<id>`: `{"count": delta}` and/or `{"cost": value}`. With
     /// an `Idempotency-Key`, applied once per key (a retry answers the
     /// first one's outcome).
     async fn update(&self, req: &Request, id: ItemId) -> ApiResult {
         let (count, cost) = parse_update(&req.json::<Value>()?)?;
+        self.ensure_holds(id)?;
         let key = req.idempotency_key()?;
         let op = Op {
             id: key
@@ -342,6 +363,7 @@ impl CatalogNode {
     /// the sale, or the sale's refusal (out of stock, no such item, the key
     /// used for another item).
     async fn sale(&self, id: ItemId, key: IdempotencyKey) -> Result<Book, ApiError> {
+        self.ensure_holds(id)?;
         let op = Op {
             id: CatalogCommand::sale_op_id(&key),
             cmd: CatalogCommand::Sell { item: id },

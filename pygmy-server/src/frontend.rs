@@ -1,17 +1,20 @@
 //! The frontend node: `search`, `lookup` and `buy` for users, with a cache
-//! of read responses and a balancer over each backend's replicas.
+//! of read responses and a balancer over the replicas of each shard of
+//! each backend.
 //!
-//! Reads are served from the cache, or from a catalog replica (retried on
-//! the next replica if one cannot answer) and then cached, unless the key
-//! was invalidated meanwhile. The cache is used only while the frontend
-//! holds a lease from every catalog replica
+//! Reads are served from the cache, or from a replica of the item's
+//! catalog shard (retried on the next replica if one cannot answer) and
+//! then cached, unless the key was invalidated meanwhile; a search asks
+//! every catalog shard and merges their books. A lookup is served from
+//! the cache only while the frontend holds a lease from every replica of
+//! its item's shard, and a search while it holds every shard's
 //! ([`pygmy_core::cache::lease`]), so that an invalidation lost on the way
 //! cannot leave an old value served: the replicas of its topology, or of
-//! the newest catalog membership a grant told of (a replica added at run
-//! time is dialled at its URL there). A buy goes to an order replica under an
-//! idempotency key (the client's, or one minted here), so that it can be
-//! retried on another replica without buying twice. The cache is never
-//! used to decide a buy.
+//! the newest membership of the shard a grant told of (a replica added at
+//! run time is dialled at its URL there). A buy goes to a replica of its
+//! key's order shard under an idempotency key (the client's, or one
+//! minted here), so that it can be retried on another replica without
+//! buying twice. The cache is never used to decide a buy.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -33,6 +36,7 @@ use pygmy_core::balance::ReplicaSet;
 use pygmy_core::cache::lease::{Grant, Leases, RENEW_EVERY, RENEW_TIMEOUT};
 use pygmy_core::cache::{lookup_key, search_key, Cache};
 use pygmy_core::replication::KnownMembers;
+use pygmy_core::shard::{ItemRanges, KeyShards};
 use pygmy_core::types::{Book, IdempotencyKey, ItemId, OrderId};
 
 use crate::background::Background;
@@ -101,110 +105,174 @@ impl CacheLease {
 /// frontend's topology does not name, learned from a lease grant).
 pub type DialCatalog = Box<dyn Fn(&str) -> Result<CatalogClient, ClientError> + Send + Sync>;
 
+/// One catalog shard as the frontend sees it: its replicas, the cache
+/// lease it holds from them, and its lookups gathered into calls.
+struct CatalogShard {
+    replicas: Arc<ReplicaSet<CatalogClient>>,
+    lease: CacheLease,
+    /// Clients of the shard's members learned from lease grants that the
+    /// topology does not name (asked for leases; reads stay with the
+    /// topology's replicas).
+    learned: Mutex<HashMap<String, CatalogClient>>,
+    /// The lookups that miss the cache, those that come together read
+    /// from a replica in one call.
+    lookups: Gatherer<ItemId, Book>,
+}
+
+impl CatalogShard {
+    /// The client of the shard's replica `name`: the topology's, or a
+    /// learned member's.
+    fn client(&self, name: &str) -> Option<CatalogClient> {
+        if let Some((_, client)) = self.replicas.clients().find(|(n, _)| *n == name) {
+            return Some(client.clone());
+        }
+        lock(&self.learned).get(name).cloned()
+    }
+}
+
+/// One order shard as the frontend sees it: its replicas, and its buys
+/// gathered into calls.
+struct OrderShard {
+    replicas: Arc<ReplicaSet<OrderClient>>,
+    buys: Gatherer<BuyRequest, OrderId>,
+}
+
+/// The backends of a frontend, shard by shard.
+pub struct Backends {
+    /// The replicas of each catalog shard, in the order of `ranges`.
+    pub catalogs: Vec<ReplicaSet<CatalogClient>>,
+    /// Which catalog shard holds an item.
+    pub ranges: ItemRanges,
+    /// The replicas of each order shard, in the order of `keys`.
+    pub orders: Vec<ReplicaSet<OrderClient>>,
+    /// Which order shard a buy's key belongs to.
+    pub keys: KeyShards,
+}
+
 /// A frontend.
 pub struct FrontendNode {
     node: NodeInfo,
     cache: Arc<dyn Cache>,
-    lease: CacheLease,
-    catalogs: Arc<ReplicaSet<CatalogClient>>,
-    /// Clients of the catalog members learned from lease grants that the
-    /// topology does not name (asked for leases; reads stay with the
-    /// topology's replicas).
-    learned: Mutex<HashMap<String, CatalogClient>>,
+    catalogs: Vec<CatalogShard>,
+    ranges: ItemRanges,
+    orders: Vec<OrderShard>,
+    keys: KeyShards,
     dial: DialCatalog,
-    orders: Arc<ReplicaSet<OrderClient>>,
-    /// The lookups that miss the cache, those that come together read
-    /// from a catalog replica in one call.
-    lookups: Gatherer<ItemId, Book>,
-    /// The buys, those that come together asked of an order replica in
-    /// one call.
-    buys: Gatherer<BuyRequest, OrderId>,
     counters: Counters,
 }
 
 impl FrontendNode {
     /// A frontend over these backends, and its background work (not
-    /// started): the gathering of lookups and of buys, a health probe of
-    /// each backend's replicas, and the renewal of its cache leases.
+    /// started): for each shard, the gathering of its lookups or buys and
+    /// a health probe of its replicas; for each catalog shard, the renewal
+    /// of its cache leases.
     pub fn new(
         node: NodeInfo,
         cache: Arc<dyn Cache>,
-        catalogs: ReplicaSet<CatalogClient>,
-        orders: ReplicaSet<OrderClient>,
+        backends: Backends,
         dial: DialCatalog,
     ) -> (Arc<Self>, Background) {
-        let sources = catalogs
-            .clients()
-            .map(|(name, _)| name.to_owned())
+        let mut background = Background::default();
+        let catalogs = backends
+            .catalogs
+            .into_iter()
+            .map(|replicas| {
+                let sources = replicas
+                    .clients()
+                    .map(|(name, _)| name.to_owned())
+                    .collect();
+                let replicas = Arc::new(replicas);
+                let (lookups, gathering) = gather_lookups(Arc::clone(&replicas));
+                background.add(gathering);
+                background.add(Arc::clone(&replicas).probe_forever());
+                CatalogShard {
+                    replicas,
+                    lease: CacheLease::new(sources),
+                    learned: Mutex::new(HashMap::new()),
+                    lookups,
+                }
+            })
+            .collect::<Vec<_>>();
+        let orders = backends
+            .orders
+            .into_iter()
+            .map(|replicas| {
+                let replicas = Arc::new(replicas);
+                let (buys, gathering) = gather_buys(Arc::clone(&replicas));
+                background.add(gathering);
+                background.add(Arc::clone(&replicas).probe_forever());
+                OrderShard { replicas, buys }
+            })
             .collect();
-        let catalogs = Arc::new(catalogs);
-        let orders = Arc::new(orders);
-        let (lookups, gathering_lookups) = gather_lookups(Arc::clone(&catalogs));
-        let (buys, gathering_buys) = gather_buys(Arc::clone(&orders));
+        let shards = catalogs.len();
         let frontend = Arc::new(FrontendNode {
             node,
             cache,
-            lease: CacheLease::new(sources),
-            lookups,
-            buys,
-            catalogs: Arc::clone(&catalogs),
-            learned: Mutex::new(HashMap::new()),
+            catalogs,
+            ranges: backends.ranges,
+            orders,
+            keys: backends.keys,
             dial,
-            orders: Arc::clone(&orders),
             counters: Counters::default(),
         });
-        let mut background = Background::default();
-        background.add(gathering_lookups);
-        background.add(gathering_buys);
-        background.add(catalogs.probe_forever());
-        background.add(orders.probe_forever());
-        background.add(Arc::clone(&frontend).renew_leases_forever());
+        for shard in 0..shards {
+            background.add(Arc::clone(&frontend).renew_leases_forever(shard));
+        }
         (frontend, background)
     }
 
-    /// Renews the cache lease from every catalog replica (those of the
-    /// topology, or of the newest membership a grant told of), at once and
-    /// then every [`RENEW_EVERY`], until the task is dropped (the cache is
-    /// unused until the first grants).
-    async fn renew_leases_forever(self: Arc<Self>) {
+    /// The catalog shard that holds `item`.
+    fn catalog_of(&self, item: ItemId) -> Result<&CatalogShard, ApiError> {
+        self.catalogs
+            .get(self.ranges.shard_of(item))
+            .ok_or_else(|| ApiError::internal(format!("no catalog shard holds item {item}")))
+    }
+
+    /// The order shard `key` belongs to.
+    fn order_shard_of(&self, key: &IdempotencyKey) -> Result<&OrderShard, ApiError> {
+        self.orders
+            .get(self.keys.shard_of(key))
+            .ok_or_else(|| ApiError::internal(format!("no order shard takes key {key}")))
+    }
+
+    /// Renews the cache lease from every replica of catalog shard `shard`
+    /// (those of the topology, or of the newest membership a grant told
+    /// of), at once and then every [`RENEW_EVERY`], until the task is
+    /// dropped (the shard's reads skip the cache until its first grants).
+    async fn renew_leases_forever(self: Arc<Self>, shard: usize) {
+        let Some(catalog) = self.catalogs.get(shard) else {
+            return;
+        };
         loop {
             let sources: Vec<(String, CatalogClient)> = {
-                let leases = self.lease.lock();
+                let leases = catalog.lease.lock();
                 leases
                     .sources()
-                    .filter_map(|name| Some((name.to_owned(), self.catalog(name)?)))
+                    .filter_map(|name| Some((name.to_owned(), catalog.client(name)?)))
                     .collect()
             };
             let renewals = sources
                 .iter()
-                .map(|(source, client)| self.renew_lease(client, source));
+                .map(|(source, client)| self.renew_lease(catalog, client, source));
             join_all(renewals).await;
             tokio::time::sleep(RENEW_EVERY).await;
         }
     }
 
-    /// The client of catalog replica `name`: the topology's, or a learned
-    /// member's.
-    fn catalog(&self, name: &str) -> Option<CatalogClient> {
-        if let Some((_, client)) = self.catalogs.clients().find(|(n, _)| *n == name) {
-            return Some(client.clone());
-        }
-        lock(&self.learned).get(name).cloned()
-    }
-
-    /// Takes the catalog's membership a grant told of: if it is the newest,
-    /// leases are needed from its members from now on, and a member the
-    /// topology does not name is dialled at its URL (one without a URL
-    /// cannot be asked: the cache stays unused while it is a member).
-    fn learn(&self, leases: &mut Leases, members: &KnownMembers) {
+    /// Takes the membership of catalog shard `catalog` a grant told of: if
+    /// it is the newest, leases are needed from its members from now on,
+    /// and a member the topology does not name is dialled at its URL (one
+    /// without a URL cannot be asked: the shard's reads skip the cache
+    /// while it is a member).
+    fn learn(&self, catalog: &CatalogShard, leases: &mut Leases, members: &KnownMembers) {
         let names = members.replicas.iter().map(|m| m.name.clone());
         if !leases.learn(members.index, names) {
             return;
         }
-        let mut learned = lock(&self.learned);
+        let mut learned = lock(&catalog.learned);
         learned.retain(|name, _| members.replicas.iter().any(|m| m.name == *name));
         for member in &members.replicas {
-            let known = self.catalogs.clients().any(|(n, _)| n == member.name)
+            let known = catalog.replicas.clients().any(|(n, _)| n == member.name)
                 || learned.contains_key(&member.name);
             if known {
                 continue;
@@ -219,14 +287,15 @@ impl FrontendNode {
                     learned.insert(member.name.clone(), client);
                 }
                 Err(err) => tracing::warn!(member = %member.name, %err,
-                    "cannot reach a catalog member: the cache stays unused while it is one"),
+                    "cannot reach a catalog member: its shard's reads skip the cache while it is one"),
             }
         }
     }
 
-    /// Asks catalog replica `source` for a grant of this frontend's cache
-    /// lease, and takes it (and the membership it tells of).
-    async fn renew_lease(&self, client: &CatalogClient, source: &str) {
+    /// Asks replica `source` of catalog shard `catalog` for a grant of
+    /// this frontend's cache lease, and takes it (and the membership it
+    /// tells of).
+    async fn renew_lease(&self, catalog: &CatalogShard, client: &CatalogClient, source: &str) {
         let sent = Instant::now();
         let grant = match tokio::time::timeout(RENEW_TIMEOUT, client.lease(&self.node.name)).await {
             Ok(Ok(grant)) => grant,
@@ -239,9 +308,9 @@ impl FrontendNode {
                 return;
             }
         };
-        let mut leases = self.lease.lock();
+        let mut leases = catalog.lease.lock();
         if let Some(members) = &grant.members {
-            self.learn(&mut leases, members);
+            self.learn(catalog, &mut leases, members);
         }
         match leases.granted(
             source,
@@ -257,15 +326,16 @@ impl FrontendNode {
             }
             Grant::Waiting => {}
         }
-        self.lease.publish(&leases);
+        catalog.lease.publish(&leases);
     }
 
-    /// Answers from the cache, or fills it from `load`.
-    async fn cached<Fut>(&self, key: String, load: Fut) -> ApiResult
+    /// Answers from the cache while `leased` (the leases of every shard
+    /// the answer reads hold), or fills it from `load`.
+    async fn cached<Fut>(&self, leased: bool, key: String, load: Fut) -> ApiResult
     where
         Fut: Future<Output = Result<Bytes, ApiError>>,
     {
-        if !self.lease.holds() {
+        if !leased {
             return Ok(json_bytes(StatusCode::OK, load.await?));
         }
         if let Some(body) = self.cache.get(&key) {
@@ -282,9 +352,10 @@ impl FrontendNode {
     async fn lookup(&self, req: &Request) -> ApiResult {
         self.counters.lookups.fetch_add(1, Ordering::Relaxed);
         let id = req.item_id("id")?;
-        self.cached(lookup_key(id), async {
-            let alone = || async { Ok(self.catalogs.call(|c| c.item(id)).await?) };
-            let book = self.lookups.ask(id, alone).await?;
+        let shard = self.catalog_of(id)?;
+        self.cached(shard.lease.holds(), lookup_key(id), async {
+            let alone = || async { Ok(shard.replicas.call(|c| c.item(id)).await?) };
+            let book = shard.lookups.ask(id, alone).await?;
             to_bytes(&ItemsResponse::new(vec![book]))
         })
         .await
@@ -298,8 +369,20 @@ impl FrontendNode {
                 "a topic is at most {MAX_TOPIC_BYTES} bytes"
             )));
         }
-        self.cached(search_key(topic), async {
-            let books = self.catalogs.call(|c| c.items(Some(topic))).await?;
+        let leased = self.catalogs.iter().all(|shard| shard.lease.holds());
+        self.cached(leased, search_key(topic), async {
+            let asked = self
+                .catalogs
+                .iter()
+                .map(|shard| shard.replicas.call(|c| c.items(Some(topic))));
+            let mut books = Vec::new();
+            // Every shard's books, or the first failure: never a part.
+            for answer in join_all(asked).await {
+                books.extend(answer?);
+            }
+            if self.catalogs.len() > 1 {
+                books.sort_by_key(|book| book.id);
+            }
             to_bytes(&ItemsResponse::new(books))
         })
         .await
@@ -313,8 +396,14 @@ impl FrontendNode {
             item: id,
             key: key.clone(),
         };
-        let alone = || async { Ok(self.orders.call_leader_first(|o| o.buy(id, &key)).await?) };
-        let order = self.buys.ask(buy, alone).await?;
+        let shard = self.order_shard_of(&key)?;
+        let alone = || async {
+            Ok(shard
+                .replicas
+                .call_leader_first(|o| o.buy(id, &key))
+                .await?)
+        };
+        let order = shard.buys.ask(buy, alone).await?;
         // The catalog pushed the invalidation of the book and its topic
         // before the sale was answered; dropping the lookup here too costs
         // nothing and covers a lost push for lookups (not for searches: the
@@ -331,9 +420,13 @@ impl FrontendNode {
             self.cache.invalidate(&lookup_key(invalidation.item));
             self.cache.invalidate(&search_key(&invalidation.topic));
             if let Some(stamp) = &invalidation.stamp {
-                self.lease
-                    .lock()
-                    .applied(&stamp.source, &stamp.incarnation, stamp.seq);
+                // Only the shard of the source knows it.
+                for shard in &self.catalogs {
+                    shard
+                        .lease
+                        .lock()
+                        .applied(&stamp.source, &stamp.incarnation, stamp.seq);
+                }
             }
         }
         Ok(json(StatusCode::OK, &Acknowledged::default()))
@@ -357,15 +450,40 @@ impl Handler for FrontendNode {
         &self.node
     }
 
-    /// Ready once the last probe of each backend found a replica ready:
-    /// then a lookup, a search and a buy each have a replica to go to.
+    /// Ready once the last probe of each shard of each backend found a
+    /// replica ready: then a lookup, a search and a buy each have a
+    /// replica to go to.
     fn readiness(&self) -> Readiness {
-        let unreached: Vec<&str> = [
-            ("catalog", self.catalogs.any_ready()),
-            ("order", self.orders.any_ready()),
+        // Each service with a shard whose replicas are all unready: the
+        // service's name (of one shard), or its shards' numbers.
+        let unready = |service: &str, ready: Vec<bool>| {
+            let shards: Vec<String> = ready
+                .iter()
+                .enumerate()
+                .filter(|(_, ready)| !**ready)
+                .map(|(shard, _)| shard.to_string())
+                .collect();
+            match (shards.is_empty(), ready.len()) {
+                (true, _) => None,
+                (false, 1) => Some(service.to_owned()),
+                (false, _) => Some(format!("{service} (shard {})", shards.join(", "))),
+            }
+        };
+        let unreached: Vec<String> = [
+            unready(
+                "catalog",
+                self.catalogs
+                    .iter()
+                    .map(|s| s.replicas.any_ready())
+                    .collect(),
+            ),
+            unready(
+                "order",
+                self.orders.iter().map(|s| s.replicas.any_ready()).collect(),
+            ),
         ]
         .into_iter()
-        .filter_map(|(service, ready)| (!ready).then_some(service))
+        .flatten()
         .collect();
         if unreached.is_empty() {
             Readiness::Ready
@@ -394,12 +512,16 @@ impl Handler for FrontendNode {
         out.counter(
             "pygmy_frontend_failovers_total",
             "Backend calls retried on another replica.",
-            self.catalogs.failovers() + self.orders.failovers(),
+            self.catalogs
+                .iter()
+                .map(|s| s.replicas.failovers())
+                .chain(self.orders.iter().map(|s| s.replicas.failovers()))
+                .sum(),
         );
         out.gauge(
             "pygmy_cache_leased",
-            "1 while the frontend holds a cache lease from every catalog replica (member).",
-            u64::from(self.lease.holds()),
+            "1 while the frontend holds a cache lease from every catalog replica (member) of every shard.",
+            u64::from(self.catalogs.iter().all(|s| s.lease.holds())),
         );
         let stats = self.cache.stats();
         out.counter(

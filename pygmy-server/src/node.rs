@@ -32,9 +32,10 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::background::Background;
 use crate::catalog::CatalogNode;
-use crate::frontend::{DialCatalog, FrontendNode};
+use crate::frontend::{Backends, DialCatalog, FrontendNode};
 use crate::http::{serve, Handler, Limits, NodeInfo};
-use crate::order::OrderNode;
+use crate::order::steps::SalesRoute;
+use crate::order::{OrderNode, OrderShardPlace};
 use crate::tls::NodeTls;
 use crate::transport::HttpTransport;
 
@@ -188,34 +189,34 @@ fn limits(topology: &Topology) -> Limits {
     }
 }
 
-/// Clients of every node of `role`, over one shared pool.
+/// Clients of the nodes at `urls` (`(name, url)`), over one shared pool.
 fn clients<C>(
     topology: &Topology,
-    role: Role,
+    urls: &[(String, String)],
     pool: &Pool,
     make: impl Fn(Http) -> C,
 ) -> Result<Vec<(String, C)>, NodeError> {
-    topology
-        .urls(role)
-        .into_iter()
+    urls.iter()
         .map(|(name, url)| {
-            let http = Http::with_client(pool.clone(), &url, topology.token.clone())?;
-            Ok((name, make(http)))
+            let http = Http::with_client(pool.clone(), url, topology.token.clone())?;
+            Ok((name.clone(), make(http)))
         })
         .collect()
 }
 
-/// The replicas of `role` as a [`ReplicaSet`], tried in `balancer`'s order.
+/// The replicas of shard `shard` of `role` as a [`ReplicaSet`], tried in
+/// `balancer`'s order.
 fn replica_set<C>(
     topology: &Topology,
     role: Role,
+    shard: usize,
     pool: &Pool,
     make: impl Fn(Http) -> C,
     balancer: Box<dyn Balancer>,
 ) -> Result<ReplicaSet<C>, NodeError> {
-    let clients = clients(topology, role, pool, make)?;
-    let replicas = topology
-        .urls(role)
+    let urls = topology.shard_urls(role, shard);
+    let clients = clients(topology, &urls, pool, make)?;
+    let replicas = urls
         .into_iter()
         .zip(clients)
         .map(|((name, url), (_, client))| (name, url, client));
@@ -320,14 +321,16 @@ async fn open_store<M: Service>(
     }
 }
 
-/// Starts the replication of `store` among the replicas of `node`'s role.
+/// Starts the replication of `store` among the replicas of `node`'s shard
+/// (its raft group).
 async fn replicator<M: Service>(
     topology: &Topology,
     node: &NodeConfig,
     store: &Store<M>,
     pool: &Pool,
 ) -> Result<Arc<dyn Replicator<M>>, NodeError> {
-    let peers = clients(topology, node.role, pool, InternalClient::from_http)?;
+    let group = topology.shard_urls(node.role, topology.shard_index(node));
+    let peers = clients(topology, &group, pool, InternalClient::from_http)?;
     let names = peers.iter().map(|(name, _)| name.clone()).collect();
     let transport = Arc::new(HttpTransport::new(
         peers,
@@ -372,19 +375,31 @@ async fn catalog_node(
     tls: Option<&NodeTls>,
 ) -> Result<(Arc<CatalogNode>, Background), NodeError> {
     let store = open_store::<CatalogMachine>(topology, node).await?;
+    let (ranges, shard) = (topology.item_ranges(), topology.shard_index(node));
     let books = {
         let topology = topology.clone();
         tokio::task::spawn_blocking(move || topology.books())
             .await
             .map_err(StoreError::from)??
     };
+    // A shard holds the books of its range alone.
+    let books: Vec<_> = books
+        .into_iter()
+        .filter(|book| ranges.holds(shard, book.id))
+        .collect();
     if store.store.seed(books).await? {
         tracing::info!("seeded a new catalog");
     }
     let pool = pooled(&client_options(topology, tls))?;
     let replicator = replicator(topology, node, &store, &pool).await?;
-    let frontends = clients(topology, Role::Frontend, &pool, InternalClient::from_http)?;
-    let (catalog, background) = CatalogNode::new(info, store.store, replicator, frontends);
+    let frontends = clients(
+        topology,
+        &topology.urls(Role::Frontend),
+        &pool,
+        InternalClient::from_http,
+    )?;
+    let (catalog, background) =
+        CatalogNode::new(info, store.store, replicator, frontends, (ranges, shard));
     Ok((Arc::new(catalog), background))
 }
 
@@ -397,21 +412,36 @@ async fn order_node(
     let store = open_store::<OrderMachine>(topology, node).await?;
     let pool = pooled(&client_options(topology, tls))?;
     let replicator = replicator(topology, node, &store, &pool).await?;
-    // The preferred catalog replica first, then the others in file order.
-    let preferred = topology.preferred_catalog(node);
-    let first = topology
-        .urls(Role::Catalog)
-        .iter()
-        .position(|(name, _)| Some(name) == preferred.as_ref())
-        .unwrap_or(0);
-    let catalogs = replica_set(
-        topology,
-        Role::Catalog,
-        &pool,
-        CatalogClient::from_http,
-        Box::new(Preferred::new(first)),
-    )?;
-    let (order, background) = OrderNode::new(info, store.store, replicator, catalogs);
+    // In each catalog shard, the preferred replica first, then the others
+    // in file order.
+    let shards = (0..topology.item_ranges().len()).map(|shard| {
+        let preferred = topology.preferred_catalog(node, shard);
+        let first = topology
+            .shard_urls(Role::Catalog, shard)
+            .iter()
+            .position(|(name, _)| Some(name) == preferred.as_ref())
+            .unwrap_or(0);
+        replica_set(
+            topology,
+            Role::Catalog,
+            shard,
+            &pool,
+            CatalogClient::from_http,
+            Box::new(Preferred::new(first)),
+        )
+    });
+    let catalogs = shards.collect::<Result<Vec<_>, _>>()?;
+    let place = OrderShardPlace {
+        shard: topology.shard_index(node),
+        keys: topology.key_shards(),
+    };
+    let (order, background) = OrderNode::new(
+        info,
+        store.store,
+        replicator,
+        SalesRoute::new(catalogs, topology.item_ranges()),
+        place,
+    );
     Ok((Arc::new(order), background))
 }
 
@@ -421,20 +451,38 @@ fn frontend_node(
     tls: Option<&NodeTls>,
 ) -> Result<(Arc<FrontendNode>, Background), NodeError> {
     let pool = pooled(&client_options(topology, tls))?;
-    let catalogs = replica_set(
-        topology,
-        Role::Catalog,
-        &pool,
-        CatalogClient::from_http,
-        balancer(topology),
-    )?;
-    let orders = replica_set(
-        topology,
-        Role::Order,
-        &pool,
-        OrderClient::from_http,
-        balancer(topology),
-    )?;
+    let ranges = topology.item_ranges();
+    let keys = topology.key_shards();
+    let catalogs = (0..ranges.len())
+        .map(|shard| {
+            replica_set(
+                topology,
+                Role::Catalog,
+                shard,
+                &pool,
+                CatalogClient::from_http,
+                balancer(topology),
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let orders = (0..keys.len())
+        .map(|shard| {
+            replica_set(
+                topology,
+                Role::Order,
+                shard,
+                &pool,
+                OrderClient::from_http,
+                balancer(topology),
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let backends = Backends {
+        catalogs,
+        ranges,
+        orders,
+        keys,
+    };
     let cache: Arc<dyn Cache> = match NonZeroUsize::new(topology.cache.capacity) {
         Some(capacity) => Arc::new(LruCache::new(
             capacity,
@@ -446,7 +494,7 @@ fn frontend_node(
     let dial: DialCatalog = Box::new(move |url: &str| {
         Http::with_client(pool.clone(), url, token.clone()).map(CatalogClient::from_http)
     });
-    Ok(FrontendNode::new(info, cache, catalogs, orders, dial))
+    Ok(FrontendNode::new(info, cache, backends, dial))
 }
 
 /// Builds node `name` of `topology` and serves it on `listener` until

@@ -308,6 +308,7 @@ async fn a_store_that_sold(
                         key: key(n),
                         item: ItemId(1),
                         created: "2026-12-04T00:00:00Z".to_owned(),
+                        base: 0,
                     },
                 };
                 (history(n), Some(op), None)

@@ -20,13 +20,18 @@ impl MemoryState for OrderState {
     type Machine = OrderMachine;
 
     fn execute(&mut self, cmd: &OrderCommand) -> OrderOutcome {
-        let OrderCommand::Record { key, item, created } = cmd;
+        let OrderCommand::Record {
+            key,
+            item,
+            created,
+            base,
+        } = cmd;
         if let Some(order) = self.by_key.get(key).and_then(|id| self.orders.get(id)) {
             return OrderOutcome::Recorded {
                 order: order.clone(),
             };
         }
-        let id = OrderId(self.orders.keys().next_back().map_or(0, |id| id.0) + 1);
+        let id = OrderId(self.orders.keys().next_back().map_or(*base, |id| id.0) + 1);
         let order = Order {
             created: created.clone(),
             id,

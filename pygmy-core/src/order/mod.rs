@@ -2,8 +2,9 @@
 //!
 //! An order is recorded under the buy's idempotency key: recording the same
 //! key again returns the order already there, so a retried buy never makes
-//! a second order. Ids are assigned in apply order (1, 2, ...), which is the
-//! same on every replica that applies the same ops in the same order.
+//! a second order. Ids are assigned in apply order (1, 2, ..., or from the
+//! base of the order shard up), which is the same on every replica that
+//! applies the same ops in the same order.
 
 pub mod memory;
 #[cfg(feature = "sqlite")]
@@ -31,7 +32,17 @@ pub enum OrderCommand {
         /// When the order was taken (RFC 3339, chosen by the proposer so
         /// that every replica records the same time).
         created: String,
+        /// The id below the first order of the order shard that records
+        /// it ([`crate::shard::order_id_base`]): a new order takes the
+        /// shard's highest id, or this, plus one. 0 (and not written) for
+        /// the first shard, as an order recorded before shards.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        base: i64,
     },
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 impl OrderCommand {
@@ -75,7 +86,7 @@ impl Machine for OrderMachine {
 /// let key = IdempotencyKey::parse("buy-1").unwrap();
 /// let record = Op {
 ///     id: OrderCommand::op_id(&key),
-///     cmd: OrderCommand::Record { key: key.clone(), item: ItemId(7), created: "2026-11-25T00:00:00Z".into() },
+///     cmd: OrderCommand::Record { key: key.clone(), item: ItemId(7), created: "2026-11-25T00:00:00Z".into(), base: 0 },
 /// };
 /// store.apply(Source::Local { node: "order-a".into() }, record).await?;
 /// let order = store.order_by_key(&key).await?.expect("recorded");

@@ -99,7 +99,12 @@ CREATE TABLE IF NOT EXISTS orders (
     }
 
     fn execute(tx: &Transaction<'_>, cmd: &OrderCommand) -> Result<OrderOutcome, StoreError> {
-        let OrderCommand::Record { key, item, created } = cmd;
+        let OrderCommand::Record {
+            key,
+            item,
+            created,
+            base,
+        } = cmd;
         // The next id and the insert are one statement; a key that has an
         // order already inserts nothing, and its order is answered.
         // (`WHERE true` tells SQLite's parser the ON CONFLICT is the
@@ -111,10 +116,10 @@ CREATE TABLE IF NOT EXISTS orders (
         let inserted = tx
             .prepare_cached(
                 "INSERT INTO orders (id, key, item_id, created)
-                 SELECT IFNULL(MAX(id), 0) + 1, ?1, ?2, ?3 FROM orders WHERE true
+                 SELECT IFNULL(MAX(id), ?4) + 1, ?1, ?2, ?3 FROM orders WHERE true
                  ON CONFLICT (key) DO NOTHING",
             )?
-            .execute(params![key.as_str(), item.0, created])?;
+            .execute(params![key.as_str(), item.0, created, base])?;
         let order = match inserted {
             1 => Order {
                 created: created.clone(),
@@ -266,6 +271,7 @@ mod tests {
                         key: key(n),
                         item: ItemId(1),
                         created: "2026-11-26T00:00:00Z".to_owned(),
+                        base: 0,
                     },
                 },
             })

@@ -26,6 +26,7 @@ where
     F: Fn() -> Arc<dyn OrderStore>,
 {
     ids_follow_apply_order(make()).await;
+    a_shard_numbers_its_orders_from_its_base(make()).await;
     a_key_makes_one_order(make()).await;
     concurrent_records_get_distinct_ids(make()).await;
     keys_with_orders_are_told_apart(make()).await;
@@ -44,6 +45,7 @@ pub fn record(raw: &str, item: i64) -> Op<OrderCommand> {
             key,
             item: ItemId(item),
             created: "2026-11-24T00:00:00Z".to_owned(),
+            base: 0,
         },
     }
 }
@@ -73,6 +75,23 @@ pub async fn ids_follow_apply_order(store: Arc<dyn OrderStore>) {
             .collect::<Vec<_>>(),
         vec![(1, 1, "k1"), (2, 3, "k2")]
     );
+}
+
+/// A check of the suite (see [`run`]): the replica of an order shard
+/// numbers its orders from the shard's base up
+/// ([`crate::shard::order_id_base`]).
+pub async fn a_shard_numbers_its_orders_from_its_base(store: Arc<dyn OrderStore>) {
+    let base = crate::shard::order_id_base(3);
+    let in_shard = |raw: &str| {
+        let mut op = record(raw, 1);
+        let OrderCommand::Record { base: b, .. } = &mut op.cmd;
+        *b = base;
+        op
+    };
+    assert_eq!(order_id(&store, in_shard("s1")).await, OrderId(base + 1));
+    assert_eq!(order_id(&store, in_shard("s2")).await, OrderId(base + 2));
+    // A repeat answers the order recorded first.
+    assert_eq!(order_id(&store, in_shard("s1")).await, OrderId(base + 1));
 }
 
 /// A check of the suite (see [`run`]).

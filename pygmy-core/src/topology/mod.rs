@@ -21,6 +21,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::shard::{ItemRanges, KeyShards, MAX_ORDER_SHARDS};
+use crate::types::ItemId;
+
 /// What a node does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -133,6 +136,27 @@ pub struct NodeConfig {
     /// --max-format` sets it for the node it runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_format: Option<u32>,
+    /// For a backend node of a sharded service: the `[[shard]]` it is a
+    /// replica of (its raft group). None when the service has one shard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<String>,
+}
+
+/// One shard of a backend service (`[[shard]]`; docs/scaling.md, "Shards:
+/// the design"): a raft group of its own, holding a range of item ids (a
+/// catalog shard) or the buys whose key hashes to it (an order shard).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShardConfig {
+    /// Unique among the shards: the nodes name it with `shard`.
+    pub name: String,
+    /// The service it is a part of: `catalog` or `order`.
+    pub role: Role,
+    /// For a catalog shard after the first: the first item id it holds
+    /// (it holds the ids up to the next shard's `first_item` less one;
+    /// the first shard every id below the second's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_item: Option<ItemId>,
 }
 
 /// Where a cluster's certificates are (`[tls]`; docs/operations.md,
@@ -240,6 +264,10 @@ pub struct Topology {
     /// HTTP) unless set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
+    /// The shards of the backend services, in file order: none for a
+    /// service of one shard.
+    #[serde(rename = "shard", default, skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<ShardConfig>,
     /// The nodes.
     #[serde(rename = "node")]
     pub nodes: Vec<NodeConfig>,
@@ -339,6 +367,7 @@ impl Topology {
             data_dir: (role != Role::Frontend).then(|| PathBuf::from("data").join(name)),
             catalog: None,
             max_format: None,
+            shard: None,
         };
         Topology {
             log_dir: Self::default_log_dir(),
@@ -359,6 +388,7 @@ impl Topology {
             raft_keep_logs: Self::default_raft_keep_logs(),
             base_dir: None,
             tls: None,
+            shards: Vec::new(),
             nodes: vec![
                 node("frontend", Role::Frontend, 8010),
                 node("catalog-a", Role::Catalog, 8011),
@@ -483,7 +513,179 @@ impl Topology {
         if self.token.as_deref().is_some_and(|t| t.trim().is_empty()) {
             return Err(ConfigError::Invalid("the token is empty".to_owned()));
         }
+        self.validate_shards()
+    }
+
+    /// The shard map: unique valid names, catalog split points that rise,
+    /// every node of a sharded service in one of its shards, and every
+    /// shard with an odd number of replicas.
+    fn validate_shards(&self) -> Result<(), ConfigError> {
+        let invalid = |message: String| Err(ConfigError::Invalid(message));
+        let mut names = HashSet::new();
+        for shard in &self.shards {
+            if !crate::replication::members::valid_node_name(&shard.name) {
+                return invalid(format!(
+                    "shard name {:?}: use letters, digits, - and _ (at most 64)",
+                    shard.name
+                ));
+            }
+            if !names.insert(shard.name.as_str()) {
+                return invalid(format!("two shards are named {:?}", shard.name));
+            }
+            if shard.role == Role::Frontend {
+                return invalid(format!(
+                    "shard {}: only the catalog and the order service have shards",
+                    shard.name
+                ));
+            }
+        }
+        let catalogs: Vec<&ShardConfig> = self.declared_shards(Role::Catalog).collect();
+        for (i, shard) in catalogs.iter().enumerate() {
+            match (i, shard.first_item) {
+                (0, Some(_)) => {
+                    return invalid(format!(
+                        "shard {}: the first catalog shard holds every id below the \
+                         second's; it takes no first_item",
+                        shard.name
+                    ))
+                }
+                (1.., None) => {
+                    return invalid(format!(
+                        "shard {}: a catalog shard after the first needs its first_item",
+                        shard.name
+                    ))
+                }
+                _ => {}
+            }
+        }
+        if let Some(shard) = self
+            .declared_shards(Role::Order)
+            .find(|s| s.first_item.is_some())
+        {
+            return invalid(format!(
+                "shard {}: order shards hold keys by their hash, not items: no first_item",
+                shard.name
+            ));
+        }
+        if self.declared_shards(Role::Order).count() > MAX_ORDER_SHARDS {
+            return invalid(format!("at most {MAX_ORDER_SHARDS} order shards"));
+        }
+        let splits = catalogs.iter().filter_map(|s| s.first_item).collect();
+        if let Err(err) = ItemRanges::new(splits) {
+            return invalid(err.to_string());
+        }
+        for node in &self.nodes {
+            let declared = self.declared_shards(node.role).next().is_some();
+            match (&node.shard, declared) {
+                (None, true) => {
+                    return invalid(format!(
+                        "{}: the {} service has shards; name this node's shard",
+                        node.name, node.role
+                    ))
+                }
+                (Some(_), false) => {
+                    return invalid(format!(
+                        "{}: the {} service has no [[shard]]; drop shard",
+                        node.name, node.role
+                    ))
+                }
+                (Some(name), true) => {
+                    if !self.declared_shards(node.role).any(|s| s.name == *name) {
+                        return invalid(format!(
+                            "{}: {name:?} is not a shard of the {} service",
+                            node.name, node.role
+                        ));
+                    }
+                }
+                (None, false) => {}
+            }
+        }
+        for shard in &self.shards {
+            let replicas = self
+                .nodes
+                .iter()
+                .filter(|n| n.shard.as_deref() == Some(shard.name.as_str()))
+                .count();
+            if replicas % 2 == 0 {
+                return invalid(format!(
+                    "shard {} has {replicas} replicas: give it an odd number (a \
+                     majority then survives the loss of the rest)",
+                    shard.name
+                ));
+            }
+        }
+        if let Some(node) = self.of_role(Role::Order).find(|n| n.catalog.is_some()) {
+            if self.declared_shards(Role::Catalog).next().is_some() {
+                return invalid(format!(
+                    "{}: with catalog shards, order nodes pair with a replica of each \
+                     shard by position; drop catalog",
+                    node.name
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// The `[[shard]]` tables of `role`, in file order.
+    fn declared_shards(&self, role: Role) -> impl Iterator<Item = &ShardConfig> {
+        self.shards.iter().filter(move |s| s.role == role)
+    }
+
+    /// The names of `role`'s shards, in file order: the role's own name
+    /// for a service of one shard.
+    pub fn shard_names(&self, role: Role) -> Vec<String> {
+        let declared: Vec<String> = self.declared_shards(role).map(|s| s.name.clone()).collect();
+        if declared.is_empty() {
+            vec![role.to_string()]
+        } else {
+            declared
+        }
+    }
+
+    /// The shard (its index among its service's, in file order) that
+    /// `node` is a replica of: 0 in a service of one shard.
+    pub fn shard_index(&self, node: &NodeConfig) -> usize {
+        node.shard
+            .as_ref()
+            .and_then(|name| {
+                self.declared_shards(node.role)
+                    .position(|s| s.name == *name)
+            })
+            .unwrap_or(0)
+    }
+
+    /// The name of the shard `node` is a replica of.
+    pub fn shard_name(&self, node: &NodeConfig) -> String {
+        node.shard.clone().unwrap_or_else(|| node.role.to_string())
+    }
+
+    /// The nodes of shard `shard` of `role`, in file order.
+    pub fn shard_nodes(&self, role: Role, shard: usize) -> impl Iterator<Item = &NodeConfig> {
+        self.of_role(role)
+            .filter(move |n| self.shard_index(n) == shard)
+    }
+
+    /// The `(name, url)` of each node of shard `shard` of `role`, in file
+    /// order.
+    pub fn shard_urls(&self, role: Role, shard: usize) -> Vec<(String, String)> {
+        self.shard_nodes(role, shard)
+            .map(|n| (n.name.clone(), self.url(n)))
+            .collect()
+    }
+
+    /// The catalog's shards by item.
+    pub fn item_ranges(&self) -> ItemRanges {
+        let splits = self
+            .declared_shards(Role::Catalog)
+            .filter_map(|s| s.first_item)
+            .collect();
+        // Checked at load: the split points rise.
+        ItemRanges::new(splits).unwrap_or_else(|_| ItemRanges::one())
+    }
+
+    /// The order service's shards by key.
+    pub fn key_shards(&self) -> KeyShards {
+        KeyShards::new(self.shard_names(Role::Order).len())
     }
 
     /// The node named `name`.
@@ -539,16 +741,17 @@ impl Topology {
         }
     }
 
-    /// The catalog replica order replica `node` prefers: its `catalog`, or
-    /// the catalog in the same position among catalogs as it among orders.
-    pub fn preferred_catalog(&self, node: &NodeConfig) -> Option<String> {
+    /// The catalog replica order replica `node` prefers in catalog shard
+    /// `shard`: its `catalog` (a service of one shard), or the catalog in
+    /// the same position among the shard's catalogs as it among orders.
+    pub fn preferred_catalog(&self, node: &NodeConfig, shard: usize) -> Option<String> {
         if let Some(catalog) = &node.catalog {
             return Some(catalog.clone());
         }
         let position = self
             .of_role(Role::Order)
             .position(|n| n.name == node.name)?;
-        let catalogs: Vec<_> = self.of_role(Role::Catalog).collect();
+        let catalogs: Vec<_> = self.shard_nodes(Role::Catalog, shard).collect();
         catalogs
             .get(position % catalogs.len().max(1))
             .map(|c| c.name.clone())
@@ -580,7 +783,7 @@ mod tests {
         let topology = Topology::default_local();
         let order_b = topology.node("order-b").expect("order-b");
         assert_eq!(
-            topology.preferred_catalog(order_b).as_deref(),
+            topology.preferred_catalog(order_b, 0).as_deref(),
             Some("catalog-b")
         );
     }
@@ -601,5 +804,96 @@ mod tests {
             .to_toml()
             .replace("role = \"catalog\"", "role = \"catalogue\"");
         assert!(Topology::parse(&typo).is_err());
+    }
+
+    fn sharded() -> Topology {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../examples/sharded.toml"
+        ))
+        .expect("examples/sharded.toml");
+        Topology::parse(&text).expect("the sharded example parses")
+    }
+
+    #[test]
+    fn a_sharded_topology_maps_items_keys_and_replicas_to_shards() {
+        let topology = sharded();
+        assert_eq!(
+            topology.shard_names(Role::Catalog),
+            ["books-low", "books-high"]
+        );
+        assert_eq!(topology.shard_names(Role::Order), ["orders-0", "orders-1"]);
+        let ranges = topology.item_ranges();
+        assert_eq!(ranges.shard_of(ItemId(4)), 0);
+        assert_eq!(ranges.shard_of(ItemId(5)), 1);
+        assert_eq!(topology.key_shards().len(), 2);
+        let high: Vec<&str> = topology
+            .shard_nodes(Role::Catalog, 1)
+            .map(|n| n.name.as_str())
+            .collect();
+        assert_eq!(high, ["catalog-high-a", "catalog-high-b", "catalog-high-c"]);
+        let order = topology.node("order-1-b").expect("order-1-b");
+        assert_eq!(topology.shard_index(order), 1);
+        assert_eq!(
+            topology.preferred_catalog(order, 1).as_deref(),
+            Some("catalog-high-b")
+        );
+        assert_eq!(
+            Topology::parse(&topology.to_toml()).expect("prints back"),
+            topology
+        );
+        // A service of one shard: named after its role, every node in it.
+        let default = Topology::default_local();
+        assert_eq!(default.shard_names(Role::Catalog), ["catalog"]);
+        assert_eq!(default.shard_nodes(Role::Order, 0).count(), 3);
+    }
+
+    /// Each mistake in a shard map is refused at load, with its reason.
+    #[test]
+    fn a_bad_shard_map_is_refused() {
+        let refused = |edit: &dyn Fn(&mut Topology), why: &str| {
+            let mut topology = sharded();
+            edit(&mut topology);
+            match Topology::parse(&topology.to_toml()) {
+                Err(ConfigError::Invalid(message)) => {
+                    assert!(message.contains(why), "{message:?} does not say {why:?}")
+                }
+                other => panic!("expected a refusal saying {why:?}, got {other:?}"),
+            }
+        };
+        refused(
+            &|t| t.shards[0].first_item = Some(ItemId(1)),
+            "takes no first_item",
+        );
+        refused(&|t| t.shards[1].first_item = None, "needs its first_item");
+        refused(&|t| t.shards[2].first_item = Some(ItemId(3)), "not items");
+        refused(&|t| t.shards[3].name = "orders-0".to_owned(), "two shards");
+        refused(&|t| t.shards[0].role = Role::Frontend, "only the catalog");
+        refused(
+            &|t| t.nodes.retain(|n| n.name != "catalog-low-c"),
+            "odd number",
+        );
+        refused(&|t| t.nodes[1].shard = None, "name this node's shard");
+        refused(
+            &|t| t.nodes[1].shard = Some("orders-0".to_owned()),
+            "not a shard of",
+        );
+        refused(
+            &|t| {
+                t.shards.push(ShardConfig {
+                    name: "books-mid".to_owned(),
+                    role: Role::Catalog,
+                    first_item: Some(ItemId(3)),
+                })
+            },
+            "must rise",
+        );
+        refused(
+            &|t| t.nodes[7].catalog = Some("catalog-low-a".to_owned()),
+            "drop catalog",
+        );
+        let mut unsharded = Topology::default_local();
+        unsharded.nodes[1].shard = Some("books".to_owned());
+        assert!(Topology::parse(&unsharded.to_toml()).is_err());
     }
 }

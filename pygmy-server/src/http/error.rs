@@ -22,6 +22,7 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
         ErrorKind::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
         ErrorKind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
         ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::Misdirected => StatusCode::MISDIRECTED_REQUEST,
         ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -122,6 +123,11 @@ impl ApiError {
     /// Well formed but impossible (422).
     pub fn unprocessable(message: impl Into<String>) -> Self {
         ApiError::new(ErrorKind::Unprocessable, message)
+    }
+
+    /// Sent to a shard that does not hold it (421).
+    pub fn misdirected(message: impl Into<String>) -> Self {
+        ApiError::new(ErrorKind::Misdirected, message)
     }
 
     /// No replica could serve (503).

@@ -15,17 +15,16 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use futures_util::future::join_all;
 use http::StatusCode;
-use pygmy_client::CatalogClient;
 use pygmy_core::api::internal::{BuyAnswers, BuyRequest, BuyResult, BuysRequest, LedgerResponse};
 use pygmy_core::api::public::{BuyResponse, OrderPage, OrderRef};
 use pygmy_core::api::routes::OrderRoute;
-use pygmy_core::balance::ReplicaSet;
 use pygmy_core::order::{OrderMachine, OrderStore};
 use pygmy_core::replication::Replicator;
+use pygmy_core::shard::{order_id_base, KeyShards};
 use pygmy_core::types::{IdempotencyKey, ItemId, Order, OrderId};
 
 use self::reconcile::Reconciler;
-use self::steps::BuySteps;
+use self::steps::{BuySteps, SalesRoute};
 use crate::background::Background;
 use crate::gather::{as_refusals, check_count};
 use crate::http::{json, ApiError, ApiResult, Handler, Metrics, NodeInfo, Readiness, Request};
@@ -40,43 +39,85 @@ pub struct OrderNode {
     store: Arc<dyn OrderStore>,
     /// Orders recorded by the reconciler, for `/metrics`.
     reconciled: Arc<AtomicU64>,
+    /// Its order shard.
+    place: OrderShardPlace,
+}
+
+/// Which order shard a replica is of, and how keys map to the shards.
+#[derive(Debug, Clone, Copy)]
+pub struct OrderShardPlace {
+    /// Its shard's index, from 0, in file order.
+    pub shard: usize,
+    /// The order shards by key.
+    pub keys: KeyShards,
 }
 
 impl OrderNode {
-    /// An order replica over `store`, replicated by `replicator`, selling
-    /// through `catalogs`; and its background work (not started): the
-    /// gathering of its sales, a health probe of the catalog replicas, the
-    /// reconciler, and the measure of its data dir.
+    /// A new key for a buy that came without one, of this replica's shard
+    /// (a frontend always sends one; a caller of `GET /buy/<item>` may
+    /// not).
+    fn mint_key(&self) -> IdempotencyKey {
+        loop {
+            let key = IdempotencyKey::mint();
+            if self.place.keys.shard_of(&key) == self.place.shard {
+                return key;
+            }
+        }
+    }
+}
+
+impl OrderNode {
+    /// A replica of order shard `place` over `store`, replicated by
+    /// `replicator`, selling through `catalog` (with its background work:
+    /// each catalog shard's gathering of sales and health probe); and its
+    /// own background work (not started): the reconciler, and the measure
+    /// of its data dir.
     pub fn new(
         node: NodeInfo,
         store: Arc<dyn OrderStore>,
         replicator: Arc<dyn Replicator<OrderMachine>>,
-        catalogs: ReplicaSet<CatalogClient>,
+        (catalog, mut background): (SalesRoute, Background),
+        place: OrderShardPlace,
     ) -> (Self, Background) {
-        let catalogs = Arc::new(catalogs);
         let replica = Replica::new(node, replicator);
         let measuring = replica.measure_forever();
-        let (steps, gathering_sales) = BuySteps::new(replica, Arc::clone(&catalogs));
+        let steps = BuySteps::new(replica, Arc::new(catalog), order_id_base(place.shard));
         let reconciled = Arc::new(AtomicU64::new(0));
-        let reconciler =
-            Reconciler::new(steps.clone(), Arc::clone(&store), Arc::clone(&reconciled));
-        let mut background = Background::default();
-        background.add(gathering_sales);
-        background.add(catalogs.probe_forever());
+        let reconciler = Reconciler::new(
+            steps.clone(),
+            Arc::clone(&store),
+            Arc::clone(&reconciled),
+            place,
+        );
         background.add(reconciler.run_forever());
         background.add(measuring);
         let order = OrderNode {
             steps,
             store,
             reconciled,
+            place,
         };
         (order, background)
+    }
+
+    /// Refuses a buy whose key belongs to another order shard (421): a
+    /// key must always land in one raft group, or a retry could buy twice.
+    fn ensure_mine(&self, key: &IdempotencyKey) -> Result<(), ApiError> {
+        let shard = self.place.keys.shard_of(key);
+        if shard == self.place.shard {
+            return Ok(());
+        }
+        Err(ApiError::misdirected(format!(
+            "the key {key} belongs to order shard {shard}, not to this replica's ({})",
+            self.place.shard
+        )))
     }
 
     /// `GET /buy/<item>`.
     async fn buy(&self, req: &Request, item: ItemId) -> ApiResult {
         self.steps.replica.ensure_ready()?;
-        let key = req.idempotency_key()?.unwrap_or_else(IdempotencyKey::mint);
+        let key = req.idempotency_key()?.unwrap_or_else(|| self.mint_key());
+        self.ensure_mine(&key)?;
         let mut made = self.buy_each(vec![BuyRequest { item, key }]).await?;
         let order = made
             .pop()
@@ -94,6 +135,9 @@ impl OrderNode {
         // Before readiness: a bad call is 400 even from a replica that
         // could not serve now (as `POST /sales` and `POST /lookups`).
         check_count(buys.len(), BuysRequest::MOST)?;
+        for buy in &buys {
+            self.ensure_mine(&buy.key)?;
+        }
         self.steps.replica.ensure_ready()?;
         let made = as_refusals(self.buy_each(buys).await?);
         let bought = |id| BuyResult::Bought(OrderRef { id });

@@ -1,5 +1,8 @@
 //! Reconciliation: the order of every sale that has none.
 //!
+//! The reconciler of each order shard reads the sales of every catalog
+//! shard, and records the orders of the sales whose key is its shard's.
+//!
 //! A buy whose caller gave up between its sale and its order, or whose
 //! every order replica failed then, leaves a sale without an order. Every
 //! second, the order replica that leads (or every replica, while none is
@@ -20,7 +23,11 @@
 //! `GET /sales` answers it): a new order leader resumes from it instead of
 //! reading every sale again, and the catalog keeps the records of every
 //! sale after it, whatever their age, so that a sale whose order is
-//! missing is never forgotten.
+//! missing is never forgotten. The catalog keeps one such cursor, so it is
+//! used only while the store has one order shard; with more, each
+//! reconciler keeps its cursor in memory (a new leader reads the sales
+//! again from the first one the catalog still keeps, for
+//! `op_retention_s`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,7 +38,11 @@ use pygmy_core::api::internal::Sale;
 use pygmy_core::order::OrderStore;
 use pygmy_core::types::IdempotencyKey;
 
+use pygmy_client::CatalogClient;
+use pygmy_core::balance::ReplicaSet;
+
 use super::steps::BuySteps;
+use super::OrderShardPlace;
 
 /// How long a sale may stay without its order before the reconciler
 /// records it: a buy under way records its own order well within this.
@@ -62,27 +73,44 @@ pub struct Reconciler {
     store: Arc<dyn OrderStore>,
     /// Orders it recorded, for `/metrics`.
     reconciled: Arc<AtomicU64>,
-    /// Per catalog replica (by index), the last sale looked at.
-    cursors: HashMap<usize, u64>,
+    /// Per catalog shard and replica (by index), the last sale looked at.
+    cursors: HashMap<(usize, usize), u64>,
     /// When each sale still without an order was first seen.
     first_seen: HashMap<IdempotencyKey, Instant>,
-    /// The progress kept with the sales, as the catalog last said
-    /// (`None`: it keeps none, under `broadcast`).
-    kept: Option<u64>,
+    /// Per catalog shard, the progress kept with its sales, as the shard
+    /// last said (`None`: it keeps none, under `broadcast`, or the store
+    /// has more than one order shard).
+    kept: HashMap<usize, u64>,
+    /// Its order shard: the sales of other shards' keys are theirs.
+    place: OrderShardPlace,
 }
 
 impl Reconciler {
     /// A reconciler that sells and records through `steps`, looks orders
     /// up in `store`, and counts what it recorded in `reconciled`.
-    pub fn new(steps: BuySteps, store: Arc<dyn OrderStore>, reconciled: Arc<AtomicU64>) -> Self {
+    pub fn new(
+        steps: BuySteps,
+        store: Arc<dyn OrderStore>,
+        reconciled: Arc<AtomicU64>,
+        place: OrderShardPlace,
+    ) -> Self {
         Reconciler {
             steps,
             store,
             reconciled,
             cursors: HashMap::new(),
             first_seen: HashMap::new(),
-            kept: None,
+            kept: HashMap::new(),
+            place,
         }
+    }
+
+    /// Whether the progress kept with the sales is this shard's to read
+    /// and move: only while the store has one order shard (the catalog
+    /// keeps one cursor, which the reconcilers of several order shards
+    /// would move past each other's sales).
+    fn keeps_progress(&self) -> bool {
+        self.place.keys.len() == 1
     }
 
     /// Runs a round every second until the task is dropped.
@@ -108,21 +136,37 @@ impl Reconciler {
         }
     }
 
-    /// One round, from the first catalog replica that answers: every sale
-    /// after the cursor is looked at (in pages), so that all the sales
-    /// without an order start their grace period together. The cursor then
-    /// stops before the first sale still waiting.
+    /// One round over every catalog shard.
     async fn round(&mut self) {
-        let catalogs = Arc::clone(&self.steps.catalogs);
+        for shard in 0..self.steps.catalog.shards().len() {
+            self.round_on(shard).await;
+        }
+    }
+
+    /// One round on catalog shard `shard`, from the first of its replicas
+    /// that answers: every sale after the cursor is looked at (in pages),
+    /// so that all the sales without an order start their grace period
+    /// together. The cursor then stops before the first sale still
+    /// waiting.
+    async fn round_on(&mut self, shard: usize) {
+        let Some(catalogs) = self
+            .steps
+            .catalog
+            .shards()
+            .get(shard)
+            .map(|s| Arc::clone(&s.replicas))
+        else {
+            return;
+        };
         for index in catalogs.plan() {
             // Where the last round here stopped, or the progress kept with
             // the sales if it is further (a new leader's first round).
             let cursor = self
                 .cursors
-                .get(&index)
+                .get(&(shard, index))
                 .copied()
                 .unwrap_or(0)
-                .max(self.kept.unwrap_or(0));
+                .max(self.kept.get(&shard).copied().unwrap_or(0));
             let mut after = cursor;
             // The first sale to look at again next round, if any.
             let mut hold: Option<u64> = None;
@@ -139,8 +183,9 @@ impl Reconciler {
                     }
                 };
                 answered = true;
-                if let Some(kept) = page.reconciled {
-                    self.kept = Some(self.kept.map_or(kept, |k| k.max(kept)));
+                if let Some(kept) = page.reconciled.filter(|_| self.keeps_progress()) {
+                    let known = self.kept.entry(shard).or_insert(kept);
+                    *known = (*known).max(kept);
                     if kept > after && hold.is_none() {
                         // Every sale up to it has its order: from there.
                         after = kept;
@@ -183,8 +228,8 @@ impl Reconciler {
             }
             if answered {
                 let reached = hold.map_or(after, |seq| seq.saturating_sub(1)).max(cursor);
-                self.cursors.insert(index, reached);
-                self.keep(reached).await;
+                self.cursors.insert((shard, index), reached);
+                self.keep(shard, &catalogs, reached).await;
                 return;
             }
         }
@@ -194,19 +239,20 @@ impl Reconciler {
     /// /sales/reconciled`, on the leader first), where the catalog keeps
     /// it and it moved on: the next order leader resumes from it, and the
     /// catalog keeps the records of every sale after it.
-    async fn keep(&mut self, reached: u64) {
-        let Some(kept) = self.kept else {
+    async fn keep(&mut self, shard: usize, catalogs: &ReplicaSet<CatalogClient>, reached: u64) {
+        let Some(&kept) = self.kept.get(&shard) else {
             return;
         };
         if reached <= kept {
             return;
         }
-        let catalogs = Arc::clone(&self.steps.catalogs);
         match catalogs
             .call_leader_first(|catalog| catalog.reconciled(reached))
             .await
         {
-            Ok(kept) => self.kept = Some(kept),
+            Ok(kept) => {
+                self.kept.insert(shard, kept);
+            }
             Err(err) => tracing::debug!(%err, "the reconciler's progress was not kept"),
         }
     }
@@ -215,7 +261,8 @@ impl Reconciler {
     /// page was looked up): records its order if it has none after its
     /// grace period.
     async fn look_at(&mut self, sale: &Sale, ordered: bool) -> SaleState {
-        if ordered {
+        // Another order shard's key: its reconciler records the order.
+        if ordered || self.place.keys.shard_of(&sale.key) != self.place.shard {
             self.first_seen.remove(&sale.key);
             return SaleState::Done;
         }

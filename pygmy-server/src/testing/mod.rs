@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use pygmy_client::{CatalogClient, Client, ClientOptions, OrderClient};
-use pygmy_core::topology::{NodeConfig, Role, StoreKind, Topology};
+use pygmy_core::topology::{NodeConfig, Role, ShardConfig, StoreKind, Topology};
 use pygmy_core::types::{Book, ItemId};
 
 use crate::Cluster;
@@ -42,6 +42,21 @@ pub struct Options {
     /// Every backend replica's `max_format` (the newest raft entry format
     /// it reads), if not its build's newest.
     pub max_format: Option<u32>,
+    /// The shards of each backend service (none: one each). With shards,
+    /// `catalogs` and `orders` count the replicas of each shard.
+    pub shards: Option<TestShards>,
+}
+
+/// The shards of a test cluster: the catalog split at `catalog_splits`
+/// (the first item of each shard after the first), and `orders` order
+/// shards. The replicas keep the names `catalog-<i>` and `order-<i>`,
+/// numbered on across the shards in order.
+#[derive(Debug, Clone, Default)]
+pub struct TestShards {
+    /// The first item of each catalog shard after the first.
+    pub catalog_splits: Vec<i64>,
+    /// Order shards.
+    pub orders: usize,
 }
 
 impl Default for Options {
@@ -56,6 +71,7 @@ impl Default for Options {
             extra_books: 0,
             snapshots: None,
             max_format: None,
+            shards: None,
         }
     }
 }
@@ -106,15 +122,28 @@ pub fn topology(options: &Options, dir: &std::path::Path) -> Topology {
         addr: any_port(),
         catalog: None,
         max_format: options.max_format.filter(|_| role != Role::Frontend),
+        shard: None,
     };
     topology.nodes = vec![node("frontend".to_owned(), Role::Frontend)];
-    for i in 0..options.catalogs {
-        topology
-            .nodes
-            .push(node(format!("catalog-{i}"), Role::Catalog));
-    }
-    for i in 0..options.orders {
-        topology.nodes.push(node(format!("order-{i}"), Role::Order));
+    let (catalog_shards, order_shards) = match &options.shards {
+        Some(shards) => {
+            topology.shards = test_shards(shards);
+            (shards.catalog_splits.len() + 1, shards.orders.max(1))
+        }
+        None => (1, 1),
+    };
+    for (role, shards, replicas) in [
+        (Role::Catalog, catalog_shards, options.catalogs),
+        (Role::Order, order_shards, options.orders),
+    ] {
+        let names = topology.shard_names(role);
+        for shard in 0..shards {
+            for i in 0..replicas {
+                let mut replica = node(format!("{role}-{}", shard * replicas + i), role);
+                replica.shard = options.shards.as_ref().and(names.get(shard).cloned());
+                topology.nodes.push(replica);
+            }
+        }
     }
     if let Some((every, keep)) = options.snapshots {
         topology.raft_snapshot_every = every;
@@ -137,6 +166,24 @@ pub fn topology(options: &Options, dir: &std::path::Path) -> Topology {
         topology.catalog_file = Some(path);
     }
     topology
+}
+
+/// The `[[shard]]` tables of `shards`: `catalog-s<i>` and `order-s<i>`.
+fn test_shards(shards: &TestShards) -> Vec<ShardConfig> {
+    let catalogs = (0..=shards.catalog_splits.len()).map(|i| ShardConfig {
+        name: format!("catalog-s{i}"),
+        role: Role::Catalog,
+        first_item: i
+            .checked_sub(1)
+            .and_then(|s| shards.catalog_splits.get(s))
+            .map(|first| ItemId(*first)),
+    });
+    let orders = (0..shards.orders.max(1)).map(|i| ShardConfig {
+        name: format!("order-s{i}"),
+        role: Role::Order,
+        first_item: None,
+    });
+    catalogs.chain(orders).collect()
 }
 
 /// Book `i` of the archive that makes a store large: about 200 bytes.
@@ -473,6 +520,7 @@ impl ProcessCluster {
             data_dir: Some(self.dir.path().join("data").join(name)),
             catalog: None,
             max_format: None,
+            shard: None,
         });
         let path = self.dir.path().join(format!("{name}.toml"));
         if let Err(err) = std::fs::write(&path, self.topology.to_toml()) {

@@ -248,6 +248,7 @@ mod tests {
                 key,
                 item: ItemId(i64::MAX),
                 created: "2026-11-25T22:22:22.222Z".to_owned(),
+                base: 0,
             },
         }
     }
