@@ -56,12 +56,16 @@ printf 'PYGMY_TOKEN=%s\nPYGMY_ETC=%s\n' "$token" "$etc" >"$env_file"
 chmod 600 "$env_file"
 dc() { "${compose[@]}" -p "$project" --env-file "$env_file" -f compose.yaml "$@"; }
 load_pid=""
+# What failed, said again after the nodes' logs (CI shows the end).
+failed=""
+trap 'failed="line $LINENO: \`$BASH_COMMAND\` exited $?"' ERR
 cleanup() {
   status=$?
   if [ -n "$load_pid" ]; then kill "$load_pid" 2>/dev/null || true; fi
   if [ "$status" -ne 0 ]; then
     echo "== compose-test failed; the nodes' last log lines:"
     dc logs --tail 15 2>&1 | tail -120 || true
+    echo "== compose-test FAILED (exit $status): ${failed:-see above}"
   fi
   dc down -v --remove-orphans >/dev/null 2>&1 || true
   rm -rf "$work"
@@ -120,7 +124,7 @@ sleep 8
 # replication without leaders: its first replica).
 leader() {
   "$client" status --topology "$topology" --interval 100ms \
-    | awk -v role="$1" '$2 == role && $5 == "leader" { l = $1 } $2 == role && !f { f = $1 }
+    | awk -v role="$1" '$2 == role && $6 == "leader" { l = $1 } $2 == role && !f { f = $1 }
                         END { print (l != "" ? l : f) }'
 }
 address() { awk -v n="$1" '$0 ~ "name = \"" n "\"" { f = 1 } f && /^addr/ { gsub(/"|:.*/, "", $3); print $3; exit }' examples/compose.toml; }
@@ -149,7 +153,16 @@ ip=$(address "$victim")
 echo "partition: docker network disconnect the catalog leader ($victim, $ip) for 4 s"
 docker network disconnect "$network" "$(container "$victim")"
 sleep 4
-docker network connect --ip "$ip" "$network" "$(container "$victim")"
+# Docker may refuse the address for a moment after the disconnect: try
+# again, saying why.
+for attempt in 1 2 3 4 5; do
+  if docker network connect --ip "$ip" "$network" "$(container "$victim")"; then
+    break
+  fi
+  [ "$attempt" -lt 5 ] || { echo "compose-test: cannot reconnect $victim" >&2; exit 1; }
+  echo "docker network connect failed (attempt $attempt); again in 1 s"
+  sleep 1
+done
 wait_healthy 60
 echo "$victim reconnected, healthy again"
 

@@ -90,6 +90,10 @@ struct BackupArgs {
     /// The service: `catalog` or `order`.
     #[arg(long, value_parser = parse_service)]
     service: Role,
+    /// The shard of the service to back up (its name in the topology):
+    /// needed when the service has several.
+    #[arg(long)]
+    shard: Option<String>,
     /// The topology file naming the service's replicas and the cluster
     /// token (default: the default local topology).
     #[arg(long)]
@@ -114,6 +118,10 @@ struct MembersArgs {
     /// The service: `catalog` or `order`.
     #[arg(long, value_parser = parse_service)]
     service: Role,
+    /// The shard of the service (its name in the topology): needed when
+    /// the service has several, each its own raft group.
+    #[arg(long)]
+    shard: Option<String>,
     /// The topology file naming the service's replicas and the cluster
     /// token (default: the default local topology).
     #[arg(long)]
@@ -396,7 +404,10 @@ async fn run_status(args: StatusArgs, json: bool) -> Result<(), Failure> {
 
 async fn run_members(args: MembersArgs, wait: Duration, json: bool) -> Result<(), Failure> {
     let (topology, options) = cluster(args.topology.as_deref())?;
-    let admin = Admin::of(&topology, args.service, &options)?;
+    let shard = topology
+        .find_shard(args.service, args.shard.as_deref())
+        .map_err(|e| fail(e.to_string()))?;
+    let admin = Admin::of(&topology, args.service, shard, &options)?;
     // A service with no ready replica still takes a forced removal: the
     // command goes on, and its answer says what is wrong.
     if !wait.is_zero() {
@@ -463,7 +474,10 @@ async fn run_backup(args: BackupArgs, wait: Duration, json: bool) -> Result<(), 
     let (topology, options) = cluster(args.topology.as_deref())?;
     // A backup may take minutes: no limit on the whole call, only on each
     // of its chunks (the client's timeout, between two).
-    let admin = Admin::of(&topology, args.service, &options)?;
+    let shard = topology
+        .find_shard(args.service, args.shard.as_deref())
+        .map_err(|e| fail(e.to_string()))?;
+    let admin = Admin::of(&topology, args.service, shard, &options)?;
     if !wait.is_zero() {
         admin.wait_ready(wait).await.map_err(|err| {
             fail(format!(
@@ -473,7 +487,8 @@ async fn run_backup(args: BackupArgs, wait: Duration, json: bool) -> Result<(), 
             ))
         })?;
     }
-    let taken = pygmy_client::tools::backup::backup(&topology, args.service, &options, &args.file)
+    let service = (args.service, shard);
+    let taken = pygmy_client::tools::backup::backup(&topology, service, &options, &args.file)
         .await
         .map_err(|e| fail(pygmy_core::error::chain(&e)))?;
     if json {

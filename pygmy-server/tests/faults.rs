@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use pygmy_client::tools::check::{check, Expected, ReplicaUrls, Violation};
+use pygmy_client::tools::check::{check, Checker, Expected, ReplicaUrls, Violation};
 use pygmy_client::tools::history;
 use pygmy_client::tools::load::{self, LoadConfig, LoadReport};
 use pygmy_client::tools::members::{Admin, Table};
@@ -19,7 +19,7 @@ use pygmy_client::{CatalogClient, ClientError, ClientOptions};
 use pygmy_core::api::internal::LookupsRequest;
 use pygmy_core::topology::{Replication, Role};
 use pygmy_core::types::ItemId;
-use pygmy_server::testing::{Options, ProcessCluster};
+use pygmy_server::testing::{Options, ProcessCluster, TestShards};
 
 /// One step of a fault schedule, at an offset from the start of the load.
 #[derive(Debug, Clone)]
@@ -98,12 +98,16 @@ fn replica_urls(cluster: &ProcessCluster) -> ReplicaUrls {
 
 /// The operator's membership commands for `role`'s replicas.
 fn admin(cluster: &ProcessCluster, role: Role) -> Admin {
-    Admin::of(cluster.topology(), role, &cluster.options()).expect("admin")
+    Admin::of(cluster.topology(), role, 0, &cluster.options()).expect("admin")
 }
 
 /// One scenario at a time: four clusters of processes and their 256
 /// clients at once would measure the machine, not the store.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// How long the replicas may take to converge once healed: reconciling a
+/// sale left without its order takes its grace period.
+const QUIET_WITHIN: Duration = Duration::from_secs(20);
 
 /// Runs `seconds` of load with 64 clients while `schedule` runs, heals
 /// every replica, waits until they are quiet (at most 20 s: reconciling a
@@ -114,10 +118,9 @@ async fn under_faults(
     clients: usize,
     schedule: &[(u64, Fault)],
 ) -> Run {
-    let replicas = replica_urls(cluster)
-        .clients(&cluster.options())
-        .expect("clients");
-    let before = replicas.collect().await.expect("state before");
+    let checker = Checker::before(&replica_urls(cluster), &cluster.options())
+        .await
+        .expect("state before");
     let config = LoadConfig {
         requests: None,
         duration: Some(Duration::from_secs(seconds)),
@@ -240,26 +243,13 @@ async fn under_faults(
             .await;
     }
     // The replicas as they are now (some may have been added or removed).
-    let replicas = replica_urls(cluster)
-        .clients(&cluster.options())
-        .expect("clients");
-    let expected = Expected::baseline(&before);
-    let mut violations = Vec::new();
-    for _ in 0..100 {
-        let after = replicas.collect().await.expect("state after");
-        violations = check(&expected, &after, &report.acked_buys);
-        if violations.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let stock: BTreeMap<ItemId, i64> = before
-        .catalogs
-        .values()
-        .next()
-        .map(|books| books.iter().map(|b| (b.id, b.count)).collect())
-        .unwrap_or_default();
-    let anomalies = history::check(&stock, &report.history);
+    let verdict = checker
+        .over(&replica_urls(cluster), &cluster.options())
+        .expect("clients")
+        .verdict_within(&report.acked_buys, &report.history, QUIET_WITHIN)
+        .await
+        .expect("state after");
+    let (violations, anomalies) = (verdict.violations, verdict.anomalies);
     Run {
         report,
         violations,
@@ -365,6 +355,37 @@ async fn broadcast_cluster(stock: i64) -> ProcessCluster {
 async fn raft_cluster(stock: i64) -> ProcessCluster {
     process_cluster(Replication::Raft, 3, stock).await
 }
+
+/// A sharded store (docs/scaling.md, "Shards: the design"): the catalog
+/// in two shards (books 1-4, and 5 up) and the orders in two, three
+/// replicas each: `catalog-0..2` and `order-0..2` are the first shard of
+/// their service, `catalog-3..5` and `order-3..5` the second.
+async fn sharded_raft_cluster(stock: i64) -> ProcessCluster {
+    let options = Options {
+        shards: Some(TestShards {
+            catalog_splits: vec![5],
+            orders: 2,
+        }),
+        ..options(Replication::Raft, 3, stock)
+    };
+    ProcessCluster::start(binary(), options).await
+}
+
+/// Replicas of the second shard of each service killed or frozen, one at
+/// a time (whichever lead, its leaders among them), while the first
+/// shards serve; then a replica of the first order shard.
+const SHARDED_FAULTS: [(u64, Fault); 10] = [
+    (1_500, Fault::Kill("catalog-3")),
+    (3_500, Fault::Restart("catalog-3")),
+    (5_000, Fault::Freeze("order-3")),
+    (8_500, Fault::Thaw("order-3")),
+    (10_000, Fault::Kill("catalog-4")),
+    (12_000, Fault::Restart("catalog-4")),
+    (13_500, Fault::Freeze("order-4")),
+    (17_000, Fault::Thaw("order-4")),
+    (18_500, Fault::Kill("order-0")),
+    (20_500, Fault::Restart("order-0")),
+];
 
 /// The freeze scenario that catches `broadcast`.
 const FREEZE_THEN_CRASH: [(u64, Fault); 4] = [
@@ -520,6 +541,21 @@ async fn raft_keeps_every_promise_through_crashes_and_restarts() {
         raft_cluster(120),
         30,
         &EVERY_REPLICA_IN_TURN,
+        assert_kept_every_promise,
+    )
+    .await;
+}
+
+/// Every promise holds over shards while replicas of one shard are killed
+/// and frozen: each shard elects its own leaders, and the check counts
+/// stock and orders over every shard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sharded_store_keeps_every_promise_while_one_shard_loses_replicas() {
+    scenario_with(
+        sharded_raft_cluster(120),
+        22,
+        32,
+        &SHARDED_FAULTS,
         assert_kept_every_promise,
     )
     .await;
@@ -1349,7 +1385,7 @@ async fn a_store_lost_whole_is_restored_from_backups_taken_under_load() {
         let path = dir.path().join(file);
         let backup = pygmy_client::tools::backup::backup(
             cluster.topology(),
-            role,
+            (role, 0),
             &cluster.options(),
             &path,
         )

@@ -5,6 +5,11 @@
 
 use std::collections::HashSet;
 
+use std::time::Duration;
+
+use pygmy_client::tools::check::{Checker, ReplicaUrls};
+use pygmy_client::tools::load::{self, LoadConfig};
+use pygmy_client::tools::members::Admin;
 use pygmy_client::ClientError;
 use pygmy_core::api::public::ItemUpdate;
 use pygmy_core::shard::{order_id_base, KeyShards};
@@ -132,5 +137,76 @@ async fn a_shard_refuses_what_another_shard_holds() {
         test.store().lookup(ItemId(1)).await.expect("lookup").count,
         100
     );
+    test.shutdown().await;
+}
+
+/// Load over every path of a store of two shards per service, three
+/// replicas each: every promise holds over the shards (the checker reads
+/// every replica of every shard); each shard is a raft group of its own
+/// replicas, with a leader of its own; `status` names each row's shard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sharded_store_keeps_every_promise_under_load() {
+    let test = TestCluster::start(Options {
+        stock: Some(100_000),
+        ..sharded(3)
+    })
+    .await;
+    let urls = ReplicaUrls::of(test.topology());
+    let checker = Checker::before(&urls, &test.options())
+        .await
+        .expect("before");
+    let config = LoadConfig {
+        requests: Some(1_500),
+        concurrency: 16,
+        mix: "lookup=30,search=20,buy=50".parse().expect("mix"),
+        history: true,
+        ..LoadConfig::default()
+    };
+    let report = load::run(&test.store(), &config).await;
+    for (op, figures) in &report.operations {
+        assert!(figures.errors.is_empty(), "{op}: {:?}", figures.errors);
+    }
+    let verdict = checker
+        .verdict_within(&report.acked_buys, &report.history, Duration::from_secs(10))
+        .await
+        .expect("after");
+    assert!(verdict.passed(), "{verdict}");
+    assert_eq!((verdict.catalogs, verdict.orders), (6, 6), "{verdict}");
+    let mut shards_sold = HashSet::new();
+    for buy in &report.acked_buys {
+        shards_sold.insert(test.topology().item_ranges().shard_of(buy.item));
+    }
+    assert_eq!(shards_sold.len(), 2, "buys reached one catalog shard only");
+
+    for role in [Role::Catalog, Role::Order] {
+        for shard in 0..2 {
+            let admin = Admin::of(test.topology(), role, shard, &test.options()).expect("admin");
+            let members = admin.list().await.expect("members");
+            let names: Vec<String> = test
+                .topology()
+                .shard_nodes(role, shard)
+                .map(|n| n.name.clone())
+                .collect();
+            assert_eq!(
+                members.members.len(),
+                3,
+                "{role} shard {shard}: {members:?}"
+            );
+            assert!(
+                members.members.iter().all(|m| names.contains(&m.name)),
+                "{role} shard {shard} has members of another shard: {members:?}"
+            );
+            let leader = members.leader.expect("a leader");
+            assert!(names.contains(&leader), "{leader} leads another shard");
+        }
+    }
+    let rows = pygmy_client::tools::status::status(
+        test.topology(),
+        &test.options(),
+        Duration::from_millis(100),
+    )
+    .await;
+    let catalog_4 = rows.iter().find(|r| r.node == "catalog-4").expect("row");
+    assert_eq!(catalog_4.shard, "catalog-s1");
     test.shutdown().await;
 }

@@ -13,12 +13,10 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use pygmy_client::tools::check::{check, Expected, ReplicaUrls};
-use pygmy_client::tools::history;
+use pygmy_client::tools::check::{Checker, ReplicaUrls};
 use pygmy_client::tools::load::{self, LoadConfig};
 use pygmy_client::tools::status::{status, NodeStatus};
 use pygmy_core::topology::Role;
-use pygmy_core::types::ItemId;
 use pygmy_server::testing::{Options, ProcessCluster};
 
 /// The older format, and the newer one.
@@ -144,10 +142,9 @@ async fn a_store_upgraded_one_replica_at_a_time_under_load_fails_no_request() {
             "a {role} service of older builds writes {now:?}"
         );
     }
-    let urls = ReplicaUrls::of(cluster.topology())
-        .clients(&cluster.options())
-        .expect("clients");
-    let before = urls.collect().await.expect("state before");
+    let checker = Checker::before(&ReplicaUrls::of(cluster.topology()), &cluster.options())
+        .await
+        .expect("state before");
     let config = LoadConfig {
         requests: None,
         duration: Some(Duration::from_secs(25)),
@@ -183,24 +180,16 @@ async fn a_store_upgraded_one_replica_at_a_time_under_load_fails_no_request() {
             figures.errors
         );
     }
-    let expected = Expected::baseline(&before);
-    let mut violations = Vec::new();
-    for _ in 0..100 {
-        let after = urls.collect().await.expect("state after");
-        violations = check(&expected, &after, &report.acked_buys);
-        if violations.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(violations.is_empty(), "broken promises: {violations:#?}");
-    let stock: BTreeMap<ItemId, i64> = before
-        .catalogs
-        .values()
-        .next()
-        .map(|books| books.iter().map(|b| (b.id, b.count)).collect())
-        .unwrap_or_default();
-    let anomalies = history::check(&stock, &report.history);
+    let verdict = checker
+        .verdict_within(&report.acked_buys, &report.history, Duration::from_secs(20))
+        .await
+        .expect("state after");
+    assert!(
+        verdict.violations.is_empty(),
+        "broken promises: {:#?}",
+        verdict.violations
+    );
+    let anomalies = verdict.anomalies;
     assert!(
         anomalies.is_empty(),
         "lookups no linearizable store could answer: {:#?}",

@@ -61,11 +61,12 @@ pub enum BackupFailed {
     },
 }
 
-/// Takes a backup of service `role` of `topology` into `path`: asks its
-/// replicas in turn until one sends a whole backup.
+/// Takes a backup of shard `shard` of service `role` of `topology` (0 for
+/// a service of one shard) into `path`: asks the shard's replicas in turn
+/// until one sends a whole backup.
 pub async fn backup(
     topology: &Topology,
-    role: Role,
+    (role, shard): (Role, usize),
     options: &ClientOptions,
     path: &Path,
 ) -> Result<Taken, BackupFailed> {
@@ -79,7 +80,7 @@ pub async fn backup(
         source,
     };
     let mut last = ClientError::InvalidUrl(format!("the topology has no {role} replica"));
-    for (name, url) in topology.urls(role) {
+    for (name, url) in topology.shard_urls(role, shard) {
         let replica = match InternalClient::new(&url, options) {
             Ok(replica) => replica,
             Err(err) => {

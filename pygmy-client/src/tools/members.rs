@@ -1,6 +1,7 @@
 //! The operator's view of a service's membership (`pygmy-client members`):
-//! list the replicas of the catalog or the order service, add one, remove
-//! one, while the store serves (`raft` only; see docs/operations.md).
+//! list the replicas of the catalog or the order service (of one of its
+//! shards, each its own raft group), add one, remove one, while the store
+//! serves (`raft` only; see docs/operations.md).
 
 use std::fmt;
 use std::time::Duration;
@@ -23,11 +24,13 @@ pub struct Admin {
 }
 
 impl Admin {
-    /// The replicas of `role` in `topology`, called with the topology's
+    /// The replicas of shard `shard` of `role` in `topology` (its raft
+    /// group; 0 for a service of one shard), called with the topology's
     /// token (`options.token` when it sets one).
     pub fn of(
         topology: &Topology,
         role: Role,
+        shard: usize,
         options: &ClientOptions,
     ) -> Result<Self, ClientError> {
         let mut options = options.clone();
@@ -35,7 +38,7 @@ impl Admin {
             options.token = topology.token.clone();
         }
         let replicas = topology
-            .urls(role)
+            .shard_urls(role, shard)
             .into_iter()
             .map(|(name, url)| Ok((name, InternalClient::new(&url, &options)?)))
             .collect::<Result<Vec<_>, ClientError>>()?;

@@ -7,7 +7,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use pygmy_core::api::routes::{NodeRoute, OrderRoute};
-use pygmy_core::topology::{Role, Topology};
+use pygmy_core::topology::{NodeConfig, Role, Topology};
 use serde::Serialize;
 
 use crate::error::ClientError;
@@ -20,6 +20,9 @@ pub struct NodeStatus {
     pub node: String,
     /// Its role.
     pub role: String,
+    /// The shard of its service it is a replica of (its role's name for a
+    /// service of one shard; `-` for a frontend).
+    pub shard: String,
     /// Its address.
     pub addr: String,
     /// What its `/health` says of its readiness: `ok`, `catching_up` (a
@@ -80,7 +83,7 @@ pub async fn status(
             return topology
                 .nodes
                 .iter()
-                .map(|n| unreachable(n.name.clone(), n.role, n.addr.to_string(), err.to_string()))
+                .map(|n| unreachable(topology, n, err.to_string()))
                 .collect()
         }
     };
@@ -99,7 +102,7 @@ pub async fn status(
         .map(|(node, (before, after))| {
             let (name, addr) = (node.name.clone(), node.addr.to_string());
             match after {
-                Err(err) => unreachable(name, node.role, addr, err),
+                Err(err) => unreachable(topology, node, err),
                 Ok(now) => {
                     let requests = |s: &Scrape| s.sum("pygmy_requests_total");
                     let requests_per_s = before
@@ -108,6 +111,7 @@ pub async fn status(
                     NodeStatus {
                         node: name,
                         role: node.role.to_string(),
+                        shard: shard_of(topology, node),
                         addr,
                         health: now.health.clone(),
                         error: None,
@@ -119,27 +123,41 @@ pub async fn status(
             }
         })
         .collect();
-    // A replica's lag: behind the most advanced replica of its service.
-    let mut most: BTreeMap<String, u64> = BTreeMap::new();
+    // A replica's lag: behind the most advanced replica of its shard (its
+    // raft group).
+    let mut most: BTreeMap<(String, String), u64> = BTreeMap::new();
     for row in &rows {
         if let Some(raft) = &row.raft {
-            let top = most.entry(row.role.clone()).or_default();
+            let top = most
+                .entry((row.role.clone(), row.shard.clone()))
+                .or_default();
             *top = (*top).max(raft.applied);
         }
     }
     for row in &mut rows {
         if let Some(raft) = &mut row.raft {
-            raft.lag = most.get(&row.role).copied().unwrap_or(0) - raft.applied;
+            let group = (row.role.clone(), row.shard.clone());
+            raft.lag = most.get(&group).copied().unwrap_or(0) - raft.applied;
         }
     }
     rows
 }
 
-fn unreachable(node: String, role: Role, addr: String, error: String) -> NodeStatus {
+/// The name of `node`'s shard, or `-` for a frontend.
+fn shard_of(topology: &Topology, node: &NodeConfig) -> String {
+    if node.role == Role::Frontend {
+        "-".to_owned()
+    } else {
+        topology.shard_name(node)
+    }
+}
+
+fn unreachable(topology: &Topology, node: &NodeConfig, error: String) -> NodeStatus {
     NodeStatus {
-        node,
-        role: role.to_string(),
-        addr,
+        node: node.name.clone(),
+        role: node.role.to_string(),
+        shard: shard_of(topology, node),
+        addr: node.addr.to_string(),
         health: "unreachable".to_owned(),
         error: Some(error),
         raft: None,
@@ -265,9 +283,10 @@ impl fmt::Display for StatusTable<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "{:<14} {:<9} {:<21} {:<12} {:<9} {:>5} {:<14} {:>9} {:>5} {:>6} {:>6} {:>8}",
+            "{:<14} {:<9} {:<10} {:<21} {:<12} {:<9} {:>5} {:<14} {:>9} {:>5} {:>6} {:>6} {:>8}",
             "NODE",
             "ROLE",
+            "SHARD",
             "ADDR",
             "HEALTH",
             "RAFT",
@@ -284,9 +303,10 @@ impl fmt::Display for StatusTable<'_> {
             let raft = row.raft.as_ref();
             writeln!(
                 f,
-                "{:<14} {:<9} {:<21} {:<12} {:<9} {:>5} {:<14} {:>9} {:>5} {:>6} {:>6} {:>8}",
+                "{:<14} {:<9} {:<10} {:<21} {:<12} {:<9} {:>5} {:<14} {:>9} {:>5} {:>6} {:>6} {:>8}",
                 row.node,
                 row.role,
+                row.shard,
                 row.addr,
                 row.health,
                 raft.map_or_else(dash, |r| r.state.clone()),

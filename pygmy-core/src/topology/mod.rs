@@ -654,6 +654,26 @@ impl Topology {
             .unwrap_or(0)
     }
 
+    /// The index of `role`'s shard named `name`; with no name, its only
+    /// shard. A service of several shards needs the name (an operator's
+    /// `--shard`), and an unknown one is refused with the names there are.
+    pub fn find_shard(&self, role: Role, name: Option<&str>) -> Result<usize, ConfigError> {
+        let names = self.shard_names(role);
+        match name {
+            None if names.len() == 1 => Ok(0),
+            None => Err(ConfigError::Invalid(format!(
+                "the {role} service has shards ({}): name one",
+                names.join(", ")
+            ))),
+            Some(name) => names.iter().position(|n| n == name).ok_or_else(|| {
+                ConfigError::Invalid(format!(
+                    "the {role} service has no shard {name:?} (it has {})",
+                    names.join(", ")
+                ))
+            }),
+        }
+    }
+
     /// The name of the shard `node` is a replica of.
     pub fn shard_name(&self, node: &NodeConfig) -> String {
         node.shard.clone().unwrap_or_else(|| node.role.to_string())
@@ -827,6 +847,18 @@ mod tests {
         assert_eq!(ranges.shard_of(ItemId(4)), 0);
         assert_eq!(ranges.shard_of(ItemId(5)), 1);
         assert_eq!(topology.key_shards().len(), 2);
+        assert_eq!(
+            topology.find_shard(Role::Catalog, Some("books-high")).ok(),
+            Some(1)
+        );
+        assert!(topology.find_shard(Role::Catalog, None).is_err());
+        assert!(topology
+            .find_shard(Role::Order, Some("books-high"))
+            .is_err());
+        assert_eq!(
+            Topology::default_local().find_shard(Role::Order, None).ok(),
+            Some(0)
+        );
         let high: Vec<&str> = topology
             .shard_nodes(Role::Catalog, 1)
             .map(|n| n.name.as_str())

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+use pygmy_core::shard::order_shard_of;
 use pygmy_core::types::{Book, ItemId, Order, OrderId};
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +16,59 @@ pub struct ClusterState {
     pub catalogs: BTreeMap<String, Vec<Book>>,
     /// Each order replica's orders, by replica name.
     pub orders: BTreeMap<String, Vec<Order>>,
+    /// The shard of each replica of a sharded service (its index among
+    /// its service's shards), by replica name; a replica not named here
+    /// is of shard 0.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub shards: BTreeMap<String, usize>,
+}
+
+impl ClusterState {
+    /// The shard of replica `name`.
+    fn shard(&self, name: &str) -> usize {
+        self.shards.get(name).copied().unwrap_or(0)
+    }
+
+    /// `replicas` grouped by shard: each shard's replicas, in shard order.
+    fn by_shard<'a, R>(
+        &self,
+        replicas: &'a BTreeMap<String, Vec<R>>,
+    ) -> BTreeMap<usize, BTreeMap<&'a str, &'a [R]>> {
+        let mut shards: BTreeMap<usize, BTreeMap<&str, &[R]>> = BTreeMap::new();
+        for (name, records) in replicas {
+            shards
+                .entry(self.shard(name))
+                .or_default()
+                .insert(name, records);
+        }
+        shards
+    }
+
+    /// The views of the whole order service: view `r` takes the `r`-th
+    /// replica of each order shard (the last one, for a shard with fewer),
+    /// as `(names joined by +, every order of those replicas)`. With one
+    /// order shard, one view per order replica.
+    fn order_views(&self) -> Vec<(String, Vec<&Order>)> {
+        let shards = self.by_shard(&self.orders);
+        let most = shards.values().map(BTreeMap::len).max().unwrap_or(0);
+        (0..most)
+            .map(|r| {
+                let picked: Vec<(&str, &[Order])> = shards
+                    .values()
+                    .filter_map(|replicas| {
+                        let (name, orders) = replicas.iter().nth(r).or(replicas.iter().last())?;
+                        Some((*name, *orders))
+                    })
+                    .collect();
+                let names: Vec<&str> = picked.iter().map(|(name, _)| *name).collect();
+                let orders = picked
+                    .iter()
+                    .flat_map(|(_, orders)| orders.iter())
+                    .collect();
+                (names.join("+"), orders)
+            })
+            .collect()
+    }
 }
 
 /// A buy the store answered with success.
@@ -38,16 +92,17 @@ pub struct Expected {
 
 impl Expected {
     /// The baseline of a state taken before a run: for each item, its
-    /// stock plus its orders, on the first catalog and order replicas.
+    /// stock plus its orders, on the first catalog replica of each
+    /// catalog shard and the first order replica of each order shard.
     pub fn baseline(before: &ClusterState) -> Expected {
         let mut initial: BTreeMap<ItemId, i64> = BTreeMap::new();
-        if let Some(books) = before.catalogs.values().next() {
-            for book in books {
+        for replicas in before.by_shard(&before.catalogs).values() {
+            for book in replicas.values().next().copied().unwrap_or_default() {
                 initial.insert(book.id, book.count);
             }
         }
-        if let Some(orders) = before.orders.values().next() {
-            for order in orders {
+        for replicas in before.by_shard(&before.orders).values() {
+            for order in replicas.values().next().copied().unwrap_or_default() {
                 *initial.entry(order.item_id).or_insert(0) += 1;
             }
         }
@@ -165,10 +220,11 @@ pub fn check(expected: &Expected, state: &ClusterState, acked: &[AckedBuy]) -> V
     violations
 }
 
-/// For each replica after the first, the keys on which its records differ
-/// from the first replica's: `(first, other, keys)`, only where some differ.
+/// For each replica after the first of a shard, the keys on which its
+/// records differ from the first replica's: `(first, other, keys)`, only
+/// where some differ.
 fn divergences<R, K: Ord + Copy>(
-    replicas: &BTreeMap<String, Vec<R>>,
+    replicas: &BTreeMap<&str, &[R]>,
     key: impl Fn(&R) -> K,
 ) -> Vec<(String, String, Vec<K>)>
 where
@@ -195,15 +251,17 @@ where
             .filter(|k| by_key.get(k).map(|&i| &reference[i]) != other.get(k).map(|&i| &records[i]))
             .collect();
         if !differing.is_empty() {
-            found.push((first.clone(), name.clone(), differing));
+            found.push((first.to_string(), name.to_string(), differing));
         }
     }
     found
 }
 
 fn check_catalogs_agree(state: &ClusterState, violations: &mut Vec<Violation>) {
-    for (a, b, items) in divergences(&state.catalogs, |book: &Book| book.id) {
-        violations.push(Violation::CatalogDivergence { a, b, items });
+    for replicas in state.by_shard(&state.catalogs).values() {
+        for (a, b, items) in divergences(replicas, |book: &Book| book.id) {
+            violations.push(Violation::CatalogDivergence { a, b, items });
+        }
     }
 }
 
@@ -219,14 +277,21 @@ fn check_orders_agree(state: &ClusterState, violations: &mut Vec<Violation>) {
             }
         }
     }
-    for (a, b, orders) in divergences(&state.orders, |order: &Order| order.id) {
-        violations.push(Violation::OrderDivergence { a, b, orders });
+    for replicas in state.by_shard(&state.orders).values() {
+        for (a, b, orders) in divergences(replicas, |order: &Order| order.id) {
+            violations.push(Violation::OrderDivergence { a, b, orders });
+        }
     }
 }
 
+/// For each catalog replica and each view of the order service (one
+/// replica of each order shard), each of the catalog replica's books:
+/// its stock plus its orders over the order shards is its initial stock
+/// plus its restocks.
 fn check_conservation(expected: &Expected, state: &ClusterState, violations: &mut Vec<Violation>) {
+    let views = state.order_views();
     for (catalog, books) in &state.catalogs {
-        for (order_replica, orders) in &state.orders {
+        for (order_replica, orders) in &views {
             let mut sold: BTreeMap<ItemId, i64> = BTreeMap::new();
             for order in orders {
                 *sold.entry(order.item_id).or_insert(0) += 1;
@@ -263,7 +328,13 @@ fn check_acknowledged(state: &ClusterState, acked: &[AckedBuy], violations: &mut
     }
     for (name, orders) in &state.orders {
         let held: BTreeMap<OrderId, ItemId> = orders.iter().map(|o| (o.id, o.item_id)).collect();
-        for buy in acked {
+        // Each acknowledged buy on every replica of the order shard its id
+        // is of.
+        let shard = state.shard(name);
+        let of_shard = acked
+            .iter()
+            .filter(|buy| order_shard_of(buy.order) == shard);
+        for buy in of_shard {
             if held.get(&buy.order) != Some(&buy.item) {
                 violations.push(Violation::LostAck {
                     replica: name.clone(),
@@ -294,6 +365,7 @@ mod tests {
         let before = ClusterState {
             catalogs: [("c0".to_owned(), default_books())].into(),
             orders: [("o0".to_owned(), Vec::new())].into(),
+            shards: BTreeMap::new(),
         };
         let expected = Expected::baseline(&before);
         let mut books = default_books();
@@ -302,6 +374,7 @@ mod tests {
         let state = ClusterState {
             catalogs: [("c0".to_owned(), books.clone()), ("c1".to_owned(), books)].into(),
             orders: [("o0".to_owned(), orders.clone()), ("o1".to_owned(), orders)].into(),
+            shards: BTreeMap::new(),
         };
         let acked = vec![
             AckedBuy {
@@ -416,5 +489,71 @@ mod tests {
         let (expected, state, mut acked) = clean();
         acked.push(acked[0]);
         assert!(kinds(&check(&expected, &state, &acked)).contains(&"duplicate"));
+    }
+
+    /// Two catalog shards (items 1-4 and 5-7) and two order shards, one
+    /// replica each, after a buy of item 1 recorded in shard 0 and a buy
+    /// of item 6 recorded in shard 1.
+    fn sharded() -> (Expected, ClusterState, Vec<AckedBuy>) {
+        let books = default_books();
+        let (low, high) = books.split_at(4);
+        let shards: BTreeMap<String, usize> = [("c1", 1), ("o1", 1)]
+            .map(|(n, s)| (n.to_owned(), s))
+            .into();
+        let before = ClusterState {
+            catalogs: [
+                ("c0".to_owned(), low.to_vec()),
+                ("c1".to_owned(), high.to_vec()),
+            ]
+            .into(),
+            orders: [("o0".to_owned(), Vec::new()), ("o1".to_owned(), Vec::new())].into(),
+            shards: shards.clone(),
+        };
+        let expected = Expected::baseline(&before);
+        let (mut low, mut high) = (low.to_vec(), high.to_vec());
+        low[0].count -= 1;
+        high[1].count -= 1;
+        let second = pygmy_core::shard::order_id_base(1) + 1;
+        let state = ClusterState {
+            catalogs: [("c0".to_owned(), low), ("c1".to_owned(), high)].into(),
+            orders: [
+                ("o0".to_owned(), vec![order(1, 1)]),
+                ("o1".to_owned(), vec![order(second, 6)]),
+            ]
+            .into(),
+            shards,
+        };
+        let acked = vec![
+            AckedBuy {
+                item: ItemId(1),
+                order: OrderId(1),
+            },
+            AckedBuy {
+                item: ItemId(6),
+                order: OrderId(second),
+            },
+        ];
+        (expected, state, acked)
+    }
+
+    /// Over shards, each promise is checked where it holds: replicas agree
+    /// within their shard, stock and orders add up over the shards, and an
+    /// acknowledged buy is on each replica of its order shard.
+    #[test]
+    fn a_sharded_state_is_checked_shard_by_shard() {
+        let (expected, state, acked) = sharded();
+        assert_eq!(check(&expected, &state, &acked), Vec::new());
+
+        let (expected, mut state, acked) = sharded();
+        state.orders.insert("o1".to_owned(), Vec::new());
+        let found = kinds(&check(&expected, &state, &acked));
+        assert_eq!(found, vec!["conservation", "lost_ack"], "{found:?}");
+
+        let (expected, mut state, acked) = sharded();
+        if let Some(books) = state.catalogs.get_mut("c1") {
+            books[1].count -= 1;
+        }
+        let found = kinds(&check(&expected, &state, &acked));
+        assert_eq!(found, vec!["conservation"], "{found:?}");
     }
 }
