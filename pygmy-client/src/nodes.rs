@@ -143,8 +143,22 @@ impl CatalogClient {
     /// The sales made after `after` (`GET /sales`, internal), at most
     /// `limit`, and the cursor to ask from next.
     pub async fn sales(&self, after: u64, limit: u64) -> Result<SalesResponse, ClientError> {
-        let (after, limit) = (after.to_string(), limit.to_string());
-        let query = [("after", after.as_str()), ("limit", limit.as_str())];
+        self.sales_for(0, after, limit).await
+    }
+
+    /// [`CatalogClient::sales`], with the progress of order shard
+    /// `shard`'s reconciler (`GET /sales?shard=`, internal).
+    pub async fn sales_for(
+        &self,
+        shard: u32,
+        after: u64,
+        limit: u64,
+    ) -> Result<SalesResponse, ClientError> {
+        let (after, limit, shard) = (after.to_string(), limit.to_string(), shard.to_string());
+        let mut query = vec![("after", after.as_str()), ("limit", limit.as_str())];
+        if shard != "0" {
+            query.push(("shard", shard.as_str()));
+        }
         self.http
             .send(self.http.request(&CatalogRoute::Sales, &query))
             .await
@@ -154,10 +168,25 @@ impl CatalogClient {
     /// (`POST /sales/reconciled`, internal); answers the progress as it is
     /// after the call.
     pub async fn reconciled(&self, upto: u64) -> Result<u64, ClientError> {
+        self.reconciled_for(0, 1, upto).await
+    }
+
+    /// [`CatalogClient::reconciled`] for the reconciler of order shard
+    /// `shard` of `shards`.
+    pub async fn reconciled_for(
+        &self,
+        shard: u32,
+        shards: u32,
+        upto: u64,
+    ) -> Result<u64, ClientError> {
         let request = self
             .http
             .request(&CatalogRoute::Reconciled, &[])
-            .json(&ReconciledRequest { upto });
+            .json(&ReconciledRequest {
+                upto,
+                shard,
+                shards,
+            });
         let answer: ReconciledResponse = self.http.send(request).await?;
         Ok(answer.reconciled)
     }

@@ -486,6 +486,61 @@ mod state_machine {
         assert_eq!(listed, ["sale:k1", "sale:k2", "sale:k3"]);
     }
 
+    /// The entry of order shard `shard` (of `shards`)'s reconciler's
+    /// progress up to sale `upto`, stamped `at_s`.
+    fn reconciled(
+        shard: u32,
+        shards: u32,
+        upto: u64,
+        at_s: u64,
+    ) -> EntryPayload<RaftTypes<CatalogMachine>> {
+        EntryPayload::Normal(Proposal {
+            ops: vec![Op {
+                id: CatalogCommand::reconciled_op_id(shard, upto),
+                cmd: CatalogCommand::Reconciled {
+                    upto,
+                    shard,
+                    shards,
+                },
+            }],
+            at_ms: Some(at_s * 1000),
+            ..Proposal::now(Vec::new())
+        })
+    }
+
+    /// The sale records still kept after three sales, the `progress`
+    /// entries (stamped 15 s after the first sale), and three idle
+    /// windows of 60 s.
+    async fn kept_after(progress: Vec<EntryPayload<RaftTypes<CatalogMachine>>>) -> Vec<String> {
+        const T0: u64 = 1_800_000_000;
+        let mut entries = vec![
+            entry(1, stamped_sale("k1", T0)),
+            entry(2, stamped_sale("k2", T0 + 5)),
+            entry(3, stamped_sale("k3", T0 + 10)),
+        ];
+        let mut index = 4;
+        for payload in progress {
+            entries.push(entry(index, payload));
+            index += 1;
+        }
+        // Idle for three windows, a tick every 10 s.
+        for n in 0..18 {
+            entries.push(entry(index + n, tick(T0 + 20 + 10 * n)));
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (journal, machine) = open(dir.path()).await;
+        let mut machine = machine.retaining(Duration::from_secs(60));
+        journal.seed(default_books()).await.expect("seed");
+        machine.apply(entries).await.expect("apply");
+        journal
+            .applied(pygmy_core::catalog::SALE_PREFIX, 0, 100)
+            .await
+            .expect("sales")
+            .into_iter()
+            .map(|op| op.id.0)
+            .collect()
+    }
+
     /// A sale the reconciler has not passed keeps its record past the
     /// window: its order may still be missing, and the reconciler finds it
     /// by its record. Those it passed are forgotten with their age. (Seen
@@ -493,40 +548,28 @@ mod state_machine {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_sale_the_reconciler_has_not_passed_keeps_its_record() {
         const T0: u64 = 1_800_000_000;
-        let reconciled = |upto: u64, at_s: u64| {
-            EntryPayload::Normal(Proposal {
-                ops: vec![Op {
-                    id: CatalogCommand::reconciled_op_id(upto),
-                    cmd: CatalogCommand::Reconciled { upto },
-                }],
-                at_ms: Some(at_s * 1000),
-                ..Proposal::now(Vec::new())
-            })
-        };
-        let mut entries = vec![
-            entry(1, stamped_sale("k1", T0)),
-            entry(2, stamped_sale("k2", T0 + 5)),
-            entry(3, stamped_sale("k3", T0 + 10)),
-            // k1, the first in the apply order, has its order.
-            entry(4, reconciled(1, T0 + 15)),
-        ];
-        // Idle for three windows, a tick every 10 s.
-        for n in 0..18 {
-            entries.push(entry(5 + n, tick(T0 + 20 + 10 * n)));
-        }
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (journal, machine) = open(dir.path()).await;
-        let mut machine = machine.retaining(Duration::from_secs(60));
-        journal.seed(default_books()).await.expect("seed");
-        machine.apply(entries).await.expect("apply");
-        let listed: Vec<String> = journal
-            .applied(pygmy_core::catalog::SALE_PREFIX, 0, 100)
-            .await
-            .expect("sales")
-            .into_iter()
-            .map(|op| op.id.0)
-            .collect();
-        assert_eq!(listed, ["sale:k2", "sale:k3"]);
+        // k1, the first in the apply order, has its order.
+        let kept = kept_after(vec![reconciled(0, 1, 1, T0 + 15)]).await;
+        assert_eq!(kept, ["sale:k2", "sale:k3"]);
+    }
+
+    /// With two order shards, a sale is kept until the reconcilers of
+    /// both have passed it: one shard's progress does not forget the sales
+    /// the other has not looked at. (Seen failing with one progress for
+    /// every shard: shard 0's moved past k2 and k3, and they were
+    /// forgotten before shard 1 had looked.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sale_is_kept_until_every_order_shard_has_passed_it() {
+        const T0: u64 = 1_800_000_000;
+        let kept = kept_after(vec![
+            reconciled(0, 2, 3, T0 + 15),
+            reconciled(1, 2, 1, T0 + 16),
+        ])
+        .await;
+        assert_eq!(kept, ["sale:k2", "sale:k3"]);
+        // Before shard 1 says anything, its progress counts as 0.
+        let kept = kept_after(vec![reconciled(0, 2, 3, T0 + 15)]).await;
+        assert_eq!(kept, ["sale:k1", "sale:k2", "sale:k3"]);
     }
 
     /// The op ids still recorded, in apply order.

@@ -28,7 +28,7 @@ use pygmy_core::catalog::{
 };
 use pygmy_core::journal::{Op, OpId};
 use pygmy_core::replication::Replicator;
-use pygmy_core::shard::ItemRanges;
+use pygmy_core::shard::{ItemRanges, MAX_ORDER_SHARDS};
 use pygmy_core::types::{Book, Cost, IdempotencyKey, ItemId};
 use serde_json::Value;
 use tracing::Instrument;
@@ -183,11 +183,13 @@ impl CatalogNode {
         Ok(json(StatusCode::OK, &ItemsResponse::new(books)))
     }
 
-    /// `GET /sales?after=&limit=` (internal): the sales made, in apply
-    /// order, for the order service's reconciliation.
+    /// `GET /sales?after=&limit=&shard=` (internal): the sales made, in
+    /// apply order, for the order service's reconciliation, with the
+    /// progress of order shard `shard`'s reconciler.
     async fn sales(&self, req: &Request) -> ApiResult {
         let after = req.number("after")?.unwrap_or(0);
         let limit = req.number("limit")?.unwrap_or(500).clamp(1, 5_000);
+        let shard = order_shard(req.number("shard")?.unwrap_or(0))?;
         self.replica.ready_to_read().await?;
         let ops = self
             .store
@@ -195,7 +197,7 @@ impl CatalogNode {
             .await?;
         let last_seq = ops.last().map_or(after, |op| op.seq);
         let reconciled = if self.numbers_sales_alike() {
-            Some(self.store.reconciled().await?.unwrap_or(0))
+            Some(self.store.reconciled(shard).await?.unwrap_or(0))
         } else {
             None
         };
@@ -239,15 +241,29 @@ impl CatalogNode {
     /// sales (a replicated op) so that the next order leader resumes from
     /// it, and so that the records of the sales after it are kept.
     async fn reconciled(&self, req: &Request) -> ApiResult {
-        let ReconciledRequest { upto } = req.json()?;
+        let ReconciledRequest {
+            upto,
+            shard,
+            shards,
+        } = req.json()?;
+        if shard >= shards || usize::try_from(shards).unwrap_or(usize::MAX) > MAX_ORDER_SHARDS {
+            return Err(ApiError::bad_request(format!(
+                "shard {shard} of {shards}: a shard is below the count, which is at most \
+                 {MAX_ORDER_SHARDS}"
+            )));
+        }
         if !self.numbers_sales_alike() {
             return Err(ApiError::unprocessable(
                 "the reconciler's progress is kept under raft only",
             ));
         }
         let op = Op {
-            id: CatalogCommand::reconciled_op_id(upto),
-            cmd: CatalogCommand::Reconciled { upto },
+            id: CatalogCommand::reconciled_op_id(shard, upto),
+            cmd: CatalogCommand::Reconciled {
+                upto,
+                shard,
+                shards,
+            },
         };
         match self.change(op).await? {
             CatalogOutcome::Reconciled { upto } => Ok(json(
@@ -464,6 +480,18 @@ impl Pushes {
 /// Checks a `PUT /item` body: an object with `count` (an integer delta)
 /// and/or `cost` (a price), nothing else. 400 for a malformed body, 422 for
 /// an impossible value.
+/// An order shard's number as a request gives it (`?shard=`).
+fn order_shard(shard: u64) -> Result<u32, ApiError> {
+    u32::try_from(shard)
+        .ok()
+        .filter(|s| usize::try_from(*s).is_ok_and(|s| s < MAX_ORDER_SHARDS))
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "shard {shard}: a store has at most {MAX_ORDER_SHARDS} order shards"
+            ))
+        })
+}
+
 fn parse_update(body: &Value) -> Result<(Option<i64>, Option<Cost>), ApiError> {
     let Value::Object(fields) = body else {
         return Err(ApiError::bad_request(

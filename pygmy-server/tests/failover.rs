@@ -320,8 +320,12 @@ async fn a_store_that_sold(
             .expect("orders");
     }
     let kept = Op {
-        id: CatalogCommand::reconciled_op_id(sold),
-        cmd: CatalogCommand::Reconciled { upto: sold },
+        id: CatalogCommand::reconciled_op_id(0, sold),
+        cmd: CatalogCommand::Reconciled {
+            upto: sold,
+            shard: 0,
+            shards: 1,
+        },
     };
     catalog
         .apply_with_meta(

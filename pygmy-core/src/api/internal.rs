@@ -75,8 +75,9 @@ pub struct SalesResponse {
     pub last_seq: u64,
     /// Always `{}`.
     pub message: Empty,
-    /// The reconciler's progress (`POST /sales/reconciled`): every sale up
-    /// to it has its order (0 until the first). Kept under `raft` only,
+    /// The progress of the reconciler of the order shard asked for
+    /// (`?shard=`, 0 by default; `POST /sales/reconciled`): every sale of
+    /// its keys up to it has its order (0 until the first). Kept under `raft` only,
     /// where every replica numbers the sales alike; absent under
     /// `broadcast`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -96,6 +97,25 @@ pub struct SalesResponse {
 pub struct ReconciledRequest {
     /// The last sale whose order is recorded, and every one before it.
     pub upto: u64,
+    /// The order shard whose reconciler it is (0, and not sent, in a store
+    /// of one order shard).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub shard: u32,
+    /// The order shards of the store (1, and not sent, for one).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub shards: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
 }
 
 /// `POST /sales/reconciled` (internal): the reconciler's progress as it is

@@ -13,7 +13,8 @@ use crate::types::{Book, ItemId};
 #[derive(Debug, Default)]
 pub struct CatalogState {
     books: BTreeMap<ItemId, Book>,
-    reconciled: Option<u64>,
+    /// Each order shard's reconciler's progress, by shard.
+    reconciled: BTreeMap<u32, u64>,
 }
 
 impl MemoryState for CatalogState {
@@ -48,10 +49,17 @@ impl MemoryState for CatalogState {
                 }
                 CatalogOutcome::Updated { book: book.clone() }
             }
-            CatalogCommand::Reconciled { upto } => {
-                let upto = self.reconciled.map_or(*upto, |known| known.max(*upto));
-                self.reconciled = Some(upto);
-                CatalogOutcome::Reconciled { upto }
+            CatalogCommand::Reconciled {
+                upto,
+                shard,
+                shards,
+            } => {
+                for other in 0..*shards {
+                    self.reconciled.entry(other).or_insert(0);
+                }
+                let known = self.reconciled.entry(*shard).or_insert(0);
+                *known = (*known).max(*upto);
+                CatalogOutcome::Reconciled { upto: *known }
             }
         }
     }
@@ -76,8 +84,11 @@ impl CatalogStore for MemoryCatalog {
         Ok(self.read(|state| state.books.get(&id).cloned()))
     }
 
-    async fn reconciled(&self) -> Result<Option<u64>, StoreError> {
-        Ok(self.read(|state| state.reconciled))
+    async fn reconciled(&self, shard: u32) -> Result<Option<u64>, StoreError> {
+        Ok(self.read(|state| {
+            (!state.reconciled.is_empty())
+                .then(|| state.reconciled.get(&shard).copied().unwrap_or(0))
+        }))
     }
 
     async fn books(&self, topic: Option<String>) -> Result<Vec<Book>, StoreError> {

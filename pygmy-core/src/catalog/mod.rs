@@ -54,11 +54,34 @@ pub enum CatalogCommand {
     /// `upto` (their place in the apply order, as `GET /sales` lists
     /// them): the reconciler's progress, kept with the sales so that the
     /// next order leader resumes from it, and so that the records of the
-    /// sales after it are never pruned. It only moves forward.
+    /// sales after it are never pruned. It only moves forward. Each order
+    /// shard's reconciler keeps a progress of its own (its sales are
+    /// those of its keys), and the records of the sales after the least
+    /// of them are kept.
     Reconciled {
         /// The last sale whose order is recorded, and every one before it.
         upto: u64,
+        /// The order shard whose reconciler it is: 0, and not written, in
+        /// a store of one order shard.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        shard: u32,
+        /// The order shards of the store (1, and not written, for one):
+        /// until each has kept a progress, its progress counts as 0.
+        #[serde(default = "one", skip_serializing_if = "is_one")]
+        shards: u32,
     },
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
 }
 
 impl CatalogCommand {
@@ -98,9 +121,14 @@ impl CatalogCommand {
         OpId(format!("{UPDATE_PREFIX}{key}"))
     }
 
-    /// The op id of the reconciler's progress up to sale `upto`.
-    pub fn reconciled_op_id(upto: u64) -> OpId {
-        OpId(format!("{RECONCILED_PREFIX}{upto}"))
+    /// The op id of the progress of order shard `shard`'s reconciler up
+    /// to sale `upto` (`reconciled:<upto>` for shard 0, as before shards).
+    pub fn reconciled_op_id(shard: u32, upto: u64) -> OpId {
+        if shard == 0 {
+            OpId(format!("{RECONCILED_PREFIX}{upto}"))
+        } else {
+            OpId(format!("{RECONCILED_PREFIX}{shard}:{upto}"))
+        }
     }
 }
 
@@ -212,7 +240,8 @@ pub trait CatalogStore: Journal<CatalogMachine> {
     /// Every book, or those of `topic` (exact match), by id.
     async fn books(&self, topic: Option<String>) -> Result<Vec<Book>, StoreError>;
 
-    /// The reconciler's progress ([`CatalogCommand::Reconciled`]): every
-    /// sale up to it has its order; `None` until the first.
-    async fn reconciled(&self) -> Result<Option<u64>, StoreError>;
+    /// The progress of order shard `shard`'s reconciler
+    /// ([`CatalogCommand::Reconciled`]): every sale of its keys up to it
+    /// has its order; `None` until the first of any shard.
+    async fn reconciled(&self, shard: u32) -> Result<Option<u64>, StoreError>;
 }

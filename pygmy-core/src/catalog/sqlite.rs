@@ -137,6 +137,10 @@ CREATE TABLE IF NOT EXISTS sales_reconciled (
     id   INTEGER PRIMARY KEY CHECK (id = 1),
     upto INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS sales_reconciled_shards (
+    shard INTEGER PRIMARY KEY CHECK (shard >= 1),
+    upto  INTEGER NOT NULL
+);
 ";
 
     type View = Books;
@@ -160,15 +164,25 @@ CREATE TABLE IF NOT EXISTS sales_reconciled (
         match cmd {
             CatalogCommand::Sell { item } => sell(tx, *item),
             CatalogCommand::Update { item, count, cost } => update(tx, *item, *count, *cost),
-            CatalogCommand::Reconciled { upto } => reconciled(tx, *upto),
+            CatalogCommand::Reconciled {
+                upto,
+                shard,
+                shards,
+            } => reconciled(tx, *upto, *shard, *shards),
         }
     }
 
-    /// The records of the sales the reconciler has not passed are kept,
-    /// whatever their age: a sale whose order is not recorded yet is never
-    /// forgotten.
+    /// The records of the sales the reconciler of some order shard has not
+    /// passed are kept, whatever their age: a sale whose order is not
+    /// recorded yet is never forgotten.
     fn keep_from(tx: &Transaction<'_>) -> Result<Option<u64>, StoreError> {
-        Ok(select_reconciled(tx)?.map(|upto| upto.saturating_add(1)))
+        let least: Option<i64> = tx
+            .prepare_cached(
+                "SELECT MIN(upto) FROM (SELECT upto FROM sales_reconciled
+                 UNION ALL SELECT upto FROM sales_reconciled_shards)",
+            )?
+            .query_row([], |r| r.get(0))?;
+        Ok(least.map(|upto| u64::try_from(upto).unwrap_or(0).saturating_add(1)))
     }
 
     /// The reconciler starts again from the first sale kept: a backup of
@@ -177,27 +191,69 @@ CREATE TABLE IF NOT EXISTS sales_reconciled (
     /// them.
     fn restored(tx: &Transaction<'_>) -> Result<(), StoreError> {
         tx.execute("DELETE FROM sales_reconciled", [])?;
+        tx.execute("DELETE FROM sales_reconciled_shards", [])?;
         Ok(())
     }
 }
 
-fn select_reconciled(conn: &Connection) -> Result<Option<u64>, StoreError> {
-    let upto: Option<i64> = conn
-        .prepare_cached("SELECT upto FROM sales_reconciled WHERE id = 1")?
-        .query_row([], |r| r.get(0))
-        .optional()?;
-    Ok(upto.map(|upto| u64::try_from(upto).unwrap_or(0)))
+/// Order shard `shard`'s reconciler's progress: none before the first of
+/// any shard's, then 0 until its own. Shard 0's is the one row of
+/// `sales_reconciled` (as before shards), the others' in
+/// `sales_reconciled_shards`.
+fn select_reconciled(conn: &Connection, shard: u32) -> Result<Option<u64>, StoreError> {
+    let any: bool = conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM sales_reconciled)
+                 OR EXISTS (SELECT 1 FROM sales_reconciled_shards)",
+        )?
+        .query_row([], |r| r.get(0))?;
+    if !any {
+        return Ok(None);
+    }
+    let upto: Option<i64> = if shard == 0 {
+        conn.prepare_cached("SELECT upto FROM sales_reconciled WHERE id = 1")?
+            .query_row([], |r| r.get(0))
+            .optional()?
+    } else {
+        conn.prepare_cached("SELECT upto FROM sales_reconciled_shards WHERE shard = ?1")?
+            .query_row([shard], |r| r.get(0))
+            .optional()?
+    };
+    Ok(Some(
+        upto.map_or(0, |upto| u64::try_from(upto).unwrap_or(0)),
+    ))
 }
 
-/// The reconciler's progress: moves on to `upto`, never back.
-fn reconciled(tx: &Transaction<'_>, upto: u64) -> Result<CatalogOutcome, StoreError> {
-    let upto = i64::try_from(upto).unwrap_or(i64::MAX);
-    tx.prepare_cached(
-        "INSERT INTO sales_reconciled (id, upto) VALUES (1, ?1)
-         ON CONFLICT (id) DO UPDATE SET upto = MAX(upto, excluded.upto)",
-    )?
-    .execute([upto])?;
-    let upto = select_reconciled(tx)?.unwrap_or(0);
+/// Order shard `shard`'s reconciler's progress: moves on to `upto`, never
+/// back; every other of the `shards` order shards gets a progress of 0
+/// if it has none yet, so that the sales it has not looked at are kept.
+fn reconciled(
+    tx: &Transaction<'_>,
+    upto: u64,
+    shard: u32,
+    shards: u32,
+) -> Result<CatalogOutcome, StoreError> {
+    let set = |shard: u32, upto: i64| -> Result<(), StoreError> {
+        if shard == 0 {
+            tx.prepare_cached(
+                "INSERT INTO sales_reconciled (id, upto) VALUES (1, ?1)
+                 ON CONFLICT (id) DO UPDATE SET upto = MAX(upto, excluded.upto)",
+            )?
+            .execute([upto])?;
+        } else {
+            tx.prepare_cached(
+                "INSERT INTO sales_reconciled_shards (shard, upto) VALUES (?1, ?2)
+                 ON CONFLICT (shard) DO UPDATE SET upto = MAX(upto, excluded.upto)",
+            )?
+            .execute(params![shard, upto])?;
+        }
+        Ok(())
+    };
+    for other in 0..shards.max(shard + 1) {
+        set(other, 0)?;
+    }
+    set(shard, i64::try_from(upto).unwrap_or(i64::MAX))?;
+    let upto = select_reconciled(tx, shard)?.unwrap_or(0);
     Ok(CatalogOutcome::Reconciled { upto })
 }
 
@@ -237,8 +293,8 @@ impl CatalogStore for SqliteCatalog {
         Ok(self.view().books(topic.as_deref()))
     }
 
-    async fn reconciled(&self) -> Result<Option<u64>, StoreError> {
-        self.read(select_reconciled).await
+    async fn reconciled(&self, shard: u32) -> Result<Option<u64>, StoreError> {
+        self.read(move |conn| select_reconciled(conn, shard)).await
     }
 }
 

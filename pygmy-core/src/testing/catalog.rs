@@ -356,21 +356,37 @@ pub async fn concurrent_sales_never_oversell(store: Arc<dyn CatalogStore>) {
 /// ever applied; it changes no book.
 pub async fn the_reconcilers_progress_only_moves_forward(store: Arc<dyn CatalogStore>) {
     seeded(&store, 5).await;
-    assert_eq!(store.reconciled().await.expect("read"), None);
-    let reconciled = |upto: u64| {
+    assert_eq!(store.reconciled(0).await.expect("read"), None);
+    let reconciled = |shard: u32, shards: u32, upto: u64| {
         op(
-            &CatalogCommand::reconciled_op_id(upto).0,
-            CatalogCommand::Reconciled { upto },
+            &CatalogCommand::reconciled_op_id(shard, upto).0,
+            CatalogCommand::Reconciled {
+                upto,
+                shard,
+                shards,
+            },
         )
     };
     for (upto, after) in [(7, 7), (3, 7), (12, 12)] {
-        let applied = store.apply(local(), reconciled(upto)).await.expect("apply");
+        let applied = store
+            .apply(local(), reconciled(0, 1, upto))
+            .await
+            .expect("apply");
         assert_eq!(
             applied.outcome,
             CatalogOutcome::Reconciled { upto: after },
             "after {upto}"
         );
-        assert_eq!(store.reconciled().await.expect("read"), Some(after));
+        assert_eq!(store.reconciled(0).await.expect("read"), Some(after));
     }
+    // Each order shard's reconciler keeps its own progress: one shard's
+    // does not move another's.
+    store
+        .apply(local(), reconciled(2, 3, 40))
+        .await
+        .expect("apply");
+    assert_eq!(store.reconciled(2).await.expect("read"), Some(40));
+    assert_eq!(store.reconciled(1).await.expect("read"), Some(0));
+    assert_eq!(store.reconciled(0).await.expect("read"), Some(12));
     assert_eq!(count(&store, 1).await, 5, "no book changed");
 }

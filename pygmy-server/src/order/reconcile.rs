@@ -23,11 +23,9 @@
 //! `GET /sales` answers it): a new order leader resumes from it instead of
 //! reading every sale again, and the catalog keeps the records of every
 //! sale after it, whatever their age, so that a sale whose order is
-//! missing is never forgotten. The catalog keeps one such cursor, so it is
-//! used only while the store has one order shard; with more, each
-//! reconciler keeps its cursor in memory (a new leader reads the sales
-//! again from the first one the catalog still keeps, for
-//! `op_retention_s`).
+//! missing is never forgotten. The catalog keeps one such cursor per order
+//! shard (each reconciler passes the sales of the other shards' keys), and
+//! the records after the least of them.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -77,9 +75,9 @@ pub struct Reconciler {
     cursors: HashMap<(usize, usize), u64>,
     /// When each sale still without an order was first seen.
     first_seen: HashMap<IdempotencyKey, Instant>,
-    /// Per catalog shard, the progress kept with its sales, as the shard
-    /// last said (`None`: it keeps none, under `broadcast`, or the store
-    /// has more than one order shard).
+    /// Per catalog shard, this order shard's progress kept with its
+    /// sales, as the catalog shard last said (none: it keeps none, under
+    /// `broadcast`).
     kept: HashMap<usize, u64>,
     /// Its order shard: the sales of other shards' keys are theirs.
     place: OrderShardPlace,
@@ -105,12 +103,11 @@ impl Reconciler {
         }
     }
 
-    /// Whether the progress kept with the sales is this shard's to read
-    /// and move: only while the store has one order shard (the catalog
-    /// keeps one cursor, which the reconcilers of several order shards
-    /// would move past each other's sales).
-    fn keeps_progress(&self) -> bool {
-        self.place.keys.len() == 1
+    /// This order shard's number and the count of order shards, as the
+    /// catalog keeps their progress.
+    fn shard(&self) -> (u32, u32) {
+        let number = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        (number(self.place.shard), number(self.place.keys.len()))
     }
 
     /// Runs a round every second until the task is dropped.
@@ -173,7 +170,9 @@ impl Reconciler {
             let mut answered = false;
             for _ in 0..PAGES {
                 let listed = catalogs
-                    .attempt(index, |catalog| catalog.sales(after, PAGE))
+                    .attempt(index, |catalog| {
+                        catalog.sales_for(self.shard().0, after, PAGE)
+                    })
                     .await;
                 let page = match listed {
                     Ok(page) => page,
@@ -183,7 +182,7 @@ impl Reconciler {
                     }
                 };
                 answered = true;
-                if let Some(kept) = page.reconciled.filter(|_| self.keeps_progress()) {
+                if let Some(kept) = page.reconciled {
                     let known = self.kept.entry(shard).or_insert(kept);
                     *known = (*known).max(kept);
                     if kept > after && hold.is_none() {
@@ -247,7 +246,10 @@ impl Reconciler {
             return;
         }
         match catalogs
-            .call_leader_first(|catalog| catalog.reconciled(reached))
+            .call_leader_first(|catalog| {
+                let (shard, shards) = self.shard();
+                catalog.reconciled_for(shard, shards, reached)
+            })
             .await
         {
             Ok(kept) => {
