@@ -228,6 +228,19 @@ fn replica_set<C>(
     ))
 }
 
+/// The replicas of each shard of `role`, in shard order, each set tried
+/// in the order of the balancer the topology names.
+fn balanced_shards<C>(
+    topology: &Topology,
+    role: Role,
+    pool: &Pool,
+    make: impl Fn(Http) -> C,
+) -> Result<Vec<ReplicaSet<C>>, NodeError> {
+    (0..topology.shard_names(role).len())
+        .map(|shard| replica_set(topology, role, shard, pool, &make, balancer(topology)))
+        .collect()
+}
+
 /// The balancer the topology names.
 fn balancer(topology: &Topology) -> Box<dyn Balancer> {
     match topology.balancer {
@@ -453,30 +466,8 @@ fn frontend_node(
     let pool = pooled(&client_options(topology, tls))?;
     let ranges = topology.item_ranges();
     let keys = topology.key_shards();
-    let catalogs = (0..ranges.len())
-        .map(|shard| {
-            replica_set(
-                topology,
-                Role::Catalog,
-                shard,
-                &pool,
-                CatalogClient::from_http,
-                balancer(topology),
-            )
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let orders = (0..keys.len())
-        .map(|shard| {
-            replica_set(
-                topology,
-                Role::Order,
-                shard,
-                &pool,
-                OrderClient::from_http,
-                balancer(topology),
-            )
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let catalogs = balanced_shards(topology, Role::Catalog, &pool, CatalogClient::from_http)?;
+    let orders = balanced_shards(topology, Role::Order, &pool, OrderClient::from_http)?;
     let backends = Backends {
         catalogs,
         ranges,
