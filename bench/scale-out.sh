@@ -68,7 +68,7 @@ if [ -d /sys/fs/cgroup/cpu ] && [ -w /sys/fs/cgroup/cpu ]; then
       || { echo "scale-out: cannot set the quota of $group" >&2; return 1; }
     echo "$group"
   }
-  join_cgroup() { echo "$2" >"$1/tasks"; }
+  procs=cgroup.procs
 elif [ -f /sys/fs/cgroup/cgroup.controllers ] && grep -qw cpu /sys/fs/cgroup/cgroup.controllers; then
   cgroot=/sys/fs/cgroup/pygmy-scale-out
   make_cgroup() {
@@ -80,7 +80,7 @@ elif [ -f /sys/fs/cgroup/cgroup.controllers ] && grep -qw cpu /sys/fs/cgroup/cgr
       || { echo "scale-out: cannot set the quota of $group" >&2; return 1; }
     echo "$group"
   }
-  join_cgroup() { echo "$2" >"$1/cgroup.procs"; }
+  procs=cgroup.procs
 else
   echo "scale-out: no writable cpu cgroup controller (run as root)" >&2
   exit 1
@@ -144,16 +144,21 @@ start_nodes() { # dir limit
   local dir=$1 limit=$2 name
   node_pids=()
   for name in $(awk -F'"' '/^name = / && prev ~ /^\[\[node\]\]/ {print $2} {prev = $0}' "$dir/cluster.toml"); do
-    "$bin/pygmy-server" --config "$dir/cluster.toml" --node "$name" >"$dir/$name.out" 2>&1 &
-    local pid=$!
-    pids+=("$pid")
-    node_pids+=("$pid")
+    local join=/dev/null
     if [ "$limit" = 1 ]; then
       local group
       group=$(make_cgroup "$(basename "$dir")-$name") || exit 1
       cgroups+=("$group")
-      join_cgroup "$group" "$pid"
+      join=$group/$procs
     fi
+    # Into its cgroup before it starts, so that every thread it makes is
+    # held to the quota (a process moved once running leaves the threads
+    # it already has behind).
+    sh -c 'echo $$ >"$1" && shift && exec "$@"' sh "$join" \
+      "$bin/pygmy-server" --config "$dir/cluster.toml" --node "$name" >"$dir/$name.out" 2>&1 &
+    local pid=$!
+    pids+=("$pid")
+    node_pids+=("$pid")
   done
   local frontends
   frontends=$(frontend_urls "$dir")
@@ -172,6 +177,17 @@ stop_nodes() {
 }
 frontend_urls() { # dir
   awk -F'"' '/^name = "frontend/ {f = 1} f && /^addr = / {print "http://" $2; f = 0}' "$1/cluster.toml"
+}
+# The sum over DIR's raft groups of each group's highest term: its growth
+# over a run is the elections held during it.
+terms() { # dir
+  awk -F'"' '/^name = / {n = $2} /^addr = / {print n, $2}' "$1/cluster.toml" \
+    | while read -r name addr; do
+        case $name in frontend*) continue ;; esac
+        term=$(curl -sf "http://$addr/metrics" | awk '/^pygmy_raft_term/ {print $2; exit}')
+        echo "${name%?} ${term:-0}"
+      done \
+    | awk '{if ($2 > max[$1]) max[$1] = $2} END {for (g in max) s += max[g]; print s + 0}'
 }
 # CPU seconds (user + system) of PIDS, from /proc.
 cpu_seconds() {
@@ -197,7 +213,7 @@ buys() { # dir connections
       END {printf "%.0f %.1f %d\n", ok / S, p99, errors}' S="$seconds"
 }
 
-declare -A rate p99
+declare -A rate p99 elections
 echo "== scale-out: 1, 2 and 4 shards, every node limited to ${quota}% of a core (${quota_us} us per ${period_us} us)"
 for shards in 1 2 4; do
   dir=$work/shards-$shards
@@ -206,10 +222,14 @@ for shards in 1 2 4; do
   start_nodes "$dir" 1
   "$client" --frontend "$(frontend_urls "$dir" | head -1)" load --requests 200 --concurrency 8 \
     --mix buy=100 --items "1-$items" --wait 0s >/dev/null 2>&1 || true
+  before=$(terms "$dir")
   read -r r p e < <(buys "$dir" "$connections")
+  after=$(terms "$dir")
+  [ "$before" -gt 0 ] || { echo "scale-out: no raft term read from the nodes" >&2; exit 1; }
+  elections[$shards]=$((after - before))
   rate[$shards]=$r
   p99[$shards]=$p
-  echo "$shards shard(s): $r buys/s, p99 $p ms ($connections connections per frontend, $shards frontend(s); failed buys: $e)"
+  echo "$shards shard(s): $r buys/s, p99 $p ms ($connections connections per frontend, $shards frontend(s); failed buys: $e; elections during the run: ${elections[$shards]})"
   stop_nodes
 done
 
@@ -348,10 +368,10 @@ echo "etcd: $etcd_puts puts/s, $etcd_txns create-if-absent transactions/s (64 co
 
 echo
 echo "== scale-out.sh: figures ($seconds s each, quota ${quota}% of a core per node)"
-printf '%-34s %12s %10s %8s\n' "store" "buys/s" "p99 ms" "ratio"
+printf '%-34s %12s %10s %8s %10s\n' "store" "buys/s" "p99 ms" "ratio" "elections"
 for shards in 1 2 4; do
   ratio=$(awk -v a="${rate[$shards]}" -v b="${rate[1]}" 'BEGIN {printf "%.2fx", a / b}')
-  printf '%-34s %12s %10s %8s\n' "$shards shard(s), every node ${quota}%" "${rate[$shards]}" "${p99[$shards]}" "$ratio"
+  printf '%-34s %12s %10s %8s %10s\n' "$shards shard(s), every node ${quota}%" "${rate[$shards]}" "${p99[$shards]}" "$ratio" "${elections[$shards]}"
 done
 for shards in 1 2 4; do
   printf '%-34s %12s %10s %8s\n' "hot item 1, $shards shard(s)" "${hot[$shards]}" "" \
