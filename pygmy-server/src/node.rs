@@ -15,7 +15,7 @@ use pygmy_core::balance::{Balancer, HealthPolicy, LeastLoaded, Preferred, Replic
 use pygmy_core::cache::{Cache, LruCache, NoCache};
 use pygmy_core::catalog::memory::MemoryCatalog;
 use pygmy_core::catalog::{CatalogMachine, CatalogStore};
-use pygmy_core::journal::sqlite::{SqliteJournal, SqliteMachine};
+use pygmy_core::journal::sqlite::{get_meta, set_meta, SqliteJournal, SqliteMachine};
 use pygmy_core::journal::Journal;
 use pygmy_core::order::memory::MemoryOrders;
 use pygmy_core::order::{OrderMachine, OrderStore};
@@ -423,6 +423,9 @@ async fn order_node(
     tls: Option<&NodeTls>,
 ) -> Result<(Arc<OrderNode>, Background), NodeError> {
     let store = open_store::<OrderMachine>(topology, node).await?;
+    if let Some((journal, _)) = &store.sqlite {
+        keep_order_shards(journal, topology.key_shards().len()).await?;
+    }
     let pool = pooled(&client_options(topology, tls))?;
     let replicator = replicator(topology, node, &store, &pool).await?;
     // In each catalog shard, the preferred replica first, then the others
@@ -456,6 +459,40 @@ async fn order_node(
         place,
     );
     Ok((Arc::new(order), background))
+}
+
+/// The journal meta key of the number of order shards an order replica's
+/// store was founded under.
+const ORDER_SHARDS_META: &str = "order_shards";
+
+/// Refuses an order replica whose store was founded under another number
+/// of order shards than `shards`: a buy's key would hash to another shard
+/// than the one holding its order, and a retry could buy twice. A store
+/// that does not say yet (new, restored from a backup, or from a build
+/// before this check) takes `shards`.
+async fn keep_order_shards(
+    journal: &SqliteJournal<OrderMachine>,
+    shards: usize,
+) -> Result<(), NodeError> {
+    let now = shards.to_string();
+    let founded = journal
+        .write_beside(move |tx| {
+            if let Some(founded) = get_meta(tx, ORDER_SHARDS_META)? {
+                return Ok(founded);
+            }
+            set_meta(tx, &[(ORDER_SHARDS_META.to_owned(), now.clone())])?;
+            Ok(now)
+        })
+        .await?;
+    if founded == shards.to_string() {
+        return Ok(());
+    }
+    Err(ConfigError::Invalid(format!(
+        "this order replica's store was founded under {founded} order shard(s), and the \
+         topology has {shards}: the keys of its orders would hash to other shards, so a \
+         retried buy could buy twice; keep the number of order shards"
+    ))
+    .into())
 }
 
 fn frontend_node(
@@ -577,6 +614,34 @@ impl Serving {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An order replica starts only under the number of order shards its
+    /// store was founded under, kept across a reopen of its file.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_order_replica_keeps_the_order_shards_it_was_founded_under() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let open = || {
+            let path = dir.path().join("orders.db");
+            async move {
+                tokio::task::spawn_blocking(move || SqliteJournal::<OrderMachine>::open(path))
+                    .await
+                    .expect("task")
+                    .expect("open")
+            }
+        };
+        let store = open().await;
+        keep_order_shards(&store, 2).await.expect("founded under 2");
+        keep_order_shards(&store, 2).await.expect("the same count");
+        drop(store);
+        let reopened = open().await;
+        let refused = keep_order_shards(&reopened, 3)
+            .await
+            .expect_err("3 after 2");
+        assert!(refused.to_string().contains("founded under 2"), "{refused}");
+        keep_order_shards(&reopened, 2)
+            .await
+            .expect("its own count");
+    }
 
     /// More clients than a backlog of 128 would hold connect at once,
     /// before the node accepts any: the kernel completes every handshake.
