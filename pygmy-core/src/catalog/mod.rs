@@ -122,7 +122,8 @@ impl CatalogCommand {
     }
 
     /// The op id of the progress of order shard `shard`'s reconciler up
-    /// to sale `upto` (`reconciled:<upto>` for shard 0, as before shards).
+    /// to sale `upto` (`reconciled:<upto>` for shard 0, the id of a store
+    /// of one order shard).
     pub fn reconciled_op_id(shard: u32, upto: u64) -> OpId {
         if shard == 0 {
             OpId(format!("{RECONCILED_PREFIX}{upto}"))

@@ -198,7 +198,8 @@ CREATE TABLE IF NOT EXISTS sales_reconciled_shards (
 
 /// Order shard `shard`'s reconciler's progress: none before the first of
 /// any shard's, then 0 until its own. Shard 0's is the one row of
-/// `sales_reconciled` (as before shards), the others' in
+/// `sales_reconciled` (the table of a store of one order shard), the
+/// others' in
 /// `sales_reconciled_shards`.
 fn select_reconciled(conn: &Connection, shard: u32) -> Result<Option<u64>, StoreError> {
     let any: bool = conn

@@ -34,8 +34,8 @@ pub enum OrderCommand {
         created: String,
         /// The id below the first order of the order shard that records
         /// it ([`crate::shard::order_id_base`]): a new order takes the
-        /// shard's highest id, or this, plus one. 0 (and not written) for
-        /// the first shard, as an order recorded before shards.
+        /// shard's highest id, or this, plus one. 0, and not written, for
+        /// the first shard (the only one of a store without shards).
         #[serde(default, skip_serializing_if = "is_zero")]
         base: i64,
     },
