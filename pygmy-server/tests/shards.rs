@@ -210,3 +210,47 @@ async fn a_sharded_store_keeps_every_promise_under_load() {
     assert_eq!(catalog_4.shard, "catalog-s1");
     test.shutdown().await;
 }
+
+/// A catalog shard with no replica left fails what needs it, and only
+/// that: a lookup or a buy of another shard's item is served, a lookup
+/// of its items and every search answer 503 (a search is whole or an
+/// error, never the other shards' part), and the frontend says it is not
+/// ready, naming the shard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catalog_shard_down_fails_its_items_and_searches_alone() {
+    let mut test = TestCluster::start(sharded(1)).await;
+    let catalogs = test.names(Role::Catalog);
+    test.cluster.stop_node(&catalogs[1]).await.expect("stop");
+    let store = test.store();
+
+    assert_eq!(store.lookup(ItemId(1)).await.expect("lookup").count, 100);
+    store
+        .buy(ItemId(2))
+        .await
+        .expect("a buy of the first shard");
+    assert!(
+        matches!(
+            store.lookup(ItemId(6)).await,
+            Err(ClientError::Unavailable(_))
+        ),
+        "a lookup of the stopped shard's item"
+    );
+    let search = store.search("distributed systems").await;
+    assert!(
+        matches!(search, Err(ClientError::Unavailable(_))),
+        "a search with a shard down answered {search:?}"
+    );
+    let frontend = pygmy_server::node::probe_client(&test.url("frontend"), None).expect("client");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let reason = loop {
+        match frontend.ready().await {
+            Err(ClientError::Unavailable(reason)) => break reason,
+            other if tokio::time::Instant::now() >= deadline => {
+                panic!("the frontend is still ready: {other:?}")
+            }
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    assert_eq!(reason, "no catalog (shard 1) replica is ready");
+    test.shutdown().await;
+}
